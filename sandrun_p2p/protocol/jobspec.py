@@ -166,8 +166,19 @@ class Manifest:
         _unknown(
             d,
             {
-                "entrypoint", "interpreter", "args", "env", "environment", "outputs", "timeout",
-                "memory_mb", "cpu", "gpu", "compare", "checkpoint_interval", "priority",
+                "entrypoint",
+                "interpreter",
+                "args",
+                "env",
+                "environment",
+                "outputs",
+                "timeout",
+                "memory_mb",
+                "cpu",
+                "gpu",
+                "compare",
+                "checkpoint_interval",
+                "priority",
             },
             w,
         )
@@ -267,7 +278,9 @@ class JobSpec:
             raise SpecError(f"spec.redundancy must be between 1 and {MAX_REDUNDANCY}, got {k}")
         q = _opt(d, "quorum", int, default_quorum(k), w)
         if not (k // 2 < q <= k):
-            raise SpecError(f"spec.quorum must be a strict majority of redundancy {k} (between {k // 2 + 1} and {k}), got {q}")
+            raise SpecError(
+                f"spec.quorum must be a strict majority of redundancy {k} (between {k // 2 + 1} and {k}), got {q}"
+            )
         deadline = _opt(d, "deadline", int, 0, w)
         if deadline < 0:
             raise SpecError("spec.deadline must be a unix time in seconds")

@@ -1,0 +1,128 @@
+"""Leader-free claiming: eligibility, rendezvous (HRW) ranking, fallback schedule, shards.
+
+Every node ranks the eligible set of a job by ``H(job_id || seed || node_id)`` (highest first),
+where ``seed`` is a chain value the client cannot choose. The score of a node does not depend
+on anyone's view, so when views differ the claimants can still be ordered the same way by all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .encoding import sha256
+from .jobspec import Manifest, version_tuple
+
+#: What an executor must enforce to be trusted with anonymous code.
+REQUIRED_ENFORCEMENT = frozenset({"network"})
+
+
+@dataclass(frozen=True)
+class Gpu:
+    model: str
+    vram_mb: int
+    cc: str = ""
+    cuda: str = ""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a node offers, as carried in its advert."""
+
+    cpus: int
+    mem_mb: int
+    disk_mb: int = 0
+    gpus: tuple[Gpu, ...] = ()
+    enforced: frozenset[str] = frozenset()
+    executor: str = "local"
+    max_jobs: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Capabilities:
+        return cls(
+            cpus=d["cpus"],
+            mem_mb=d["mem_mb"],
+            disk_mb=d.get("disk_mb", 0),
+            gpus=tuple(
+                Gpu(g["model"], g["vram_mb"], g.get("cc", ""), g.get("cuda", "")) for g in d.get("gpus", [])
+            ),
+            enforced=frozenset(d.get("enforced", ())),
+            executor=d.get("executor", "local"),
+            max_jobs=d.get("max_jobs", 1),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpus": self.cpus,
+            "mem_mb": self.mem_mb,
+            "disk_mb": self.disk_mb,
+            "gpus": [{"model": g.model, "vram_mb": g.vram_mb, "cc": g.cc, "cuda": g.cuda} for g in self.gpus],
+            "enforced": sorted(self.enforced),
+            "executor": self.executor,
+            "max_jobs": self.max_jobs,
+        }
+
+
+def gpu_fits(gpu: Gpu, manifest: Manifest) -> bool:
+    req = manifest.gpu
+    return (
+        gpu.vram_mb >= req.min_vram_gb * 1024
+        and version_tuple(gpu.cc or "0") >= version_tuple(req.compute_capability)
+        and version_tuple(gpu.cuda or "0") >= version_tuple(req.cuda_version)
+    )
+
+
+def ineligibility(caps: Capabilities, manifest: Manifest) -> str | None:
+    """Why a node with ``caps`` cannot run ``manifest`` (None when it can)."""
+    missing = REQUIRED_ENFORCEMENT - caps.enforced
+    if missing:
+        return f"does not enforce {', '.join(sorted(missing))}"
+    if caps.cpus < manifest.cpu:
+        return f"{caps.cpus} CPUs < {manifest.cpu}"
+    if caps.mem_mb < manifest.memory_mb:
+        return f"{caps.mem_mb} MB memory < {manifest.memory_mb} MB"
+    if manifest.gpu.required:
+        fitting = sum(1 for g in caps.gpus if gpu_fits(g, manifest))
+        if fitting < manifest.gpu.count:
+            return (
+                "no GPU meets the requirement"
+                if not caps.gpus
+                else f"{fitting} fitting GPU(s) < {manifest.gpu.count}"
+            )
+    return None
+
+
+def eligible(caps: Capabilities, manifest: Manifest) -> bool:
+    return ineligibility(caps, manifest) is None
+
+
+def hrw_score(job_id: bytes, seed: bytes, node_id: bytes) -> bytes:
+    """Rendezvous score; compare as big-endian bytes, higher wins."""
+    return sha256(b"sandrun-p2p/hrw\x00", job_id, seed, node_id)
+
+
+def rank(job_id: bytes, seed: bytes, node_ids: Iterable[bytes]) -> list[bytes]:
+    """Node ids ordered best first."""
+    return sorted(node_ids, key=lambda n: hrw_score(job_id, seed, n), reverse=True)
+
+
+def top_claimants(job_id: bytes, seed: bytes, claimants: Iterable[bytes], k: int) -> list[bytes]:
+    """The k claimants that win a conflict: the best HRW scores (view-independent)."""
+    return rank(job_id, seed, claimants)[:k]
+
+
+def claim_delay(position: int, redundancy: int, fallback_interval: float) -> float:
+    """Seconds after the announcement at which the node at 0-based ``position`` may claim.
+
+    The top ``redundancy`` claim at once; rank r > k (1-based) waits (r - k) fallback intervals
+    and claims only if fewer than k valid claims are known by then.
+    """
+    return 0.0 if position < redundancy else (position - redundancy + 1) * fallback_interval
+
+
+def shard_of(job_id: bytes, shard_bits: int) -> int:
+    """Shard of a job among 2**shard_bits, from the first two bytes of its id."""
+    if shard_bits == 0:
+        return 0
+    return int.from_bytes(job_id[:2], "big") >> (16 - shard_bits)

@@ -1,0 +1,819 @@
+"""NodeCore: the whole protocol of one node as a deterministic state machine.
+
+``handle(event, now) -> list[Action]``; ``next_deadline()`` says when to feed a :class:`Tick`.
+No I/O, no clock, no randomness: the trio agent and the simulator drive the same object.
+
+Per job, every node of the job's shard keeps the same bookkeeping (a *view*): claims,
+commitments, reveals. From it each node derives, by the rules in :mod:`claiming` and
+:mod:`verification`, who executes (the winners), when it should claim as a fallback, when
+to reveal, and whether the result is accepted. Deadlines use local receipt times.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from . import claiming
+from . import messages as m
+from .claiming import Capabilities
+from .errors import ProtocolError
+from .events import (
+    Action,
+    CancelExecution,
+    CapabilitiesChanged,
+    ChainUpdate,
+    Event,
+    ExecutionDone,
+    ExecutionFailed,
+    JobEvent,
+    Publish,
+    Received,
+    RequestGrant,
+    SetTimer,
+    Start,
+    StartExecution,
+    SubmitJob,
+    SubmitTx,
+    Tick,
+)
+from .jobspec import JobSpec
+from .verification import Evidence, EvidenceKind, Outcome, commitment, decide, reveal_matches
+
+# Job phases as this node sees them.
+OPEN = "open"  # announced, executing or waiting for commitments
+REVEALING = "revealing"
+ACCEPTED = "accepted"
+FAILED = "failed"
+SETTLED = "settled"
+REFUNDED = "refunded"
+FINAL = (SETTLED, REFUNDED)
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Protocol parameters. Every node of one network must use the same values (except caps)."""
+
+    advert_interval: float = 10.0  # seconds between adverts
+    advert_ttl: float = 3.0  # an advert is fresh for ttl x its interval
+    fallback_interval: float = 2.0  # seconds between fallback ranks
+    commit_grace: float = 10.0  # beyond the manifest timeout, for fetching, starting and committing
+    reveal_window: float = 10.0  # time to reveal once revealing starts
+    settle_backup_delay: float = 5.0  # how long the other agreeing executors wait before settling themselves
+    grant_timeout: float = 10.0  # how long a winner of an encrypted job waits for its key
+    no_eligible_grace: float = (
+        0.0  # how long a job with no eligible node waits for adverts (0: 1 advert interval)
+    )
+    shard_bits: int = 0  # 2**shard_bits job topics
+    require_stake: bool = False  # only staked nodes are eligible
+    require_escrow: bool = False  # only funded jobs are processed (seed taken from the chain)
+    forget_after: float = 600.0  # drop a finished job's bookkeeping after this long
+    max_orphan_jobs: int = 1024  # messages held for jobs not yet announced here: this many jobs
+    max_orphan_msgs: int = 32  # ... and this many messages per job
+
+
+@dataclass
+class Claim:
+    at: float
+    winner_since: float | None = None
+    lapsed: bool = False
+    released: bool = False
+    raw: bytes = b""
+
+
+@dataclass
+class JobView:
+    spec: JobSpec
+    job_id: bytes
+    seed: bytes
+    origin: bytes
+    t0: float  # local time the announcement was processed
+    shard: int
+    funded: bool = True
+    phase: str = OPEN
+    epoch: float = 0.0  # start of the current fallback schedule
+    claims: dict[bytes, Claim] = field(default_factory=dict)
+    commits: dict[bytes, tuple[bytes, bytes, float]] = field(
+        default_factory=dict
+    )  # node -> (commitment, raw, at)
+    reveals: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)  # node -> (root, raw)
+    reveal_msgs: dict[bytes, dict] = field(default_factory=dict)
+    reveal_started: float | None = None
+    reveal_deadline: float | None = None
+    winners: tuple[bytes, ...] = ()
+    # this node's part
+    claimed: bool = False
+    executing: bool = False
+    granted: bytes = b""
+    grants_sent: set[bytes] = field(default_factory=set)
+    result: ExecutionDone | None = None
+    revealed: bool = False
+    accepted_root: bytes | None = None
+    settle_at: float | None = None
+    evidence_sent: set[tuple[str, bytes]] = field(default_factory=set)
+    finished_at: float | None = None
+    no_eligible_reason: str = ""
+    eligible_cache: tuple[int, float, list[bytes]] | None = None
+
+
+@dataclass
+class Advert:
+    caps: Capabilities
+    at: float
+    interval: float
+    shards: frozenset[int] | None  # None: all
+    eth: bytes = b""
+
+
+class NodeCore:
+    """One node's protocol state. ``caps=None`` makes a light node (relays and watches, never executes)."""
+
+    def __init__(
+        self,
+        node_id: bytes,
+        caps: Capabilities | None,
+        config: CoreConfig | None = None,
+        shards: frozenset[int] | None = None,
+        eth: bytes = b"",
+    ) -> None:
+        self.node_id = node_id
+        self.caps = caps
+        self.cfg = config or CoreConfig()
+        self.shards = shards  # None: all shards
+        self.eth = eth
+        self.adverts: dict[bytes, Advert] = {}
+        self.staked: set[bytes] = set()
+        self.jobs: dict[bytes, JobView] = {}
+        self.funded: dict[bytes, bytes] = {}  # job -> chain seed, for funding seen before the announcement
+        self.running = 0
+        self.orphans: dict[bytes, list[m.Message]] = {}
+        self._timers: list[tuple[float, bytes]] = []
+        self._pending: set[tuple[float, bytes]] = set()
+        self._armed: float | None = None
+        self._adv_version = 0
+        self._next_advert: float | None = None
+        self.stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ driving API
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        out: list[Action] = []
+        if isinstance(event, Received):
+            self._on_message(event.msg, now, out)
+        elif isinstance(event, Tick):
+            self._on_tick(now, out)
+        elif isinstance(event, ExecutionDone):
+            self._on_done(event, now, out)
+        elif isinstance(event, ExecutionFailed):
+            self._on_exec_failed(event, now, out)
+        elif isinstance(event, SubmitJob):
+            self._on_submit(event, now, out)
+        elif isinstance(event, ChainUpdate):
+            self._on_chain(event, now, out)
+        elif isinstance(event, Start):
+            self._advertise(now, out)
+        elif isinstance(event, CapabilitiesChanged):
+            self.caps = event.caps
+            self._advertise(now, out)
+        else:  # pragma: no cover - typing guards this
+            raise TypeError(f"unknown event {event!r}")
+        self._arm(out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        times = [
+            t for t in (self._next_advert, self._timers[0][0] if self._timers else None) if t is not None
+        ]
+        return min(times) if times else None
+
+    # ---------------------------------------------------------------------- helpers
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def _wake(self, job_id: bytes, at: float) -> None:
+        key = (at, job_id)
+        if key not in self._pending:
+            self._pending.add(key)
+            heapq.heappush(self._timers, key)
+
+    def _arm(self, out: list[Action]) -> None:
+        nd = self.next_deadline()
+        if nd is not None and nd != self._armed:
+            self._armed = nd
+            out.append(SetTimer(nd))
+
+    def serves(self, shard: int) -> bool:
+        return self.shards is None or shard in self.shards
+
+    def advert_fresh(self, node: bytes, now: float) -> bool:
+        a = self.adverts.get(node)
+        if node == self.node_id:
+            return self.caps is not None
+        return a is not None and now <= a.at + a.interval * self.cfg.advert_ttl
+
+    def _caps_of(self, node: bytes) -> Capabilities | None:
+        if node == self.node_id:
+            return self.caps
+        a = self.adverts.get(node)
+        return a.caps if a else None
+
+    def _serves_shard(self, node: bytes, shard: int) -> bool:
+        if node == self.node_id:
+            return self.serves(shard)
+        a = self.adverts.get(node)
+        return a is not None and (a.shards is None or shard in a.shards)
+
+    def eligible_nodes(self, job: JobView, now: float) -> list[bytes]:
+        """Nodes this node believes can run the job, best rank first (cached until an advert changes or expires)."""
+        cached = job.eligible_cache
+        if cached is not None and cached[0] == self._adv_version and now <= cached[1]:
+            return cached[2]
+        nodes = [n for n in self.adverts if n != self.node_id]
+        if self.caps is not None:
+            nodes.append(self.node_id)
+        ok = []
+        valid_until = float("inf")
+        for n in nodes:
+            caps = self._caps_of(n)
+            if caps is None or not self.advert_fresh(n, now) or not self._serves_shard(n, job.shard):
+                continue
+            if self.cfg.require_stake and n not in self.staked:
+                continue
+            if claiming.eligible(caps, job.spec.manifest):
+                ok.append(n)
+                a = self.adverts.get(n)
+                if a is not None:
+                    valid_until = min(valid_until, a.at + a.interval * self.cfg.advert_ttl)
+        ranked = claiming.rank(job.job_id, job.seed, ok)
+        job.eligible_cache = (self._adv_version, valid_until, ranked)
+        return ranked
+
+    def _why_none_eligible(self, job: JobView, now: float) -> str:
+        reasons: dict[str, int] = {}
+        for n in sorted(self.adverts):
+            a = self.adverts[n]
+            if not self.advert_fresh(n, now):
+                continue
+            r = claiming.ineligibility(a.caps, job.spec.manifest) or (
+                "not staked"
+                if self.cfg.require_stake and n not in self.staked
+                else "does not serve the job's shard"
+            )
+            reasons[r] = reasons.get(r, 0) + 1
+        if self.caps is not None:
+            r = claiming.ineligibility(self.caps, job.spec.manifest)
+            if r:
+                reasons[r] = reasons.get(r, 0) + 1
+        total = sum(reasons.values())
+        detail = "; ".join(f"{c} x {r}" for r, c in sorted(reasons.items()))
+        return f"no eligible node among {total} known" + (f": {detail}" if detail else "")
+
+    def _valid_claims(self, job: JobView, now: float) -> list[bytes]:
+        return [
+            n for n, c in job.claims.items() if not c.lapsed and not c.released and self.advert_fresh(n, now)
+        ]
+
+    def _lapse_deadline(self, job: JobView, c: Claim) -> float:
+        start = c.winner_since if c.winner_since is not None else c.at
+        return start + job.spec.manifest.timeout + self.cfg.commit_grace
+
+    # ---------------------------------------------------------------- advertising
+
+    def _advertise(self, now: float, out: list[Action]) -> None:
+        if self.caps is None:
+            self._next_advert = None
+            return
+        shards = sorted(self.shards) if self.shards is not None else []
+        body = {
+            "caps": self.caps.to_dict(),
+            "shard_bits": self.cfg.shard_bits,
+            "shards": shards,
+            "eth": self.eth,
+            "interval": max(1, int(self.cfg.advert_interval)),
+            "load": self.running,
+        }
+        out.append(Publish(m.ADVERT, body))
+        self._next_advert = now + self.cfg.advert_interval
+
+    def _on_advert(self, msg: m.Message, now: float) -> None:
+        b = msg.body
+        if b["shard_bits"] != self.cfg.shard_bits:
+            raise ProtocolError(
+                "bad-field", f"advert for {b['shard_bits']} shard bits, network uses {self.cfg.shard_bits}"
+            )
+        shards = frozenset(b["shards"]) if b["shards"] else None
+        prev = self.adverts.get(msg.sender)
+        caps = Capabilities.from_dict(b["caps"])
+        interval = float(b["interval"])
+        if (
+            prev is None
+            or prev.caps != caps
+            or prev.shards != shards
+            or prev.interval != interval
+            or not self.advert_fresh(msg.sender, now)
+        ):
+            self._adv_version += 1
+        self.adverts[msg.sender] = Advert(caps, now, interval, shards, b["eth"])
+
+    # ------------------------------------------------------------------- messages
+
+    def _on_message(self, msg: m.Message, now: float, out: list[Action]) -> None:
+        self._count(f"rx_{msg.kind}")
+        if msg.sender == self.node_id and msg.kind != m.JOB:
+            return  # our own echo
+        if msg.kind == m.ADVERT:
+            self._on_advert(msg, now)
+            return
+        if msg.kind == m.JOB:
+            self._on_job(msg, now, out)
+            return
+        job = self.jobs.get(msg.body["job"])
+        if job is None:
+            self._hold_orphan(msg, now)
+            return
+        handler = {
+            m.CLAIM: self._on_claim,
+            m.RELEASE: self._on_release,
+            m.COMMIT: self._on_commit,
+            m.REVEAL: self._on_reveal,
+            m.GRANT: self._on_grant,
+            m.CHECKPOINT: self._on_checkpoint,
+            m.EVIDENCE: self._on_evidence,
+        }[msg.kind]
+        handler(job, msg, now, out)
+        self._step(job, now, out)
+
+    def _hold_orphan(self, msg: m.Message, now: float) -> None:
+        """Keep a message for a job not yet announced here (gossip reorders topics); bounded."""
+        jid = msg.body["job"]
+        held = self.orphans.get(jid)
+        if held is None:
+            if len(self.orphans) >= self.cfg.max_orphan_jobs:
+                oldest = next(iter(self.orphans))
+                del self.orphans[oldest]
+            held = self.orphans[jid] = []
+        if len(held) < self.cfg.max_orphan_msgs:
+            held.append(msg)
+        self._count("rx_orphan")
+
+    def _on_job(self, msg: m.Message, now: float, out: list[Action]) -> None:
+        spec = JobSpec.from_dict(msg.body["spec"])  # raises SpecError (a ProtocolError)
+        jid = spec.job_id
+        if jid in self.jobs:
+            return
+        shard = claiming.shard_of(jid, self.cfg.shard_bits)
+        if not self.serves(shard) and msg.sender != self.node_id:
+            return
+        if spec.deadline and spec.deadline <= now:
+            raise ProtocolError("stale", "job deadline already passed")
+        seed = msg.body["seed"]
+        funded = True
+        if self.cfg.require_escrow:
+            chain_seed = self.funded.get(jid)
+            funded = chain_seed is not None
+            if funded:
+                seed = chain_seed
+        job = JobView(spec, jid, seed, msg.sender, now, shard, funded=funded, epoch=now)
+        self.jobs[jid] = job
+        out.append(JobEvent(jid, "announced", f"k={spec.redundancy} q={spec.quorum}", msg.sender))
+        for held in self.orphans.pop(jid, []):
+            self._on_message(held, now, out)
+        self._step(job, now, out)
+
+    def _on_submit(self, ev: SubmitJob, now: float, out: list[Action]) -> None:
+        jid = ev.spec.job_id
+        shard = claiming.shard_of(jid, self.cfg.shard_bits)
+        body = {"spec": ev.spec.to_dict(), "seed": ev.seed, "origin_ts": int(now * 1000)}
+        out.append(Publish(m.JOB, body, shard))
+        if jid not in self.jobs:
+            job = JobView(ev.spec, jid, ev.seed, self.node_id, now, shard, epoch=now)
+            if self.cfg.require_escrow:
+                job.funded = jid in self.funded
+                if job.funded:
+                    job.seed = self.funded[jid]
+            self.jobs[jid] = job
+            out.append(JobEvent(jid, "announced", f"k={ev.spec.redundancy} q={ev.spec.quorum}", self.node_id))
+            self._step(job, now, out)
+
+    def _on_claim(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        if job.phase != OPEN or msg.sender in job.claims:
+            return
+        job.claims[msg.sender] = Claim(now, raw=msg.raw)
+        out.append(JobEvent(job.job_id, "claimed", "", msg.sender))
+
+    def _on_release(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        c = job.claims.get(msg.sender)
+        if c is not None and not c.released:
+            c.released = True
+            job.epoch = now
+            out.append(JobEvent(job.job_id, "released", msg.body["reason"], msg.sender))
+
+    def _on_commit(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        prev = job.commits.get(msg.sender)
+        if prev is not None:
+            if prev[0] != msg.body["commitment"]:
+                self._evidence(job, EvidenceKind.EQUIVOCATION, msg.sender, (prev[1], msg.raw), now, out)
+            return
+        c = job.claims.get(msg.sender)
+        if (
+            c is None
+            or c.lapsed
+            or c.released
+            or msg.sender not in job.winners
+            or job.reveal_started is not None
+        ):
+            self._count("commit_ignored")
+            return  # not a current winner, or too late: reveals may already be public
+        job.commits[msg.sender] = (msg.body["commitment"], msg.raw, now)
+        out.append(JobEvent(job.job_id, "committed", "", msg.sender))
+
+    def _on_reveal(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        b = msg.body
+        prev = job.reveals.get(msg.sender)
+        if prev is not None:
+            if prev[0] != b["root"]:
+                self._evidence(job, EvidenceKind.EQUIVOCATION, msg.sender, (prev[1], msg.raw), now, out)
+            return
+        commit = job.commits.get(msg.sender)
+        if commit is None or not reveal_matches(commit[0], job.job_id, msg.sender, b["root"], b["salt"]):
+            self._count("reveal_rejected")
+            out.append(
+                JobEvent(job.job_id, "reveal-rejected", "reveal does not open a known commitment", msg.sender)
+            )
+            return
+        job.reveals[msg.sender] = (b["root"], msg.raw)
+        job.reveal_msgs[msg.sender] = dict(b)
+        if job.reveal_started is None:
+            self._begin_reveal(job, now)
+        out.append(JobEvent(job.job_id, "revealed", b["root"].hex(), msg.sender))
+
+    def _on_grant(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        if msg.sender != job.origin:
+            return
+        for node, sealed in msg.body["grants"]:
+            if node == self.node_id and not job.granted:
+                job.granted = sealed
+
+    def _on_checkpoint(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        c = job.claims.get(msg.sender)
+        if c is not None:
+            out.append(JobEvent(job.job_id, "checkpoint", msg.body["cid"], msg.sender))
+
+    def _on_evidence(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
+        out.append(JobEvent(job.job_id, "evidence", msg.body["kind"], msg.body["accused"]))
+
+    # ------------------------------------------------------------ local execution
+
+    def _on_done(self, ev: ExecutionDone, now: float, out: list[Action]) -> None:
+        job = self.jobs.get(ev.job_id)
+        if job is None or not job.executing:
+            return
+        job.executing = False
+        self.running = max(0, self.running - 1)
+        if job.phase != OPEN:
+            return
+        job.result = ev
+        c = commitment(job.job_id, self.node_id, ev.trace_root, ev.salt)
+        job.commits[self.node_id] = (c, b"", now)
+        out.append(Publish(m.COMMIT, {"job": job.job_id, "commitment": c}, job.shard))
+        out.append(SubmitTx("commit", job.job_id, {"commitment": c}))
+        out.append(JobEvent(job.job_id, "committed", "", self.node_id))
+        self._step(job, now, out)
+
+    def _on_exec_failed(self, ev: ExecutionFailed, now: float, out: list[Action]) -> None:
+        job = self.jobs.get(ev.job_id)
+        if job is None or not job.claimed:
+            return
+        if job.executing:
+            job.executing = False
+            self.running = max(0, self.running - 1)
+        self._release(job, ev.reason, now, out)
+        self._step(job, now, out)
+
+    def _release(self, job: JobView, reason: str, now: float, out: list[Action]) -> None:
+        c = job.claims.get(self.node_id)
+        if c is not None and not c.released:
+            c.released = True
+            job.epoch = now
+            out.append(Publish(m.RELEASE, {"job": job.job_id, "reason": reason[:200]}, job.shard))
+            out.append(JobEvent(job.job_id, "released", reason, self.node_id))
+
+    # ------------------------------------------------------------------- chain
+
+    def _on_chain(self, ev: ChainUpdate, now: float, out: list[Action]) -> None:
+        if ev.kind == "staked":
+            self.staked.add(ev.node)
+            self._adv_version += 1
+        elif ev.kind == "unstaked":
+            self.staked.discard(ev.node)
+            self._adv_version += 1
+        elif ev.kind == "job_funded":
+            self.funded[ev.job_id] = ev.data.get("seed", b"")
+            job = self.jobs.get(ev.job_id)
+            if job is not None and not job.funded:
+                job.funded = True
+                job.seed = self.funded[ev.job_id]
+                job.epoch = now
+                job.t0 = now
+                self._step(job, now, out)
+        elif ev.kind in ("job_settled", "job_refunded"):
+            job = self.jobs.get(ev.job_id)
+            if job is not None and job.phase not in FINAL:
+                if job.executing:
+                    job.executing = False
+                    self.running = max(0, self.running - 1)
+                    out.append(CancelExecution(job.job_id, "job closed on chain"))
+                job.phase = SETTLED if ev.kind == "job_settled" else REFUNDED
+                job.finished_at = now
+                job.settle_at = None
+                out.append(JobEvent(job.job_id, job.phase, ev.data.get("reason", "")))
+                self._wake(job.job_id, now + self.cfg.forget_after)
+        elif ev.kind == "slashed":
+            out.append(JobEvent(ev.job_id, "slashed", ev.data.get("reason", ""), ev.node))
+
+    # ------------------------------------------------------------------- timers
+
+    def _on_tick(self, now: float, out: list[Action]) -> None:
+        self._armed = None
+        if self._next_advert is not None and now >= self._next_advert:
+            self._advertise(now, out)
+        due: list[bytes] = []
+        while self._timers and self._timers[0][0] <= now:
+            key = heapq.heappop(self._timers)
+            self._pending.discard(key)
+            jid = key[1]
+            if jid not in due:
+                due.append(jid)
+        for jid in due:
+            job = self.jobs.get(jid)
+            if job is None:
+                continue
+            if job.finished_at is not None and now >= job.finished_at + self.cfg.forget_after:
+                del self.jobs[jid]
+                continue
+            self._step(job, now, out)
+
+    # ------------------------------------------------------------- the job rules
+
+    def _step(self, job: JobView, now: float, out: list[Action]) -> None:
+        """Re-evaluate one job; every rule below is a function of the view and ``now``."""
+        if job.phase in FINAL or not job.funded:
+            return
+        k = job.spec.redundancy
+        if job.phase == OPEN:
+            if not job.claims and not self.eligible_nodes(job, now):
+                self._no_eligible(job, now, out)
+                return
+            self._lapse_claims(job, now, out)
+            valid = self._valid_claims(job, now)
+            winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
+            for w in winners:
+                c = job.claims[w]
+                if c.winner_since is None:
+                    c.winner_since = now
+            job.winners = winners
+            self._my_claim_and_execution(job, valid, winners, now, out)
+            if job.origin == self.node_id and job.spec.encrypted:
+                new = tuple(w for w in winners if w not in job.grants_sent)
+                if new:
+                    job.grants_sent.update(new)
+                    out.append(RequestGrant(job.job_id, new))
+            self._maybe_begin_reveal(job, now)
+        if job.phase == REVEALING:
+            self._my_reveal(job, now, out)
+            self._decide(job, now, out)
+        if job.phase == ACCEPTED:
+            self._settle(job, now, out)
+        deadline = job.spec.deadline
+        if deadline and now >= deadline and job.phase in (OPEN, REVEALING):
+            self._fail(job, "deadline passed without a verified result", now, out)
+        if job.phase == FAILED and job.settle_at is not None:
+            if now >= job.settle_at:
+                job.settle_at = None
+                out.append(SubmitTx("refund", job.job_id, {"reason": job.no_eligible_reason or "no quorum"}))
+            else:
+                self._wake(job.job_id, job.settle_at)
+        if deadline and job.phase in (OPEN, REVEALING):
+            self._wake(job.job_id, deadline)
+
+    def _lapse_claims(self, job: JobView, now: float, out: list[Action]) -> None:
+        for n, c in job.claims.items():
+            if c.lapsed or c.released or n in job.commits:
+                continue
+            if not self.advert_fresh(n, now) and n != self.node_id:
+                c.lapsed = True
+                job.epoch = now
+                out.append(JobEvent(job.job_id, "lapsed", "claimant's advert went stale", n))
+                continue
+            if c.winner_since is not None:
+                dl = self._lapse_deadline(job, c)
+                if now >= dl:
+                    c.lapsed = True
+                    job.epoch = now
+                    out.append(JobEvent(job.job_id, "lapsed", "no commitment by the execution deadline", n))
+                    if n == self.node_id and job.executing:
+                        job.executing = False
+                        self.running = max(0, self.running - 1)
+                        out.append(CancelExecution(job.job_id, "execution deadline passed"))
+                else:
+                    self._wake(job.job_id, dl)
+            a = self.adverts.get(n)
+            if a is not None:
+                self._wake(job.job_id, a.at + a.interval * self.cfg.advert_ttl + 1e-6)
+
+    def _my_claim_and_execution(
+        self, job: JobView, valid: list[bytes], winners: tuple[bytes, ...], now: float, out: list[Action]
+    ) -> None:
+        k = job.spec.redundancy
+        if self.caps is None:
+            return
+        mine = job.claims.get(self.node_id)
+        if mine is None:
+            ranked = self.eligible_nodes(job, now)
+            if self.node_id not in ranked or self.running >= self.caps.max_jobs:
+                return
+            if len(valid) >= k:
+                return
+            candidates = [n for n in ranked if n not in job.claims]
+            pos = candidates.index(self.node_id)
+            at = job.epoch + claiming.claim_delay(pos, k - len(valid), self.cfg.fallback_interval)
+            if now < at:
+                self._wake(job.job_id, at)
+                return
+            job.claims[self.node_id] = Claim(now)
+            job.claimed = True
+            out.append(Publish(m.CLAIM, {"job": job.job_id}, job.shard))
+            out.append(JobEvent(job.job_id, "claimed", "", self.node_id))
+            valid = self._valid_claims(job, now)
+            winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
+            for w in winners:
+                if job.claims[w].winner_since is None:
+                    job.claims[w].winner_since = now
+            job.winners = winners
+            mine = job.claims[self.node_id]
+        if mine.lapsed or mine.released:
+            return
+        is_winner = self.node_id in winners
+        if is_winner and not job.executing and job.result is None:
+            if job.spec.encrypted and not job.granted and job.origin != self.node_id:
+                start = mine.winner_since if mine.winner_since is not None else now
+                if now >= start + self.cfg.grant_timeout:
+                    self._release(job, "no bundle key granted in time", now, out)
+                else:
+                    self._wake(job.job_id, start + self.cfg.grant_timeout)
+                return
+            job.executing = True
+            self.running += 1
+            out.append(StartExecution(job.job_id, job.spec, job.granted))
+            out.append(JobEvent(job.job_id, "running", "", self.node_id))
+            self._wake(job.job_id, self._lapse_deadline(job, mine))
+        elif not is_winner and job.executing:
+            job.executing = False
+            self.running = max(0, self.running - 1)
+            out.append(CancelExecution(job.job_id, "outranked by other claimants; standing by"))
+            out.append(JobEvent(job.job_id, "standby", "outranked by other claimants", self.node_id))
+
+    def _no_eligible(self, job: JobView, now: float, out: list[Action]) -> None:
+        grace = self.cfg.no_eligible_grace or self.cfg.advert_interval
+        if now < job.t0 + grace:
+            self._wake(job.job_id, job.t0 + grace)
+            return
+        if not job.no_eligible_reason:
+            job.no_eligible_reason = self._why_none_eligible(job, now)
+            self._fail(job, job.no_eligible_reason, now, out)
+
+    def _maybe_begin_reveal(self, job: JobView, now: float) -> None:
+        if job.reveal_started is not None:
+            return
+        winners = job.winners
+        k = job.spec.redundancy
+        committed = [w for w in winners if w in job.commits]
+        if len(winners) == k and len(committed) == k:
+            self._begin_reveal(job, now)
+            return
+        hard = job.spec.deadline - self.cfg.reveal_window if job.spec.deadline else None
+        if hard is not None and now >= hard and job.commits:
+            self._begin_reveal(job, now)
+            return
+        if len(winners) < k and any(n not in job.claims for n in self.eligible_nodes(job, now)):
+            if hard is not None:
+                self._wake(job.job_id, hard)
+            return  # a fallback claimant is still to come: revealing now would let it copy
+        if committed:
+            # Once anyone committed, everyone else has until the slowest winner's execution deadline.
+            dls = [self._lapse_deadline(job, job.claims[w]) for w in winners if w not in job.commits]
+            limit = max(dls) if dls else now
+            if hard is not None:
+                limit = min(limit, hard)
+            if now >= limit:
+                self._begin_reveal(job, now)
+            else:
+                self._wake(job.job_id, limit)
+
+    def _begin_reveal(self, job: JobView, now: float) -> None:
+        job.reveal_started = now
+        job.reveal_deadline = now + self.cfg.reveal_window
+        job.phase = REVEALING
+        self._wake(job.job_id, job.reveal_deadline)
+
+    def _my_reveal(self, job: JobView, now: float, out: list[Action]) -> None:
+        r = job.result
+        if r is None or job.revealed or self.node_id not in job.commits:
+            return
+        job.revealed = True
+        job.reveals[self.node_id] = (r.trace_root, b"")
+        body = {
+            "job": job.job_id,
+            "root": r.trace_root,
+            "salt": r.salt,
+            "trace_cid": r.trace_cid,
+            "result_cid": r.result_cid,
+        }
+        job.reveal_msgs[self.node_id] = body
+        out.append(Publish(m.REVEAL, body, job.shard))
+        out.append(
+            SubmitTx("reveal", job.job_id, {"root": r.trace_root, "salt": r.salt, "usage_wei": r.usage_wei})
+        )
+        out.append(JobEvent(job.job_id, "revealed", r.trace_root.hex(), self.node_id))
+
+    def _decide(self, job: JobView, now: float, out: list[Action]) -> None:
+        final = job.reveal_deadline is not None and now >= job.reveal_deadline
+        reveals = {n: root for n, (root, _) in job.reveals.items()}
+        d = decide(reveals, job.spec.redundancy, job.spec.quorum, final=final)
+        if d.outcome is Outcome.ACCEPTED:
+            job.phase = ACCEPTED
+            job.accepted_root = d.root
+            out.append(JobEvent(job.job_id, "accepted", d.root.hex() if d.root else ""))
+            for n in d.dissenting:
+                self._evidence(
+                    job, EvidenceKind.DISSENT, n, (job.reveals[n][1],) if job.reveals[n][1] else (), now, out
+                )
+            if self.node_id in d.agreeing:
+                order = claiming.rank(job.job_id, job.seed, d.agreeing)
+                job.settle_at = now + order.index(self.node_id) * self.cfg.settle_backup_delay
+        elif d.outcome is Outcome.FAILED:
+            self._fail(job, d.reason, now, out)
+        if job.phase in (ACCEPTED, FAILED) and final:
+            for n in sorted(job.commits):
+                if n not in job.reveals:
+                    self._evidence(
+                        job,
+                        EvidenceKind.NO_REVEAL,
+                        n,
+                        (job.commits[n][1],) if job.commits[n][1] else (),
+                        now,
+                        out,
+                    )
+
+    def _settle(self, job: JobView, now: float, out: list[Action]) -> None:
+        if job.settle_at is None:
+            return
+        if now >= job.settle_at:
+            job.settle_at = None
+            out.append(SubmitTx("settle", job.job_id, {"root": job.accepted_root}))
+        else:
+            self._wake(job.job_id, job.settle_at)
+
+    def _fail(self, job: JobView, reason: str, now: float, out: list[Action]) -> None:
+        if job.phase in (FAILED, *FINAL):
+            return
+        job.phase = FAILED
+        if job.executing:
+            job.executing = False
+            self.running = max(0, self.running - 1)
+            out.append(CancelExecution(job.job_id, reason))
+        out.append(JobEvent(job.job_id, "failed", reason))
+        # Anyone may trigger the refund after the deadline; the origin first, executors as backups.
+        if job.spec.deadline and (job.origin == self.node_id or self.node_id in job.claims):
+            delay = 0.0 if job.origin == self.node_id else self.cfg.settle_backup_delay
+            job.settle_at = job.spec.deadline + delay
+            self._wake(job.job_id, job.settle_at)
+
+    def _evidence(
+        self,
+        job: JobView,
+        kind: EvidenceKind,
+        accused: bytes,
+        items: tuple[bytes, ...],
+        now: float,
+        out: list[Action],
+    ) -> None:
+        key = (kind.value, accused)
+        if key in job.evidence_sent:
+            return
+        job.evidence_sent.add(key)
+        ev = Evidence(kind, job.job_id, accused, tuple(i for i in items if i), job.accepted_root or b"")
+        out.append(JobEvent(job.job_id, "evidence", kind.value, accused))
+        # Only the executors that agreed (or, for equivocation, anyone who saw both messages) post it.
+        if kind is EvidenceKind.EQUIVOCATION or (self.node_id in job.commits and self.node_id != accused):
+            if ev.items:
+                body = {
+                    "kind": kind.value,
+                    "job": job.job_id,
+                    "accused": accused,
+                    "items": list(ev.items),
+                    "root": ev.accepted_root,
+                }
+                out.append(Publish(m.EVIDENCE, body, job.shard))
+            out.append(SubmitTx("slash", job.job_id, {"kind": kind.value, "node": accused, "evidence": ev}))

@@ -1,0 +1,110 @@
+"""What this node can offer: CPUs, memory, disk, GPUs (through NVML), and what its sandbox enforces."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..protocol.jobspec import GpuRequirement, version_tuple
+from .errors import ExecError
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def mem_mb() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def disk_mb(path: Path) -> int:
+    with contextlib.suppress(OSError):
+        return shutil.disk_usage(path).free // (1 << 20)
+    return 0
+
+
+def gpus() -> list[dict[str, Any]]:
+    """GPUs seen through NVML; no library, no driver or no GPU gives an empty list."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        return []
+    out: list[dict[str, Any]] = []
+    try:
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        cuda_s = f"{cuda // 1000}.{(cuda % 1000) // 10}"
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(h)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            out.append({
+                "model": name.decode() if isinstance(name, bytes) else str(name),
+                "vram_mb": int(pynvml.nvmlDeviceGetMemoryInfo(h).total) // (1 << 20),
+                "compute_capability": f"{major}.{minor}",
+                "cuda_version": cuda_s,
+            })
+    except Exception:
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+    return out
+
+
+def check_gpu(req: GpuRequirement, available: list[dict[str, Any]]) -> None:
+    """Raise :class:`ExecError` unless ``available`` has ``req.count`` GPUs meeting ``req``."""
+    if not req.required:
+        return
+    ok = [
+        g for g in available
+        if g["vram_mb"] >= req.min_vram_gb * 1024
+        and version_tuple(g["compute_capability"]) >= version_tuple(req.compute_capability)
+        and version_tuple(g["cuda_version"]) >= version_tuple(req.cuda_version)
+    ]
+    if len(ok) < req.count:
+        have = ", ".join(f"{g['model']} ({g['vram_mb']} MB, cc {g['compute_capability']})" for g in available)
+        raise ExecError(
+            "gpu-unavailable",
+            f"job needs {req.count} GPU(s) with >= {req.min_vram_gb} GB, compute capability "
+            f">= {req.compute_capability or 'any'}, CUDA >= {req.cuda_version or 'any'}; "
+            f"this node has {have or 'no GPU'}",
+        )
+
+
+def capabilities(executor: Any | None = None, *, work_root: Path | None = None) -> dict[str, Any]:
+    """The plain dict the agent puts in its advert."""
+    root = work_root or getattr(executor, "work_root", None) or Path("/tmp")
+    gs = getattr(executor, "gpus", None)
+    return {
+        "cpus": cpu_count(),
+        "cpu_model": cpu_model(),
+        "mem_mb": mem_mb(),
+        "disk_mb": disk_mb(Path(root)),
+        "gpus": list(gs) if gs is not None else gpus(),
+        "enforced": dict(getattr(executor, "enforced", {}) or {}),
+        "executor": getattr(executor, "kind", "local"),
+    }

@@ -158,14 +158,14 @@ class LocalExecutor:
                 a += ["--ro-bind", d, d]
         for f in ETC_FILES:
             a += ["--ro-bind-try", f, f]
-        a += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.tmp_mb * MiB), "--tmpfs", "/tmp",
+        a += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--size", str(self.tmp_mb * MiB), "--tmpfs", "/tmp",
               "--bind", str(work), environment.WORKDIR, "--bind", str(ckdir), environment.CHECKPOINT_DIR]
         if manifest.gpu.required:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 a += ["--dev-bind", str(dev), str(dev)]
             for p in ("/proc/driver/nvidia", "/sys/module/nvidia", "/sys/bus/pci", "/sys/devices"):
                 a += ["--ro-bind-try", p, p]
-        a += ["--chdir", environment.WORKDIR, "--clearenv"]
+        a += ["--remount-ro", "/", "--chdir", environment.WORKDIR, "--clearenv"]
         for k, v in sorted(environment.job_env(manifest).items()):
             a += ["--setenv", k, v]
         return a + ["--", *command]

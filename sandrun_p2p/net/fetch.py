@@ -1,0 +1,110 @@
+"""CID fetch over a direct libp2p stream (bulk bytes never ride on gossip).
+
+Wire format on ``/sandrun-p2p/fetch/1.0.0``: the requester writes a varint-prefixed CID string and
+closes its write side; the server answers one status byte (0 found, 1 not found, 2 error), then for
+"found" an 8-byte big-endian length and the bytes. The requester caps the length it accepts; the
+content store checks that the bytes hash to the CID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+FETCH_PROTOCOL = "/sandrun-p2p/fetch/1.0.0"
+FOUND, NOT_FOUND, ERROR = 0, 1, 2
+MAX_CID_LEN = 256
+CHUNK = 64 * 1024
+
+log = logging.getLogger("sandrun_p2p.net.fetch")
+
+#: ``provider(cid) -> bytes | None``: what this node serves.
+Provider = Callable[[str], Awaitable[bytes | None]]
+
+
+class FetchError(Exception):
+    """A peer answered a fetch with an error, a bad frame, or more bytes than allowed."""
+
+
+async def _read_exact(stream: Any, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await stream.read(min(CHUNK, n - len(buf)))
+        if not chunk:
+            raise FetchError(f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+async def _read_varint(stream: Any) -> int:
+    value, shift = 0, 0
+    for _ in range(10):
+        b = (await _read_exact(stream, 1))[0]
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value
+        shift += 7
+    raise FetchError("varint too long")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def make_handler(provider: Provider, timeout: float) -> Callable[[Any], Awaitable[None]]:
+    """Stream handler that serves ``provider``'s bytes; every read and write is bounded by ``timeout``."""
+
+    async def handler(stream: Any) -> None:
+        try:
+            with trio.fail_after(timeout):
+                n = await _read_varint(stream)
+                if not 0 < n <= MAX_CID_LEN:
+                    await stream.write(bytes([ERROR]))
+                    return
+                cid = (await _read_exact(stream, n)).decode("ascii", "strict")
+                try:
+                    data = await provider(cid)
+                except Exception as e:  # a broken provider must not kill the host
+                    log.warning("fetch provider failed for %s: %s", cid, e)
+                    data = None
+                if data is None:
+                    await stream.write(bytes([NOT_FOUND]))
+                    return
+                await stream.write(bytes([FOUND]) + len(data).to_bytes(8, "big"))
+                for i in range(0, len(data), CHUNK):
+                    await stream.write(data[i : i + CHUNK])
+        except (trio.TooSlowError, FetchError, UnicodeDecodeError) as e:
+            log.debug("fetch request dropped: %s", e)
+        except Exception as e:  # stream reset by the peer, etc.
+            log.debug("fetch stream error: %s", e)
+        finally:
+            with trio.move_on_after(1):
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+    return handler
+
+
+async def request(stream: Any, cid: str, max_bytes: int) -> bytes | None:
+    """Ask for ``cid`` on an open fetch stream; None when the peer does not have it."""
+    raw = cid.encode("ascii")
+    await stream.write(_varint(len(raw)) + raw)
+    status = (await _read_exact(stream, 1))[0]
+    if status == NOT_FOUND:
+        return None
+    if status != FOUND:
+        raise FetchError(f"peer answered status {status}")
+    size = int.from_bytes(await _read_exact(stream, 8), "big")
+    if size > max_bytes:
+        raise FetchError(f"peer offers {size} bytes > limit {max_bytes}")
+    return await _read_exact(stream, size)

@@ -146,7 +146,7 @@ SCHEMAS: dict[str, Validator] = {
         }
     ),
     JOB: _map({"spec": _any_map(16), "seed": H32, "origin_ts": _int(0, 2**53)}),
-    CLAIM: _map({"job": H32}),
+    CLAIM: _map({"job": H32, "caps": CAPS}),
     RELEASE: _map({"job": H32, "reason": _str(200)}),
     COMMIT: _map({"job": H32, "commitment": H32}),
     REVEAL: _map({"job": H32, "root": H32, "salt": H32, "trace_cid": CID, "result_cid": CID}),

@@ -218,6 +218,10 @@ class NodeCore:
         a = self.adverts.get(node)
         return a.caps if a else None
 
+    def _serves_shard_claim(self, node: bytes, shard: int) -> bool:
+        a = self.adverts.get(node)
+        return a is None or a.shards is None or shard in a.shards
+
     def _serves_shard(self, node: bytes, shard: int) -> bool:
         if node == self.node_id:
             return self.serves(shard)
@@ -269,9 +273,17 @@ class NodeCore:
         detail = "; ".join(f"{c} x {r}" for r, c in sorted(reasons.items()))
         return f"no eligible node among {total} known" + (f": {detail}" if detail else "")
 
+    def _claimant_alive(self, node: bytes, c: Claim, now: float) -> bool:
+        """A claimant is alive while its advert is fresh; one not yet advertised gets one advert lifetime."""
+        if node == self.node_id or node in self.adverts:
+            return self.advert_fresh(node, now)
+        return now <= c.at + self.cfg.advert_interval * self.cfg.advert_ttl
+
     def _valid_claims(self, job: JobView, now: float) -> list[bytes]:
         return [
-            n for n, c in job.claims.items() if not c.lapsed and not c.released and self.advert_fresh(n, now)
+            n
+            for n, c in job.claims.items()
+            if not c.lapsed and not c.released and self._claimant_alive(n, c, now)
         ]
 
     def _lapse_deadline(self, job: JobView, c: Claim) -> float:
@@ -399,6 +411,16 @@ class NodeCore:
     def _on_claim(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
         if job.phase != OPEN or msg.sender in job.claims:
             return
+        # The claim carries the claimant's capabilities, so it can be judged before its advert arrives.
+        why = claiming.ineligibility(Capabilities.from_dict(msg.body["caps"]), job.spec.manifest)
+        if why is None and self.cfg.require_stake and msg.sender not in self.staked:
+            why = "not staked"
+        if why is None and not self._serves_shard_claim(msg.sender, job.shard):
+            why = "does not serve the job's shard"
+        if why is not None:
+            self._count("claim_rejected")
+            out.append(JobEvent(job.job_id, "claim-rejected", why, msg.sender))
+            return
         job.claims[msg.sender] = Claim(now, raw=msg.raw)
         out.append(JobEvent(job.job_id, "claimed", "", msg.sender))
 
@@ -461,7 +483,10 @@ class NodeCore:
             out.append(JobEvent(job.job_id, "checkpoint", msg.body["cid"], msg.sender))
 
     def _on_evidence(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
-        out.append(JobEvent(job.job_id, "evidence", msg.body["kind"], msg.body["accused"]))
+        key = (msg.body["kind"], msg.body["accused"])
+        if key not in job.evidence_sent:
+            job.evidence_sent.add(key)
+            out.append(JobEvent(job.job_id, "evidence", msg.body["kind"], msg.body["accused"]))
 
     # ------------------------------------------------------------ local execution
 
@@ -601,7 +626,7 @@ class NodeCore:
         for n, c in job.claims.items():
             if c.lapsed or c.released or n in job.commits:
                 continue
-            if not self.advert_fresh(n, now) and n != self.node_id:
+            if not self._claimant_alive(n, c, now):
                 c.lapsed = True
                 job.epoch = now
                 out.append(JobEvent(job.job_id, "lapsed", "claimant's advert went stale", n))
@@ -621,6 +646,8 @@ class NodeCore:
             a = self.adverts.get(n)
             if a is not None:
                 self._wake(job.job_id, a.at + a.interval * self.cfg.advert_ttl + 1e-6)
+            elif n != self.node_id:
+                self._wake(job.job_id, c.at + self.cfg.advert_interval * self.cfg.advert_ttl + 1e-6)
 
     def _my_claim_and_execution(
         self, job: JobView, valid: list[bytes], winners: tuple[bytes, ...], now: float, out: list[Action]
@@ -643,7 +670,7 @@ class NodeCore:
                 return
             job.claims[self.node_id] = Claim(now)
             job.claimed = True
-            out.append(Publish(m.CLAIM, {"job": job.job_id}, job.shard))
+            out.append(Publish(m.CLAIM, {"job": job.job_id, "caps": self.caps.to_dict()}, job.shard))
             out.append(JobEvent(job.job_id, "claimed", "", self.node_id))
             valid = self._valid_claims(job, now)
             winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
@@ -750,7 +777,8 @@ class NodeCore:
                     job, EvidenceKind.DISSENT, n, (job.reveals[n][1],) if job.reveals[n][1] else (), now, out
                 )
             if self.node_id in d.agreeing:
-                order = claiming.rank(job.job_id, job.seed, d.agreeing)
+                # Settling order: HRW rank among all committers (the same on every node once commitments are in).
+                order = claiming.rank(job.job_id, job.seed, job.commits)
                 job.settle_at = now + order.index(self.node_id) * self.cfg.settle_backup_delay
         elif d.outcome is Outcome.FAILED:
             self._fail(job, d.reason, now, out)

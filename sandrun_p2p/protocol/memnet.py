@@ -1,4 +1,4 @@
-"""A tiny in-memory network that wires NodeCores together (signing and decoding every message)."""
+"""An in-memory network of NodeCores (seeded, every message signed and decoded): for tests and `selfcheck`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.claiming import Capabilities
 from sandrun_p2p.protocol.encoding import sha256
 from sandrun_p2p.protocol.events import (
+    CancelExecution,
     ChainUpdate,
     ExecutionDone,
     JobEvent,
     Publish,
     Received,
+    RequestGrant,
     SetTimer,
     Start,
     StartExecution,
@@ -52,6 +54,9 @@ class SimNode:
     alive: bool = True
     faulty: bool = False
     executions: list[bytes] = field(default_factory=list)
+    cancelled: list[bytes] = field(default_factory=list)
+    grants: list[bytes] = field(default_factory=list)
+    exec_gen: dict[bytes, int] = field(default_factory=dict)
     events: list[JobEvent] = field(default_factory=list)
 
 
@@ -83,9 +88,10 @@ class Loop:
         self.qseq += 1
         heapq.heappush(self.q, (at, self.qseq, target, ev))
 
-    def start(self) -> None:
-        for nid in sorted(self.nodes):
-            self.push(self.now, nid, Start())
+    def start(self, stagger: float = 0.0) -> None:
+        """Start every node; with ``stagger`` node i starts i x stagger seconds later (divergent views)."""
+        for i, nid in enumerate(sorted(self.nodes)):
+            self.push(self.now + i * stagger, nid, Start())
 
     def submit(self, via: bytes, spec: JobSpec, seed: bytes = b"\x07" * 32) -> bytes:
         self.push(self.now, via, SubmitJob(spec, seed))
@@ -106,6 +112,10 @@ class Loop:
                 continue  # superseded timer
             if isinstance(ev, bytes):
                 ev = Received(m.decode(ev, node.guard, at))
+            elif isinstance(ev, tuple):  # an execution finishing: dropped if it was cancelled meanwhile
+                gen, ev = ev
+                if node.exec_gen.get(ev.job_id) != gen:
+                    continue
             self.apply(node, node.core.handle(ev, at))
         self.now = until
 
@@ -121,13 +131,21 @@ class Loop:
             elif isinstance(a, SetTimer):
                 self.timers[node.key.node_id] = a.at
                 self.push(a.at, node.key.node_id, Tick())
+            elif isinstance(a, CancelExecution):
+                node.cancelled.append(a.job_id)
+                node.exec_gen[a.job_id] = node.exec_gen.get(a.job_id, 0) + 1
+            elif isinstance(a, RequestGrant):
+                grants = [[n, b"sealed-key-for-" + n[:8]] for n in a.nodes]
+                self.apply(node, [Publish(m.GRANT, {"job": a.job_id, "grants": grants}, None)])
             elif isinstance(a, StartExecution):
                 node.executions.append(a.job_id)
+                node.grants.append(a.grant)
+                gen = node.exec_gen[a.job_id] = node.exec_gen.get(a.job_id, 0) + 1
                 root = sha256(b"wrong" if node.faulty else b"right", a.job_id)
                 done = ExecutionDone(
                     a.job_id, root, sha256(node.key.node_id, a.job_id), "bafytrace", "bafyresult"
                 )
-                self.push(self.now + self.run_time, node.key.node_id, done)
+                self.push(self.now + self.run_time, node.key.node_id, (gen, done))
             elif isinstance(a, SubmitTx):
                 self.txs.append((node.key.node_id, a))
                 if a.kind == "settle" and a.job_id not in self.settled:

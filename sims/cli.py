@@ -1,0 +1,87 @@
+"""``python -m sims run|sweep`` (also ``sandrun-p2p sim ...`` through :func:`add_arguments` / :func:`run`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from . import scenario as scenario_mod
+
+
+def _value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = _value(val)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="sim_cmd", required=True)
+    r = sub.add_parser("run", help="run one scenario")
+    r.add_argument("scenario", type=Path)
+    r.add_argument("--out", type=Path, default=None, help="directory for metrics.json, CSVs and plots")
+    r.add_argument("--json", action="store_true", help='print {"metrics": ..., "run": ...} on stdout')
+    r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario value, e.g. --set jobs.count=500 --set nodes.0.count=100")
+    s = sub.add_parser("sweep", help="run a scenario over a parameter grid on several cores")
+    s.add_argument("scenario", type=Path)
+    s.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
+                   help="a swept parameter (repeat for a grid), e.g. --param protocol.shard_bits=2,4,6")
+    s.add_argument("--seeds", type=int, default=1, help="seeds per grid point (seed, seed+1, ...)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    s.add_argument("--out", type=Path, required=True, help="directory for sweep.json and sweep.csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sim_cmd == "run":
+        from .runner import run_scenario
+
+        sc = scenario_mod.load(args.scenario, _overrides(args.set))
+        doc = run_scenario(sc, args.out, plots=not args.no_plots)
+        if args.json:
+            print(json.dumps(doc, sort_keys=True))
+        else:
+            m = doc["metrics"]
+            print(f"{sc.name}: {m['jobs']['accepted']}/{m['jobs']['submitted']} accepted, "
+                  f"{m['jobs']['refunded']} refunded, {m['jobs']['stuck']} stuck; claim p50 "
+                  f"{m['claim_latency_s']['p50']}s; wrong {m['wrong_accepted']['count']}; "
+                  f"{doc['run']['wall_s']}s wall, {doc['run']['events']} events"
+                  + (f"; written to {args.out}" if args.out else ""))
+        return 0
+    from .sweep import grid, run_sweep
+
+    base = _overrides(args.set)
+    params = {}
+    for p in args.param:
+        key, _, vals = p.partition("=")
+        params[key] = [_value(v) for v in vals.split(",")]
+    tasks = grid(str(args.scenario), base, params, args.seeds)
+    rows = run_sweep(tasks, args.workers or None, args.out)
+    print(f"{len(rows)} runs written to {args.out / 'sweep.csv'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sims", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

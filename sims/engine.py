@@ -1,0 +1,590 @@
+"""The discrete-event engine: one NodeCore per node, a gossip/network model, executors, a chain, churn.
+
+Deterministic: one seeded ``random.Random`` drives every draw, heap ties break by insertion
+order, and nothing iterates a hash-ordered container, so a seed gives the same run bit for bit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandrun_p2p.protocol import messages as m
+from sandrun_p2p.protocol.claiming import Capabilities, shard_of
+from sandrun_p2p.protocol.encoding import sha256
+from sandrun_p2p.protocol.events import (
+    CancelExecution,
+    ChainUpdate,
+    ExecutionDone,
+    ExecutionFailed,
+    JobEvent,
+    Publish,
+    Received,
+    SetTimer,
+    Start,
+    StartExecution,
+    SubmitJob,
+    SubmitTx,
+    Tick,
+)
+from sandrun_p2p.protocol.identity import NodeKey
+from sandrun_p2p.protocol.jobspec import JobSpec, Manifest, default_quorum
+from sandrun_p2p.protocol.node import NodeCore
+from sandrun_p2p.protocol.pricing import WEI_PER_ETH
+
+from .adaptive import AdaptiveClient
+from .chain import ChainModel
+from .network import MESSAGE_BYTES, GossipModel
+from .scenario import Adversary, JobKind, Scenario
+
+HONEST = "honest"
+CHEATING_KINDS = ("lazy", "copy", "wrong", "colluder", "noreveal", "sybil")
+TICK = Tick()
+
+
+@dataclass(eq=False)
+class SimNode:
+    idx: int
+    nid: bytes
+    caps: Capabilities
+    shards: frozenset[int] | None
+    kind: str = HONEST
+    group: str = ""
+    strategy: str = ""
+    speed: float = 1.0
+    key: NodeKey | None = None
+    core: NodeCore | None = None
+    alive: bool = False
+    part: int = 0
+    timer_at: float | None = None
+    seq: int = 0
+    active: dict[bytes, int] = field(default_factory=dict)
+    exec_seq: int = 0
+    peers: list[int] = field(default_factory=list)  # nodes sharing a shard (advert recipients)
+    guard: m.ReplayGuard | None = None
+    rx: int = 0
+    tx: int = 0
+    executions: int = 0
+    cheated: int = 0
+    banned: bool = False
+
+
+@dataclass(eq=False)
+class JobRec:
+    i: int
+    spec: JobSpec
+    jid: bytes
+    shard: int
+    kind: int
+    comp: int
+    value: float
+    t_submit: float
+    origin: int
+    check_of: JobRec | None = None
+    claims: list[float] = field(default_factory=list)
+    starts: int = 0
+    done: int = 0
+    settled_at: float | None = None
+    refunded_at: float | None = None
+    root: bytes | None = None
+    payees: tuple[bytes, ...] = ()
+    fail_detail: str = ""
+    refund_reason: str = ""
+    final_at: float | None = None  # primary jobs: when the client has its (checked) result
+    final_root: bytes | None = None
+    checks: list[JobRec] = field(default_factory=list)
+    check_roots: list[tuple[bytes, tuple[bytes, ...]]] = field(default_factory=list)
+
+
+def correct_root(comp: int) -> bytes:
+    return sha256(b"right", comp.to_bytes(8, "big"))
+
+
+class Simulator:
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.cfg = sc.protocol
+        self.rng = random.Random(sc.seed)
+        self.now = 0.0
+        self.heap: list[tuple[float, int, int, Any]] = []
+        self.qseq = 0
+        self.events = 0
+        self.gossip = GossipModel(sc.network, sc.seed)
+        stake_wei = int(sc.chain.stake_eth * WEI_PER_ETH)
+        self.chain = ChainModel(dict(sc.chain.gas), stake_wei, sc.chain.slash_fraction)
+        self.nodes: list[SimNode] = []
+        self.by_id: dict[bytes, SimNode] = {}
+        self.jobs: list[JobRec] = []
+        self.by_jid: dict[bytes, JobRec] = {}
+        self.open = 0
+        self.arrived = 0
+        self.end_at: float | None = None
+        self.partitioned = False
+        self.kind_counts: dict[str, int] = {}
+        self.job_states: dict[str, int] = {}
+        self.lost = 0
+        self.client = AdaptiveClient(self, sc.verification) if sc.verification.mode == "adaptive" else None
+        self._manifests = [self._manifest(k) for k in sc.jobs.mix]
+        self._build_nodes()
+
+    # ------------------------------------------------------------------ setup
+
+    @staticmethod
+    def _manifest(k: JobKind) -> Manifest:
+        d: dict[str, Any] = {"entrypoint": "main.py", "timeout": k.timeout, "memory_mb": k.memory_mb, "cpu": k.cpu}
+        if k.gpu:
+            d["gpu"] = {"required": True, **k.gpu}
+        return Manifest.from_dict(d)
+
+    def _caps(self, cpus: int, mem: int, max_jobs: int, gpus: tuple[dict[str, Any], ...]) -> Capabilities:
+        return Capabilities.from_dict(
+            {
+                "cpus": cpus,
+                "mem_mb": mem,
+                "disk_mb": 100_000,
+                "gpus": list(gpus),
+                "enforced": ["network", "memory", "cpu"],
+                "max_jobs": max_jobs,
+            }
+        )
+
+    def _build_nodes(self) -> None:
+        sc = self.sc
+        specs: list[tuple[Capabilities, float, int, str, Adversary | None]] = []
+        for g in sc.nodes:
+            caps = self._caps(g.cpus, g.mem_mb, g.max_jobs, g.gpus)
+            specs += [(caps, g.speed, g.shards_per_node, HONEST, None)] * g.count
+        honest = len(specs)
+        for a in sc.adversaries:
+            if a.kind not in CHEATING_KINDS:
+                raise ValueError(f"unknown adversary kind {a.kind!r}")
+            n = a.count or int(round(a.fraction * honest / max(1e-9, 1 - sum(x.fraction for x in sc.adversaries))))
+            caps = self._caps(a.cpus, a.mem_mb, a.max_jobs, a.gpus)
+            specs += [(caps, 1.0, 1, a.kind, a)] * n
+        joins = sc.churn.joins
+        if joins:
+            specs += [specs[i % honest] for i in range(joins)]
+        order = list(range(len(specs)))
+        self.rng.shuffle(order)  # adversaries and joiners spread over shards and ids
+        n_shards = 1 << self.cfg.shard_bits
+        self.subs: list[list[int]] = [[] for _ in range(n_shards)]
+        for idx, si in enumerate(order):
+            caps, speed, spn, kind, adv = specs[si]
+            if sc.sign:
+                key = NodeKey.from_seed(sha256(b"sim-node", sc.seed.to_bytes(8, "big"), idx.to_bytes(4, "big")))
+                nid = key.node_id
+            else:
+                key, nid = None, sha256(b"sim-node", sc.seed.to_bytes(8, "big"), idx.to_bytes(4, "big"))
+            if self.cfg.shard_bits == 0:
+                shards = None
+            else:
+                shards = frozenset(self.rng.sample(range(n_shards), min(spn, n_shards)))
+            node = SimNode(idx, nid, caps, shards, kind, adv.group if adv else "", adv.strategy if adv else "", speed, key)
+            if sc.sign:
+                node.guard = m.ReplayGuard()
+            self.nodes.append(node)
+            self.by_id[nid] = node
+            for s in sorted(shards) if shards is not None else range(n_shards):
+                self.subs[s].append(idx)
+        # joiners are the last specs (shuffled like the rest): pick them by spec index
+        self.joiners = sorted(idx for idx, si in enumerate(order) if si >= len(specs) - joins) if joins else []
+        joiner_set = set(self.joiners)
+        for node in self.nodes:
+            peers: set[int] = set()
+            for s in sorted(node.shards) if node.shards is not None else range(n_shards):
+                peers.update(self.subs[s])
+            peers.discard(node.idx)
+            node.peers = sorted(peers)
+        self.initial = [n.idx for n in self.nodes if n.idx not in joiner_set]
+
+    # ---------------------------------------------------------------- the queue
+
+    def push(self, at: float, idx: int, ev: Any) -> None:
+        self.qseq += 1
+        heapq.heappush(self.heap, (at, self.qseq, idx, ev))
+
+    def call_at(self, at: float, fn: Any, *args: Any) -> None:
+        self.push(at, -1, (fn, args))
+
+    def run(self) -> None:
+        sc = self.sc
+        for idx in self.initial:
+            self.chain.register(self.nodes[idx].nid)
+        for idx in self.initial:
+            self._boot(self.nodes[idx], 0.0)
+        self._schedule_arrivals()
+        self._schedule_churn()
+        for p in sc.partitions:
+            self.call_at(p.at, self._partition, p.fraction)
+            self.call_at(p.heal, self._heal)
+        heap = self.heap
+        nodes = self.nodes
+        horizon = sc.horizon
+        while heap:
+            t, _, idx, ev = heapq.heappop(heap)
+            if t > horizon or (self.end_at is not None and t > self.end_at):
+                break
+            self.now = t
+            self.events += 1
+            if idx < 0:
+                fn, args = ev
+                fn(t, *args)
+                continue
+            node = nodes[idx]
+            if not node.alive:
+                continue
+            if ev is TICK:
+                if node.timer_at != t:
+                    continue
+                node.timer_at = None
+            elif type(ev) is tuple:
+                ev = self._exec_result(node, ev)
+                if ev is None:
+                    continue
+            elif type(ev) is bytes:
+                try:
+                    ev = Received(m.decode(ev, node.guard, t))
+                except Exception:
+                    self.kind_counts["rejected"] = self.kind_counts.get("rejected", 0) + 1
+                    continue
+            self._apply(node, node.core.handle(ev, t), t)
+        self.now = min(self.now, horizon)
+
+    def _boot(self, node: SimNode, t: float) -> None:
+        """(Re)start a node: fresh core, the chain's stake table for its peers, then Start."""
+        node.core = NodeCore(node.nid, node.caps, self.cfg, node.shards)
+        node.alive = True
+        node.timer_at = None
+        node.active.clear()
+        stake_min = self.chain.stake_wei
+        core = node.core
+        for j in [node.idx, *node.peers]:
+            other = self.nodes[j].nid
+            if self.chain.stake.get(other, 0) >= stake_min:
+                core.handle(ChainUpdate("staked", node=other), t)
+        self._apply(node, core.handle(Start(), t), t)
+
+    # ----------------------------------------------------------------- actions
+
+    def _apply(self, node: SimNode, actions: list, t: float) -> None:
+        for a in actions:
+            ta = type(a)
+            if ta is Publish:
+                self._publish(node, a, t)
+            elif ta is SetTimer:
+                at = a.at if a.at > t else t
+                node.timer_at = at
+                self.push(at, node.idx, TICK)
+            elif ta is JobEvent:
+                self.job_states[a.state] = self.job_states.get(a.state, 0) + 1
+                if a.state == "failed":
+                    rec = self.by_jid.get(a.job_id)
+                    if rec is not None and not rec.fail_detail:
+                        rec.fail_detail = a.detail
+            elif ta is StartExecution:
+                self._start_exec(node, a, t)
+            elif ta is CancelExecution:
+                node.active.pop(a.job_id, None)
+            elif ta is SubmitTx:
+                self._submit_tx(node, a, t)
+
+    def _publish(self, node: SimNode, a: Publish, t: float) -> None:
+        kind = a.kind
+        body = a.body
+        if node.kind in ("copy", "noreveal") and kind == m.REVEAL:
+            body = self._adversarial_reveal(node, body)
+            if body is None:
+                return
+        node.seq += 1
+        node.tx += 1
+        self.kind_counts[kind] = self.kind_counts.get(kind, 0) + 1
+        ts = int(t * 1000)
+        if self.sc.sign:
+            ev: Any = m.encode(node.key, kind, body, node.seq, ts)
+        else:
+            ev = Received(m.Message(kind, node.nid, node.seq, ts, body, b"sim" + node.nid[:8] + node.seq.to_bytes(8, "big")))
+        if a.shard is None:
+            targets = node.peers
+            table = self.gossip.table(len(self.nodes))
+        else:
+            targets = self.subs[a.shard]
+            table = self.gossip.table(len(targets))
+        if kind == m.CLAIM:
+            rec = self.by_jid.get(body["job"])
+            if rec is not None:
+                rec.claims.append(t)
+        delays, hops = table.delays, table.hops
+        n_tab = len(delays)
+        ser = self.gossip.serialisation(MESSAGE_BYTES.get(kind, 300))
+        rnd = self.rng.random
+        nodes = self.nodes
+        part = node.part if self.partitioned else -1
+        me = node.idx
+        for j in targets:
+            if j == me:
+                continue
+            r = int(rnd() * n_tab)
+            d = delays[r]
+            if d < 0:
+                self.lost += 1
+                continue
+            other = nodes[j]
+            if part >= 0 and other.part != part:
+                continue
+            other.rx += 1
+            self.push(t + d + hops[r] * ser, j, ev)
+
+    def _adversarial_reveal(self, node: SimNode, body: dict[str, Any]) -> dict[str, Any] | None:
+        if node.kind == "noreveal":
+            return None
+        job = node.core.jobs.get(body["job"])  # copy: reveal a peer's root under our (junk) commitment
+        if job is not None:
+            for n, (root, _raw) in job.reveals.items():
+                if n != node.nid:
+                    return {**body, "root": root}
+        return body
+
+    # ---------------------------------------------------------------- executor
+
+    def _cheats(self, node: SimNode, rec: JobRec) -> bool:
+        if node.kind in ("wrong", "lazy", "copy"):
+            return True
+        if node.kind not in ("colluder", "sybil"):
+            return False
+        strat = node.strategy
+        if strat == "always":
+            return True
+        if strat == "sleeper" and (self.client is None or self.client.book.on_probation(node.nid)):
+            return False
+        job = node.core.jobs.get(rec.jid)
+        winners = job.winners if job is not None else (node.nid,)
+        mates = sum(1 for w in winners if (o := self.by_id.get(w)) is not None and o.group == node.group and o.kind == node.kind)
+        return mates >= rec.spec.quorum
+
+    def _start_exec(self, node: SimNode, a: StartExecution, t: float) -> None:
+        rec = self.by_jid.get(a.job_id)
+        if rec is None:
+            return
+        rec.starts += 1
+        node.executions += 1
+        node.exec_seq += 1
+        token = node.exec_seq
+        node.active[a.job_id] = token
+        ex = self.sc.executor
+        kind = self.sc.jobs.mix[rec.kind]
+        comp = rec.comp.to_bytes(8, "big")
+        work = self._work(rec.comp, kind)
+        run = work / node.speed * (1.0 + ex.jitter * (2 * self.rng.random() - 1))
+        cheat = self._cheats(node, rec)
+        if cheat:
+            node.cheated += 1
+        if cheat and node.kind in ("lazy", "copy"):
+            run = 0.5 + self.rng.random()
+        if ex.fail_rate and self.rng.random() < ex.fail_rate:
+            self.push(t + run * self.rng.random(), node.idx, ("fail", a.job_id, token, b""))
+            return
+        timeout = a.spec.manifest.timeout
+        if run > timeout:
+            root = sha256(b"timeout", comp)
+            run = float(timeout)
+        elif not cheat:
+            root = correct_root(rec.comp)
+        elif node.kind in ("colluder", "sybil"):
+            root = sha256(b"collude", node.kind.encode(), node.group.encode(), comp)
+        else:
+            root = sha256(node.kind.encode(), node.nid, comp)
+        self.push(t + run, node.idx, ("done", a.job_id, token, root))
+
+    def _work(self, comp: int, kind: JobKind) -> float:
+        """Run time of a computation (the same for every executor of it): lognormal with the kind's mean and cv."""
+        r = random.Random(comp * 7919 + self.sc.seed)
+        sigma = math.sqrt(math.log(1.0 + kind.runtime_cv**2))
+        return r.lognormvariate(math.log(kind.runtime_mean) - sigma**2 / 2, sigma) if kind.runtime_cv else kind.runtime_mean
+
+    def _exec_result(self, node: SimNode, ev: tuple) -> Any:
+        what, jid, token, root = ev
+        if node.active.get(jid) != token:
+            return None
+        del node.active[jid]
+        rec = self.by_jid[jid]
+        if what == "fail":
+            return ExecutionFailed(jid, "executor failed")
+        rec.done += 1
+        salt = sha256(b"salt", node.nid, jid)
+        return ExecutionDone(jid, root, salt, "bafytrace" + jid.hex()[:16], "bafyresult" + jid.hex()[:16])
+
+    # ------------------------------------------------------------------- chain
+
+    def _submit_tx(self, node: SimNode, a: SubmitTx, t: float) -> None:
+        args = a.args
+        if a.kind == "reveal" and node.kind in ("copy", "noreveal"):
+            body = self._adversarial_reveal(node, {"job": a.job_id, "root": args["root"]})
+            if body is None:
+                return
+            args = {**args, "root": body["root"]}
+        ch = self.sc.chain
+        incl = (math.floor((t + ch.tx_latency) / ch.block_time) + 1) * ch.block_time
+        self.call_at(incl, self._include, node.nid, a.kind, a.job_id, args)
+
+    def _include(self, t: float, sender: bytes, kind: str, jid: bytes, args: dict[str, Any]) -> None:
+        r = self.chain.apply(sender, kind, jid, args)
+        if r.ok and r.event:
+            self.call_at(t + self.sc.chain.finality_blocks * self.sc.chain.block_time, self._chain_event, jid, r.event, r.detail)
+
+    def _chain_event(self, t: float, jid: bytes, event: str, detail: dict[str, Any]) -> None:
+        rec = self.by_jid[jid]
+        if event == "job_settled":
+            rec.settled_at = t
+            rec.root = detail["root"]
+            rec.payees = tuple(detail["payees"])
+            ev = ChainUpdate("job_settled", jid, data={"root": detail["root"]})
+        elif event == "job_refunded":
+            rec.refunded_at = t
+            rec.refund_reason = detail["reason"]
+            ev = ChainUpdate("job_refunded", jid, data={"reason": detail["reason"]})
+        else:
+            accused = self.by_id[detail["node"]]
+            ev = ChainUpdate("slashed", jid, node=accused.nid, data={"reason": detail["reason"]})
+        targets = list(self.subs[rec.shard])
+        if rec.origin not in targets:
+            targets.append(rec.origin)
+        for j in targets:
+            node = self.nodes[j]
+            if node.alive:
+                self._apply(node, node.core.handle(ev, t), t)
+        if event == "slashed":
+            self._ban(accused, t)
+            if self.client is not None:
+                self.client.book.fault(accused.nid)
+            return
+        if rec.check_of is None and self.client is None:
+            self._final(rec, t, rec.root)
+        elif self.client is not None:
+            self.client.on_closed(rec, t)
+
+    def _ban(self, node: SimNode, t: float) -> None:
+        """Stake below the minimum after a slash: the node is unstaked everywhere it is known."""
+        if node.banned or self.chain.stake.get(node.nid, 0) >= self.chain.stake_wei:
+            return
+        node.banned = True
+        ev = ChainUpdate("unstaked", node=node.nid)
+        for j in [node.idx, *node.peers]:
+            other = self.nodes[j]
+            if other.alive:
+                self._apply(other, other.core.handle(ev, t), t)
+
+    def slash_fraud(self, rec: JobRec, node_id: bytes, t: float) -> None:
+        r = self.chain.fraud_proof(rec.jid, node_id)
+        if r.ok:
+            self.call_at(t + self.sc.chain.block_time, self._chain_event, rec.jid, r.event, r.detail)
+
+    def _final(self, rec: JobRec, t: float, root: bytes | None) -> None:
+        if rec.final_at is None:
+            rec.final_at = t
+            rec.final_root = root
+            self.open -= 1
+            self._maybe_end(t)
+
+    def _maybe_end(self, t: float) -> None:
+        if self.open == 0 and self.arrived == self.sc.jobs.count and self.end_at is None:
+            self.end_at = t + self.sc.drain
+
+    # ------------------------------------------------------------------- jobs
+
+    def _schedule_arrivals(self) -> None:
+        self.call_at(self.sc.jobs.start, self._arrive)
+
+    def _arrive(self, t: float) -> None:
+        jobs = self.sc.jobs
+        mix = jobs.mix
+        x = self.rng.random() * sum(k.weight for k in mix)
+        ki = 0
+        while ki < len(mix) - 1 and x >= mix[ki].weight:
+            x -= mix[ki].weight
+            ki += 1
+        kind = mix[ki]
+        k, q = kind.redundancy, kind.quorum or default_quorum(kind.redundancy)
+        if self.client is not None:
+            k, q = self.client.plan(kind)
+        self.submit(t, ki, self.arrived, k, q, None)
+        self.arrived += 1
+        if self.arrived < jobs.count:
+            self.call_at(t + self.rng.expovariate(jobs.rate), self._arrive)
+
+    def submit(self, t: float, ki: int, comp: int, k: int, q: int, check_of: JobRec | None) -> JobRec:
+        kind = self.sc.jobs.mix[ki]
+        i = len(self.jobs)
+        spec = JobSpec(
+            code_cid=f"bafysim{comp:010d}",
+            manifest=self._manifests[ki],
+            redundancy=k,
+            quorum=q,
+            deadline=int(t + kind.deadline) + 1,
+            nonce=i.to_bytes(4, "big"),
+            payment_wei=int(kind.value_usd * k / 3000 * WEI_PER_ETH),
+        )
+        jid = spec.job_id
+        shard = shard_of(jid, self.cfg.shard_bits)
+        alive = [j for j in self.subs[shard] if self.nodes[j].alive]
+        pool = alive or [n.idx for n in self.nodes if n.alive]
+        origin = pool[int(self.rng.random() * len(pool))]
+        rec = JobRec(i, spec, jid, shard, ki, comp, kind.value_usd, t, origin, check_of)
+        self.jobs.append(rec)
+        self.by_jid[jid] = rec
+        if check_of is None:
+            self.open += 1
+        self.chain.fund(jid, k, q)
+        seed = sha256(b"block", self.sc.seed.to_bytes(8, "big"), i.to_bytes(8, "big"))
+        node = self.nodes[origin]
+        self._apply(node, node.core.handle(SubmitJob(spec, seed), t), t)
+        return rec
+
+    # ---------------------------------------------------------- churn/partition
+
+    def _schedule_churn(self) -> None:
+        ch = self.sc.churn
+        if ch.fraction and ch.crash_rate_per_h:
+            honest = [i for i in self.initial if self.nodes[i].kind == HONEST]
+            n = int(round(ch.fraction * len(honest)))
+            for idx in sorted(self.rng.sample(honest, n)):
+                self.call_at(self.rng.expovariate(ch.crash_rate_per_h / 3600), self._crash, idx)
+        for i, idx in enumerate(self.joiners):
+            at = ch.join_start + (ch.join_end - ch.join_start) * (i + 0.5) / len(self.joiners)
+            self.call_at(at, self._join, idx)
+
+    def _crash(self, t: float, idx: int) -> None:
+        node = self.nodes[idx]
+        if not node.alive:
+            return
+        node.alive = False
+        node.active.clear()
+        self.kind_counts["crash"] = self.kind_counts.get("crash", 0) + 1
+        self.call_at(t + self.rng.expovariate(1 / self.sc.churn.mean_downtime), self._restart, idx)
+
+    def _restart(self, t: float, idx: int) -> None:
+        node = self.nodes[idx]
+        self._boot(node, t)
+        if node.banned:
+            node.core.handle(ChainUpdate("unstaked", node=node.nid), t)
+        self.call_at(t + self.rng.expovariate(self.sc.churn.crash_rate_per_h / 3600), self._crash, idx)
+
+    def _join(self, t: float, idx: int) -> None:
+        node = self.nodes[idx]
+        self.chain.register(node.nid)
+        ev = ChainUpdate("staked", node=node.nid)
+        for j in node.peers:
+            other = self.nodes[j]
+            if other.alive:
+                other.core.handle(ev, t)
+        self._boot(node, t)
+
+    def _partition(self, t: float, fraction: float) -> None:
+        self.partitioned = True
+        for n in self.nodes:
+            n.part = 1 if self.rng.random() < fraction else 0
+
+    def _heal(self, t: float) -> None:
+        self.partitioned = False

@@ -1,0 +1,8 @@
+"""The node agent: the trio runtime that drives the protocol core over libp2p, the executor, the store and the chain.
+
+Modules: :mod:`config` (settings, TOML), :mod:`journal` (SQLite WAL), :mod:`runtime` (:class:`Agent`),
+:mod:`control` (local HTTP API, endpoints documented there), :mod:`ports` (what the agent needs from a
+chain), :mod:`chainlink` (the project's chain client behind that port), :mod:`build`, :mod:`apiclient`
+(client of the control API), the CLI modules ``cli_agent``, ``cli_status``, ``cli_nodes``, ``cli_jobs``
+and ``testnet``. Importing the package is cheap: nothing here imports libp2p or web3 until used.
+"""

@@ -1,0 +1,120 @@
+"""Agent configuration: defaults, a TOML file (``--config``), then command-line flags, in that order.
+
+A config file uses the same names as the flags (underscores), plus three tables::
+
+    listen = ["/ip4/0.0.0.0/tcp/4001"]
+    bootstrap = ["/ip4/10.0.0.5/tcp/4001/p2p/12D3Koo..."]
+    max_jobs = 2
+    [core]      # protocol parameters (protocol.node.CoreConfig); every node of a network must agree
+    fallback_interval = 2.0
+    [caps]      # override detected capabilities (cpus, mem_mb, disk_mb, gpus, max_jobs)
+    cpus = 4
+    [chain]     # options passed to the chain factory (e.g. addresses_file, account_index)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..protocol.node import CoreConfig
+from .ports import DEFAULT_CHAIN_FACTORY
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the setting."""
+
+
+@dataclass
+class AgentConfig:
+    data_dir: Path
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    bootstrap: list[str] = field(default_factory=list)
+    mdns: bool = True
+    max_jobs: int = 0  # 0: one per CPU
+    sandrun_url: str | None = None
+    blockchain_rpc: str | None = None
+    ipfs_api: str | None = None
+    control_host: str = "127.0.0.1"
+    control_port: int = 0  # 0: any free port (written to data_dir/control.json)
+    shards: list[int] = field(default_factory=lambda: [0])
+    core: dict[str, Any] = field(default_factory=dict)
+    caps: dict[str, Any] = field(default_factory=dict)
+    chain: dict[str, Any] = field(default_factory=dict)
+    chain_factory: str = DEFAULT_CHAIN_FACTORY
+    allow_unsafe_sandbox: bool = False
+    shutdown_grace_s: float = 10.0
+    fetch_timeout_s: float = 60.0
+    chain_poll_s: float = 0.25
+    caps_refresh_s: float = 60.0
+    log_level: str = "info"
+    log_file: str | None = None
+    test_faulty_executor: bool = False  # test-only: report a wrong trace root
+
+    def core_config(self) -> CoreConfig:
+        names = {f.name for f in dataclasses.fields(CoreConfig)}
+        bad = sorted(set(self.core) - names)
+        if bad:
+            raise ConfigError(f"[core] has unknown setting(s) {bad}; known: {sorted(names)}")
+        try:
+            return CoreConfig(**self.core)
+        except TypeError as e:
+            raise ConfigError(f"[core]: {e}") from None
+
+    def validate(self) -> None:
+        if self.max_jobs < 0:
+            raise ConfigError("max_jobs must be >= 0")
+        if not 0 <= self.control_port <= 65535:
+            raise ConfigError("control_port must be a TCP port number")
+        if self.control_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("the control API only listens on loopback (control_host 127.0.0.1)")
+        if not self.shards or any(not isinstance(s, int) or s < 0 for s in self.shards):
+            raise ConfigError("shards must be a non-empty list of shard numbers")
+        bits = self.core_config().shard_bits
+        if any(s >= 2**bits for s in self.shards):
+            raise ConfigError(f"shards {self.shards} out of range for shard_bits={bits}")
+        from ..net.host import validate_multiaddr  # imports libp2p; only when validating for real
+
+        for a in self.listen:
+            validate_multiaddr(a)
+        for b in self.bootstrap:
+            validate_multiaddr(b, need_peer=True)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {unknown}")
+    return data
+
+
+def build(data_dir: Path, file_values: dict[str, Any], overrides: dict[str, Any]) -> AgentConfig:
+    """Defaults <- file <- overrides (None in overrides means "not given")."""
+    values: dict[str, Any] = {}
+    for src in (file_values, {k: v for k, v in overrides.items() if v is not None}):
+        for k, v in src.items():
+            if k not in _FIELDS:
+                raise ConfigError(f"unknown setting {k!r}")
+            values[k] = v
+    values.pop("data_dir", None)
+    cfg = AgentConfig(data_dir=Path(data_dir).expanduser(), **values)
+    for name in ("listen", "bootstrap", "shards"):
+        if not isinstance(getattr(cfg, name), list):
+            raise ConfigError(f"{name} must be a list")
+    for name in ("core", "caps", "chain"):
+        if not isinstance(getattr(cfg, name), dict):
+            raise ConfigError(f"[{name}] must be a table")
+    return cfg

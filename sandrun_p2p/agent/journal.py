@@ -1,0 +1,239 @@
+"""The agent's journal: SQLite in WAL mode, one file in the data directory.
+
+It records, per job, every raw signed protocol message this node accepted (so a restarted agent can
+rebuild its NodeCore view by replaying them), every job event, this node's execution state and
+result (written *before* the result is committed on the network), and the chain transactions sent.
+A process killed with SIGKILL loses at most the transaction in flight; WAL with ``synchronous=NORMAL``
+survives process crashes (only power loss can drop the last transactions).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id BLOB PRIMARY KEY, state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+    origin BLOB, redundancy INTEGER, created REAL NOT NULL, updated REAL NOT NULL,
+    mine INTEGER NOT NULL DEFAULT 0, final INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id BLOB NOT NULL, kind TEXT NOT NULL, raw BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_job ON messages(job_id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id BLOB NOT NULL, state TEXT NOT NULL,
+    detail TEXT NOT NULL, node BLOB NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+CREATE TABLE IF NOT EXISTS executions (
+    job_id BLOB PRIMARY KEY, status TEXT NOT NULL, started REAL NOT NULL,
+    trace_root BLOB, salt BLOB, trace_cid TEXT, result_cid TEXT, usage_wei INTEGER, reason TEXT
+);
+CREATE TABLE IF NOT EXISTS txs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job_id BLOB NOT NULL, kind TEXT NOT NULL,
+    status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', at REAL NOT NULL
+);
+"""
+
+#: Job states after which nothing more happens to a job.
+FINAL_STATES = ("settled", "refunded")
+#: Events that move a job's summary state (others, e.g. "evidence", are only logged).
+PHASE_STATES = frozenset(
+    {"announced", "claimed", "running", "committed", "revealed", "accepted", "failed", "settled", "refunded"}
+)
+
+
+@dataclass(frozen=True)
+class Execution:
+    job_id: bytes
+    status: str  # running | done | failed | abandoned
+    trace_root: bytes | None = None
+    salt: bytes | None = None
+    trace_cid: str | None = None
+    result_cid: str | None = None
+    usage_wei: int = 0
+    reason: str = ""
+
+
+class Journal:
+    """All journal reads and writes (synchronous; each call is its own transaction)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------------ messages
+    def add_message(self, job_id: bytes, kind: str, raw: bytes) -> None:
+        self.db.execute("INSERT INTO messages(job_id, kind, raw) VALUES (?, ?, ?)", (job_id, kind, raw))
+
+    def messages(self, job_id: bytes) -> list[tuple[str, bytes]]:
+        rows = self.db.execute("SELECT kind, raw FROM messages WHERE job_id=? ORDER BY id", (job_id,))
+        return [(k, bytes(r)) for k, r in rows]
+
+    # ------------------------------------------------------------------ jobs and events
+    def event(self, job_id: bytes, state: str, detail: str, node: bytes, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "INSERT INTO events(job_id, state, detail, node, at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, state, detail, node, now),
+        )
+        if state in PHASE_STATES:
+            self.db.execute(
+                "INSERT INTO jobs(job_id, state, detail, created, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(job_id) DO UPDATE SET state=excluded.state, detail=excluded.detail, "
+                "updated=excluded.updated WHERE jobs.final=0",
+                (job_id, state, detail, now, now),
+            )
+        if state in FINAL_STATES:
+            self.db.execute("UPDATE jobs SET final=1 WHERE job_id=?", (job_id,))
+        return int(cur.lastrowid or 0)
+
+    def mark_job(self, job_id: bytes, *, origin: bytes | None = None, redundancy: int | None = None,
+                 mine: bool | None = None) -> None:
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO jobs(job_id, state, created, updated) VALUES (?, 'known', ?, ?) ON CONFLICT DO NOTHING",
+            (job_id, now, now),
+        )
+        if origin is not None:
+            self.db.execute("UPDATE jobs SET origin=? WHERE job_id=?", (origin, job_id))
+        if redundancy is not None:
+            self.db.execute("UPDATE jobs SET redundancy=? WHERE job_id=?", (redundancy, job_id))
+        if mine:
+            self.db.execute("UPDATE jobs SET mine=1 WHERE job_id=?", (job_id,))
+
+    def job(self, job_id: bytes) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT job_id, state, detail, origin, redundancy, created, updated, mine, final FROM jobs WHERE job_id=?",
+            (job_id,),
+        ).fetchone()
+        return _job_row(row) if row else None
+
+    def jobs(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT job_id, state, detail, origin, redundancy, created, updated, mine, final FROM jobs "
+            "ORDER BY created DESC LIMIT ?",
+            (limit,),
+        )
+        return [_job_row(r) for r in rows]
+
+    def open_jobs(self) -> list[bytes]:
+        """Jobs not final yet, oldest first (what a restart replays)."""
+        rows = self.db.execute("SELECT job_id FROM jobs WHERE final=0 ORDER BY created")
+        return [bytes(r[0]) for r in rows]
+
+    def events(self, job_id: bytes | None = None, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        if job_id is None:
+            rows = self.db.execute(
+                "SELECT id, job_id, state, detail, node, at FROM events WHERE id>? ORDER BY id LIMIT ?",
+                (since, limit),
+            )
+        else:
+            rows = self.db.execute(
+                "SELECT id, job_id, state, detail, node, at FROM events WHERE job_id=? AND id>? ORDER BY id LIMIT ?",
+                (job_id, since, limit),
+            )
+        return [
+            {"id": i, "job_id": bytes(j).hex(), "state": s, "detail": d, "node": bytes(n).hex(), "at": a}
+            for i, j, s, d, n, a in rows
+        ]
+
+    def count_by_state(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+
+    # ------------------------------------------------------------------ executions
+    def execution(self, job_id: bytes) -> Execution | None:
+        row = self.db.execute(
+            "SELECT job_id, status, trace_root, salt, trace_cid, result_cid, usage_wei, reason "
+            "FROM executions WHERE job_id=?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        j, st, root, salt, tc, rc, usage, reason = row
+        return Execution(
+            bytes(j), st, bytes(root) if root else None, bytes(salt) if salt else None, tc, rc, usage or 0,
+            reason or "",
+        )
+
+    def execution_started(self, job_id: bytes) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO executions(job_id, status, started) VALUES (?, 'running', ?)",
+            (job_id, time.time()),
+        )
+
+    def execution_done(self, job_id: bytes, root: bytes, salt: bytes, trace_cid: str, result_cid: str,
+                       usage_wei: int) -> None:
+        self.db.execute(
+            "UPDATE executions SET status='done', trace_root=?, salt=?, trace_cid=?, result_cid=?, usage_wei=? "
+            "WHERE job_id=?",
+            (root, salt, trace_cid, result_cid, usage_wei, job_id),
+        )
+
+    def execution_ended(self, job_id: bytes, status: str, reason: str) -> None:
+        self.db.execute(
+            "UPDATE executions SET status=?, reason=? WHERE job_id=? AND status='running'",
+            (status, reason, job_id),
+        )
+
+    def executions(self, status: str | None = None) -> list[Execution]:
+        q = "SELECT job_id FROM executions" + (" WHERE status=?" if status else "")
+        rows = self.db.execute(q, (status,) if status else ())
+        return [e for (j,) in rows if (e := self.execution(bytes(j))) is not None]
+
+    # ------------------------------------------------------------------ chain transactions
+    def tx(self, job_id: bytes, kind: str, status: str, detail: str = "") -> None:
+        self.db.execute(
+            "INSERT INTO txs(job_id, kind, status, detail, at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, kind, status, detail[:500], time.time()),
+        )
+
+    def txs(self, job_id: bytes) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT kind, status, detail, at FROM txs WHERE job_id=? ORDER BY id", (job_id,))
+        return [{"kind": k, "status": s, "detail": d, "at": a} for k, s, d, a in rows]
+
+    # ------------------------------------------------------------------ pruning
+    def forget_final(self, older_than_s: float) -> int:
+        """Drop raw messages of jobs final for longer than ``older_than_s`` (events and results stay)."""
+        cutoff = time.time() - older_than_s
+        cur = self.db.execute(
+            "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM jobs WHERE final=1 AND updated<?)",
+            (cutoff,),
+        )
+        return cur.rowcount
+
+
+def _job_row(row: tuple) -> dict[str, Any]:
+    j, state, detail, origin, k, created, updated, mine, final = row
+    return {
+        "job_id": bytes(j).hex(),
+        "state": state,
+        "detail": detail,
+        "origin": bytes(origin).hex() if origin else None,
+        "redundancy": k,
+        "created": created,
+        "updated": updated,
+        "mine": bool(mine),
+        "final": bool(final),
+    }

@@ -1,0 +1,73 @@
+"""What the agent needs from the settlement chain, and how it finds the implementation.
+
+The agent talks to the chain only through :class:`ChainPort` (a handful of coroutines), so the runtime
+does not depend on web3's API. :func:`load_chain` builds the port named by the configuration: the
+default is :mod:`sandrun_p2p.agent.chainlink` (the project's chain client); ``chain_factory =
+"module:callable"`` in the config file selects another implementation (tests use an in-repo fake).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..protocol.events import ChainUpdate, SubmitTx
+from ..protocol.jobspec import JobSpec
+
+DEFAULT_CHAIN_FACTORY = "sandrun_p2p.agent.chainlink:open_chain"
+
+
+class ChainPort(Protocol):
+    """The settlement chain as the agent uses it. Every call may raise; the agent logs and carries on."""
+
+    #: "embedded", "anvil", "rpc" or another short name shown by ``status``
+    kind: str
+
+    async def join(self, node_id: bytes) -> bytes:
+        """Register and stake this node (idempotent); return its Ethereum address (20 bytes)."""
+        ...
+
+    async def fund_job(self, spec: JobSpec, origin: bytes) -> bytes:
+        """Escrow a job's payment; return the 32-byte ranking seed the chain fixed for it."""
+        ...
+
+    async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
+        """Send one protocol transaction (commit, reveal, settle, refund, slash); return a short receipt."""
+        ...
+
+    async def poll(self) -> list[ChainUpdate]:
+        """Chain events since the previous call (the first call returns everything relevant so far)."""
+        ...
+
+    async def account(self, node_id: bytes) -> dict[str, Any]:
+        """This node's stake, earnings and withdrawable balance, in wei."""
+        ...
+
+    async def job(self, job_id: bytes) -> dict[str, Any]:
+        """What the chain says about one job (state, paid and refunded amounts, reason)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+ChainFactory = Callable[[dict[str, Any]], ChainPort]
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Resolve ``"package.module:callable"``; ValueError with the reason when it cannot be loaded."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise ValueError(f"factory {spec!r} must look like 'package.module:callable'")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import {mod_name!r} for factory {spec!r}: {e}") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise ValueError(f"{spec!r}: {mod_name} has no callable {attr!r}")
+    return fn
+
+
+def load_chain(factory: str, options: dict[str, Any]) -> ChainPort:
+    return load_factory(factory)(options)

@@ -1,0 +1,483 @@
+"""The node runtime on trio: feeds network, timer, executor and chain events to NodeCore and carries out its actions.
+
+Shape (as aioquic's asyncio adaptor around ``QuicConnection``): :meth:`Agent.feed` is synchronous; it
+calls ``core.handle(event, now)`` and dispatches the returned actions. Anything that must wait (a
+publish, an execution, a chain transaction) is handed to a task through a channel, so the core is
+never re-entered. One timer follows ``SetTimer``.
+
+Restarts: every accepted job message is journaled with its raw signed bytes before NodeCore sees it,
+and an execution's result is journaled before its commitment is published. On start the agent replays
+the raw messages of every open job into a fresh NodeCore; when the core asks to execute a job the
+journal already has a result for, the stored result is fed back instead of running it again, and a job
+whose execution was interrupted by the crash is released (the fallback rank takes it over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..net.host import NetConfig, Network
+from ..net.topics import topic_for
+from ..protocol import messages as m
+from ..protocol.claiming import Capabilities, Gpu
+from ..protocol.encoding import canonical, sha256
+from ..protocol.errors import ProtocolError
+from ..protocol.events import (
+    CancelExecution,
+    CapabilitiesChanged,
+    Event,
+    ExecutionDone,
+    ExecutionFailed,
+    JobEvent,
+    Publish,
+    Received,
+    RequestGrant,
+    SetTimer,
+    Start,
+    StartExecution,
+    SubmitJob,
+    SubmitTx,
+    Tick,
+)
+from ..protocol.identity import NodeKey, short_id
+from ..protocol.jobspec import JobSpec
+from ..protocol.node import NodeCore
+from .config import AgentConfig
+from .journal import Journal
+from .ports import ChainPort
+
+log = logging.getLogger("sandrun_p2p.agent")
+
+#: Capability values short enough to list in an advert's "enforced" field.
+_MAX_ENFORCED = 32
+
+
+def caps_from_exec(d: dict[str, Any], overrides: dict[str, Any], max_jobs: int) -> Capabilities:
+    """Turn exec's capability dict (plus operator overrides) into the advert's :class:`Capabilities`."""
+    d = {**d, **overrides}
+    gpus = tuple(
+        Gpu(
+            str(g.get("model", ""))[:64],
+            int(g.get("vram_mb", 0)),
+            str(g.get("compute_capability", g.get("cc", "")))[:8],
+            str(g.get("cuda_version", g.get("cuda", "")))[:8],
+        )
+        for g in d.get("gpus", [])
+    )
+    enforced = d.get("enforced", {})
+    if isinstance(enforced, dict):
+        enforced = [k for k, v in sorted(enforced.items()) if v and k != "probe_error"]
+    cpus = max(1, int(d.get("cpus", 1)))
+    jobs = int(overrides.get("max_jobs", 0)) or max_jobs or cpus
+    return Capabilities(
+        cpus=cpus,
+        mem_mb=int(d.get("mem_mb", 0)),
+        disk_mb=int(d.get("disk_mb", 0)),
+        gpus=gpus,
+        enforced=frozenset(str(e)[:32] for e in list(enforced)[:_MAX_ENFORCED]),
+        executor=str(d.get("executor", "local"))[:32],
+        max_jobs=min(jobs, 4096),
+    )
+
+
+def job_id_of(msg: m.Message) -> bytes | None:
+    """The job a message belongs to (None for adverts); raises ProtocolError for a bad job spec."""
+    if msg.kind == m.ADVERT:
+        return None
+    if msg.kind == m.JOB:
+        return JobSpec.from_dict(msg.body["spec"]).job_id
+    return msg.body["job"]
+
+
+class Agent:
+    """One node. Build it with :func:`build_agent` (or pass parts for tests), then ``await agent.run()``."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        key: NodeKey,
+        executor: Any,
+        store: Any,
+        chain: ChainPort,
+        exec_caps: dict[str, Any],
+    ) -> None:
+        self.cfg = cfg
+        self.key = key
+        self.node_id = key.node_id
+        self.executor = executor
+        self.store = store
+        self.chain = chain
+        self.exec_caps = exec_caps
+        self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
+        self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
+        self.journal = Journal(cfg.data_dir / "journal.sqlite")
+        self.net = Network(
+            key,
+            NetConfig(listen=cfg.listen, bootstrap=cfg.bootstrap, mdns=cfg.mdns, shards=cfg.shards),
+            self._on_net_message,
+        )
+        self.started_at = time.time()
+        self.eth = b""
+        self._seq = 0
+        self._pending: deque[Event] = deque()
+        self._feeding = False
+        self._deadline: float | None = None
+        self._timer_changed = trio.Event()
+        self._events_changed = trio.Event()
+        self._pub_send, self._pub_recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
+        self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
+        self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)
+        self._running: dict[bytes, trio.CancelScope] = {}
+        self._limiter = trio.CapacityLimiter(self.caps.max_jobs or 1)
+        self._replaying = False
+        self._stopping = False
+        self.stats: dict[str, int] = {}
+        self.chain_errors: deque[str] = deque(maxlen=20)
+
+    # ------------------------------------------------------------------ core driving
+
+    def feed(self, event: Event) -> None:
+        """Hand one event to NodeCore and carry out its actions (re-entrant calls are queued)."""
+        self._pending.append(event)
+        if self._feeding:
+            return
+        self._feeding = True
+        try:
+            while self._pending:
+                ev = self._pending.popleft()
+                for action in self.core.handle(ev, time.time()):
+                    self._do(action)
+        finally:
+            self._feeding = False
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def _next_seq(self) -> int:
+        # Time-based so a restarted node never reuses a (sender, seq) pair peers still remember.
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        return self._seq
+
+    def _do(self, a: Any) -> None:
+        if isinstance(a, Publish):
+            # Journaled when our own publish passes the gossip validator (as every accepted message).
+            raw = m.encode(self.key, a.kind, a.body, self._next_seq(), int(time.time() * 1000))
+            self._pub_send.send_nowait((topic_for(a.kind, a.shard), raw))
+        elif isinstance(a, SetTimer):
+            self._deadline = a.at
+            self._timer_changed.set()
+        elif isinstance(a, StartExecution):
+            self._start_execution(a)
+        elif isinstance(a, CancelExecution):
+            scope = self._running.get(a.job_id)
+            if scope is not None:
+                scope.cancel()
+            self.journal.execution_ended(a.job_id, "cancelled", a.reason)
+            self._log("cancel", a.job_id, reason=a.reason)
+        elif isinstance(a, SubmitTx):
+            self.journal.tx(a.job_id, a.kind, "queued")
+            self._tx_send.send_nowait(a)
+        elif isinstance(a, RequestGrant):
+            self._log("grant-unsupported", a.job_id, reason="encrypted bundles are not supported by this agent")
+        elif isinstance(a, JobEvent):
+            self.journal.event(a.job_id, a.state, a.detail, a.node)
+            self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
+            self._events_changed.set()
+            self._events_changed = trio.Event()
+
+    def _log(self, event: str, job_id: bytes | None = None, **fields: Any) -> None:
+        parts = [f"event={event}"]
+        if job_id is not None:
+            parts.append(f"job={job_id.hex()[:16]}")
+        for k, v in fields.items():
+            if v not in ("", None):
+                s = str(v).replace("\n", " ")
+                parts.append(f"{k}={s!r}" if (" " in s or "=" in s) else f"{k}={s}")
+        log.info(" ".join(parts))
+
+    # ------------------------------------------------------------------ network in
+
+    def _on_net_message(self, msg: m.Message, now: float) -> None:
+        """Called from the gossip validator; a ProtocolError here rejects the message (the forwarder pays)."""
+        jid = job_id_of(msg)
+        if jid is not None:
+            self.journal.add_message(jid, msg.kind, msg.raw)
+        self.feed(Received(msg))
+
+    # ------------------------------------------------------------------ executions
+
+    def _start_execution(self, a: StartExecution) -> None:
+        if a.job_id in self._running:
+            return
+        prev = self.journal.execution(a.job_id)
+        if prev is not None and prev.status == "done" and prev.trace_root:
+            self._log("resume-result", a.job_id, root=prev.trace_root.hex()[:16])
+            self._pending.append(
+                ExecutionDone(a.job_id, prev.trace_root, prev.salt or b"", prev.trace_cid or "",
+                              prev.result_cid or "", prev.usage_wei)
+            )
+            return
+        if prev is not None and (prev.status == "running" or self._replaying):
+            self.journal.execution_ended(a.job_id, "abandoned", "interrupted by an agent restart")
+            self._log("abandon", a.job_id, reason="execution interrupted by an agent restart")
+            self._pending.append(ExecutionFailed(a.job_id, "execution interrupted by an agent restart"))
+            return
+        if self._stopping:
+            self._pending.append(ExecutionFailed(a.job_id, "agent shutting down"))
+            return
+        self.journal.execution_started(a.job_id)
+        self._running[a.job_id] = trio.CancelScope()
+        self._exec_send.send_nowait(a)
+
+    async def _exec_dispatcher(self, nursery: trio.Nursery) -> None:
+        async for a in self._exec_recv:
+            nursery.start_soon(self._execute, a)
+
+    async def _execute(self, a: StartExecution) -> None:
+        scope = self._running[a.job_id]
+        outcome: Event | None = None
+        try:
+            with scope:
+                async with self._limiter:
+                    outcome = await self._run_job(a)
+            if scope.cancelled_caught:
+                outcome = None  # NodeCore asked for the cancel; it already knows
+        except Exception as e:  # anything from fetching, the executor or the store
+            reason = f"{type(e).__name__}: {e}"[:200]
+            self.journal.execution_ended(a.job_id, "failed", reason)
+            self._log("exec-failed", a.job_id, reason=reason)
+            outcome = ExecutionFailed(a.job_id, reason)
+        finally:
+            self._running.pop(a.job_id, None)
+        if outcome is not None:
+            self.feed(outcome)
+
+    async def _fetcher(self, cid: str) -> bytes | None:
+        return await self.net.fetch_any(cid, prefer=self._origins())
+
+    def _origins(self) -> list[bytes]:
+        return [v.origin for jid, v in self.core.jobs.items() if jid in self._running]
+
+    async def _run_job(self, a: StartExecution) -> ExecutionDone:
+        spec = a.spec
+        t0 = time.time()
+        with trio.fail_after(self.cfg.fetch_timeout_s):
+            bundle = await self.store.get(spec.code_cid)
+        result = await self.executor.run(bundle, spec.manifest, a.job_id)
+        trace = result.trace
+        if self.cfg.test_faulty_executor:
+            trace = dataclasses.replace(trace, stdout_sha256=sha256(b"faulty", trace.stdout_sha256))
+        stage = self.cfg.data_dir / "results" / a.job_id.hex()
+        if stage.exists():
+            shutil.rmtree(stage)
+        (stage / "outputs").mkdir(parents=True)
+        for p in Path(result.outputs_dir).iterdir():
+            shutil.move(str(p), stage / "outputs" / p.name)
+        shutil.copyfile(result.stdout, stage / "stdout")
+        shutil.copyfile(result.stderr, stage / "stderr")
+        trace_bytes = canonical(trace.to_dict())
+        (stage / "trace.cbor").write_bytes(trace_bytes)
+        trace_cid = await self.store.put_bytes(trace_bytes, pin=True)
+        result_cid = await self.store.put_dir(stage, pin=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        with _suppress():
+            shutil.rmtree(Path(result.outputs_dir).parent, ignore_errors=True)
+        salt = os.urandom(32)
+        usage = spec.payment_wei // max(1, spec.redundancy)
+        root = trace.root
+        self.journal.execution_done(a.job_id, root, salt, trace_cid, result_cid, usage)
+        self._log("executed", a.job_id, root=root.hex()[:16], status=trace.status, exit=trace.exit_code,
+                  secs=f"{time.time() - t0:.2f}")
+        return ExecutionDone(a.job_id, root, salt, trace_cid, result_cid, usage)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _publisher(self) -> None:
+        async for topic, raw in self._pub_recv:
+            try:
+                await self.net.publish(topic, raw)
+            except Exception as e:
+                self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
+
+    async def _timer(self) -> None:
+        while True:
+            changed = self._timer_changed
+            if self._deadline is None:
+                await changed.wait()
+            else:
+                delay = self._deadline - time.time()
+                if delay <= 0:
+                    self._deadline = None
+                    self.feed(Tick())
+                    continue
+                with trio.move_on_after(delay):
+                    await changed.wait()
+            if changed.is_set():
+                self._timer_changed = trio.Event()
+
+    async def _chain_sender(self) -> None:
+        async for tx in self._tx_recv:
+            try:
+                with trio.fail_after(60):
+                    receipt = await self.chain.submit(self.node_id, tx)
+                self.journal.tx(tx.job_id, tx.kind, "ok", receipt)
+                self._log("tx", tx.job_id, kind=tx.kind, receipt=receipt)
+            except Exception as e:
+                msg = f"{type(e).__name__}: {e}"[:300]
+                self.journal.tx(tx.job_id, tx.kind, "failed", msg)
+                self.chain_errors.append(f"{tx.kind} {tx.job_id.hex()[:16]}: {msg}")
+                self._log("tx-failed", tx.job_id, kind=tx.kind, error=msg)
+
+    async def _chain_watcher(self) -> None:
+        while True:
+            try:
+                with trio.fail_after(30):
+                    updates = await self.chain.poll()
+                for u in updates:
+                    self.feed(u)
+            except Exception as e:
+                self.chain_errors.append(f"poll: {type(e).__name__}: {e}"[:300])
+                self._log("chain-poll-failed", None, error=f"{type(e).__name__}: {e}")
+                await trio.sleep(2)
+            await trio.sleep(self.cfg.chain_poll_s)
+
+    async def _caps_watcher(self, detect: Any) -> None:
+        while True:
+            await trio.sleep(self.cfg.caps_refresh_s)
+            try:
+                new = caps_from_exec(await trio.to_thread.run_sync(detect), self.cfg.caps, self.cfg.max_jobs)
+            except Exception as e:
+                self._log("caps-failed", None, error=str(e))
+                continue
+            if new != self.caps:
+                self.caps = new
+                self._log("caps-changed", None, cpus=new.cpus, mem_mb=new.mem_mb, gpus=len(new.gpus))
+                self.feed(CapabilitiesChanged(new))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def replay_journal(self) -> int:
+        """Rebuild the view of every open job from its journaled raw messages (before joining the mesh)."""
+        n = 0
+        self._replaying = True
+        try:
+            for jid in self.journal.open_jobs():
+                msgs = self.journal.messages(jid)
+                msgs.sort(key=lambda km: km[0] != m.JOB)  # the announcement first, the rest in arrival order
+                for _kind, raw in msgs:
+                    try:
+                        msg = m.decode(raw)
+                    except ProtocolError:
+                        continue
+                    if msg.sender == self.node_id and msg.kind != m.JOB:
+                        continue  # our own claims/commits are re-derived by the core
+                    try:
+                        self.feed(Received(msg))
+                        n += 1
+                    except ProtocolError as e:  # e.g. the job's deadline passed while we were down
+                        self._log("replay-skip", jid, reason=str(e))
+                        break
+        finally:
+            self._replaying = False
+        return n
+
+    async def submit_job(self, spec: JobSpec) -> bytes:
+        """Announce a job as its origin: escrow on chain (which fixes the seed), then gossip it."""
+        with trio.fail_after(60):
+            seed = await self.chain.fund_job(spec, self.node_id)
+        self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
+        self.feed(SubmitJob(spec, seed))
+        return spec.job_id
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED, detect_caps: Any = None) -> None:
+        """Join the mesh and run until cancelled or SIGINT/SIGTERM; always closes the host and the journal."""
+        from .control import ControlServer
+
+        self.store.fetcher = self._fetcher
+        self.net.set_provider(self._provide)
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(120):
+                    self.eth = await self.chain.join(self.node_id)
+                self.core.eth = self.eth
+                replayed = self.replay_journal()
+                await nursery.start(self.net.run)
+                nursery.start_soon(self._publisher)
+                nursery.start_soon(self._timer)
+                nursery.start_soon(self._chain_sender)
+                nursery.start_soon(self._chain_watcher)
+                nursery.start_soon(self._exec_dispatcher, nursery)
+                if detect_caps is not None:
+                    nursery.start_soon(self._caps_watcher, detect_caps)
+                control = ControlServer(self)
+                await nursery.start(control.serve)
+                self.feed(Start())
+                self._log("started", None, node=self.node_id.hex(), peer=str(self.net.peer_id), eth=self.eth.hex(),
+                          control=control.url, replayed=replayed, chain=self.chain.kind)
+                task_status.started(self)
+                await self._wait_for_signal()
+                await self._shutdown()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                with _suppress():
+                    await self.chain.close()
+                with _suppress():
+                    await self.store.close()
+                self.journal.close()
+                self._log("stopped", None)
+
+    async def _wait_for_signal(self) -> None:
+        import signal
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for sig in signals:
+                self._log("signal", None, signal=signal.Signals(sig).name)
+                return
+
+    async def _shutdown(self) -> None:
+        """Stop taking work; give running executions ``shutdown_grace_s`` to finish and commit."""
+        self._stopping = True
+        with trio.move_on_after(self.cfg.shutdown_grace_s):
+            while self._running:
+                await trio.sleep(0.05)
+            await trio.sleep(0.2)  # let the last commits leave
+        for scope in self._running.values():
+            scope.cancel()
+
+    async def _provide(self, cid: str) -> bytes | None:
+        try:
+            with trio.fail_after(10):
+                return await self.store.get_block(cid)
+        except Exception:
+            return None
+
+    # ------------------------------------------------------------------ read models for the control API
+
+    async def wait_events(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self._events_changed.wait()
+
+
+class _suppress:
+    """``contextlib.suppress(Exception)`` that also logs what it swallowed."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, e: BaseException | None, tb: Any) -> bool:
+        if e is not None and isinstance(e, Exception):
+            log.debug("ignored during cleanup: %r", e)
+            return True
+        return False

@@ -281,9 +281,9 @@ class JobSpec:
             raise SpecError(
                 f"spec.quorum must be a strict majority of redundancy {k} (between {k // 2 + 1} and {k}), got {q}"
             )
-        deadline = _opt(d, "deadline", int, 0, w)
-        if deadline < 0:
-            raise SpecError("spec.deadline must be a unix time in seconds")
+        deadline = _req(d, "deadline", int, w)
+        if deadline <= 0:
+            raise SpecError("spec.deadline must be the unix time (seconds) by which the job must settle")
         nonce = _opt(d, "nonce", bytes, b"", w)
         if len(nonce) > 32:
             raise SpecError("spec.nonce is at most 32 bytes")

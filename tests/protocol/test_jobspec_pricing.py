@@ -8,7 +8,7 @@ from sandrun_p2p.protocol.errors import SpecError
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.protocol.pricing import PriceTable, quote
 
-BASE = {"code_cid": "bafkreiabcdefgh", "manifest": {"entrypoint": "main.py"}}
+BASE = {"code_cid": "bafkreiabcdefgh", "manifest": {"entrypoint": "main.py"}, "deadline": 10**9}
 
 
 def spec(**over):
@@ -70,6 +70,7 @@ def test_bad_manifests_are_explained(manifest, message):
         ({"nonce": b"x" * 33}, "nonce"),
         ({"payment_wei": -1}, "payment_wei"),
         ({"deadline": -5}, "deadline"),
+        ({"deadline": 0}, "deadline"),
         ({"manifest": []}, "'manifest' must be dict"),
     ],
 )

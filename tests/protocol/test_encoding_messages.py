@@ -37,15 +37,7 @@ CAPS = {
 }
 BODIES = {
     m.ADVERT: {
-        "caps": {
-            "cpus": 2,
-            "mem_mb": 1024,
-            "disk_mb": 10,
-            "gpus": [],
-            "enforced": ["network"],
-            "executor": "local",
-            "max_jobs": 1,
-        },
+        "caps": CAPS,
         "shard_bits": 0,
         "shards": [],
         "eth": b"\x00" * 20,

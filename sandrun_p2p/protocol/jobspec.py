@@ -9,7 +9,7 @@ SHA-256 of the canonical spec, so every node derives the same id from the same s
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .encoding import tagged_hash
@@ -234,12 +234,29 @@ class Manifest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["args"] = list(self.args)
-        d["env"] = dict(self.env)
-        d["outputs"] = list(self.outputs)
-        d["compare"] = {"round_files": list(self.compare.round_files), "digits": self.compare.digits}
-        return d
+        # Built by hand: dataclasses.asdict deep-copies recursively and was the simulator's top cost
+        # (every node re-derives the job id of every announcement it receives).
+        g = self.gpu
+        return {
+            "entrypoint": self.entrypoint,
+            "interpreter": self.interpreter,
+            "args": list(self.args),
+            "env": dict(self.env),
+            "outputs": list(self.outputs),
+            "timeout": self.timeout,
+            "memory_mb": self.memory_mb,
+            "cpu": self.cpu,
+            "gpu": {
+                "required": g.required,
+                "min_vram_gb": g.min_vram_gb,
+                "compute_capability": g.compute_capability,
+                "cuda_version": g.cuda_version,
+                "count": g.count,
+            },
+            "compare": {"round_files": list(self.compare.round_files), "digits": self.compare.digits},
+            "checkpoint_interval": self.checkpoint_interval,
+            "priority": self.priority,
+        }
 
 
 def default_quorum(redundancy: int) -> int:

@@ -1,0 +1,142 @@
+"""Multi-process agents on loopback: mesh, adverts, a k=2 job end to end, a GPU job refunded, a faulty
+executor outvoted and slashed in a k=3 job. One 4-node cluster (node 3 runs the test-only faulty executor)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+
+import pytest
+
+from sandrun_p2p.protocol.claiming import rank
+from sandrun_p2p.protocol.jobspec import JobSpec
+from sandrun_p2p.store import cid_of_bytes
+
+from .cluster import HELLO, Cluster, hello_job, start_cluster, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+FAULTY = 3
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Cluster:
+    c = start_cluster(tmp_path_factory.mktemp("cluster"), 4, faulty=(FAULTY,))
+    try:
+        c.wait_ready(90)
+        c.wait_mesh(60)
+        yield c
+    finally:
+        c.stop()
+
+
+def fake_seed(job_id: bytes) -> bytes:
+    return hashlib.sha256(job_id + b"fake-chain-seed").digest()
+
+
+def pick_job(cluster: Cluster, k: int, want_faulty_in_top: bool, **extra) -> tuple[dict, bytes, list[bytes]]:
+    """A job body whose HRW top-k (under the fake chain's seed) does / does not include the faulty node."""
+    ids = [n.node_id for n in cluster.nodes]
+    deadline = int(time.time()) + 90
+    body = hello_job(redundancy=k, deadline=deadline, payment_wei=10**15, **extra)
+    body.pop("deadline_s", None)
+    manifest = body["manifest"]
+    for i in range(200):
+        nonce = i.to_bytes(4, "big")
+        spec = JobSpec.from_dict({"code_cid": cid_of_bytes(HELLO), "manifest": manifest, "redundancy": k,
+                                  "deadline": deadline, "nonce": nonce, "payment_wei": 10**15})
+        top = rank(spec.job_id, fake_seed(spec.job_id), ids)[:k]
+        if (cluster.nodes[FAULTY].node_id in top) == want_faulty_in_top:
+            return {**body, "nonce": nonce.hex()}, spec.job_id, top
+    raise AssertionError("no nonce gives the wanted ranking")
+
+
+def test_mesh_and_adverts(cluster: Cluster) -> None:
+    for n in cluster.nodes:
+        st = n.api.status()
+        assert st["node_id"] == n.node_id.hex()
+        assert len(st["peers"]) >= 1
+        assert st["mesh"]["/sandrun-p2p/1/jobs/0"] >= 1
+        nodes = {d["node_id"]: d for d in n.api.nodes()}
+        assert set(nodes) == {m.node_id.hex() for m in cluster.nodes}
+        for d in nodes.values():
+            assert d["caps"]["cpus"] >= 1 and "network" in d["caps"]["enforced"]
+
+
+def test_k2_job_claimed_by_top_two_and_paid(cluster: Cluster) -> None:
+    body, job_id, top = pick_job(cluster, 2, want_faulty_in_top=False)
+    origin = cluster.nodes[0].api
+    r = origin.submit(**body)
+    assert r["job_id"] == job_id.hex()
+    j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
+    assert j["state"] == "settled", j
+    assert sorted(j["claims"]) == sorted(n.hex() for n in top)  # nobody else claimed
+    assert sorted(j["winners"]) == sorted(n.hex() for n in top)
+    assert sorted(j["commits"]) == sorted(n.hex() for n in top)
+    roots = {v["root"] for v in j["reveals"].values()}
+    assert roots == {j["accepted_root"]}
+    assert sorted(j["chain"]["paid"]) == sorted(n.hex() for n in top)
+    assert j["chain"]["paid_wei"] > 0
+    # the result can be fetched through any node, as a tar of outputs/stdout/stderr/trace
+    import io
+    import tarfile
+
+    data = cluster.nodes[1].api.blob(j["result_cids"][0], tar=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        out = tf.extractfile("outputs/out.txt").read()  # type: ignore[union-attr]
+    assert out == b"42"
+    # every executor logged the job with its id (structured one-line logs)
+    for n in cluster.nodes:
+        if n.node_id in top:
+            assert f"event=executed job={job_id.hex()[:16]}" in (n.data_dir / "agent.log").read_text()
+
+
+def test_gpu_job_in_cpu_mesh_is_refunded_with_reason(cluster: Cluster) -> None:
+    api = cluster.nodes[1].api
+    body = hello_job(redundancy=1, deadline_s=12)
+    body["manifest"]["gpu"] = {"required": True, "min_vram_gb": 8}
+    r = api.submit(**body)
+    j = api.wait_job(r["job_id"], ("refunded", "settled"), 60)
+    assert j["state"] == "refunded"
+    assert j["chain"]["state"] == "refunded"
+    assert "no GPU meets the requirement" in j["chain"]["reason"]
+    assert "no GPU" in j["reason"] or any("no GPU" in e["detail"] for e in j["events"])
+    listed = {x["job_id"]: x for x in api.jobs()}
+    assert listed[r["job_id"]]["state"] == "refunded"
+
+
+def test_faulty_executor_outvoted_and_slashed(cluster: Cluster) -> None:
+    body, job_id, top = pick_job(cluster, 3, want_faulty_in_top=True)
+    api = cluster.nodes[0].api
+    r = api.submit(**body)
+    j = api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
+    assert j["state"] == "settled", j
+    faulty = cluster.nodes[FAULTY].node_id.hex()
+    roots = {n: v["root"] for n, v in j["reveals"].items()}
+    assert roots[faulty] != j["accepted_root"]
+    assert sum(1 for v in roots.values() if v == j["accepted_root"]) == 2
+    assert faulty not in j["chain"]["paid"]
+
+    def slashed():
+        return [s for s in cluster.chain_state()["slashes"] if s["job"] == job_id.hex()]
+
+    s = wait_for(slashed, 30, "the faulty node to be slashed on chain")
+    assert [x["node"] for x in s] == [faulty]
+    assert s[0]["kind"] == "dissent"
+
+
+def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
+    from sandrun_p2p.agent.apiclient import ControlError
+
+    api = cluster.nodes[0].api
+    with pytest.raises(ControlError, match="HTTP 400.*timeout"):
+        api.submit(manifest={"entrypoint": "main.py", "timeout": 0}, bundle_b64=base64.b64encode(HELLO).decode())
+    with pytest.raises(ControlError, match="exactly one of code_cid or bundle_b64"):
+        api.submit(manifest={"entrypoint": "main.py"})
+    with pytest.raises(ControlError, match="unknown field"):
+        api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", colour="red")
+    with pytest.raises(ControlError, match="HTTP 404"):
+        api.job("00" * 32)
+    with pytest.raises(ControlError, match="HTTP 400.*hex"):
+        api.job("zz")

@@ -1,0 +1,205 @@
+"""Escrow from a fresh per-job key: fund it from the client's wallet, post the job, claim refunds.
+
+The chain and contract are found from, in order: explicit options (``--blockchain-rpc``, ``--market``),
+the environment (``SANDRUN_P2P_RPC``, ``SANDRUN_P2P_MARKET``), or the peer's ``/v1/status``
+(``chain_info``: ``{"rpc", "market", "kind"}``). The funding wallet is a hex private key in
+``$SANDRUN_P2P_CLIENT_KEY`` (or the variable named by ``key_env``), an encrypted keystore file, or, on a
+development chain only, a funded development account (``$SANDRUN_P2P_CLIENT_DEV_ACCOUNT``, default 9).
+
+Web3 calls block; the SDK runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ChainUnavailable, FundingError, NotYet
+
+KEY_ENV = "SANDRUN_P2P_CLIENT_KEY"
+DEV_ACCOUNT_ENV = "SANDRUN_P2P_CLIENT_DEV_ACCOUNT"
+#: gas the fresh account needs on top of the escrow: postJob, and later cancelJob/finalize + claimRefund
+GAS_BUDGET = 400_000
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    rpc: str | None = None
+    market: str | None = None
+    kind: str | None = None  # "anvil", "devnet", "rpc"... (None: from the peer, else "rpc")
+    key_env: str | None = None
+    keystore: str | None = None
+
+    def resolved(self, peer_status: dict[str, Any] | None) -> ChainOptions:
+        info = dict((peer_status or {}).get("chain_info") or {})
+        rpc = self.rpc or os.environ.get("SANDRUN_P2P_RPC") or info.get("rpc")
+        market = self.market or os.environ.get("SANDRUN_P2P_MARKET") or info.get("market")
+        kind = self.kind or info.get("kind") or (peer_status or {}).get("chain") or "rpc"
+        if not rpc or not market:
+            raise ChainUnavailable(
+                "cannot find the settlement chain: give --blockchain-rpc URL and --market ADDRESS (or set "
+                "SANDRUN_P2P_RPC and SANDRUN_P2P_MARKET); the peer's /v1/status has no chain_info"
+            )
+        return ChainOptions(rpc, market, kind, self.key_env, self.keystore)
+
+
+class Escrow:
+    """One chain connection plus the client's funding wallet."""
+
+    def __init__(self, opts: ChainOptions) -> None:
+        from ..chain.chain import Chain
+        from ..chain.errors import ChainError
+
+        assert opts.rpc and opts.market
+        self.opts = opts
+        try:
+            self.chain = Chain.connect(opts.rpc, kind=opts.kind or "rpc")
+        except ChainError as e:
+            raise ChainUnavailable(f"settlement chain at {opts.rpc} unreachable: {e}") from None
+        self._funder: Any = None
+
+    def info(self) -> dict[str, Any]:
+        return {"rpc": self.opts.rpc, "market": self.opts.market, "kind": self.chain.kind,
+                "chain_id": self.chain.chain_id}
+
+    def market(self, signer: Any = None) -> Any:
+        from ..chain.market import Market
+
+        return Market(self.chain, self.opts.market, signer)
+
+    def funder(self) -> Any:
+        """The funding wallet (a ``chain.Signer``)."""
+        if self._funder is not None:
+            return self._funder
+        from ..chain.chain import Signer, load_signer
+        from ..chain.errors import ChainError
+
+        env = self.opts.key_env or KEY_ENV
+        try:
+            if os.environ.get(env) or self.opts.key_env:
+                self._funder = load_signer(key_env=env)
+            elif self.opts.keystore:
+                self._funder = load_signer(keystore=self.opts.keystore)
+            elif self.chain.is_dev:
+                idx = int(os.environ.get(DEV_ACCOUNT_ENV, "9"))
+                self._funder = self.chain.dev_signers()[idx]
+            else:
+                raise FundingError(
+                    f"no funding wallet: set {KEY_ENV} to a hex private key or give --keystore FILE "
+                    f"(the {self.chain.kind} chain at {self.opts.rpc} is not a development chain)"
+                )
+        except ChainError as e:
+            raise FundingError(f"cannot load the funding wallet: {e}") from None
+        assert isinstance(self._funder, Signer)
+        return self._funder
+
+    def gas_allowance(self) -> int:
+        fees = self.chain._fees()
+        per_gas = int(fees.get("maxFeePerGas") or fees.get("gasPrice") or 10**9)
+        return GAS_BUDGET * per_gas
+
+    def now(self) -> int:
+        return max(int(time.time()), self.chain.now())
+
+    def post(self, escrow_key: str, job_id: bytes, k: int, q: int, deadline: int, price: int) -> dict[str, Any]:
+        """Fund the fresh per-job key from the wallet and post the escrow from it."""
+        from ..chain.chain import Signer
+        from ..chain.errors import ChainError
+
+        funder = self.funder()
+        fresh = Signer.from_key(escrow_key)
+        need = price + self.gas_allowance()
+        try:
+            have = self.chain.balance(funder.address)
+            if have < need:
+                raise FundingError(
+                    f"the funding wallet {funder.address} holds {have} wei; this job needs {need} wei "
+                    f"({price} escrow + gas). Top it up or lower --payment"
+                )
+            fund_tx = self.chain.transfer(funder, fresh.address, need)
+            res = self.market(fresh).post_job(job_id, k, q, deadline, price)
+        except ChainError as e:
+            raise ChainUnavailable(f"escrow failed: {e}") from None
+        ev = res.event("JobPosted")
+        return {
+            "address": fresh.address,
+            "funder": funder.address,
+            "seed": bytes(ev["seed"]).hex(),
+            "txs": [
+                {"kind": "fund", "hash": "0x" + bytes(fund_tx["transactionHash"]).hex(), "wei": need},
+                {"kind": "postJob", "hash": res.tx_hash, "wei": price, "gas": res.gas_used},
+            ],
+        }
+
+    def job(self, job_id: bytes) -> Any:
+        from ..chain.errors import ChainError
+
+        try:
+            return self.market().job(job_id)
+        except ChainError as e:
+            raise ChainUnavailable(f"cannot read job {job_id.hex()} on chain: {e}") from None
+
+    def refund(self, job_id: bytes, escrow_key: str, to: str, *, network_failed: bool) -> dict[str, Any]:
+        """Close the job if the chain allows it, then send what is left of the escrow to ``to``."""
+        from ..chain.chain import Signer
+        from ..chain.errors import ChainError
+        from ..chain.market import STATE_OPEN
+
+        m = self.market(Signer.from_key(escrow_key))
+        txs: list[dict[str, Any]] = []
+        try:
+            info = m.job(job_id)
+            if info.state == STATE_OPEN:
+                now = self.chain.now()
+                if info.commits == 0 and (network_failed or now > info.deadline):
+                    txs.append({"kind": "cancelJob", "hash": m.cancel_job(job_id).tx_hash})
+                elif info.commits == 0:
+                    raise NotYet(
+                        f"job {job_id.hex()[:16]} is still open on chain and the network has not given up on "
+                        f"it; its deadline is in {info.deadline - now} s (refund then, or after it fails)"
+                    )
+                elif now > info.reveal_deadline:
+                    txs.append({"kind": "finalize", "hash": m.finalize(job_id).tx_hash})
+                else:
+                    raise NotYet(
+                        f"job {job_id.hex()[:16]} has {info.commits} commitment(s); it settles or can be "
+                        f"finalized after {info.reveal_deadline - now} s"
+                    )
+                info = m.job(job_id)
+            if info.escrow == 0:
+                return {"refunded_wei": 0, "txs": txs, "state": info.state_name}
+            res = m.claim_refund(job_id, to)
+            amount = int(res.event("RefundClaimed")["amount"])
+            txs.append({"kind": "claimRefund", "hash": res.tx_hash, "wei": amount})
+            return {"refunded_wei": amount, "txs": txs, "state": info.state_name}
+        except ChainError as e:
+            raise ChainUnavailable(f"refund of {job_id.hex()[:16]} failed: {e}") from None
+
+    def closed(self, job_id: bytes) -> dict[str, Any]:
+        """What the chain recorded when the job closed: state, settled root prefix, payouts per node, refunds."""
+        from ..chain.errors import ChainError
+
+        m = self.market()
+        try:
+            ev = m.contract.events
+            closed = ev.JobClosed.get_logs(from_block=0, argument_filters={"jobId": job_id})
+            payouts = ev.Payout.get_logs(from_block=0, argument_filters={"jobId": job_id})
+            refunds = ev.RefundClaimed.get_logs(from_block=0, argument_filters={"jobId": job_id})
+            out: dict[str, Any] = {"closed": False, "payouts": [], "refunds": []}
+            for p in payouts:
+                idx = int(p["args"]["node"])
+                node_id = bytes(m.contract.functions.nodeIdOf(idx).call()).hex()
+                out["payouts"].append({"node": node_id, "paid_wei": int(p["args"]["paid"]),
+                                       "penalty_wei": int(p["args"]["penalty"])})
+            for r in refunds:
+                out["refunds"].append({"to": r["args"]["to"], "wei": int(r["args"]["amount"])})
+            if closed:
+                a = closed[-1]["args"]
+                out.update({"closed": True, "state": {2: "settled", 3: "failed"}.get(int(a["state"]), str(a["state"])),
+                            "root_prefix": bytes(a["rootPrefix"]).hex(), "agreeing": int(a["agreeing"]),
+                            "paid_wei": int(a["paid"]), "refund_wei": int(a["refund"])})
+            return out
+        except ChainError as e:
+            raise ChainUnavailable(f"cannot read the chain's record of {job_id.hex()[:16]}: {e}") from None

@@ -1,0 +1,451 @@
+"""The client SDK (trio): quote, submit, watch, result, refund.
+
+>>> async with Client(peer="~/.sandrun-p2p") as c:            # any node's control API (data dir or URL)
+...     rec = await c.submit("job/", manifest, payment_wei=None, redundancy=2)   # None: pay the quote
+...     async for u in c.watch(rec.job_id):
+...         print(u.state, u.detail)
+...     trace = await c.result(rec.job_id, "out/")            # verified against the accepted root
+...     await c.refund(rec.job_id)                            # whatever the job did not use
+
+Escrow modes: ``"client"`` (default) posts the escrow from a fresh per-job key funded by the client's
+wallet, then asks the peer to announce the job (``POST /v1/announce``); ``"peer"`` lets the peer escrow
+from its own account (``POST /v1/jobs``): no chain access needed, but the peer, not an anonymous key,
+pays and is refunded. Bad manifests, a missing entrypoint, a payment below the quote and (unless
+``force``) a job no known node can run are refused before any money moves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..protocol.claiming import Capabilities, ineligibility
+from ..protocol.errors import ProtocolError
+from ..protocol.jobspec import MAX_REDUNDANCY, JobSpec, Manifest, default_quorum
+from ..protocol.pricing import Quote
+from ..protocol.pricing import quote as price_quote
+from ..protocol.trace import Trace
+from . import bundle as bundle_mod
+from .errors import (
+    BadJob,
+    ChainUnavailable,
+    ClientError,
+    DeadlinePassed,
+    InsufficientPayment,
+    NoEligibleNode,
+    NotYet,
+    PeerUnavailable,
+    ResultRejected,
+)
+from .escrow import ChainOptions, Escrow
+from .peer import Peer, PeerError
+from .records import JobRecord, RecordStore
+from .verify import verify_and_write
+
+#: States after which nothing more happens to a job on the network.
+FINAL = ("settled", "refunded")
+ENDED = (*FINAL, "failed")
+#: States worth showing a client (the rest are internal: standby, claim-rejected...).
+SHOWN = ("announced", "claimed", "running", "released", "lapsed", "checkpoint", "committed", "revealed",
+         "accepted", "failed", "settled", "refunded", "evidence", "slashed", "reveal-rejected")
+
+
+@dataclass(frozen=True)
+class Update:
+    """One change of a job's state, as the peer saw it."""
+
+    state: str
+    detail: str = ""
+    node: str = ""  # node id (hex) the change is about, if any
+    at: float = 0.0
+    event_id: int = 0
+
+    def line(self) -> str:
+        who = f" by {self.node[:12]}" if self.node else ""
+        what = f": {self.detail}" if self.detail else ""
+        return f"{self.state}{who}{what}"
+
+
+def load_manifest(manifest: Manifest | dict[str, Any] | str | Path) -> Manifest:
+    """A Manifest from an object, a dict, or a JSON file path; :class:`BadJob` explains what is wrong."""
+    if isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, str | Path):
+        import json
+
+        p = Path(manifest)
+        try:
+            manifest = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise BadJob(f"manifest file {p} does not exist") from None
+        except ValueError as e:
+            raise BadJob(f"manifest file {p} is not valid JSON: {e}") from None
+    try:
+        return Manifest.from_dict(manifest)
+    except ProtocolError as e:
+        raise BadJob(f"bad manifest: {e.detail or e}") from None
+
+
+def quote(manifest: Manifest | dict[str, Any] | str | Path, redundancy: int = 1,
+          usd_per_eth: Fraction | int | str = 3000) -> Quote:
+    """The maximum price of a job (the pricing table; see docs/protocol.md)."""
+    m = load_manifest(manifest)
+    _check_redundancy(redundancy)
+    return price_quote(m, redundancy, usd_per_eth)
+
+
+def _check_redundancy(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_REDUNDANCY:
+        raise BadJob(f"redundancy must be between 1 and {MAX_REDUNDANCY}, got {k!r}")
+
+
+def eth_to_wei(eth: str | float | Fraction) -> int:
+    try:
+        v = Fraction(str(eth))
+    except (ValueError, ZeroDivisionError):
+        raise BadJob(f"payment {eth!r} is not a number of ETH") from None
+    if v < 0:
+        raise BadJob("payment must not be negative")
+    return int(v * 10**18)
+
+
+def usd_to_wei(usd: str | float, usd_per_eth: Fraction | int | str = 3000) -> int:
+    try:
+        v = Fraction(str(usd))
+    except (ValueError, ZeroDivisionError):
+        raise BadJob(f"payment {usd!r} is not a number of USD") from None
+    return int(v / Fraction(str(usd_per_eth)) * 10**18)
+
+
+def default_deadline_s(m: Manifest) -> int:
+    """Time for claiming, fallbacks, execution, commits and reveals, with room for one lapsed claim."""
+    return max(300, 2 * m.timeout + 180)
+
+
+class Client:
+    """A client bound to one peer (its control API) and a local record store."""
+
+    def __init__(self, peer: str | None = None, *, token: str | None = None, records: RecordStore | None = None,
+                 chain: ChainOptions | None = None, usd_per_eth: Fraction | int | str = 3000) -> None:
+        self.peer_name = peer
+        self.token = token
+        self.records = records or RecordStore()
+        self.chain_opts = chain or ChainOptions()
+        self.usd_per_eth = usd_per_eth
+        self._peers: dict[str | None, Peer] = {}
+        self._escrow: Escrow | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for p in self._peers.values():
+            await p.aclose()
+        self._peers.clear()
+
+    def peer(self, name: str | None = None) -> Peer:
+        """The peer named ``name`` (default: this client's peer)."""
+        name = name if name is not None else self.peer_name
+        if name not in self._peers:
+            self._peers[name] = Peer.open(name, self.token if name == self.peer_name else None)
+        return self._peers[name]
+
+    async def escrow(self, peer: Peer | None = None) -> Escrow:
+        if self._escrow is None:
+            status = await (peer or self.peer()).status() if not (self.chain_opts.rpc and self.chain_opts.market) \
+                else None
+            opts = self.chain_opts.resolved(status)
+            self._escrow = await trio.to_thread.run_sync(Escrow, opts)
+        return self._escrow
+
+    # ------------------------------------------------------------------ quote / submit
+
+    def quote(self, manifest: Manifest | dict[str, Any] | str | Path, redundancy: int = 1) -> Quote:
+        return quote(manifest, redundancy, self.usd_per_eth)
+
+    async def precheck(self, manifest: Manifest, peer: Peer) -> None:
+        """Raise :class:`NoEligibleNode` when no fresh node known to the peer can run ``manifest``."""
+        nodes = [n for n in await peer.nodes() if n.get("fresh", True)]
+        why: dict[str, int] = {}
+        for n in nodes:
+            try:
+                reason = ineligibility(Capabilities.from_dict(n["caps"]), manifest)
+            except (ProtocolError, KeyError, TypeError, ValueError):
+                reason = "advert unreadable"
+            if reason is None:
+                return
+            why[reason] = why.get(reason, 0) + 1
+        shown = "; ".join(f"{r} ({c} node{'s' * (c > 1)})" for r, c in sorted(why.items())) or "no nodes known"
+        raise NoEligibleNode(f"none of the {len(nodes)} node(s) the peer knows can run it: {shown}")
+
+    async def submit(self, code: str | Path, manifest: Manifest | dict[str, Any] | str | Path,
+                     payment_wei: int | None = None, redundancy: int = 1, *, encrypt: bool = True,
+                     deadline_s: int | None = None, escrow: str = "client", force: bool = False) -> JobRecord:
+        """Pack, (encrypt,) store, escrow and announce a job; returns its local record."""
+        m = load_manifest(manifest)
+        _check_redundancy(redundancy)
+        q = price_quote(m, redundancy, self.usd_per_eth)
+        pay = q.wei if payment_wei is None else int(payment_wei)
+        if pay < q.wei:
+            raise InsufficientPayment(pay, q)
+        if escrow not in ("client", "peer"):
+            raise BadJob(f"escrow must be 'client' or 'peer', got {escrow!r}")
+        if escrow == "peer" and encrypt:
+            raise BadJob("escrow='peer' cannot hand out a bundle key; use encrypt=False (--no-encrypt) with it")
+        prepared = await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=encrypt))
+        peer = self.peer()
+        status = await peer.status()
+        if not force:
+            await self.precheck(m, peer)
+        esc = None
+        if escrow == "client":
+            await self._probe_announce(peer)
+            esc = await self.escrow(peer)
+            await trio.to_thread.run_sync(esc.funder)  # a missing wallet fails here, before anything is posted
+        code_cid = await peer.put_blob(prepared.data)
+        deadline = int(time.time()) + (deadline_s or default_deadline_s(m))
+        if esc is not None:
+            deadline = max(deadline, await trio.to_thread.run_sync(esc.now) + (deadline_s or default_deadline_s(m)))
+        try:
+            spec = JobSpec.from_dict({
+                "code_cid": code_cid, "manifest": m.to_dict(), "redundancy": redundancy,
+                "quorum": default_quorum(redundancy), "deadline": deadline, "nonce": os.urandom(16),
+                "payment_wei": pay, "encrypted": bool(prepared.key),
+            })
+        except ProtocolError as e:
+            raise BadJob(f"bad job: {e.detail or e}") from None
+        rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url,
+                        code=str(Path(code).resolve()), bundle_key=prepared.key.hex(), state="new")
+        if esc is None:
+            return await self._submit_via_peer(peer, spec, rec)
+        from ..chain.chain import Signer
+
+        fresh = Signer.generate()
+        assert fresh.private_key is not None
+        rec.escrow_address, rec.escrow_key = fresh.address, fresh.private_key.hex()
+        rec.chain = {**esc.info(), "peer_chain": status.get("chain", "")}
+        rec.state = "escrowing"
+        self.records.save(rec)  # the key is on disk before any money goes to it
+        posted = await trio.to_thread.run_sync(
+            lambda: esc.post(rec.escrow_key, spec.job_id, redundancy, spec.quorum, deadline, pay))
+        rec.funder, rec.txs, rec.state = posted["funder"], posted["txs"], "escrowed"
+        self.records.save(rec)
+        try:
+            await peer.announce(rec.spec, rec.bundle_key)
+        except PeerUnavailable as e:
+            rec.reason = f"announce failed: {e}"
+            self.records.save(rec)
+            raise PeerUnavailable(
+                f"the escrow is posted but the peer did not announce the job ({e}); get the escrow back with "
+                f"`sandrun-p2p submit --refund {rec.job_id}`"
+            ) from None
+        rec.state = "announced"
+        self.records.save(rec)
+        return rec
+
+    async def _probe_announce(self, peer: Peer) -> None:
+        """Make sure the peer can announce client-escrowed jobs before any money moves."""
+        try:
+            await peer.announce({})
+        except PeerError as e:
+            if e.status == 400:
+                return
+            if e.status in (404, 405):
+                raise PeerUnavailable(
+                    f"peer {peer.url} cannot announce a job escrowed by the client (no POST /v1/announce); "
+                    "use --escrow peer (the peer pays the escrow) or another peer. No money moved"
+                ) from None
+            raise
+        raise PeerUnavailable(f"peer {peer.url} accepted an empty announcement; refusing to use it")
+
+    async def _submit_via_peer(self, peer: Peer, spec: JobSpec, rec: JobRecord) -> JobRecord:
+        body = {"manifest": spec.manifest.to_dict(), "code_cid": spec.code_cid, "redundancy": spec.redundancy,
+                "quorum": spec.quorum, "deadline": spec.deadline, "nonce": spec.nonce.hex(),
+                "payment_wei": spec.payment_wei}
+        out = await peer.submit_escrowed_by_peer(body)
+        if out["job_id"] != rec.job_id:
+            raise PeerUnavailable(f"peer {peer.url} announced a different job ({out['job_id']}) than was asked")
+        rec.state, rec.chain = "announced", {"escrow": "peer"}
+        self.records.save(rec)
+        return rec
+
+    # ------------------------------------------------------------------ watch
+
+    async def watch(self, job_id: str, *, peer: str | None = None, timeout: float | None = None,
+                    since: int = 0) -> AsyncIterator[Update]:
+        """Yield the job's state changes (long-polling the peer's events) until it is settled, refunded or
+        failed; :class:`DeadlinePassed` if ``timeout`` (default: until the job's deadline + 60 s) runs out."""
+        rec = self._record(job_id)
+        p = self.peer(peer) if peer is not None else self._peer_of(rec)
+        jid = rec.job_id if rec else job_id
+        end = time.monotonic() + (timeout if timeout is not None else
+                                  max(30.0, (rec.job_spec().deadline if rec else time.time() + 600) - time.time() + 60))
+        cursor = since
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise DeadlinePassed(f"job {jid[:16]} did not finish in time; its last state is "
+                                     f"{rec.state if rec else 'unknown'}. `sandrun-p2p submit --refund {jid}` "
+                                     "returns the escrow once the chain allows it")
+            out = await p.events(jid, since=cursor, wait=min(20.0, max(0.1, left)))
+            for e in out["events"]:
+                cursor = max(cursor, int(e["id"]))
+                if e["state"] not in SHOWN:
+                    continue
+                u = Update(e["state"], e.get("detail", ""), e.get("node", ""), float(e.get("at", 0)), int(e["id"]))
+                if rec is not None:
+                    rec.state = u.state if u.state in (*ENDED, "accepted", "announced", "running") else rec.state
+                    if u.state in ("failed", "refunded") and u.detail:
+                        rec.reason = u.detail
+                    if u.state == "accepted":
+                        rec.accepted_root = u.detail
+                    self.records.save(rec)
+                yield u
+                if u.state in ENDED:
+                    return
+            cursor = max(cursor, int(out.get("last", cursor)))
+
+    async def wait(self, job_id: str, *, peer: str | None = None, timeout: float | None = None,
+                   on_update: Any = None) -> Update:
+        """Follow the job until it ends; return the last update."""
+        last = Update("unknown")
+        async for u in self.watch(job_id, peer=peer, timeout=timeout):
+            last = u
+            if on_update is not None:
+                on_update(u)
+        return last
+
+    # ------------------------------------------------------------------ result
+
+    async def result(self, job_id: str, dest: str | Path, *, peer: str | None = None) -> Trace:
+        """Fetch the accepted result, verify every file against the accepted trace root, write it to ``dest``."""
+        rec = self.records.load(job_id)
+        spec = rec.job_spec()
+        p = self.peer(peer) if peer is not None else self._peer_of(rec)
+        try:
+            view = await p.job(rec.job_id)
+        except PeerError as e:
+            if e.status == 404:
+                raise NotYet(f"peer {p.url} does not know job {rec.job_id[:16]} (yet); try another --peer") from None
+            raise
+        root_hex = view.get("accepted_root")
+        if not root_hex:
+            state, reason = view.get("state", "?"), view.get("reason", "")
+            if state in ("failed", "refunded"):
+                raise DeadlinePassed(f"job {rec.job_id[:16]} has no verified result: {state}"
+                                     + (f" ({reason})" if reason else ""))
+            raise NotYet(f"job {rec.job_id[:16]} has no accepted result yet (state {state}: {reason})")
+        root = bytes.fromhex(root_hex)
+        await self._check_root_on_chain(rec, root)
+        cids = list(view.get("result_cids") or [])
+        if not cids:
+            raise NotYet(f"peer {p.url} knows the accepted root but no result CID yet")
+        last: ClientError | None = None
+        for cid in cids:
+            try:
+                data = await p.blob(cid, tar=True)
+            except PeerUnavailable as e:
+                last = e
+                continue
+            try:
+                trace = await trio.to_thread.run_sync(verify_and_write, data, spec, root, Path(dest))
+            except ResultRejected as e:
+                last = ResultRejected(f"result {cid}: {e}")
+                continue
+            rec.accepted_root, rec.result_dir = root.hex(), str(Path(dest).resolve())
+            self.records.save(rec)
+            return trace
+        assert last is not None
+        raise last
+
+    async def _check_root_on_chain(self, rec: JobRecord, root: bytes) -> None:
+        """When the chain settled the job, its recorded root prefix must match what the peer calls accepted."""
+        if not rec.escrow_key:
+            return
+        try:
+            esc = await self.escrow()
+            closed = await trio.to_thread.run_sync(esc.closed, bytes.fromhex(rec.job_id))
+        except ChainUnavailable:
+            return  # the peer's word plus the file hashes still hold; the chain check is extra
+        prefix = closed.get("root_prefix") if closed.get("state") == "settled" else ""
+        if prefix and not root.hex().startswith(prefix):
+            raise ResultRejected(
+                f"the peer's accepted root {root.hex()[:16]}... is not the root the chain settled "
+                f"({prefix[:16]}...); refusing it (try another --peer)"
+            )
+
+    # ------------------------------------------------------------------ money
+
+    async def refund(self, job_id: str) -> dict[str, Any]:
+        """Claim what is left of the escrow (all of it for a failed job) back to the funding wallet."""
+        rec = self.records.load(job_id)
+        if not rec.escrow_key:
+            raise NotYet(f"job {rec.job_id[:16]} was escrowed by the peer {rec.peer}; the peer gets its refund")
+        esc = await self.escrow()
+        out = await trio.to_thread.run_sync(
+            lambda: esc.refund(bytes.fromhex(rec.job_id), rec.escrow_key, rec.funder,
+                               network_failed=rec.state in ("failed", "refunded")))
+        rec.refunded_wei += out["refunded_wei"]
+        rec.txs += out["txs"]
+        self.records.save(rec)
+        return out
+
+    async def money(self, job_id: str, *, peer: str | None = None) -> dict[str, Any]:
+        """Where the job's money went: escrow, payouts per node, refunds (from the chain, else the peer)."""
+        rec = self.records.load(job_id)
+        spec = rec.job_spec()
+        out: dict[str, Any] = {"escrow_wei": spec.payment_wei, "escrow_from": rec.escrow_address or "peer",
+                               "funder": rec.funder}
+        if rec.escrow_key:
+            esc = await self.escrow()
+            out.update(await trio.to_thread.run_sync(esc.closed, bytes.fromhex(rec.job_id)))
+        else:
+            p = self.peer(peer) if peer is not None else self._peer_of(rec)
+            out["chain"] = (await p.job(rec.job_id)).get("chain", {})
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _record(self, job_id: str) -> JobRecord | None:
+        try:
+            return self.records.load(job_id)
+        except ClientError:
+            return None
+
+    def _peer_of(self, rec: JobRecord | None) -> Peer:
+        if rec is None or rec.peer == self.peer().url:
+            return self.peer()
+        # the record names a URL; its token is the one we were given, or the peer's env token
+        return self.peer(rec.peer)
+
+
+def list_client_jobs(home: Path | None = None) -> list[dict[str, Any]]:
+    """This machine's submitted jobs, newest first, without secrets: for ``sandrun-p2p jobs``.
+
+    Each: ``{"job_id", "state", "reason", "created", "peer", "payment_wei", "redundancy", "encrypted",
+    "escrow_address", "accepted_root", "paid_wei", "refunded_wei", "result_dir"}``.
+    """
+    out = []
+    for r in RecordStore(home).all():
+        spec = r.spec
+        out.append({"job_id": r.job_id, "state": r.state, "reason": r.reason, "created": r.created,
+                    "peer": r.peer, "payment_wei": spec.get("payment_wei", 0),
+                    "redundancy": spec.get("redundancy", 1), "encrypted": bool(r.bundle_key),
+                    "escrow_address": r.escrow_address, "accepted_root": r.accepted_root,
+                    "paid_wei": r.paid_wei, "refunded_wei": r.refunded_wei, "result_dir": r.result_dir})
+    return out
+
+
+# ---------------------------------------------------------------------- errors re-exported for callers
+__all__ = ["Client", "Update", "quote", "load_manifest", "list_client_jobs", "eth_to_wei", "usd_to_wei",
+           "BadJob", "InsufficientPayment", "NoEligibleNode", "DeadlinePassed", "NotYet", "ResultRejected"]

@@ -85,7 +85,13 @@ class Journal:
 
     # ------------------------------------------------------------------ messages
     def add_message(self, job_id: bytes, kind: str, raw: bytes) -> None:
+        """Record an accepted message; the job becomes open (replayed on restart) if it was not known."""
+        now = time.time()
         self.db.execute("INSERT INTO messages(job_id, kind, raw) VALUES (?, ?, ?)", (job_id, kind, raw))
+        self.db.execute(
+            "INSERT INTO jobs(job_id, state, created, updated) VALUES (?, 'known', ?, ?) ON CONFLICT DO NOTHING",
+            (job_id, now, now),
+        )
 
     def messages(self, job_id: bytes) -> list[tuple[str, bytes]]:
         rows = self.db.execute("SELECT kind, raw FROM messages WHERE job_id=? ORDER BY id", (job_id,))

@@ -1,0 +1,98 @@
+"""A claimant SIGKILLed mid-job is replaced by the fallback rank and the job still settles; a claimant
+killed and restarted at once resumes from its journal (abandons the interrupted run, releases the claim)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sandrun_p2p.protocol.claiming import rank
+from sandrun_p2p.protocol.jobspec import JobSpec
+from sandrun_p2p.store import cid_of_bytes
+
+from .cluster import Cluster, bundle, start_cluster, wait_for
+from .test_cluster import fake_seed
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+SLOW = bundle({"main.py": "import time\ntime.sleep(4)\nopen('out.txt','w').write('done')\n"})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Cluster:
+    c = start_cluster(tmp_path_factory.mktemp("failover"), 3)
+    try:
+        c.wait_ready(90)
+        c.wait_mesh(60)
+        yield c
+    finally:
+        c.stop()
+
+
+def slow_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]:
+    """A k=1 job whose HRW top rank is not node 0 (node 0 is the origin we watch)."""
+    import base64
+
+    ids = [n.node_id for n in cluster.nodes]
+    deadline = int(time.time()) + 120
+    manifest = {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 20, "memory_mb": 128}
+    for i in range(200):
+        nonce = tag + i.to_bytes(4, "big")
+        spec = JobSpec.from_dict({"code_cid": cid_of_bytes(SLOW), "manifest": manifest, "redundancy": 1,
+                                  "deadline": deadline, "nonce": nonce, "payment_wei": 10**15})
+        order = rank(spec.job_id, fake_seed(spec.job_id), ids)
+        if order[0] != cluster.nodes[0].node_id:
+            body = {"manifest": manifest, "bundle_b64": base64.b64encode(SLOW).decode(), "redundancy": 1,
+                    "deadline": deadline, "nonce": nonce.hex(), "payment_wei": 10**15}
+            return body, spec.job_id, order
+    raise AssertionError("no nonce found")
+
+
+def node_of(cluster: Cluster, node_id: bytes):
+    return next(n for n in cluster.nodes if n.node_id == node_id)
+
+
+def running_on(cluster: Cluster, job_hex: str, node_id: bytes) -> bool:
+    evs = cluster.nodes[0].api.events(job=job_hex)["events"]
+    return any(e["state"] == "claimed" and e["node"] == node_id.hex() for e in evs) and (
+        f"event=running job={job_hex[:16]}" in (node_of(cluster, node_id).data_dir / "agent.log").read_text()
+    )
+
+
+def test_sigkilled_claimant_is_replaced_by_fallback(cluster: Cluster) -> None:
+    body, jid, order = slow_job(cluster, b"kill")
+    origin = cluster.nodes[0].api
+    r = origin.submit(**body)
+    top = node_of(cluster, order[0])
+    wait_for(lambda: running_on(cluster, r["job_id"], top.node_id), 30, "the top-ranked node to start the job")
+    top.kill()  # SIGKILL: no goodbye, no release
+    j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 90)
+    assert j["state"] == "settled", j
+    assert list(j["chain"]["paid"]) == [order[1].hex()]  # the fallback rank did it and was paid
+    assert any(e["state"] == "lapsed" and e["node"] == top.node_id.hex() for e in j["events"])
+
+    # the killed node comes back: it replays its journal, gives up the interrupted run, learns the outcome
+    top.start()
+    wait_for(top.ready, 60, "the restarted agent")
+    wait_for(lambda: top.api.job(r["job_id"])["state"] == "settled", 30, "the restarted node to see the settlement")
+    log = (top.data_dir / "agent.log").read_text()
+    assert f"event=abandon job={r['job_id'][:16]}" in log
+    assert f"event=executed job={r['job_id'][:16]}" not in log  # never executed twice (nor once)
+
+
+def test_restarted_claimant_resumes_from_journal(cluster: Cluster) -> None:
+    cluster.wait_mesh(60)
+    body, jid, order = slow_job(cluster, b"rst")
+    origin = cluster.nodes[0].api
+    r = origin.submit(**body)
+    top = node_of(cluster, order[0])
+    wait_for(lambda: running_on(cluster, r["job_id"], top.node_id), 30, "the top-ranked node to start the job")
+    top.kill()
+    top.start()  # back before its advert goes stale
+    j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 90)
+    assert j["state"] == "settled", j
+    evs = j["events"]
+    # the restarted node released its claim (from its journal) and the next rank took over
+    assert any(e["state"] == "released" and e["node"] == top.node_id.hex() and "restart" in e["detail"] for e in evs)
+    assert list(j["chain"]["paid"]) == [order[1].hex()]

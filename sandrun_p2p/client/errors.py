@@ -21,7 +21,7 @@ class InsufficientPayment(ClientError):
         self.quote = quote
         super().__init__(
             f"payment {fmt_eth(offered_wei)} is below the quote {fmt_eth(quote.wei)} "
-            f"({quote.usd_str()} for {_per(quote)}); pay at least {fmt_eth(quote.wei)} "
+            f"({quote.usd_str()}: {_per(quote)}); pay at least {fmt_eth(quote.wei)} "
             f"(--payment {quote.wei / 10**18:.18f}) or lower the timeout/memory/redundancy"
         )
 

@@ -1,0 +1,119 @@
+"""The per-job path end to end: post, commit, reveal, quorum payout, refunds, withdrawals, events."""
+
+from __future__ import annotations
+
+import pytest
+from chain_world import ETH, PARAMS, h
+
+from sandrun_p2p.chain.events import EventPoller
+from sandrun_p2p.chain.market import STATE_FAILED, STATE_OPEN, STATE_SETTLED
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_lifecycle_all_agree(w, k):
+    price = 3 * ETH
+    usage = ETH // 2
+    start_balance = w.market.contract_balance()
+    job_id, posted = w.post(k=k, price=price)
+    ev = posted.event("JobPosted")
+    assert (ev["k"], ev["q"], ev["escrow"]) == (k, k // 2 + 1, price)
+    # the seed is the previous block's hash (first 8 bytes), recorded in the event and the view
+    block = w.chain.w3.eth.get_block(posted.receipt["blockNumber"] - 1)
+    assert ev["seed"] == bytes(block["hash"])[:8] == w.market.job_seed(job_id)
+
+    root = h("the trace root")
+    openings = w.commit_all(job_id, [root] * k, usage)
+    job = w.client.job(job_id)
+    assert job.state == STATE_OPEN and job.commits == k
+    assert job.executors == tuple(n.index for n in w.nodes[:k])
+    assert all(w.market.node(n.index).open_jobs == 1 for n in w.nodes[:k])
+
+    # one executor submits every opening (gathered from gossip): the job settles in the same transaction
+    res = w.nodes[0].market.reveal(job_id, openings)
+    closed = res.event("JobClosed")
+    assert closed["state"] == STATE_SETTLED
+    assert closed["agreeing"] == k
+    assert closed["rootPrefix"] == root[:20]
+    assert list(closed["credited"]) == [usage] * k
+    assert closed["refund"] == price - k * usage
+    assert [e["traceRoot"] for e in res.all("Revealed")] == [root] * k
+
+    for n in w.nodes[:k]:
+        info = w.market.node(n.index)
+        assert (info.earnings, info.completed, info.open_jobs, info.failed) == (usage, 1, 0, 0)
+
+    # pull payments: executors and client withdraw; the contract keeps only the stakes
+    for n in w.nodes[:k]:
+        before = w.chain.balance(n.address)
+        out = n.market.withdraw()
+        assert out.event("Withdrawn")["amount"] == usage
+        fee = out.gas_used * out.receipt["effectiveGasPrice"]
+        assert w.chain.balance(n.address) == before + usage - fee
+    refund = w.client.claim_refund(job_id).event("RefundClaimed")["amount"]
+    assert refund == price - k * usage
+    assert w.market.contract_balance() == start_balance
+    assert w.client.job(job_id).escrow == 0
+
+
+def test_usage_is_capped_at_escrow_share(w):
+    price = ETH
+    job_id, _ = w.post(k=3, q=2, price=price)
+    root = h("r")
+    openings = w.commit_all(job_id, [root] * 3, 10 * ETH)  # every executor claims more than the escrow
+    closed = w.nodes[1].market.reveal(job_id, openings).event("JobClosed")
+    share = price // 3
+    assert list(closed["credited"]) == [share] * 3
+    assert closed["refund"] == price - 3 * share  # the rounding dust goes back to the client
+
+
+def test_reveals_in_separate_transactions(w):
+    job_id, _ = w.post(k=3, q=2)
+    root = h("r")
+    openings = w.commit_all(job_id, [root, root, h("other")], ETH // 10)
+    for i, o in enumerate(openings[:2]):
+        res = w.nodes[i].market.reveal(job_id, [o])
+        assert res.all("JobClosed") == []
+        assert w.client.job(job_id).revealed_mask == (1 << (i + 1)) - 1
+    res = w.nodes[2].market.reveal(job_id, [openings[2]])
+    closed = res.event("JobClosed")
+    assert closed["state"] == STATE_SETTLED and closed["agreeing"] == 2
+    # the dissenter lost faultPenalty, shared by the two agreeing executors
+    slashed = res.event("Slashed")
+    assert (slashed["node"], slashed["reason"], slashed["amount"]) == (w.nodes[2].index, 2, PARAMS.fault_penalty)
+    assert list(closed["credited"]) == [ETH // 10 + PARAMS.fault_penalty // 2] * 2 + [0]
+    info = w.market.node(w.nodes[2].index)
+    assert (info.stake, info.failed, info.slashed, info.open_jobs) == (2 * ETH - PARAMS.fault_penalty, 1, 1, 0)
+
+
+def test_anyone_may_submit_openings(w):
+    job_id, _ = w.post(k=1, q=1)
+    (o,) = w.commit_all(job_id, [h("r")], 1000)
+    assert w.other.reveal(job_id, [o]).event("JobClosed")["state"] == STATE_SETTLED
+
+
+def test_event_poller_follows_a_job(w):
+    poller = EventPoller(w.market, from_block=w.chain.block_number() + 1)
+    job_id, _ = w.post(k=2, q=2)
+    openings = w.commit_all(job_id, [h("r")] * 2, 5)
+    w.nodes[0].market.reveal(job_id, openings)
+    names = [e.name for e in poller.poll()]
+    assert names == ["JobPosted", "Committed", "Committed", "Revealed", "Revealed", "JobClosed"]
+    assert poller.poll() == []
+    w.client.claim_refund(job_id)
+    assert [e.name for e in poller.poll()] == ["RefundClaimed"]
+    only = EventPoller(w.market, from_block=0, names={"NodeRegistered"})
+    assert len(only.poll()) == 5
+
+
+def test_no_quorum_refunds_everything(w):
+    price = ETH
+    job_id, _ = w.post(k=3, q=2, price=price)
+    openings = w.commit_all(job_id, [h("a"), h("b"), h("c")], ETH // 10)
+    res = w.nodes[0].market.reveal(job_id, openings)
+    closed = res.event("JobClosed")
+    assert closed["state"] == STATE_FAILED and closed["agreeing"] == 0 and closed["refund"] == price
+    assert res.all("Slashed") == []  # nobody can tell who was wrong: no penalty, a failure each
+    for n in w.nodes[:3]:
+        info = w.market.node(n.index)
+        assert (info.failed, info.stake, info.open_jobs) == (1, 2 * ETH, 0)
+    assert w.client.claim_refund(job_id).event("RefundClaimed")["amount"] == price

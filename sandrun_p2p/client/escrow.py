@@ -48,14 +48,15 @@ class ChainOptions:
 class Escrow:
     """One chain connection plus the client's funding wallet."""
 
-    def __init__(self, opts: ChainOptions) -> None:
+    def __init__(self, opts: ChainOptions, chain: Any = None) -> None:
+        """``chain``: an open ``chain.Chain`` (tests, embedded); otherwise ``opts.rpc`` is connected."""
         from ..chain.chain import Chain
         from ..chain.errors import ChainError
 
-        assert opts.rpc and opts.market
+        assert opts.market and (opts.rpc or chain is not None)
         self.opts = opts
         try:
-            self.chain = Chain.connect(opts.rpc, kind=opts.kind or "rpc")
+            self.chain = chain if chain is not None else Chain.connect(opts.rpc, kind=opts.kind or "rpc")
         except ChainError as e:
             raise ChainUnavailable(f"settlement chain at {opts.rpc} unreachable: {e}") from None
         self._funder: Any = None

@@ -49,6 +49,7 @@ class AgentConfig:
     shutdown_grace_s: float = 10.0
     fetch_timeout_s: float = 60.0
     chain_poll_s: float = 0.25
+    tx_timeout_s: float = 7200.0  # a settle/refund may wait for the chain's reveal window
     caps_refresh_s: float = 60.0
     log_level: str = "info"
     log_file: str | None = None

@@ -187,7 +187,7 @@ class Agent:
             self._log("cancel", a.job_id, reason=a.reason)
         elif isinstance(a, SubmitTx):
             self.journal.tx(a.job_id, a.kind, "queued")
-            self._tx_send.send_nowait(a)
+            self._tx_send.send_nowait(self._enrich(a))
         elif isinstance(a, RequestGrant):
             self._log("grant-unsupported", a.job_id, reason="encrypted bundles are not supported by this agent")
         elif isinstance(a, JobEvent):
@@ -195,6 +195,19 @@ class Agent:
             self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
             self._events_changed.set()
             self._events_changed = trio.Event()
+
+    def _enrich(self, tx: SubmitTx) -> SubmitTx:
+        """Add what the chain needs beyond NodeCore's arguments: the usage price bound by a commitment, and the
+        openings seen on gossip (so one settle transaction can reveal for everyone)."""
+        args = dict(tx.args)
+        if tx.kind == "commit":
+            ex = self.journal.execution(tx.job_id)
+            args["usage_wei"] = ex.usage_wei if ex else 0
+        elif tx.kind == "settle":
+            view = self.core.jobs.get(tx.job_id)
+            if view is not None:
+                args["reveals"] = {n: (b["root"], b["salt"]) for n, b in view.reveal_msgs.items()}
+        return SubmitTx(tx.kind, tx.job_id, args)
 
     def _log(self, event: str, job_id: bytes | None = None, **fields: Any) -> None:
         parts = [f"event={event}"]
@@ -326,18 +339,34 @@ class Agent:
             if changed.is_set():
                 self._timer_changed = trio.Event()
 
-    async def _chain_sender(self) -> None:
+    async def _chain_sender(self, nursery: trio.Nursery) -> None:
+        """Transactions of one job go out in order; different jobs proceed concurrently (a refund may wait)."""
+        queues: dict[bytes, deque[SubmitTx]] = {}
+
+        async def worker(jid: bytes) -> None:
+            q = queues[jid]
+            while q:
+                await self._send_tx(q.popleft())
+            del queues[jid]
+
         async for tx in self._tx_recv:
-            try:
-                with trio.fail_after(60):
-                    receipt = await self.chain.submit(self.node_id, tx)
-                self.journal.tx(tx.job_id, tx.kind, "ok", receipt)
-                self._log("tx", tx.job_id, kind=tx.kind, receipt=receipt)
-            except Exception as e:
-                msg = f"{type(e).__name__}: {e}"[:300]
-                self.journal.tx(tx.job_id, tx.kind, "failed", msg)
-                self.chain_errors.append(f"{tx.kind} {tx.job_id.hex()[:16]}: {msg}")
-                self._log("tx-failed", tx.job_id, kind=tx.kind, error=msg)
+            if tx.job_id in queues:
+                queues[tx.job_id].append(tx)
+            else:
+                queues[tx.job_id] = deque([tx])
+                nursery.start_soon(worker, tx.job_id)
+
+    async def _send_tx(self, tx: SubmitTx) -> None:
+        try:
+            with trio.fail_after(self.cfg.tx_timeout_s):
+                receipt = await self.chain.submit(self.node_id, tx)
+            self.journal.tx(tx.job_id, tx.kind, "ok", receipt)
+            self._log("tx", tx.job_id, kind=tx.kind, receipt=receipt)
+        except Exception as e:
+            msg = f"{type(e).__name__}: {e}"[:300]
+            self.journal.tx(tx.job_id, tx.kind, "failed", msg)
+            self.chain_errors.append(f"{tx.kind} {tx.job_id.hex()[:16]}: {msg}")
+            self._log("tx-failed", tx.job_id, kind=tx.kind, error=msg)
 
     async def _chain_watcher(self) -> None:
         while True:
@@ -415,7 +444,7 @@ class Agent:
                 await nursery.start(self.net.run)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer)
-                nursery.start_soon(self._chain_sender)
+                nursery.start_soon(self._chain_sender, nursery)
                 nursery.start_soon(self._chain_watcher)
                 nursery.start_soon(self._exec_dispatcher, nursery)
                 if detect_caps is not None:

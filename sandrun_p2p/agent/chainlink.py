@@ -1,0 +1,283 @@
+"""The agent's :class:`~sandrun_p2p.agent.ports.ChainPort` over the project's chain client (SandrunMarket).
+
+How NodeCore's transactions map onto the contract:
+
+* ``join``: ``register(node_id)`` with the minimum stake when this account has no node yet;
+* ``fund_job``: ``postJob`` (escrow); the contract fixes an 8-byte seed from the previous block hash, widened
+  to the 32-byte ranking seed as ``sha256("sandrun-p2p/seed" || job_id || seed8)`` by every node alike;
+* ``commit``: ``commit(job, commitment, usage)`` (usage is the price the executor asks, bound by the commitment);
+* ``reveal``: this node's opening ``(position, root, salt, usage)``; retried while the chain still waits for other
+  commitments; the reveal that opens the last committed position settles the job on chain;
+* ``settle``: reveals every opening this node saw on gossip that the chain still lacks, then ``finalize`` once
+  the reveal window is over (silent and dissenting executors are slashed by the contract's settlement);
+* ``refund``: ``finalize`` after the deadline (no commitment: the escrow becomes the client's refund);
+* ``slash``: dissent and silence are settled by the contract itself (nothing to send); equivocation needs
+  chain attestations that gossip messages do not carry, so it is only logged.
+
+Options (``[chain]`` in the agent config): ``rpc`` (JSON-RPC URL; none: an in-process embedded chain with its own
+deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addresses_file`` (written by
+``deploy-contracts``; default ``<data_dir>/sandrun-chain.json``), ``key_file`` (hex private key, mode 0600) or
+``key_env`` (variable holding it); on development chains without a key, ``account_index`` picks a funded account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..protocol.events import ChainUpdate, SubmitTx
+from ..protocol.jobspec import JobSpec
+
+SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
+
+
+def widen_seed(job_id: bytes, seed8: bytes) -> bytes:
+    """The 32-byte ranking seed every node derives from the contract's 8-byte job seed."""
+    return hashlib.sha256(b"sandrun-p2p/seed\x00" + job_id + bytes(seed8)).digest()
+
+
+def read_key_file(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ValueError(f"{path} has mode {mode:o}; an account key must be readable by its owner only")
+    return path.read_text().strip()
+
+
+def write_key_file(path: Path, key_hex: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key_hex + "\n")
+
+
+class ChainLink:
+    """Blocking web3 calls run in worker threads; one transaction at a time per process."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        from ..chain import Chain, Deployment, EventPoller, Signer
+
+        data_dir = Path(options.get("data_dir") or ".")
+        rpc = options.get("rpc")
+        if rpc:
+            self.chain = Chain.connect(rpc, kind=options.get("kind", "rpc"))
+            path = Path(options.get("addresses_file") or data_dir / "sandrun-chain.json")
+            dep = Deployment.load(path)
+            self.deploy_block = dep.deploy_block
+        else:
+            from ..chain import deploy
+
+            self.chain = Chain.embedded()
+            dep = deploy(self.chain, self.chain.dev_signers()[0])
+            self.deploy_block = dep.deploy_block
+        self.kind = "devnet-embedded" if self.chain.kind == "devnet" else self.chain.kind
+        if options.get("key_file"):
+            self.signer = Signer.from_key(read_key_file(Path(options["key_file"])))
+        elif options.get("key_env"):
+            from ..chain import load_signer
+
+            self.signer = load_signer(key_env=options["key_env"])
+        elif self.chain.is_dev:
+            self.signer = self.chain.dev_signers()[int(options.get("account_index", 0))]
+        else:
+            raise ValueError("no account key: set [chain] key_file or key_env")
+        self.market = dep.market(self.chain, self.signer)
+        self.poller = EventPoller(self.market, from_block=self.deploy_block)
+        self.stake = int(options.get("stake_wei", 0)) or self.market.params().min_stake
+        self._lock = trio.Lock()
+        self.node_ids: dict[int, bytes] = {}
+        self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
+        self.closed: dict[bytes, dict[str, Any]] = {}
+        self.deadlines: dict[bytes, int] = {}
+        self.reveal_window = int(self.market.params().reveal_window)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        async with self._lock:
+            return await trio.to_thread.run_sync(fn, *args)
+
+    # ------------------------------------------------------------------ port
+
+    async def join(self, node_id: bytes) -> bytes:
+        def work() -> bytes:
+            info = self.market.node_by_id(node_id)
+            if info is None:
+                self.market.register(node_id, self.stake)
+            return bytes.fromhex(self.signer.address[2:])
+
+        return await self._run(work)
+
+    async def fund_job(self, spec: JobSpec, origin: bytes) -> bytes:
+        jid = spec.job_id
+
+        def work() -> bytes:
+            res = self.market.post_job(jid, spec.redundancy, spec.quorum, spec.deadline, spec.payment_wei)
+            return widen_seed(jid, bytes(res.event("JobPosted")["seed"]))
+
+        return await self._run(work)
+
+    async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
+        from ..chain import ChainError
+
+        jid = tx.job_id
+        if tx.kind == "commit":
+            r = await self._run(self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0)))
+            return r.tx_hash
+        if tx.kind == "reveal":
+            return await self._until_open(lambda: self._reveal_mine(jid, tx.args), "reveal")
+        if tx.kind == "settle":
+            return await self._settle(jid, tx.args)
+        if tx.kind == "refund":
+            return await self._finalize(jid)
+        if tx.kind == "slash":
+            kind = str(tx.args.get("kind", ""))
+            if kind in ("dissent", "no_reveal"):
+                return "left to the contract's settlement (it slashes dissenting and silent executors)"
+            raise ChainError("unsupported", "equivocation evidence needs chain attestations; logged only")
+        raise ValueError(f"unknown transaction kind {tx.kind!r}")
+
+    def _reveal_mine(self, jid: bytes, args: dict[str, Any]) -> str:
+        from ..chain import Opening
+
+        pos = self.market.position_of(jid)
+        if pos is None:
+            raise ValueError("this node has no commitment on chain for the job")
+        op = Opening(pos, args["root"], args["salt"], int(args.get("usage_wei", 0)))
+        return self.market.reveal(jid, [op]).tx_hash
+
+    async def _until_open(self, fn: Any, what: str) -> str:
+        """Retry ``fn`` while the chain says it is too early (other commitments or the deadline pending)."""
+        from ..chain import ChainError
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return await self._run(fn)
+            except ChainError as e:
+                text = f"{e.reason} {e}"
+                if "JobNotOpen" in text or "AlreadyRevealed" in text:
+                    return f"{what}: job already closed on chain"
+                if ("RevealNotOpen" in text or "TooEarly" in text) and time.monotonic() < deadline:
+                    await trio.sleep(0.5)
+                    continue
+                raise
+
+    async def _settle(self, jid: bytes, args: dict[str, Any]) -> str:
+        from ..chain import Opening
+
+        def reveal_rest() -> str:
+            info = self.market.job(jid)
+            if info.state_name != "open":
+                return "already closed"
+            ops = []
+            for pos, idx in enumerate(info.executors):
+                if info.revealed_mask & (1 << pos):
+                    continue
+                nid = self._node_id(idx)
+                rv = (args.get("reveals") or {}).get(nid)
+                usage = self.commits.get(jid, {}).get(pos, (idx, 0))[1]
+                if rv is not None:
+                    ops.append(Opening(pos, rv[0], rv[1], usage))
+            if not ops:
+                return "nothing to reveal"
+            return self.market.reveal(jid, ops).tx_hash
+
+        out = await self._until_open(reveal_rest, "settle")
+        if out.startswith("0x") or "closed" in out:
+            return out
+        return await self._finalize(jid)
+
+    async def _finalize(self, jid: bytes) -> str:
+        """``finalize`` once the chain allows it (after the deadline, or after the reveal window)."""
+        from ..chain import ChainError
+
+        info = await self._run(self.market.job, jid)
+        if info.state_name != "open":
+            return "already closed"
+        wait_until = info.deadline + (self.reveal_window if info.commits else 0) + 1
+        while True:
+            now = await self._run(self.chain.now)
+            if now >= wait_until:
+                break
+            await trio.sleep(min(5.0, max(0.2, wait_until - now)))
+        try:
+            return (await self._run(self.market.finalize, jid)).tx_hash
+        except ChainError as e:
+            if "JobNotOpen" in f"{e.reason} {e}":
+                return "already closed"
+            raise
+
+    def _node_id(self, idx: int) -> bytes:
+        nid = self.node_ids.get(idx)
+        if nid is None:
+            nid = self.node_ids[idx] = self.market.node(idx).node_id
+        return nid
+
+    async def poll(self) -> list[ChainUpdate]:
+        def work() -> list[ChainUpdate]:
+            out = []
+            for ev in self.poller.poll():
+                a = ev.args
+                if ev.name == "NodeRegistered":
+                    self.node_ids[int(a["node"])] = bytes(a["nodeId"])
+                    out.append(ChainUpdate("staked", node=bytes(a["nodeId"]),
+                                           data={"eth": bytes.fromhex(a["account"][2:])}))
+                elif ev.name == "UnbondRequested":
+                    out.append(ChainUpdate("unstaked", node=self._node_id(int(a["node"]))))
+                elif ev.name == "JobPosted":
+                    jid = bytes(a["jobId"])
+                    self.deadlines[jid] = int(a["deadline"])
+                    out.append(ChainUpdate("job_funded", jid, data={"seed": widen_seed(jid, bytes(a["seed"]))}))
+                elif ev.name == "Committed":
+                    jid = bytes(a["jobId"])
+                    self.commits.setdefault(jid, {})[int(a["pos"])] = (int(a["node"]), int(a["usage"]))
+                elif ev.name == "JobClosed":
+                    jid = bytes(a["jobId"])
+                    execs = self.commits.get(jid, {})
+                    paid = {self._node_id(execs[p][0]).hex(): int(c) for p, c in enumerate(a["credited"])
+                            if p in execs and int(c) > 0}
+                    settled = int(a["state"]) == 2
+                    self.closed[jid] = {"state": "settled" if settled else "refunded", "paid": paid,
+                                        "paid_wei": sum(paid.values()), "refunded_wei": int(a["refund"]),
+                                        "agreeing": int(a["agreeing"])}
+                    kind = "job_settled" if settled else "job_refunded"
+                    out.append(ChainUpdate(kind, jid, data={"root": bytes(a["rootPrefix"])}))
+                elif ev.name == "Slashed":
+                    reason = SLASH_REASONS.get(int(a["reason"]), str(a["reason"]))
+                    out.append(ChainUpdate("slashed", bytes(a["jobId"]), self._node_id(int(a["node"])),
+                                           data={"reason": reason, "amount": int(a["amount"])}))
+            return out
+
+        return await self._run(work)
+
+    async def account(self, node_id: bytes) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            info = self.market.node_by_id(node_id)
+            if info is None:
+                return {"registered": False}
+            return {"registered": True, "address": info.account, "stake_wei": info.stake,
+                    "earned_wei": info.earnings, "withdrawable_wei": self.market.withdrawable(info.account),
+                    "completed": info.completed, "failed": info.failed, "slashed": info.slashed,
+                    "open_jobs": info.open_jobs}
+
+        return await self._run(work)
+
+    async def job(self, job_id: bytes) -> dict[str, Any]:
+        if job_id in self.closed:
+            return {**self.closed[job_id], "reason": ""}
+        try:
+            info = await self._run(self.market.job, job_id)
+        except Exception as e:
+            return {"state": "unknown", "error": str(e)}
+        return {"state": info.state_name, "escrow_wei": info.escrow, "commits": info.commits, "paid": {},
+                "paid_wei": 0, "refunded_wei": 0, "reason": ""}
+
+    async def close(self) -> None:
+        return None
+
+
+def open_chain(options: dict[str, Any]) -> ChainLink:
+    return ChainLink(options)

@@ -1,0 +1,306 @@
+"""``sandrun-p2p testnet``: N agents as separate processes on loopback, sharing one local chain.
+
+The chain is anvil when it is installed, else the embedded chain served over JSON-RPC to every agent (the
+output says which). The contracts are deployed, each node gets a funded account and stakes, and the command
+waits until every node sees every other node's fresh, staked advert. Then it prints how to reach each node
+and runs until Ctrl-C (everything is stopped by PID). With ``--jobs M`` it submits M sample jobs through
+different nodes, waits for them, prints a summary (``--json`` for the machine-readable one) and exits
+non-zero when any job did not settle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SAMPLE_JOB = (
+    "import hashlib\n"
+    "n = int(open('n.txt').read())\n"
+    "acc = sum(i * i for i in range(n))\n"
+    "open('out.txt', 'w').write(f'{acc}\\n')\n"
+    "print('sum of squares below', n, '=', acc, hashlib.sha256(str(acc).encode()).hexdigest()[:16])\n"
+)
+
+TESTNET_CORE = {
+    "advert_interval": 2.0,
+    "fallback_interval": 1.0,
+    "commit_grace": 10.0,
+    "reveal_window": 5.0,
+    "settle_backup_delay": 3.0,
+    "require_stake": True,
+    "require_escrow": True,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", type=int, default=3, help="number of agents (default 3)")
+    p.add_argument("--jobs", type=int, default=0, help="submit this many sample jobs, wait, summarise, exit")
+    p.add_argument("--redundancy", type=int, default=1, help="executors per sample job (k)")
+    p.add_argument("--json", action="store_true", help="print the job summary as JSON")
+    p.add_argument("--data-dir", type=Path, help="where the nodes keep their state (default: a new temp dir)")
+    p.add_argument("--chain", choices=["auto", "anvil", "embedded"], default="auto",
+                   help="auto: anvil when installed, else the embedded chain served to all nodes")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the mesh and for the jobs")
+    p.add_argument("--job-size", type=int, default=200_000, help="work per sample job (loop length)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bundle(n: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, text in (("main.py", SAMPLE_JOB), ("n.txt", str(n))):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _toml(d: dict[str, Any]) -> str:
+    lines, tables = [], []
+    for k, v in d.items():
+        (tables if isinstance(v, dict) else lines).append((k, v))
+    out = [f"{k} = {json.dumps(v)}" for k, v in lines]
+    for name, t in tables:
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {json.dumps(v)}" for k, v in t.items())
+    return "\n".join(out) + "\n"
+
+
+class Testnet:
+    def __init__(self, args: argparse.Namespace, say: Any) -> None:
+        self.args = args
+        self.say = say
+        self.root = Path(args.data_dir or tempfile.mkdtemp(prefix="sandrun-testnet-")).resolve()
+        self.procs: list[subprocess.Popen] = []
+        self.nodes: list[dict[str, Any]] = []
+        self.local: Any = None
+        self.chain_kind = ""
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        from ..chain import Chain, MarketParams, deploy
+        from ..chain.devnet import start_local_chain
+        from ..net.keys import load_or_create_key, peer_id_of_node
+        from .chainlink import write_key_file
+
+        a = self.args
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.local = start_local_chain(a.chain)
+        self.chain_kind = "anvil" if self.local.kind == "anvil" else "embedded"
+        self.say(f"chain: {self.chain_kind} at {self.local.url} (pid {self.local.pid})")
+        chain = Chain.connect(self.local.url, kind=self.local.kind)
+        funder = chain.dev_signers()[0]
+        params = MarketParams(reveal_window=20)
+        addresses = self.root / "sandrun-chain.json"
+        dep = deploy(chain, funder, params, out=str(addresses))
+        self.say(f"contracts: SandrunMarket at {dep.market_address} (addresses in {addresses})")
+        infos = []
+        for i in range(a.nodes):
+            d = self.root / f"node{i}"
+            d.mkdir(exist_ok=True)
+            key = load_or_create_key(d)
+            acct = chain.new_account(fund=10 * 10**18, funder=funder)
+            write_key_file(d / "chain.key", acct.private_key.hex() if isinstance(acct.private_key, bytes)
+                           else str(acct.private_key))
+            infos.append((d, _free_port(), key.node_id, str(peer_id_of_node(key.node_id)), acct.address))
+        for i, (d, port, nid, pid, address) in enumerate(infos):
+            # a ring plus a chord: every node dials up to two others, so the mesh has no single hub
+            peers = sorted({(i + 1) % a.nodes, (i + a.nodes // 2) % a.nodes} - {i}) if a.nodes > 1 else []
+            cfg = {
+                "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
+                "bootstrap": [f"/ip4/127.0.0.1/tcp/{infos[j][1]}/p2p/{infos[j][3]}" for j in peers],
+                "mdns": False,
+                "core": TESTNET_CORE,
+                "chain": {"rpc": self.local.url, "kind": self.local.kind, "addresses_file": str(addresses),
+                          "key_file": str(d / "chain.key")},
+                "shutdown_grace_s": 5.0,
+                "chain_poll_s": 0.2,
+            }
+            (d / "agent.toml").write_text(_toml(cfg))
+            argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",
+                    str(d / "agent.toml"), "--log-file", str(d / "agent.log")]
+            with open(d / "agent.out", "ab") as out:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.procs.append(proc)
+            self.nodes.append({"index": i, "data_dir": str(d), "pid": proc.pid, "node_id": nid.hex(),
+                               "peer_id": pid, "addr": f"/ip4/127.0.0.1/tcp/{port}/p2p/{pid}", "eth": address})
+
+    def clients(self) -> list[Any]:
+        from .apiclient import ControlClient
+
+        return [ControlClient.from_data_dir(Path(n["data_dir"])) for n in self.nodes]
+
+    def wait_mesh(self) -> list[Any]:
+        from .apiclient import ControlClient, ControlError
+
+        deadline = time.monotonic() + self.args.timeout
+        clients: list[Any] = [None] * len(self.nodes)
+        ids = {n["node_id"] for n in self.nodes}
+        while time.monotonic() < deadline:
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None:
+                    log = Path(self.nodes[i]["data_dir"]) / "agent.out"
+                    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"node {i} exited with {p.returncode}:\n{tail}")
+            try:
+                for i, n in enumerate(self.nodes):
+                    if clients[i] is None:
+                        clients[i] = ControlClient.from_data_dir(Path(n["data_dir"]))
+                if all(ids <= {d["node_id"] for d in c.nodes() if d["fresh"] and d["staked"]} for c in clients):
+                    return clients
+            except ControlError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"the mesh did not form within {self.args.timeout}s (see {self.root}/node*/agent.log)")
+
+    def describe(self, clients: list[Any]) -> None:
+        self.say(f"mesh formed: {len(self.nodes)} nodes, each sees all adverts (state in {self.root})")
+        for n, c in zip(self.nodes, clients, strict=True):
+            self.say(f"  node{n['index']}  pid {n['pid']}  {n['addr']}")
+            self.say(f"         control {c.url}   sandrun-p2p status --data-dir {n['data_dir']}")
+
+    # ------------------------------------------------------------------ jobs
+
+    def run_jobs(self, clients: list[Any]) -> dict[str, Any]:
+        a = self.args
+        t0 = time.monotonic()
+        submitted = []
+        for i in range(a.jobs):
+            api = clients[i % len(clients)]
+            body = {"manifest": {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 30, "memory_mb": 128},
+                    "bundle_b64": base64.b64encode(_bundle(a.job_size + i)).decode(), "redundancy": a.redundancy,
+                    "deadline_s": max(60, int(a.timeout))}
+            r = api.submit(**body)
+            submitted.append((api, r["job_id"]))
+            self.say(f"submitted job {r['job_id'][:16]} through node{i % len(clients)}")
+        jobs = []
+        deadline = time.monotonic() + a.timeout
+        for api, jid in submitted:
+            left = max(1.0, deadline - time.monotonic())
+            try:
+                j = api.wait_job(jid, ("settled", "refunded"), left)
+            except Exception:
+                j = api.job(jid)
+            chain = j.get("chain") or {}
+            if j.get("state") == "settled" and not chain.get("paid_wei"):
+                # the node's view settled: give its chain poller a moment for the payout figures
+                end = time.monotonic() + 10
+                while time.monotonic() < end and not chain.get("paid_wei"):
+                    time.sleep(0.2)
+                    chain = api.job(jid).get("chain") or {}
+            jobs.append({
+                "job_id": jid,
+                "state": j.get("state"),
+                "claimants": j.get("claims") if isinstance(j.get("claims"), list) else [],
+                "trace_roots": {n: v["root"] for n, v in (j.get("reveals") or {}).items()}
+                if isinstance(j.get("reveals"), dict) else {},
+                "accepted_root": j.get("accepted_root"),
+                "paid_wei": int(chain.get("paid_wei", 0)),
+                "refunded_wei": int(chain.get("refunded_wei", 0)),
+                "reason": j.get("reason", ""),
+            })
+            self.say(f"job {jid[:16]}: {j.get('state')} {j.get('reason', '')}")
+        totals = {
+            "jobs": len(jobs),
+            "settled": sum(1 for j in jobs if j["state"] == "settled"),
+            "not_settled": sum(1 for j in jobs if j["state"] != "settled"),
+            "paid_wei": sum(j["paid_wei"] for j in jobs),
+            "refunded_wei": sum(j["refunded_wei"] for j in jobs),
+            "jobs_wall_s": round(time.monotonic() - t0, 2),
+        }
+        return {"jobs": jobs, "totals": totals}
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+        end = time.monotonic() + 20
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        if self.local is not None:
+            self.local.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.nodes < 1 or args.nodes > 64:
+        print("sandrun-p2p testnet: --nodes must be between 1 and 64", file=sys.stderr)
+        return 2
+    if not 1 <= args.redundancy <= min(5, args.nodes):
+        print(f"sandrun-p2p testnet: --redundancy must be between 1 and min(5, --nodes={args.nodes})", file=sys.stderr)
+        return 2
+    if args.jobs < 0:
+        print("sandrun-p2p testnet: --jobs must be >= 0", file=sys.stderr)
+        return 2
+    quiet = args.json
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr if quiet else sys.stdout, flush=True)
+
+    t0 = time.monotonic()
+    net = Testnet(args, say)
+    try:
+        net.start()
+        clients = net.wait_mesh()
+        net.describe(clients)
+        if args.jobs:
+            summary = net.run_jobs(clients)
+            summary["chain"] = net.chain_kind
+            summary["wall_s"] = round(time.monotonic() - t0, 2)
+            if args.json:
+                print(json.dumps(summary, indent=2))
+            else:
+                t = summary["totals"]
+                say(f"{t['settled']} of {t['jobs']} jobs settled; paid {t['paid_wei']} wei; wall {summary['wall_s']}s")
+            return 0 if summary["totals"]["not_settled"] == 0 else 1
+        say("running; press Ctrl-C to stop every node")
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(p.poll() is None for p in net.procs):
+                time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(f"sandrun-p2p testnet: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        say("stopping every node (by PID)")
+        net.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="sandrun-p2p testnet")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -218,8 +218,7 @@ def _payment(args: argparse.Namespace) -> int | None:
 def money_lines(money: dict[str, Any]) -> list[str]:
     lines = [f"money: escrow {_eth(money.get('escrow_wei', 0))} from {money.get('escrow_from', '?')}"]
     for p in money.get("payouts", []):
-        pen = f" (penalty {_eth(p['penalty_wei'])})" if p.get("penalty_wei") else ""
-        lines.append(f"  paid {_eth(p['paid_wei'])} to node {p['node'][:16]}{pen}")
+        lines.append(f"  paid {_eth(p['paid_wei'])} to node {p['node'][:16]}")
     for r in money.get("refunds", []):
         lines.append(f"  refunded {_eth(r['wei'])} to {r['to']}")
     if "chain" in money:

@@ -22,6 +22,7 @@ deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addre
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -87,13 +88,16 @@ class ChainLink:
             raise ValueError("no account key: set [chain] key_file or key_env")
         self.market = dep.market(self.chain, self.signer)
         self.poller = EventPoller(self.market, from_block=self.deploy_block)
-        self.stake = int(options.get("stake_wei", 0)) or self.market.params().min_stake
+        # the addresses file records the deployment parameters (Market.params() needs eth_call without "from",
+        # which the embedded devnet rejects)
+        params = dep.params or dataclasses.asdict(self.market.params())
+        self.stake = int(options.get("stake_wei", 0)) or int(params["min_stake"])
         self._lock = trio.Lock()
         self.node_ids: dict[int, bytes] = {}
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
-        self.reveal_window = int(self.market.params().reveal_window)
+        self.reveal_window = int(params["reveal_window"])
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:

@@ -140,3 +140,28 @@ def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
         api.job("00" * 32)
     with pytest.raises(ControlError, match="HTTP 400.*hex"):
         api.job("zz")
+
+
+def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
+    import json
+    import subprocess
+    import sys
+
+    d = str(cluster.nodes[0].data_dir)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sandrun_p2p", *args], capture_output=True, text=True,
+                              timeout=60)
+
+    st = json.loads(cli("status", "--data-dir", d, "--json").stdout)
+    assert st["node_id"] == cluster.nodes[0].node_id.hex() and st["chain"] == "fake"
+    assert "network" in st["enforced"]
+    text = cli("status", "--data-dir", d).stdout
+    assert "peers" in text and "sandbox" in text
+    nodes = json.loads(cli("nodes", "--data-dir", d, "--json").stdout)["nodes"]
+    assert len(nodes) == len(cluster.nodes)
+    jobs = json.loads(cli("jobs", "--data-dir", d, "--json").stdout)["jobs"]
+    assert all("reason" in j and "state" in j for j in jobs)
+    assert "job" in cli("jobs", "--data-dir", d).stdout
+    bad = cli("status", "--data-dir", str(cluster.root / "nowhere"))
+    assert bad.returncode == 1 and "no running agent found" in bad.stderr

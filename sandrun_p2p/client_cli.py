@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--deadline", type=int, metavar="SECONDS", help="settle within this many seconds "
                       "(default: 2 x timeout + 180, at least 300)")
     what.add_argument("--no-encrypt", action="store_true", help="store the bundle in plaintext")
-    what.add_argument("--escrow", choices=("client", "peer"), default="client",
+    what.add_argument("--escrow", choices=("client", "peer", "auto"), default="client",
                       help="client: a fresh per-job key funded by your wallet posts the escrow (default); "
-                           "peer: the peer node escrows from its own account (not anonymous)")
+                           "peer: the peer node escrows from its own account (not anonymous, plaintext bundle); "
+                           "auto: client when the peer supports it, else peer (says so)")
     what.add_argument("--force", action="store_true",
                       help="submit even when no known node can run it (it will be refunded with the reason)")
     how = p.add_argument_group("where")
@@ -42,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument("--peer-token", help=argparse.SUPPRESS)
     how.add_argument("--blockchain-rpc", help="JSON-RPC URL of the settlement chain (default: from the peer)")
     how.add_argument("--market", help="SandrunMarket contract address (default: from the peer)")
+    how.add_argument("--chain-file", help="deployment file (from deploy-contracts or testnet) naming the chain "
+                     "and contract (default: the peer's, when --peer is a data dir)")
     how.add_argument("--keystore", help="funding wallet keystore file (else $SANDRUN_P2P_CLIENT_KEY; on a "
                      "development chain a funded dev account)")
     out = p.add_argument_group("output")
@@ -134,7 +137,8 @@ async def _main(args: argparse.Namespace) -> int:
              "gpu_class": q.gpu_class, "redundancy": args.redundancy}
         print(json.dumps(d) if args.json else f"quote: {_eth(q.wei)} ({q.usd_str()}) for redundancy {args.redundancy}")
         return EXIT_OK
-    chain = ChainOptions(rpc=args.blockchain_rpc, market=args.market, keystore=args.keystore)
+    chain = ChainOptions(rpc=args.blockchain_rpc, market=args.market, keystore=args.keystore,
+                         addresses_file=args.chain_file)
     async with Client(args.peer, token=args.peer_token, chain=chain, usd_per_eth=args.usd_per_eth) as c:
         if args.refund:
             r = await c.refund(args.refund)
@@ -155,9 +159,12 @@ async def _main(args: argparse.Namespace) -> int:
             spec = rec.job_spec()
             out = {"job_id": job_id, "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
                    "deadline": spec.deadline, "encrypted": spec.encrypted, "escrow_address": rec.escrow_address,
-                   "peer": rec.peer}
+                   "peer": rec.peer, "notes": rec.notes}
             pr.line(f"submitted job {job_id} through {rec.peer}")
-            pr.line(f"  escrow {_eth(spec.payment_wei)} from fresh address {rec.escrow_address or '(the peer)'}; "
+            for note in rec.notes:
+                pr.line(f"  note: {note}")
+            payer = f"fresh address {rec.escrow_address}" if rec.escrow_address else "the peer's account"
+            pr.line(f"  escrow {_eth(spec.payment_wei)} from {payer}; "
                     f"redundancy {spec.redundancy}, quorum {spec.quorum}, "
                     f"{'encrypted' if spec.encrypted else 'plaintext'} bundle {spec.code_cid[:20]}...")
             if not args.wait:
@@ -221,8 +228,15 @@ def money_lines(money: dict[str, Any]) -> list[str]:
         lines.append(f"  paid {_eth(p['paid_wei'])} to node {p['node'][:16]}")
     for r in money.get("refunds", []):
         lines.append(f"  refunded {_eth(r['wei'])} to {r['to']}")
-    if "chain" in money:
-        lines.append(f"  chain: {json.dumps(money['chain'])}")
+    ch = money.get("chain") or {}
+    if ch:
+        lines[0] += f"; on chain: {ch.get('state', '?')}"
+        for node, wei in sorted((ch.get("paid") or {}).items()):
+            lines.append(f"  paid {_eth(int(wei))} to node {node[:16]}")
+        if ch.get("refunded_wei"):
+            lines.append(f"  refunded {_eth(int(ch['refunded_wei']))} to the escrow's payer")
+        if ch.get("state") == "open" and not ch.get("paid_wei"):
+            lines.append(f"  nothing paid; {_eth(int(ch.get('escrow_wei', 0)))} still in escrow, refundable")
     return lines
 
 

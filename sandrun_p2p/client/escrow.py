@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import ChainUnavailable, FundingError, NotYet
@@ -35,18 +36,58 @@ class ChainOptions:
     kind: str | None = None  # "anvil", "devnet", "rpc"... (None: from the peer, else "rpc")
     key_env: str | None = None
     keystore: str | None = None
+    addresses_file: str | None = None  # a deployment file written by `deploy-contracts` / `testnet`
 
-    def resolved(self, peer_status: dict[str, Any] | None) -> ChainOptions:
-        info = dict((peer_status or {}).get("chain_info") or {})
-        rpc = self.rpc or os.environ.get("SANDRUN_P2P_RPC") or info.get("rpc")
-        market = self.market or os.environ.get("SANDRUN_P2P_MARKET") or info.get("market")
-        kind = self.kind or info.get("kind") or (peer_status or {}).get("chain") or "rpc"
+    def resolved(self, peer_status: dict[str, Any] | None, peer_dir: Path | None = None) -> ChainOptions:
+        """Fill rpc/market/kind from flags, env, a deployment file, the peer's agent.toml, its status."""
+        found: dict[str, Any] = {}
+        for src in (_from_status(peer_status), _from_agent_dir(peer_dir),
+                    _from_addresses(self.addresses_file or os.environ.get("SANDRUN_P2P_CHAIN_FILE"))):
+            found.update({k: v for k, v in src.items() if v})
+        rpc = self.rpc or os.environ.get("SANDRUN_P2P_RPC") or found.get("rpc")
+        market = self.market or os.environ.get("SANDRUN_P2P_MARKET") or found.get("market")
+        kind = self.kind or found.get("kind") or "rpc"
         if not rpc or not market:
             raise ChainUnavailable(
-                "cannot find the settlement chain: give --blockchain-rpc URL and --market ADDRESS (or set "
-                "SANDRUN_P2P_RPC and SANDRUN_P2P_MARKET); the peer's /v1/status has no chain_info"
+                "cannot find the settlement chain: give --blockchain-rpc URL and --market ADDRESS, or "
+                "--chain-file (a deployment file from deploy-contracts/testnet), or set SANDRUN_P2P_RPC and "
+                "SANDRUN_P2P_MARKET; the peer told nothing about its chain"
             )
-        return ChainOptions(rpc, market, kind, self.key_env, self.keystore)
+        return ChainOptions(rpc, market, kind, self.key_env, self.keystore, self.addresses_file)
+
+
+def _from_status(status: dict[str, Any] | None) -> dict[str, Any]:
+    info = dict((status or {}).get("chain_info") or {})
+    return {"rpc": info.get("rpc"), "market": info.get("market"), "kind": info.get("kind")}
+
+
+def _from_addresses(path: str | Path | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    from ..chain.deployment import Deployment
+    from ..chain.errors import ChainError
+
+    try:
+        dep = Deployment.load(path)
+    except ChainError as e:
+        raise ChainUnavailable(str(e)) from None
+    return {"rpc": dep.rpc_url, "market": dep.market_address, "kind": dep.kind}
+
+
+def _from_agent_dir(d: Path | None) -> dict[str, Any]:
+    """A local peer's chain, from its ``agent.toml`` ``[chain]`` table and deployment file."""
+    if d is None or not (d / "agent.toml").is_file():
+        return {}
+    import tomllib
+
+    try:
+        chain = tomllib.loads((d / "agent.toml").read_text()).get("chain", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    addresses = chain.get("addresses_file") or (d / "sandrun-chain.json")
+    out = _from_addresses(addresses) if Path(addresses).is_file() else {}
+    out.update({k: chain[k] for k in ("rpc", "kind") if chain.get(k)})
+    return out
 
 
 class Escrow:

@@ -34,6 +34,13 @@ def default_agent_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".sandrun-p2p"
 
 
+def peer_dir(peer: str | None) -> Path | None:
+    """The agent data dir a peer name points at (None for a URL)."""
+    if peer and peer.startswith(("http://", "https://")):
+        return None
+    return Path(peer).expanduser() if peer else default_agent_dir()
+
+
 def resolve(peer: str | None, token: str | None = None) -> tuple[str, str]:
     """(url, token) of a peer given as a data dir, a URL, or None (the local agent)."""
     if peer and peer.startswith(("http://", "https://")):

@@ -44,6 +44,7 @@ class JobRecord:
     paid_wei: int = 0
     refunded_wei: int = 0
     result_dir: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. why the peer escrowed instead of a fresh key
 
     def job_spec(self) -> JobSpec:
         d = dict(self.spec)

@@ -45,7 +45,7 @@ from .errors import (
     ResultRejected,
 )
 from .escrow import ChainOptions, Escrow
-from .peer import Peer, PeerError
+from .peer import Peer, PeerError, peer_dir
 from .records import JobRecord, RecordStore
 from .verify import verify_and_write
 
@@ -164,7 +164,7 @@ class Client:
         if self._escrow is None:
             status = await (peer or self.peer()).status() if not (self.chain_opts.rpc and self.chain_opts.market) \
                 else None
-            opts = self.chain_opts.resolved(status)
+            opts = self.chain_opts.resolved(status, peer_dir(self.peer_name))
             self._escrow = await trio.to_thread.run_sync(Escrow, opts)
         return self._escrow
 
@@ -198,15 +198,25 @@ class Client:
         pay = q.wei if payment_wei is None else int(payment_wei)
         if pay < q.wei:
             raise InsufficientPayment(pay, q)
-        if escrow not in ("client", "peer"):
-            raise BadJob(f"escrow must be 'client' or 'peer', got {escrow!r}")
+        if escrow not in ("client", "peer", "auto"):
+            raise BadJob(f"escrow must be 'client', 'peer' or 'auto', got {escrow!r}")
         if escrow == "peer" and encrypt:
             raise BadJob("escrow='peer' cannot hand out a bundle key; use encrypt=False (--no-encrypt) with it")
-        prepared = await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=encrypt))
+        await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=False))  # checks only
         peer = self.peer()
         status = await peer.status()
         if not force:
             await self.precheck(m, peer)
+        notes: list[str] = []
+        if escrow == "auto":
+            try:
+                await self._probe_announce(peer)
+                escrow = "client"
+            except PeerUnavailable:
+                escrow, encrypt = "peer", False
+                notes.append("the peer cannot announce client-escrowed jobs: it escrowed this job from its own "
+                             "account (not anonymous) and the bundle is plaintext")
+        prepared = await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=encrypt))
         esc = None
         if escrow == "client":
             await self._probe_announce(peer)
@@ -225,7 +235,7 @@ class Client:
         except ProtocolError as e:
             raise BadJob(f"bad job: {e.detail or e}") from None
         rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url,
-                        code=str(Path(code).resolve()), bundle_key=prepared.key.hex(), state="new")
+                        code=str(Path(code).resolve()), bundle_key=prepared.key.hex(), state="new", notes=notes)
         if esc is None:
             return await self._submit_via_peer(peer, spec, rec)
         from ..chain.chain import Signer

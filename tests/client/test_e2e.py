@@ -1,0 +1,193 @@
+"""End to end on loopback: a 4-node testnet with a real chain; the client SDK and CLI against it.
+
+Jobs are escrowed by the submitting peer here (``escrow="peer"``) wherever the client-escrow path would need
+``POST /v1/announce``, which the agent does not have yet; those tests are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandrun_p2p.client import (
+    BadJob,
+    Client,
+    InsufficientPayment,
+    NoEligibleNode,
+    RecordStore,
+    ResultRejected,
+)
+from sandrun_p2p.client.bundle import prepare
+from sandrun_p2p.client.peer import Peer
+from sandrun_p2p.protocol.jobspec import Manifest
+from sandrun_p2p.store import crypto
+from sandrun_p2p.store.errors import DecryptionError
+
+from .conftest import ROOT, Net
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+EX = ROOT / "examples"
+NEEDS_ANNOUNCE = "needs the agent's POST /v1/announce (announce a job the client escrowed from a fresh key)"
+
+
+def manifest(name: str) -> dict:
+    return json.loads((EX / name / "job.json").read_text())
+
+
+async def job_count(net: Net, i: int) -> int:
+    async with Peer.open(net.node(i)) as p:
+        return len((await p._call("GET", "/v1/jobs"))["jobs"])
+
+
+async def test_submit_via_a_executed_by_others_verified_via_b(testnet: Net, home: Path, tmp_path: Path) -> None:
+    a = testnet.node(0)
+    async with Client(a) as c:
+        rec = await c.submit(EX / "multi-output", manifest("multi-output"), redundancy=2, encrypt=False,
+                             escrow="peer")
+        states = [u.state async for u in c.watch(rec.job_id, timeout=90)]
+        assert states[-1] == "settled", states
+        assert "accepted" in states
+        view = await c.peer().job(rec.job_id)
+        winners = set(view["winners"])
+        a_id = (await c.peer().status())["node_id"]
+        assert len(winners) == 2 and winners - {a_id}, "executed by other nodes"
+        # fetch through a node that neither submitted nor executed the job when there is one
+        others = [i for i in range(1, testnet.n)
+                  if (await Client(testnet.node(i)).peer().status())["node_id"] not in winners]
+        b = testnet.node(others[0] if others else 1)
+        trace = await c.result(rec.job_id, tmp_path / "out", peer=b)
+    assert trace.root.hex() == view["accepted_root"] and trace.status == "exited"
+    assert sorted(o.path for o in trace.outputs) == ["out/histogram.txt", "out/tables/values.csv", "summary.json"]
+    assert json.loads((tmp_path / "out/summary.json").read_text())["n"] == 2000
+    assert RecordStore().load(rec.job_id).result_dir == str((tmp_path / "out").resolve())
+
+
+async def test_tampered_result_is_refused_by_result(testnet: Net, home: Path, tmp_path: Path) -> None:
+    async with Client(testnet.node(1)) as c:
+        rec = await c.submit(EX / "primes", manifest("primes"), redundancy=1, encrypt=False, escrow="peer")
+        assert (await c.wait(rec.job_id, timeout=90)).state == "settled"
+        real = c.peer()
+        honest_blob = real.blob
+
+        async def tampered_blob(cid: str, *, tar: bool = False) -> bytes:
+            import io
+            import tarfile
+
+            data = await honest_blob(cid, tar=tar)
+            out = io.BytesIO()
+            with tarfile.open(fileobj=io.BytesIO(data)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+                for m in src.getmembers():
+                    f = src.extractfile(m) if m.isreg() else None
+                    body = f.read() if f else b""
+                    if m.name.endswith("primes.txt"):
+                        body = body.replace(b"\n7\n", b"\n9\n")  # "changed after the trace root"
+                        m.size = len(body)
+                    dst.addfile(m, io.BytesIO(body) if f else None)
+            return out.getvalue()
+
+        real.blob = tampered_blob  # type: ignore[method-assign]
+        with pytest.raises(ResultRejected, match="primes.txt' does not match the accepted trace root"):
+            await c.result(rec.job_id, tmp_path / "bad")
+        assert not (tmp_path / "bad").exists()
+        real.blob = honest_blob  # type: ignore[method-assign]
+        await c.result(rec.job_id, tmp_path / "good")
+    assert "\n7\n" in (tmp_path / "good/primes.txt").read_text()
+
+
+async def test_bad_input_moves_no_money(testnet: Net, home: Path) -> None:
+    before = await job_count(testnet, 0)
+    async with Client(testnet.node(0)) as c:
+        with pytest.raises(BadJob, match="timeout must be between"):
+            await c.submit(EX / "primes", {**manifest("primes"), "timeout": 0}, escrow="peer", encrypt=False)
+        with pytest.raises(InsufficientPayment, match="below the quote"):
+            await c.submit(EX / "primes", manifest("primes"), payment_wei=1, escrow="peer", encrypt=False)
+        with pytest.raises(NoEligibleNode, match="no GPU meets the requirement"):
+            await c.submit(EX / "gpu-matmul", manifest("gpu-matmul"), escrow="peer", encrypt=False)
+    assert await job_count(testnet, 0) == before
+    assert RecordStore().all() == []
+
+
+async def test_job_nobody_can_run_is_refunded_with_reason(testnet: Net, home: Path) -> None:
+    async with Client(testnet.node(2)) as c:
+        rec = await c.submit(EX / "gpu-matmul", manifest("gpu-matmul"), escrow="peer", encrypt=False, force=True,
+                             deadline_s=12)
+        ups = [u async for u in c.watch(rec.job_id, timeout=60)]
+        assert ups[-1].state == "failed" and "no GPU meets the requirement" in ups[-1].detail, ups
+        assert "no GPU meets the requirement" in RecordStore().load(rec.job_id).reason
+        # Nothing was paid and nobody committed, so the whole escrow is refundable. (The peer's own refund, a
+        # finalize after the deadline, waits for the chain clock: see the client report; a client-escrowed job
+        # is cancelled and refunded by the client at once, test_escrow_chain covers that on a real EVM.)
+        ch = (await c.peer().job(rec.job_id))["chain"]
+        assert ch.get("paid_wei", 0) == 0 and ch.get("commits", 0) == 0
+
+
+async def test_encrypted_bundle_is_unreadable_without_the_key(testnet: Net, home: Path) -> None:
+    m = Manifest.from_dict(manifest("primes"))
+    sealed = prepare(EX / "primes", m, encrypt=True)
+    plain = prepare(EX / "primes", m, encrypt=False)
+    async with Peer.open(testnet.node(0)) as a, Peer.open(testnet.node(3)) as d:
+        cid = await a.put_blob(sealed.data)
+        fetched = await d.blob(cid)  # another node fetches it from its peers
+    assert fetched == sealed.data
+    assert b"sieve" not in fetched and b"primes.txt" not in fetched
+    with pytest.raises(DecryptionError):
+        crypto.open_bundle(fetched, crypto.new_bundle_key())
+    from sandrun_p2p.protocol.identity import NodeKey
+
+    granted, stranger = NodeKey.generate(), NodeKey.generate()
+    wrapped = crypto.wrap_key(sealed.key, granted.node_id)  # a grant to one executor...
+    with pytest.raises(DecryptionError):
+        crypto.unwrap_key(wrapped, stranger)  # ...cannot be opened by another node
+    assert crypto.unwrap_key(wrapped, granted) == sealed.key
+    assert crypto.open_bundle(fetched, sealed.key) == plain.data
+
+
+async def test_gossip_carries_no_client_identity(testnet: Net, home: Path) -> None:
+    """What every node learns about a job is its spec: code CID, manifest, k, q, deadline, nonce, payment."""
+    async with Client(testnet.node(3)) as c:
+        rec = await c.submit(EX / "primes", manifest("primes"), escrow="peer", encrypt=False)
+        await c.wait(rec.job_id, timeout=90)
+        async with Peer.open(testnet.node(1)) as other:
+            spec = (await other.job(rec.job_id))["spec"]
+    assert set(spec) == {"code_cid", "manifest", "redundancy", "quorum", "deadline", "nonce", "payment_wei",
+                         "encrypted"}
+    assert rec.escrow_address == "" and rec.escrow_key == ""  # peer mode: the client holds no chain key at all
+
+
+@pytest.mark.skip(reason=NEEDS_ANNOUNCE)
+async def test_client_escrow_is_a_fresh_address_per_job(testnet: Net, home: Path) -> None:
+    async with Client(testnet.node(0)) as c:
+        recs = [await c.submit(EX / "primes", manifest("primes")) for _ in range(2)]
+        esc = await c.escrow()
+        senders = {esc.job(bytes.fromhex(r.job_id)).client for r in recs}
+        assert senders == {r.escrow_address for r in recs} and len(senders) == 2
+        assert esc.funder().address not in senders
+        for r in recs:
+            assert (await c.wait(r.job_id, timeout=90)).state == "settled"
+
+
+@pytest.mark.skip(reason=NEEDS_ANNOUNCE)
+async def test_encrypted_job_runs_on_granted_executors(testnet: Net, home: Path, tmp_path: Path) -> None:
+    async with Client(testnet.node(0)) as c:
+        rec = await c.submit(EX / "monte-carlo-pi", manifest("monte-carlo-pi"), redundancy=3)
+        assert (await c.wait(rec.job_id, timeout=120)).state == "settled"
+        await c.result(rec.job_id, tmp_path / "pi", peer=testnet.node(1))
+        r = await c.refund(rec.job_id)
+        assert r["refunded_wei"] >= 0
+
+
+def test_cli_submit_wait_json(testnet: Net, home: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sandrun_p2p.cli", "submit", "--code", str(EX / "monte-carlo-pi" / "pi.py"),
+         "--manifest", str(EX / "monte-carlo-pi" / "job.json"), "--redundancy", "3", "--escrow", "auto",
+         "--peer", testnet.node(1), "--wait", "--out", str(tmp_path / "pi"), "--json"],
+        capture_output=True, text=True, timeout=150, cwd=ROOT)
+    assert out.returncode == 0, out.stderr + out.stdout
+    d = json.loads(out.stdout)
+    assert d["state"] == "settled" and d["status"] == "exited" and list(d["outputs"]) == ["pi.json"]
+    assert len(d["money"]["chain"]["paid"]) >= 2  # a 2-of-3 quorum was paid
+    assert json.loads((tmp_path / "pi/pi.json").read_text())["samples"] == 400000

@@ -20,7 +20,11 @@ def find_anvil() -> str | None:
     """The anvil binary: $SANDRUN_ANVIL, the npm package under contracts/ or scripts/anvil/, or PATH."""
     env = os.environ.get("SANDRUN_ANVIL")
     candidates = [Path(env)] if env else []
-    candidates += [_REPO / "contracts" / _PKG, _REPO / "scripts" / "anvil" / _PKG, Path.cwd() / "contracts" / _PKG]
+    candidates += [
+        _REPO / "contracts" / _PKG,
+        _REPO / "scripts" / "anvil" / _PKG,
+        Path.cwd() / "contracts" / _PKG,
+    ]
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return str(c)
@@ -70,7 +74,8 @@ class Anvil:
         self.binary = binary or find_anvil()
         if not self.binary:
             raise ChainError(
-                "no-anvil", "anvil is not installed: run `npm ci` in contracts/ (npm @foundry-rs/anvil-linux-amd64)"
+                "no-anvil",
+                "anvil is not installed: run `npm ci` in contracts/ (npm @foundry-rs/anvil-linux-amd64)",
             )
         self.port = port
         self.chain_id = chain_id

@@ -186,7 +186,9 @@ class Chain:
         except ChainError:
             raise
         except Exception as e:
-            raise self._revert_error(e, fn_name, {"to": contract.address, "data": fn._encode_transaction_data()}) from e
+            raise self._revert_error(
+                e, fn_name, {"to": contract.address, "data": fn._encode_transaction_data()}
+            ) from e
 
     # ---------------------------------------------------------------- development accounts, time, snapshots
 
@@ -198,11 +200,15 @@ class Chain:
             elif self.kind == "anvil":
                 Account.enable_unaudited_hdwallet_features()
                 self._dev_signers = [
-                    Signer.from_key(bytes(Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key))
+                    Signer.from_key(
+                        bytes(Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key)
+                    )
                     for i in range(10)
                 ]
             else:
-                self._dev_signers = [Signer(to_checksum_address(a)) for a in self._read(lambda: self.w3.eth.accounts)]
+                self._dev_signers = [
+                    Signer(to_checksum_address(a)) for a in self._read(lambda: self.w3.eth.accounts)
+                ]
         return list(self._dev_signers)
 
     def new_account(self, fund: int = 0, funder: Signer | None = None) -> Signer:
@@ -213,7 +219,9 @@ class Chain:
         return s
 
     def transfer(self, signer: Signer, to: str, value: int) -> dict:
-        return self.send(signer, {"to": to_checksum_address(to), "value": value, "data": b""}, method="transfer")
+        return self.send(
+            signer, {"to": to_checksum_address(to), "value": value, "data": b""}, method="transfer"
+        )
 
     def _rpc(self, method: str, params: list) -> Any:
         resp = self.w3.provider.make_request(method, params)
@@ -232,6 +240,15 @@ class Chain:
             self._rpc("evm_increaseTime", [int(seconds)])
             self._rpc("evm_mine", [])
         return self.now()
+
+    def advance_to(self, timestamp: int) -> None:
+        """Make the next block (the next transaction's) have ``timestamp`` (development chains)."""
+        if not self.is_dev:
+            raise ChainError("not-dev", "time travel needs a development chain")
+        if self.kind == "embedded":
+            self.tester.time_travel(int(timestamp))
+        else:
+            self._rpc("evm_setNextBlockTimestamp", [int(timestamp)])
 
     def mine(self, blocks: int = 1) -> None:
         for _ in range(blocks):
@@ -334,7 +351,9 @@ class Chain:
                 tx_hash, timeout=self.receipt_timeout, poll_latency=self.poll_latency
             )
         except TimeExhausted as e:
-            raise ChainError("timeout", f"no receipt after {self.receipt_timeout}s", method=method, tx_hash=tx_hash) from e
+            raise ChainError(
+                "timeout", f"no receipt after {self.receipt_timeout}s", method=method, tx_hash=tx_hash
+            ) from e
 
     def deploy(self, signer: Signer, artifact: dict, *args: Any) -> tuple[str, dict]:
         """Deploy ``artifact`` with constructor ``args``; returns (address, receipt)."""
@@ -347,7 +366,11 @@ class Chain:
 
     def _revert_error(self, exc: BaseException, method: str | None, tx: dict | None) -> ChainError:
         data = revert_data_from_exception(exc)
-        if isinstance(self.w3.provider, EthereumTesterProvider) and tx is not None and not isinstance(data, bytes):
+        if (
+            isinstance(self.w3.provider, EthereumTesterProvider)
+            and tx is not None
+            and not isinstance(data, bytes)
+        ):
             # web3's eth-tester glue decodes revert data as a string and loses custom errors: replay it raw
             data = self._tester_revert_data(tx) or data
         if isinstance(data, bytes):
@@ -390,7 +413,9 @@ class Chain:
                 err = self.decoder.decode(data or b"", method)
             else:
                 self.w3.eth.call(dict(call, gas=tx["gas"]), block)
-                err = ChainError("reverted", f"out of gas? used {receipt['gasUsed']} of {tx['gas']}", method=method)
+                err = ChainError(
+                    "reverted", f"out of gas? used {receipt['gasUsed']} of {tx['gas']}", method=method
+                )
         except Exception as e:
             err = self._revert_error(e, method, None)
         err.tx_hash = tx_hash

@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON-RPC URL of the chain (default: a fresh embedded chain, useful only to try the deployment)",
     )
     key = parser.add_mutually_exclusive_group()
-    key.add_argument("--key-env", metavar="VAR", help="environment variable holding the deployer's hex private key")
+    key.add_argument(
+        "--key-env", metavar="VAR", help="environment variable holding the deployer's hex private key"
+    )
     key.add_argument("--keystore", metavar="FILE", help="encrypted keystore file of the deployer")
     parser.add_argument(
         "--password-env",
@@ -76,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     except (ChainError, OSError, ValueError) as e:
         print(f"deploy-contracts: {e}", file=sys.stderr)
         return 1
-    print(f"SandrunMarket deployed at {dep.market_address} on chain {dep.chain_id} (block {dep.deploy_block})")
+    print(
+        f"SandrunMarket deployed at {dep.market_address} on chain {dep.chain_id} (block {dep.deploy_block})"
+    )
     print(f"addresses written to {args.out}")
     return 0
 

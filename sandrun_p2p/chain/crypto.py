@@ -26,9 +26,13 @@ HALF_N = SECP256K1_N // 2
 
 DOMAIN_NAME = "SandrunMarket"
 DOMAIN_VERSION = "1"
-_DOMAIN_TYPEHASH = keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+_DOMAIN_TYPEHASH = keccak(
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
 ATTESTATION_TYPEHASH = keccak(b"Attestation(bytes32 jobId,bytes32 traceRoot)")
-VOUCHER_TYPEHASH = keccak(b"Voucher(address executor,bytes32 jobId,uint64 seq,uint96 amount,uint96 cumulative)")
+VOUCHER_TYPEHASH = keccak(
+    b"Voucher(address executor,bytes32 jobId,uint64 seq,uint96 amount,uint96 cumulative)"
+)
 
 
 def _b32(name: str, value: bytes) -> bytes:
@@ -44,7 +48,10 @@ def commitment(job_id: bytes, node_id: bytes, trace_root: bytes, salt: bytes) ->
     function, kept here so the chain package does not depend on it.
     """
     return hashlib.sha256(
-        _b32("job_id", job_id) + _b32("node_id", node_id) + _b32("trace_root", trace_root) + _b32("salt", salt)
+        _b32("job_id", job_id)
+        + _b32("node_id", node_id)
+        + _b32("trace_root", trace_root)
+        + _b32("salt", salt)
     ).digest()
 
 
@@ -52,7 +59,13 @@ def domain_separator(chain_id: int, contract: str) -> bytes:
     return keccak(
         abi_encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-            [_DOMAIN_TYPEHASH, keccak(DOMAIN_NAME.encode()), keccak(DOMAIN_VERSION.encode()), chain_id, contract],
+            [
+                _DOMAIN_TYPEHASH,
+                keccak(DOMAIN_NAME.encode()),
+                keccak(DOMAIN_VERSION.encode()),
+                chain_id,
+                contract,
+            ],
         )
     )
 
@@ -125,7 +138,9 @@ class Attestation:
         return recover(attestation_digest(chain_id, contract, self.job_id, self.trace_root), self.signature)
 
 
-def sign_attestation(private_key: bytes, chain_id: int, contract: str, job_id: bytes, trace_root: bytes) -> Attestation:
+def sign_attestation(
+    private_key: bytes, chain_id: int, contract: str, job_id: bytes, trace_root: bytes
+) -> Attestation:
     digest = attestation_digest(chain_id, contract, job_id, trace_root)
     return Attestation(bytes(job_id), bytes(trace_root), sign_digest(private_key, digest))
 
@@ -157,7 +172,9 @@ class Voucher:
     signature: bytes
 
     def digest(self, chain_id: int, contract: str) -> bytes:
-        return voucher_digest(chain_id, contract, self.executor, self.job_id, self.seq, self.amount, self.cumulative)
+        return voucher_digest(
+            chain_id, contract, self.executor, self.job_id, self.seq, self.amount, self.cumulative
+        )
 
     def is_valid(self, chain_id: int, contract: str) -> bool:
         return recover(self.digest(chain_id, contract), self.signature) == to_checksum_address(self.client)
@@ -178,7 +195,13 @@ def sign_voucher(
     executor = to_checksum_address(executor)
     digest = voucher_digest(chain_id, contract, executor, job_id, seq, amount, cumulative)
     return Voucher(
-        address_of(private_key), executor, bytes(job_id), seq, amount, cumulative, sign_digest(private_key, digest)
+        address_of(private_key),
+        executor,
+        bytes(job_id),
+        seq,
+        amount,
+        cumulative,
+        sign_digest(private_key, digest),
     )
 
 
@@ -188,7 +211,9 @@ def sign_voucher(
 
 
 def result_leaf(job_id: bytes, trace_root: bytes) -> bytes:
-    return keccak(keccak(abi_encode(["bytes32", "bytes32"], [_b32("job_id", job_id), _b32("trace_root", trace_root)])))
+    return keccak(
+        keccak(abi_encode(["bytes32", "bytes32"], [_b32("job_id", job_id), _b32("trace_root", trace_root)]))
+    )
 
 
 def _pair(a: bytes, b: bytes) -> bytes:

@@ -51,7 +51,9 @@ class Deployment:
         try:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError as e:
-            raise ChainError("no-deployment", f"{path} does not exist: run `sandrun-p2p deploy-contracts`") from e
+            raise ChainError(
+                "no-deployment", f"{path} does not exist: run `sandrun-p2p deploy-contracts`"
+            ) from e
         if d.get("version") != FORMAT_VERSION:
             raise ChainError("bad-deployment", f"{path}: unknown format version {d.get('version')}")
         return cls(
@@ -66,18 +68,24 @@ class Deployment:
     def market(self, chain: Chain, signer: Signer | None = None) -> Market:
         """The market on ``chain`` (checked to be the chain this file describes)."""
         if chain.chain_id != self.chain_id:
-            raise ChainError("wrong-chain", f"the deployment is on chain {self.chain_id}, connected to {chain.chain_id}")
+            raise ChainError(
+                "wrong-chain", f"the deployment is on chain {self.chain_id}, connected to {chain.chain_id}"
+            )
         return Market(chain, self.market_address, signer)
 
     def connect(self, signer: Signer | None = None, **kw: Any) -> Market:
         """Connect to ``rpc_url`` and return the market."""
         if not self.rpc_url:
-            raise ChainError("no-rpc", "this deployment has no rpc_url (an embedded chain lives in one process)")
+            raise ChainError(
+                "no-rpc", "this deployment has no rpc_url (an embedded chain lives in one process)"
+            )
         kind = self.kind if self.kind in ("anvil", "devnet") else "rpc"
         return self.market(Chain.connect(self.rpc_url, kind=kind, **kw), signer)
 
 
-def deploy(chain: Chain, signer: Signer, params: MarketParams | None = None, out: str | None = None) -> Deployment:
+def deploy(
+    chain: Chain, signer: Signer, params: MarketParams | None = None, out: str | None = None
+) -> Deployment:
     """Deploy the market on ``chain`` and (with ``out``) write the addresses file."""
     params = params or MarketParams()
     market = Market.deploy(chain, signer, params)

@@ -65,7 +65,11 @@ class EmbeddedRPC:
                 err["data"] = e.data
             return {"jsonrpc": "2.0", "id": rid, "error": err}
         except Exception as e:  # anything else is the server's own failure, reported and survived
-            return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32603, "message": f"{type(e).__name__}: {e}"}}
+            return {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "error": {"code": -32603, "message": f"{type(e).__name__}: {e}"},
+            }
 
     def _dispatch(self, method: str, params: list) -> Any:
         if method == "evm_increaseTime":
@@ -73,11 +77,21 @@ class EmbeddedRPC:
             pending = self.tester.get_block_by_number("pending")["timestamp"]
             self.tester.time_travel(pending + seconds)
             return seconds
+        if method == "evm_setNextBlockTimestamp":
+            ts = int(params[0], 16) if isinstance(params[0], str) else int(params[0])
+            self.tester.time_travel(ts)  # mines a block at ts - 1: the next one is at ts
+            return True
         if method == "evm_mine":
             self.tester.mine_blocks(1)
             return "0x0"
         if method == "net_version":
             return str(self.tester.backend.chain.chain_id)
+        if (
+            method in ("eth_call", "eth_estimateGas", "eth_createAccessList")
+            and params
+            and "from" not in params[0]
+        ):
+            params = [dict(params[0], **{"from": self.tester.get_accounts()[0]}), *params[1:]]
         fmt = self._req_fmt.get(method)
         fparams = fmt(params) if fmt else params
         from eth_tester.exceptions import TransactionFailed
@@ -198,7 +212,16 @@ def start_local_chain(backend: str = "auto", port: int | None = None) -> LocalCh
         return LocalChain(a.url, "anvil", a.pid or 0, _anvil=a)
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandrun_p2p.chain.devnet", "--backend", "embedded", "--port", str(port), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p.chain.devnet",
+            "--backend",
+            "embedded",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
         stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -213,7 +236,9 @@ def start_local_chain(backend: str = "auto", port: int | None = None) -> LocalCh
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sandrun_p2p.chain.devnet", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m sandrun_p2p.chain.devnet", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--port", type=int, default=8545)
     ap.add_argument(
         "--backend",
@@ -247,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
 
             chain = Chain.connect(url, kind=kind)
             dep = deploy(chain, chain.dev_signers()[0], out=args.deploy)
-            print(f"devnet: deployed SandrunMarket at {dep.market_address}, addresses in {args.deploy}", flush=True)
+            print(
+                f"devnet: deployed SandrunMarket at {dep.market_address}, addresses in {args.deploy}",
+                flush=True,
+            )
         if not args.quiet or args.deploy:
             print(f"devnet: {note} at {url}", flush=True)
         stop.wait()

@@ -41,7 +41,7 @@ class ChainError(RuntimeError):
 
 def _show(v: Any) -> str:
     if isinstance(v, bytes):
-        return "0x" + v.rstrip(b"\x00").decode("ascii", "replace") if _printable(v) else "0x" + v.hex()
+        return repr(v.rstrip(b"\x00").decode("ascii")) if _printable(v) else "0x" + v.hex()
     return repr(v)
 
 
@@ -95,7 +95,9 @@ class RevertDecoder:
             name, types, names = self._errors[sel]
             try:
                 values = abi_decode(types, body)
-                return ChainError(name, args=dict(zip(names, values, strict=True)), method=method, tx_hash=tx_hash)
+                return ChainError(
+                    name, args=dict(zip(names, values, strict=True)), method=method, tx_hash=tx_hash
+                )
             except Exception:
                 return ChainError(name, "undecodable arguments", method=method, tx_hash=tx_hash)
         if not data:

@@ -200,7 +200,9 @@ class Market:
         return TxResult(receipt, self.decode_logs(receipt["logs"]))
 
     def _call(self, fn_name: str, *args: Any) -> Any:
-        return self.chain.call(self.contract, fn_name, *args, sender=self.signer.address if self.signer else None)
+        return self.chain.call(
+            self.contract, fn_name, *args, sender=self.signer.address if self.signer else None
+        )
 
     def decode_logs(self, logs: list) -> list[Event]:
         out = []
@@ -247,7 +249,9 @@ class Market:
         if index is None:
             index = self.node_index()
         v = self._call("getNode", index)
-        return NodeInfo(index, v[0], bytes(v[1]), *[int(x) for x in v[2:8]], bool(v[8]), int(v[9]), int(v[10]))
+        return NodeInfo(
+            index, v[0], bytes(v[1]), *[int(x) for x in v[2:8]], bool(v[8]), int(v[9]), int(v[10])
+        )
 
     def node_by_id(self, node_id: bytes) -> NodeInfo | None:
         idx = int(self._call("indexOfNodeId", node_id))
@@ -284,7 +288,17 @@ class Market:
     def job(self, job_id: bytes) -> JobInfo:
         v = self._call("getJob", job_id)
         return JobInfo(
-            bytes(job_id), v[0], int(v[1]), int(v[2]), int(v[3]), v[4], v[5], v[6], v[7], v[8], bytes(v[9]),
+            bytes(job_id),
+            v[0],
+            int(v[1]),
+            int(v[2]),
+            int(v[3]),
+            v[4],
+            v[5],
+            v[6],
+            v[7],
+            v[8],
+            bytes(v[9]),
             tuple(v[10][: v[6]]),
         )
 
@@ -317,7 +331,9 @@ class Market:
         """Sign an attestation of ``trace_root`` for ``job_id`` with this account's key (gossip it with reveals)."""
         if self.signer is None or self.signer.private_key is None:
             raise ChainError("no-key", "attestations need a local private key")
-        return sign_attestation(self.signer.private_key, self.chain.chain_id, self.address, job_id, trace_root)
+        return sign_attestation(
+            self.signer.private_key, self.chain.chain_id, self.address, job_id, trace_root
+        )
 
     def attestation_digest(self, job_id: bytes, trace_root: bytes) -> bytes:
         return attestation_digest(self.chain.chain_id, self.address, job_id, trace_root)
@@ -345,7 +361,9 @@ class Market:
 
     def channel(self, client: str, executor: str | None = None) -> tuple[int, int]:
         """(cumulative paid, last settled sequence number) from ``client`` to ``executor``."""
-        p, s = self._call("channels", to_checksum_address(client), to_checksum_address(executor or self.account))
+        p, s = self._call(
+            "channels", to_checksum_address(client), to_checksum_address(executor or self.account)
+        )
         return int(p), int(s)
 
     def sign_voucher(self, executor: str, job_id: bytes, seq: int, amount: int, cumulative: int) -> Voucher:
@@ -353,11 +371,20 @@ class Market:
         if self.signer is None or self.signer.private_key is None:
             raise ChainError("no-key", "vouchers need a local private key")
         return sign_voucher(
-            self.signer.private_key, self.chain.chain_id, self.address, executor, job_id, seq, amount, cumulative
+            self.signer.private_key,
+            self.chain.chain_id,
+            self.address,
+            executor,
+            job_id,
+            seq,
+            amount,
+            cumulative,
         )
 
     def voucher_digest(self, v: Voucher) -> bytes:
-        return voucher_digest(self.chain.chain_id, self.address, v.executor, v.job_id, v.seq, v.amount, v.cumulative)
+        return voucher_digest(
+            self.chain.chain_id, self.address, v.executor, v.job_id, v.seq, v.amount, v.cumulative
+        )
 
     def settle_batch(self, voucher: Voucher, results: ResultsTree | bytes) -> TxResult:
         """As an executor: claim everything ``voucher`` covers; ``results`` is the tree (or root) of the
@@ -377,7 +404,9 @@ class Market:
     def finalize_batch(self, batch_id: int) -> TxResult:
         return self._tx("finalizeBatch", batch_id)
 
-    def challenge_batch(self, batch_id: int, tree: ResultsTree, job_id: bytes, other: Attestation) -> TxResult:
+    def challenge_batch(
+        self, batch_id: int, tree: ResultsTree, job_id: bytes, other: Attestation
+    ) -> TxResult:
         """Void batch ``batch_id``: its leaf for ``job_id`` contradicts ``other``, signed by the same executor."""
         i = tree.index_of(job_id)
         leaf_root = tree.results[i][1]

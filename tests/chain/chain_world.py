@@ -65,13 +65,17 @@ class World:
         self._jobs += 1
         return h(f"job-{self._jobs}-{os.urandom(4).hex()}")
 
-    def post(self, k: int = 3, q: int | None = None, price: int = ETH, ttl: int = 500, client: Market | None = None):
+    def post(
+        self, k: int = 3, q: int | None = None, price: int = ETH, ttl: int = 500, client: Market | None = None
+    ):
         q = q if q is not None else k // 2 + 1
         job_id = self.new_job_id()
         res = (client or self.client).post_job(job_id, k, q, self.chain.now() + ttl, price)
         return job_id, res
 
-    def commit(self, job_id: bytes, node: NodeActor, root: bytes, usage: int, salt: bytes | None = None) -> Opening:
+    def commit(
+        self, job_id: bytes, node: NodeActor, root: bytes, usage: int, salt: bytes | None = None
+    ) -> Opening:
         salt = salt or os.urandom(32)
         res = node.market.commit(job_id, commitment(job_id, node.node_id, root, salt), usage)
         pos = res.event("Committed")["pos"]

@@ -79,10 +79,19 @@ def test_reveals_in_separate_transactions(w):
     assert closed["state"] == STATE_SETTLED and closed["agreeing"] == 2
     # the dissenter lost faultPenalty, shared by the two agreeing executors
     slashed = res.event("Slashed")
-    assert (slashed["node"], slashed["reason"], slashed["amount"]) == (w.nodes[2].index, 2, PARAMS.fault_penalty)
+    assert (slashed["node"], slashed["reason"], slashed["amount"]) == (
+        w.nodes[2].index,
+        2,
+        PARAMS.fault_penalty,
+    )
     assert list(closed["credited"]) == [ETH // 10 + PARAMS.fault_penalty // 2] * 2 + [0]
     info = w.market.node(w.nodes[2].index)
-    assert (info.stake, info.failed, info.slashed, info.open_jobs) == (2 * ETH - PARAMS.fault_penalty, 1, 1, 0)
+    assert (info.stake, info.failed, info.slashed, info.open_jobs) == (
+        2 * ETH - PARAMS.fault_penalty,
+        1,
+        1,
+        0,
+    )
 
 
 def test_anyone_may_submit_openings(w):

@@ -428,7 +428,8 @@ contract SandrunMarket {
 
     /// @notice Open one or more commitments. Anyone may submit openings (an executor usually submits all
     ///   of them, collected from gossip, in one transaction); each one is checked against the commitment of
-    ///   its position, so only what the executor committed to can be revealed. Reveals open when all k have
+    ///   its position, so only what the executor committed to can be revealed; positions already revealed are
+    ///   skipped (at least one opening must be new). Reveals open when all k have
     ///   committed or the deadline passed, and close `revealWindow` after the deadline. When every committed
     ///   position is revealed, the job settles in the same call.
     function reveal(bytes32 jobId, Opening[] calldata openings) external {
@@ -448,7 +449,8 @@ contract SandrunMarket {
             uint256 pos = o.pos;
             if (pos >= commits) revert BadPosition(pos);
             uint256 bit = uint256(1) << pos;
-            if ((mask | fresh) & bit != 0) revert AlreadyRevealed(pos);
+            // skip what is already revealed: a front-run partial reveal cannot make a batch of openings fail
+            if ((mask | fresh) & bit != 0) continue;
             uint24 idx = _exec(meta, pos);
             bytes32 c = sha256(abi.encodePacked(jobId, nodeIdOf[idx], o.traceRoot, o.salt));
             if (keccak256(abi.encodePacked(c, o.usage)) != entries[pos]) revert BadOpening(pos);
@@ -456,6 +458,7 @@ contract SandrunMarket {
             vals[pos] = bytes32((uint256(o.traceRoot) & ~uint256(type(uint96).max)) | uint256(o.usage));
             emit Revealed(jobId, uint8(pos), o.traceRoot);
         }
+        if (fresh == 0) revert AlreadyRevealed(openings.length == 0 ? 0 : openings[0].pos);
         mask |= fresh;
         meta |= fresh << 56;
         if (mask == (uint256(1) << commits) - 1) {

@@ -14,12 +14,13 @@ the EVM recovers such a signature for ~3k gas while an Ed25519 verification writ
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from eth_abi import encode as abi_encode
 from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
+
+from ..protocol.verification import commitment as protocol_commitment
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_N = SECP256K1_N // 2
@@ -44,15 +45,11 @@ def _b32(name: str, value: bytes) -> bytes:
 def commitment(job_id: bytes, node_id: bytes, trace_root: bytes, salt: bytes) -> bytes:
     """sha256(job_id || node_id || trace_root || salt): the commitment posted on chain and in gossip.
 
-    The protocol core owns the definition (``sandrun_p2p.protocol.verification.commitment``); this is the same
-    function, kept here so the chain package does not depend on it.
+    The protocol core owns the definition (``sandrun_p2p.protocol.verification.commitment``); this is it.
     """
-    return hashlib.sha256(
-        _b32("job_id", job_id)
-        + _b32("node_id", node_id)
-        + _b32("trace_root", trace_root)
-        + _b32("salt", salt)
-    ).digest()
+    for name, value in (("job_id", job_id), ("node_id", node_id), ("trace_root", trace_root), ("salt", salt)):
+        _b32(name, value)
+    return protocol_commitment(job_id, node_id, trace_root, salt)
 
 
 def domain_separator(chain_id: int, contract: str) -> bytes:

@@ -88,3 +88,28 @@ class World:
         art = artifacts.load(name, ARTIFACTS)
         addr, _ = self.chain.deploy(signer or self.deployer, art, self.market.address)
         return self.chain.w3.eth.contract(address=addr, abi=art["abi"])
+
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
+
+
+def ensure_contract_packages() -> str | None:
+    """Install contracts/ npm packages (solc-js, anvil) with `npm ci` when missing; None when done, else why not."""
+    import shutil
+    import subprocess
+
+    solc = CONTRACTS_DIR / "node_modules" / "solc" / "package.json"
+    anvil = CONTRACTS_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+    if solc.exists() and anvil.exists():
+        return None
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed"
+    r = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=CONTRACTS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return None if r.returncode == 0 else f"npm ci failed: {r.stderr[-500:]}"

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from chain_world import ensure_contract_packages
 
 from sandrun_p2p.chain import artifacts
 
@@ -39,13 +40,11 @@ def test_artifacts_match_sources():
         if os.environ.get("CI"):
             pytest.fail("node is needed to check the contract artifacts")
         pytest.skip("node is not installed: cannot recompile the contracts")
-    if not (CONTRACTS / "node_modules" / "solc" / "package.json").exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed: cannot install solc-js") if not os.environ.get(
-                "CI"
-            ) else pytest.fail("npm")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=CONTRACTS, check=True, timeout=300)
+    why = ensure_contract_packages()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot install solc-js to check the contract artifacts: {why}")
+        pytest.skip(f"cannot install solc-js: {why}")
     r = subprocess.run(
         [node, "compile.js", "--check"], cwd=CONTRACTS, capture_output=True, text=True, timeout=300
     )

@@ -389,7 +389,7 @@ class Agent:
             except Exception as e:
                 self._log("caps-failed", None, error=str(e))
                 continue
-            if new != self.caps:
+            if _material_change(self.caps, new):
                 self.caps = new
                 self._log("caps-changed", None, cpus=new.cpus, mem_mb=new.mem_mb, gpus=len(new.gpus))
                 self.feed(CapabilitiesChanged(new))
@@ -510,3 +510,10 @@ class _suppress:
             log.debug("ignored during cleanup: %r", e)
             return True
         return False
+
+
+def _material_change(old: Capabilities, new: Capabilities) -> bool:
+    """Changes worth a new advert: anything but small swings of free disk space (which moves all the time)."""
+    if dataclasses.replace(old, disk_mb=0) != dataclasses.replace(new, disk_mb=0):
+        return True
+    return abs(new.disk_mb - old.disk_mb) > max(1024, old.disk_mb // 10)

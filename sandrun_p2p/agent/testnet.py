@@ -75,6 +75,16 @@ def _bundle(n: int) -> bytes:
     return buf.getvalue()
 
 
+def dial_plan(i: int, n: int) -> list[int]:
+    """Whom node ``i`` dials: a ring plus a chord (no single hub), each pair dialled from one side only
+    (simultaneous dials in both directions leave py-libp2p with a half-usable connection)."""
+
+    def wants(a: int) -> set[int]:
+        return {(a + 1) % n, (a + n // 2) % n} - {a} if n > 1 else set()
+
+    return sorted(j for j in wants(i) if not (i in wants(j) and i > j))
+
+
 def _toml(d: dict[str, Any]) -> str:
     lines, tables = [], []
     for k, v in d.items():
@@ -125,8 +135,7 @@ class Testnet:
                            else str(acct.private_key))
             infos.append((d, _free_port(), key.node_id, str(peer_id_of_node(key.node_id)), acct.address))
         for i, (d, port, nid, pid, address) in enumerate(infos):
-            # a ring plus a chord: every node dials up to two others, so the mesh has no single hub
-            peers = sorted({(i + 1) % a.nodes, (i + a.nodes // 2) % a.nodes} - {i}) if a.nodes > 1 else []
+            peers = dial_plan(i, a.nodes)
             cfg = {
                 "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
                 "bootstrap": [f"/ip4/127.0.0.1/tcp/{infos[j][1]}/p2p/{infos[j][3]}" for j in peers],

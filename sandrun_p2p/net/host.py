@@ -45,6 +45,7 @@ from ..protocol import messages as m
 from ..protocol.errors import ProtocolError
 from ..protocol.identity import NodeKey
 from . import fetch as fetchproto
+from . import peers as peersproto
 from .keys import libp2p_key_pair, node_id_of_peer, peer_id_of_node
 from .topics import kinds_allowed, topics_for_shards
 
@@ -71,6 +72,8 @@ class NetConfig:
     queue_high_water: int = 24  # publish waits while a peer's outbound queue is this full (limit 32)
     pacing_timeout_s: float = 5.0
     max_fetch_bytes: int = 512 * 1024 * 1024
+    target_peers: int = 12  # peer exchange dials learned peers until this many are connected
+    peer_exchange_s: float = 3.0
     backoff_min_s: float = 0.25
     backoff_max_s: float = 30.0
     # peer scoring (P4 invalid messages is what the validators feed)
@@ -111,7 +114,8 @@ class Network:
     """One node's libp2p host and gossip; run it with :meth:`run` inside a nursery.
 
     ``on_message(msg, now)`` is called (synchronously, from the validator) for every message that passed
-    the protocol decoder, including this node's own publishes.
+    the protocol decoder, including this node's own publishes; if it raises ``ProtocolError`` the
+    message is rejected (not forwarded, and the forwarding peer's score pays).
     """
 
     def __init__(
@@ -206,8 +210,12 @@ class Network:
                     host.set_stream_handler(
                         fetchproto.FETCH_PROTOCOL, fetchproto.make_handler(self._serve, c.call_timeout_s)
                     )
+                    host.set_stream_handler(
+                        peersproto.PEERS_PROTOCOL, peersproto.make_handler(self._peer_entries, c.call_timeout_s)
+                    )
                     for ma in self._bootstrap:
                         nursery.start_soon(self._keep_connected, ma)
+                    nursery.start_soon(self._peer_exchange)
                     self._ready.set()
                     log.info("net: listening on %s", " ".join(self.addrs()))
                     task_status.started()
@@ -239,11 +247,14 @@ class Network:
             except Exception as e:  # never let a validator raise into pubsub
                 self._reject("error", forwarder, e)
                 return False
-            self.stats.accepted += 1
             try:
                 self.on_message(decoded, self.clock())
+            except ProtocolError as e:  # the node's rules refused it (bad spec, wrong shard bits...)
+                self._reject(e.reason, forwarder, e)
+                return False
             except Exception:
                 log.exception("net: message handler failed for %s", decoded.kind)
+            self.stats.accepted += 1
             return True
 
         return validate
@@ -335,6 +346,58 @@ class Network:
                     delay = min(delay * 2, self.cfg.backoff_max_s)
                     continue
             await trio.sleep(1.0)
+
+    def _peer_entries(self) -> list[tuple[bytes, list[str]]]:
+        ps = self.host.get_peerstore()
+        out = []
+        for p in self.connected_peers():
+            try:
+                addrs = [str(a) for a in ps.addrs(p)]
+            except Exception:
+                continue
+            if addrs:
+                out.append((p.to_bytes(), addrs))
+        return out
+
+    async def _peer_exchange(self) -> None:
+        """Ask a random connected peer for its peers; dial new ones (smaller peer id dials) up to the target."""
+        rng = random.Random(self.key.node_id)
+        me = self.peer_id.to_bytes()
+        while True:
+            await trio.sleep(self.cfg.peer_exchange_s * (0.5 + rng.random()))
+            peers = self.connected_peers()
+            if not peers or len(peers) >= self.cfg.target_peers:
+                continue
+            src = rng.choice(peers)
+            try:
+                with trio.fail_after(self.cfg.call_timeout_s):
+                    stream = await self.host.new_stream(src, [peersproto.PEERS_PROTOCOL])
+                    try:
+                        entries = await peersproto.read_peers(stream)
+                    finally:
+                        with trio.move_on_after(1), contextlib.suppress(Exception):
+                            await stream.close()
+            except Exception as e:
+                log.debug("net: peer exchange with %s failed: %s", src, e)
+                continue
+            connected = {p.to_bytes() for p in self.connected_peers()}
+            ps = self.host.get_peerstore()
+            for pid, addrs in entries:  # remember every address: a direct stream to that peer can dial it
+                if pid != me:
+                    with contextlib.suppress(Exception):
+                        ps.add_addrs(ID(pid), [multiaddr.Multiaddr(a) for a in addrs], 3600)
+            for pid, addrs in entries:
+                if len(connected) >= self.cfg.target_peers:
+                    break
+                if pid == me or pid in connected or me > pid:
+                    continue
+                for a in addrs:
+                    try:
+                        await self.connect(a if "/p2p/" in a else f"{a}/p2p/{ID(pid).to_base58()}")
+                        connected.add(pid)
+                        break
+                    except Exception as e:
+                        log.debug("net: dial %s failed: %s", a, e)
 
     # ---------------------------------------------------------------- direct streams
 

@@ -1,0 +1,231 @@
+"""Network benchmark, in one run on this machine:
+
+1. raw gossip latency p50/p99 between N processes (the tuned py-libp2p stack of ``sandrun_p2p.net``: Noise,
+   yamux, gossipsub v1.1, validators decoding every message; no NodeCore, no agent);
+2. job-claim latency p50/p99 in an N-agent testnet (announce -> k claims seen by the submitting node);
+3. jobs/s through the same N-agent mesh with trivial k=1 jobs, full protocol including settlement on chain.
+
+    python bench/net_bench.py [--nodes 10] [--gossip-msgs 40] [--claim-jobs 20] [--jobs 100] [--json]
+
+Prints the figures and the ratios against the goals (claim p99 <= 2 x gossip p99; >= 25 jobs/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+# ----------------------------------------------------------------------------- gossip worker (one process)
+
+
+def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float) -> None:
+    import trio
+
+    from sandrun_p2p.agent.testnet import dial_plan
+    from sandrun_p2p.net.host import NetConfig, Network
+    from sandrun_p2p.net.topics import job_topic
+    from sandrun_p2p.protocol import messages as m
+    from sandrun_p2p.protocol.identity import NodeKey
+
+    topic = job_topic(0)
+    lat: list[float] = []
+
+    def on_msg(msg, now):
+        if msg.sender != key.node_id:
+            lat.append(time.time() - msg.seq / 1e6)
+
+    key = NodeKey.generate()
+
+    async def main() -> None:
+        net = Network(key, NetConfig(mdns=False, muxer=os.environ.get("MUXER", "YAMUX"), degree=int(os.environ.get("D", "6")), degree_low=int(os.environ.get("DL", "4")), degree_high=int(os.environ.get("DH", "12"))), on_msg)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            (d / f"addr{index}").write_text(net.addrs()[0])
+            while len(list(d.glob("addr*"))) < n:
+                await trio.sleep(0.05)
+            for j in dial_plan(index, n):
+                await net.connect((d / f"addr{j}").read_text())
+            while not net.mesh_peers(topic):
+                await trio.sleep(0.05)
+            (d / f"ready{index}").write_text("1")
+            while not (d / "go").exists():
+                await trio.sleep(0.01)
+            import resource
+
+            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+            body = {"job": b"\x00" * 32, "caps": {"cpus": 1, "mem_mb": 1, "disk_mb": 0, "gpus": [],
+                                                 "enforced": ["network"], "executor": "x", "max_jobs": 1}}
+            for _ in range(msgs):
+                seq = time.time_ns() // 1000  # the send time, in microseconds
+                await net.publish(topic, m.encode(key, m.CLAIM, body, seq, int(time.time() * 1000)))
+                await trio.sleep(n / rate)
+            with trio.move_on_after(10):
+                while len(lat) < msgs * (n - 1):
+                    await trio.sleep(0.05)
+            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            if os.environ.get("BENCH_CPU"):
+                print("worker", index, "mesh", len(net.mesh_peers(topic)), "conns", len(net.connected_peers()), "cpu s", round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3),
+                      file=sys.stderr)
+            (d / f"lat{index}.json").write_text(json.dumps(lat))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def gossip_phase(n: int, msgs: int, rate: float) -> dict:
+    d = Path(tempfile.mkdtemp(prefix="gossip-bench-"))
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(d), str(i), str(n), str(msgs), str(rate)])
+             for i in range(n)]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(d.glob("ready*"))) < n:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError("gossip workers did not form a mesh")
+            time.sleep(0.05)
+        time.sleep(3.0)  # let a few heartbeats settle the mesh after the last node joined
+        (d / "go").write_text("1")
+        for p in procs:
+            p.wait(timeout=180)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    lat = [x for i in range(n) for x in json.loads((d / f"lat{i}.json").read_text())]
+    expected = msgs * n * (n - 1)
+    return {"nodes": n, "messages": msgs * n, "deliveries": len(lat), "expected_deliveries": expected,
+            "rate_msgs_per_s": rate, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000}
+
+
+# ----------------------------------------------------------------------------- agent phases
+
+
+def trivial_bundle(i: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = f"echo {i} > out.txt\n".encode()
+        info = tarfile.TarInfo("main.sh")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def job_body(i: int, k: int) -> dict:
+    return {"manifest": {"entrypoint": "main.sh", "interpreter": "sh", "outputs": ["out.txt"], "timeout": 20,
+                         "memory_mb": 64},
+            "bundle_b64": base64.b64encode(trivial_bundle(i)).decode(), "redundancy": k, "deadline_s": 300}
+
+
+def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        evs = api.events(job=job_id)["events"]
+        ann = [e["at"] for e in evs if e["state"] == "announced"]
+        claims = sorted(e["at"] for e in evs if e["state"] == "claimed")
+        if ann and len(claims) >= k:
+            return claims[k - 1] - ann[0]
+        time.sleep(0.05)
+    raise RuntimeError(f"job {job_id} did not get {k} claims in {timeout}s")
+
+
+def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int) -> dict:
+    from sandrun_p2p.agent.testnet import Testnet
+
+    args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
+                              timeout=180.0, job_size=0)
+    net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
+    try:
+        net.start()
+        clients = net.wait_mesh()
+        # claim latency: one job at a time, announce -> k claims as seen by the origin
+        lats = []
+        for i in range(claim_jobs):
+            api = clients[i % n]
+            r = api.submit(**job_body(10_000 + i, k_claim))
+            lats.append(claim_latency(api, r["job_id"], k_claim))
+        # throughput: submit everything through all nodes at once, wait for every settlement
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=min(16, n)) as pool:
+            ids = list(pool.map(lambda i: (i % n, clients[i % n].submit(**job_body(i, 1))["job_id"]), range(jobs)))
+        t_sub = time.monotonic() - t0
+        pending = dict(ids and [(jid, idx) for idx, jid in ids])
+        states: dict[str, str] = {}
+        deadline = time.monotonic() + 300
+        while pending and time.monotonic() < deadline:
+            for jid, idx in list(pending.items()):
+                st = clients[idx].job(jid)["state"]
+                if st in ("settled", "refunded", "failed"):
+                    states[jid] = st
+                    del pending[jid]
+            time.sleep(0.1)
+        wall = time.monotonic() - t0
+        settled = sum(1 for s in states.values() if s == "settled")
+        return {"claim": {"jobs": claim_jobs, "k": k_claim, "p50_ms": pct(lats, 50) * 1000,
+                          "p99_ms": pct(lats, 99) * 1000, "mean_ms": statistics.mean(lats) * 1000},
+                "throughput": {"jobs": jobs, "settled": settled, "not_finished": len(pending),
+                               "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
+                               "jobs_per_s": settled / wall if wall else 0.0},
+                "chain": net.chain_kind}
+    finally:
+        net.stop()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        d, i, n, msgs, rate = sys.argv[2:7]
+        gossip_worker(Path(d), int(i), int(n), int(msgs), float(rate))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=10)
+    p.add_argument("--gossip-msgs", type=int, default=40, help="messages each gossip process publishes")
+    p.add_argument("--gossip-rate", type=float, default=20.0, help="total gossip messages per second")
+    p.add_argument("--claim-jobs", type=int, default=20)
+    p.add_argument("--claim-k", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=100, help="trivial k=1 jobs for the throughput phase")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    t0 = time.monotonic()
+    g = gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate)
+    ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs)
+    out = {"machine": {"cpus": os.cpu_count()}, "gossip": g, **ag,
+           "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
+                      "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},
+           "wall_s": round(time.monotonic() - t0, 1)}
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"gossip ({g['nodes']} processes, {g['rate_msgs_per_s']} msg/s): p50 {g['p50_ms']:.1f} ms, "
+              f"p99 {g['p99_ms']:.1f} ms, delivered {g['deliveries']}/{g['expected_deliveries']}")
+        c, t = ag["claim"], ag["throughput"]
+        print(f"claim latency (k={c['k']}, {c['jobs']} jobs): p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms")
+        print(f"throughput: {t['settled']}/{t['jobs']} trivial k=1 jobs settled in {t['wall_s']} s = "
+              f"{t['jobs_per_s']:.2f} jobs/s (chain: {ag['chain']})")
+        r = out["ratios"]
+        print(f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "
+              f"jobs/s / 25 = {r['jobs_per_s_over_goal_25']:.2f} (goal >= 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

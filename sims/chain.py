@@ -119,8 +119,10 @@ class ChainModel:
                 return TxResult(False)
             if ev_kind == "no_reveal":
                 valid = node in j.commits and node not in j.reveals
-            elif ev_kind == "dissent":
-                valid = j.settled_root is not None and j.reveals.get(node, j.settled_root) != j.settled_root
+            elif ev_kind == "dissent":  # the accused revealed on chain against a root a quorum revealed
+                mine = j.reveals.get(node)
+                roots = list(j.reveals.values())
+                valid = mine is not None and any(r != mine and roots.count(r) >= j.q for r in set(roots))
             else:  # equivocation: two signed conflicting messages; the simulator trusts the core here
                 valid = node in j.commits
             if not valid:

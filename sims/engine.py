@@ -43,6 +43,7 @@ from .scenario import Adversary, JobKind, Scenario
 HONEST = "honest"
 CHEATING_KINDS = ("lazy", "copy", "wrong", "colluder", "noreveal", "sybil")
 TICK = Tick()
+PAST_TIMER_DELAY = 0.25  # seconds; see _apply
 
 
 @dataclass(eq=False)
@@ -60,6 +61,7 @@ class SimNode:
     alive: bool = False
     part: int = 0
     timer_at: float | None = None
+    last_tick: float = -1.0
     seq: int = 0
     active: dict[bytes, int] = field(default_factory=dict)
     exec_seq: int = 0
@@ -124,6 +126,7 @@ class Simulator:
         self.end_at: float | None = None
         self.partitioned = False
         self.kind_counts: dict[str, int] = {}
+        self.anomalies: dict[str, int] = {}  # simulator-side counters: crashes, rejected messages, timers re-armed in the past
         self.job_states: dict[str, int] = {}
         self.lost = 0
         self.client = AdaptiveClient(self, sc.verification) if sc.verification.mode == "adaptive" else None
@@ -240,6 +243,7 @@ class Simulator:
                 if node.timer_at != t:
                     continue
                 node.timer_at = None
+                node.last_tick = t
             elif type(ev) is tuple:
                 ev = self._exec_result(node, ev)
                 if ev is None:
@@ -248,7 +252,7 @@ class Simulator:
                 try:
                     ev = Received(m.decode(ev, node.guard, t))
                 except Exception:
-                    self.kind_counts["rejected"] = self.kind_counts.get("rejected", 0) + 1
+                    self.anomalies["rejected"] = self.anomalies.get("rejected", 0) + 1
                     continue
             self._apply(node, node.core.handle(ev, t), t)
         self.now = min(self.now, horizon)
@@ -275,7 +279,16 @@ class Simulator:
             if ta is Publish:
                 self._publish(node, a, t)
             elif ta is SetTimer:
-                at = a.at if a.at > t else t
+                at = a.at
+                if at <= t:
+                    if node.last_tick == t:
+                        # NodeCore re-armed a timer in the past right after a Tick at this instant (see
+                        # report: _maybe_begin_reveal wakes at deadline - reveal_window once it passed), which
+                        # would spin forever at one simulated instant; fire it a little later instead.
+                        at = t + PAST_TIMER_DELAY
+                        self.anomalies["timer_in_past"] = self.anomalies.get("timer_in_past", 0) + 1
+                    else:
+                        at = t
                 node.timer_at = at
                 self.push(at, node.idx, TICK)
             elif ta is JobEvent:
@@ -295,6 +308,7 @@ class Simulator:
         kind = a.kind
         body = a.body
         if node.kind in ("copy", "noreveal") and kind == m.REVEAL:
+            node.cheated += node.kind == "noreveal"
             body = self._adversarial_reveal(node, body)
             if body is None:
                 return
@@ -359,8 +373,10 @@ class Simulator:
             return True
         if strat == "sleeper" and (self.client is None or self.client.book.on_probation(node.nid)):
             return False
+        # the group computes the committee it expects (top k of the HRW ranking) and compares notes off-line
         job = node.core.jobs.get(rec.jid)
-        winners = job.winners if job is not None else (node.nid,)
+        k = rec.spec.redundancy
+        winners = node.core.eligible_nodes(job, self.now)[:k] if job is not None else [node.nid]
         mates = sum(1 for w in winners if (o := self.by_id.get(w)) is not None and o.group == node.group and o.kind == node.kind)
         return mates >= rec.spec.quorum
 
@@ -561,7 +577,7 @@ class Simulator:
             return
         node.alive = False
         node.active.clear()
-        self.kind_counts["crash"] = self.kind_counts.get("crash", 0) + 1
+        self.anomalies["crash"] = self.anomalies.get("crash", 0) + 1
         self.call_at(t + self.rng.expovariate(1 / self.sc.churn.mean_downtime), self._restart, idx)
 
     def _restart(self, t: float, idx: int) -> None:

@@ -136,6 +136,7 @@ def compute(sim: Simulator) -> dict[str, Any]:
             "rx_per_node_per_s_mean": round(sum(rx) / max(1, len(ever)) / duration, 4),
         },
         "protocol_events": dict(sorted(sim.job_states.items())),
+        "anomalies": dict(sorted(sim.anomalies.items())),
     }
     if sim.client is not None:
         out["verification"] = {"checks": sim.client.checks, "fraud_proofs": sim.client.fraud_proofs}

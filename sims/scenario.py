@@ -208,10 +208,7 @@ def apply_override(d: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     cur: Any = d
     for p in parts[:-1]:
-        if isinstance(cur, list):
-            cur = cur[int(p)]
-        else:
-            cur = cur.setdefault(p, {})
+        cur = cur[int(p)] if isinstance(cur, list) else cur.setdefault(p, {})
     last = parts[-1]
     if isinstance(cur, list):
         cur[int(last)] = value

@@ -441,8 +441,8 @@ contract SandrunMarket {
         if (commits < _k(meta) && block.timestamp <= deadline) revert RevealNotOpen();
         if (block.timestamp > deadline + revealWindow) revert RevealClosed();
         uint256 mask = _mask(meta);
-        uint256 fresh;
-        bytes32[5] memory vals;
+        uint256 fresh = 0;
+        bytes32[5] memory vals = [bytes32(0), 0, 0, 0, 0];
         bytes32[5] storage entries = _entries[jobId];
         for (uint256 i = 0; i < openings.length; ++i) {
             Opening calldata o = openings[i];
@@ -485,7 +485,7 @@ contract SandrunMarket {
             return;
         }
         if (block.timestamp <= deadline + revealWindow) revert TooEarly();
-        bytes32[5] memory vals;
+        bytes32[5] memory vals = [bytes32(0), 0, 0, 0, 0];
         _settle(jobId, j, meta, vals, 0);
     }
 
@@ -515,7 +515,7 @@ contract SandrunMarket {
     }
 
     function _settle(bytes32 jobId, Job storage j, uint256 meta, bytes32[5] memory vals, uint256 fresh) private {
-        Tally memory t;
+        Tally memory t = Tally(0, 0, 0, 0, false, 0, 0, 0, 0);
         t.commits = _commits(meta);
         t.mask = _mask(meta);
         t.escrow = j.escrow;
@@ -541,7 +541,7 @@ contract SandrunMarket {
         if (t.quorum) t.cap = t.escrow / t.agreeing;
 
         // the silent, and (when there is a quorum) the dissenting, lose faultPenalty of their stake
-        uint256 agreedMask;
+        uint256 agreedMask = 0;
         uint256[] memory credited = new uint256[](t.commits);
         for (uint256 pos = 0; pos < t.commits; ++pos) {
             uint24 idx = _exec(meta, pos);

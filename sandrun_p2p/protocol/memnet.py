@@ -52,11 +52,15 @@ class SimNode:
     guard: m.ReplayGuard
     seq: int = 0
     alive: bool = True
-    faulty: bool = False
+    faulty: bool = False  # returns a wrong result
+    silent: bool = False  # commits but never reveals
+    slow: float = 0.0  # extra execution time
     executions: list[bytes] = field(default_factory=list)
     cancelled: list[bytes] = field(default_factory=list)
     grants: list[bytes] = field(default_factory=list)
     exec_gen: dict[bytes, int] = field(default_factory=dict)
+    last_tick: float = -1.0
+    ticks_at: int = 0
     events: list[JobEvent] = field(default_factory=list)
 
 
@@ -108,8 +112,15 @@ class Loop:
             node = self.nodes[target]
             if not node.alive:
                 continue
-            if isinstance(ev, Tick) and self.timers.get(target) != at:
-                continue  # superseded timer
+            if isinstance(ev, Tick):
+                if self.timers.get(target) != at:
+                    continue  # superseded timer
+                node.ticks_at = node.ticks_at + 1 if node.last_tick == at else 0
+                node.last_tick = at
+                if node.ticks_at > 100:
+                    raise RuntimeError(
+                        f"timer busy loop at t={at} (NodeCore keeps asking for a past deadline)"
+                    )
             if isinstance(ev, bytes):
                 ev = Received(m.decode(ev, node.guard, at))
             elif isinstance(ev, tuple):  # an execution finishing: dropped if it was cancelled meanwhile
@@ -121,6 +132,11 @@ class Loop:
 
     def apply(self, node: SimNode, actions) -> None:
         for a in actions:
+            if node.silent and (
+                (isinstance(a, Publish) and a.kind == m.REVEAL)
+                or (isinstance(a, SubmitTx) and a.kind in ("reveal", "settle"))
+            ):
+                continue
             if isinstance(a, Publish):
                 node.seq += 1
                 raw = m.encode(node.key, a.kind, a.body, node.seq, int(self.now * 1000))
@@ -145,7 +161,7 @@ class Loop:
                 done = ExecutionDone(
                     a.job_id, root, sha256(node.key.node_id, a.job_id), "bafytrace", "bafyresult"
                 )
-                self.push(self.now + self.run_time, node.key.node_id, (gen, done))
+                self.push(self.now + self.run_time + node.slow, node.key.node_id, (gen, done))
             elif isinstance(a, SubmitTx):
                 self.txs.append((node.key.node_id, a))
                 if a.kind == "settle" and a.job_id not in self.settled:

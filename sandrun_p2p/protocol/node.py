@@ -113,6 +113,8 @@ class JobView:
     evidence_sent: set[tuple[str, bytes]] = field(default_factory=set)
     finished_at: float | None = None
     no_eligible_reason: str = ""
+    fail_reason: str = ""
+    held_reveals: dict[bytes, m.Message] = field(default_factory=dict)
     eligible_cache: tuple[int, float, list[bytes]] | None = None
 
 
@@ -147,6 +149,7 @@ class NodeCore:
         self.funded: dict[bytes, bytes] = {}  # job -> chain seed, for funding seen before the announcement
         self.running = 0
         self.orphans: dict[bytes, list[m.Message]] = {}
+        self._deferred: dict[bytes, None] = {}  # jobs passed over while every slot was busy (ordered set)
         self._timers: list[tuple[float, bytes]] = []
         self._pending: set[tuple[float, bytes]] = set()
         self._armed: float | None = None
@@ -177,8 +180,17 @@ class NodeCore:
             self._advertise(now, out)
         else:  # pragma: no cover - typing guards this
             raise TypeError(f"unknown event {event!r}")
+        if self._deferred and self.caps is not None and self.running < self.caps.max_jobs:
+            self._retry_deferred(now, out)
         self._arm(out)
         return out
+
+    def _retry_deferred(self, now: float, out: list[Action]) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for jid in deferred:
+            job = self.jobs.get(jid)
+            if job is not None and job.phase == OPEN and self.node_id not in job.claims:
+                self._step(job, now, out)
 
     def next_deadline(self) -> float | None:
         times = [
@@ -449,6 +461,9 @@ class NodeCore:
             return  # not a current winner, or too late: reveals may already be public
         job.commits[msg.sender] = (msg.body["commitment"], msg.raw, now)
         out.append(JobEvent(job.job_id, "committed", "", msg.sender))
+        held = job.held_reveals.pop(msg.sender, None)
+        if held is not None:
+            self._on_reveal(job, held, now, out)
 
     def _on_reveal(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
         b = msg.body
@@ -458,6 +473,11 @@ class NodeCore:
                 self._evidence(job, EvidenceKind.EQUIVOCATION, msg.sender, (prev[1], msg.raw), now, out)
             return
         commit = job.commits.get(msg.sender)
+        if commit is None and msg.sender in job.claims and job.reveal_started is None:
+            job.held_reveals[msg.sender] = (
+                msg  # gossip let it overtake its commitment: judge it when that arrives
+            )
+            return
         if commit is None or not reveal_matches(commit[0], job.job_id, msg.sender, b["root"], b["salt"]):
             self._count("reveal_rejected")
             out.append(
@@ -583,7 +603,13 @@ class NodeCore:
 
     def _step(self, job: JobView, now: float, out: list[Action]) -> None:
         """Re-evaluate one job; every rule below is a function of the view and ``now``."""
-        if job.phase in FINAL or not job.funded:
+        if not job.funded:
+            return
+        if job.reveal_deadline is not None and job.phase != REVEALING:
+            self._late_evidence(
+                job, now, out
+            )  # dissent and silence are judged until the reveal window closes
+        if job.phase in FINAL:
             return
         k = job.spec.redundancy
         if job.phase == OPEN:
@@ -616,7 +642,7 @@ class NodeCore:
         if job.phase == FAILED and job.settle_at is not None:
             if now >= job.settle_at:
                 job.settle_at = None
-                out.append(SubmitTx("refund", job.job_id, {"reason": job.no_eligible_reason or "no quorum"}))
+                out.append(SubmitTx("refund", job.job_id, {"reason": job.fail_reason}))
             else:
                 self._wake(job.job_id, job.settle_at)
         if deadline and job.phase in (OPEN, REVEALING):
@@ -658,7 +684,10 @@ class NodeCore:
         mine = job.claims.get(self.node_id)
         if mine is None:
             ranked = self.eligible_nodes(job, now)
-            if self.node_id not in ranked or self.running >= self.caps.max_jobs:
+            if self.node_id not in ranked:
+                return
+            if self.running >= self.caps.max_jobs:
+                self._deferred[job.job_id] = None  # looked at again when a slot frees
                 return
             if len(valid) >= k:
                 return
@@ -724,7 +753,7 @@ class NodeCore:
             self._begin_reveal(job, now)
             return
         if len(winners) < k and any(n not in job.claims for n in self.eligible_nodes(job, now)):
-            if hard is not None:
+            if hard is not None and hard > now:
                 self._wake(job.job_id, hard)
             return  # a fallback claimant is still to come: revealing now would let it copy
         if committed:
@@ -772,27 +801,32 @@ class NodeCore:
             job.phase = ACCEPTED
             job.accepted_root = d.root
             out.append(JobEvent(job.job_id, "accepted", d.root.hex() if d.root else ""))
-            for n in d.dissenting:
-                self._evidence(
-                    job, EvidenceKind.DISSENT, n, (job.reveals[n][1],) if job.reveals[n][1] else (), now, out
-                )
             if self.node_id in d.agreeing:
                 # Settling order: HRW rank among all committers (the same on every node once commitments are in).
                 order = claiming.rank(job.job_id, job.seed, job.commits)
                 job.settle_at = now + order.index(self.node_id) * self.cfg.settle_backup_delay
         elif d.outcome is Outcome.FAILED:
             self._fail(job, d.reason, now, out)
-        if job.phase in (ACCEPTED, FAILED) and final:
-            for n in sorted(job.commits):
-                if n not in job.reveals:
-                    self._evidence(
-                        job,
-                        EvidenceKind.NO_REVEAL,
-                        n,
-                        (job.commits[n][1],) if job.commits[n][1] else (),
-                        now,
-                        out,
-                    )
+        if job.phase != REVEALING:
+            self._late_evidence(job, now, out)
+
+    def _late_evidence(self, job: JobView, now: float, out: list[Action]) -> None:
+        """Once decided: a reveal against the accepted root is dissent, and when the reveal window closes a
+        commitment without a reveal is silence. Runs until the window closes, so reveals that arrive after
+        the quorum (or after settlement) are still judged."""
+        if job.accepted_root is not None:
+            for n, (root, raw) in job.reveals.items():
+                if root != job.accepted_root:
+                    self._evidence(job, EvidenceKind.DISSENT, n, (raw,) if raw else (), now, out)
+        if job.reveal_deadline is None:
+            return
+        if now < job.reveal_deadline:
+            self._wake(job.job_id, job.reveal_deadline)
+            return
+        for n in sorted(job.commits):
+            if n not in job.reveals:
+                raw = job.commits[n][1]
+                self._evidence(job, EvidenceKind.NO_REVEAL, n, (raw,) if raw else (), now, out)
 
     def _settle(self, job: JobView, now: float, out: list[Action]) -> None:
         if job.settle_at is None:
@@ -807,6 +841,7 @@ class NodeCore:
         if job.phase in (FAILED, *FINAL):
             return
         job.phase = FAILED
+        job.fail_reason = reason
         if job.executing:
             job.executing = False
             self.running = max(0, self.running - 1)
@@ -834,7 +869,8 @@ class NodeCore:
         ev = Evidence(kind, job.job_id, accused, tuple(i for i in items if i), job.accepted_root or b"")
         out.append(JobEvent(job.job_id, "evidence", kind.value, accused))
         # Only the executors that agreed (or, for equivocation, anyone who saw both messages) post it.
-        if kind is EvidenceKind.EQUIVOCATION or (self.node_id in job.commits and self.node_id != accused):
+        poster = self.node_id in job.commits or self.node_id == job.origin  # k=1: the origin reports
+        if kind is EvidenceKind.EQUIVOCATION or (poster and self.node_id != accused):
             if ev.items:
                 body = {
                     "kind": kind.value,

@@ -236,3 +236,70 @@ def test_funding_gates_processing_when_escrow_is_required():
     assert jid in loop.settled
     executor = next(n for n, node in loop.nodes.items() if jid in node.executions)
     assert executor == claiming.rank(jid, chain_seed, ids)[0]
+
+
+def test_late_dissent_after_acceptance_is_still_reported():
+    loop = Loop(5, seed=21)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    spec = make_spec(30, k=3)
+    jid = spec.job_id
+    top = claiming.rank(jid, SEED, ids)[:3]
+    loop.nodes[top[2]].faulty = True
+    loop.nodes[top[2]].slow = 2.5  # commits in time, reveals after the two honest reveals reached quorum
+    loop.submit(ids[0], spec)
+    loop.run(60)
+    assert loop.settled[jid] == sha256(b"right", jid)
+    slashes = {(tx.args["node"], tx.args["kind"]) for _, tx in loop.txs if tx.kind == "slash"}
+    assert slashes == {(top[2], "dissent")}
+
+
+def test_silent_k1_executor_is_reported_by_the_origin():
+    loop = Loop(3, seed=22)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    spec = make_spec(31, k=1, deadline=60)
+    jid = spec.job_id
+    executor = claiming.rank(jid, SEED, ids)[0]
+    origin = next(n for n in ids if n != executor)
+    loop.nodes[executor].silent = True
+    loop.submit(origin, spec)
+    loop.run(90)
+    assert jid not in loop.settled and jid in loop.refunded
+    slashes = [(n, tx.args["node"], tx.args["kind"]) for n, tx in loop.txs if tx.kind == "slash"]
+    assert (origin, executor, "no_reveal") in slashes
+
+
+def test_jobs_wait_for_busy_nodes_instead_of_timing_out():
+    caps = CPU.__class__(**{**CPU.__dict__, "max_jobs": 1})
+    loop = Loop(2, seed=23, caps=caps, run_time=5.0)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    jids = [loop.submit(ids[i % 2], make_spec(40 + i, k=1, deadline=200)) for i in range(6)]
+    loop.run(200)
+    assert all(j in loop.settled for j in jids)
+
+
+def test_a_reveal_that_overtakes_its_commitment_is_held_not_rejected():
+    ka, a = _core(1)
+    kb, _ = _core(2)
+    a.caps = None
+    spec = make_spec(32, k=1)
+    jid = spec.job_id
+    a.handle(SubmitJob(spec, SEED), 0.0)
+    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    root, salt = b"\x05" * 32, b"\x06" * 32
+    from sandrun_p2p.protocol.verification import commitment
+
+    reveal = m.encode(
+        kb, m.REVEAL, {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}, 3, 0
+    )
+    commit = m.encode(kb, m.COMMIT, {"job": jid, "commitment": commitment(jid, kb.node_id, root, salt)}, 2, 0)
+    out = a.handle(Received(m.decode(reveal)), 1.0)
+    assert not [e for e in out if getattr(e, "state", "") == "reveal-rejected"]
+    out = a.handle(Received(m.decode(commit)), 1.1)
+    states_ = [e.state for e in out if hasattr(e, "state")]
+    assert "revealed" in states_ and "accepted" in states_

@@ -169,16 +169,25 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int) -> dict:
         with ThreadPoolExecutor(max_workers=min(16, n)) as pool:
             ids = list(pool.map(lambda i: (i % n, clients[i % n].submit(**job_body(i, 1))["job_id"]), range(jobs)))
         t_sub = time.monotonic() - t0
-        pending = dict(ids and [(jid, idx) for idx, jid in ids])
+        # wait on each origin's event stream (long polls), not by hammering the job endpoint
+        by_node: dict[int, set[str]] = {}
+        for idx, jid in ids:
+            by_node.setdefault(idx, set()).add(jid)
         states: dict[str, str] = {}
         deadline = time.monotonic() + 300
-        while pending and time.monotonic() < deadline:
-            for jid, idx in list(pending.items()):
-                st = clients[idx].job(jid)["state"]
-                if st in ("settled", "refunded", "failed"):
-                    states[jid] = st
-                    del pending[jid]
-            time.sleep(0.1)
+
+        def follow(idx: int) -> None:
+            want, since = by_node[idx], 0
+            while want - set(states) and time.monotonic() < deadline:
+                r = clients[idx].events(since=since, wait=2)
+                since = r["last"]
+                for e in r["events"]:
+                    if e["job_id"] in want and e["state"] in ("settled", "refunded"):
+                        states[e["job_id"]] = e["state"]
+
+        with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
+            list(pool.map(follow, list(by_node)))
+        pending = [jid for _, jid in ids if jid not in states]
         wall = time.monotonic() - t0
         settled = sum(1 for s in states.values() if s == "settled")
         return {"claim": {"jobs": claim_jobs, "k": k_claim, "p50_ms": pct(lats, 50) * 1000,

@@ -87,7 +87,11 @@ class ChainLink:
         else:
             raise ValueError("no account key: set [chain] key_file or key_env")
         self.market = dep.market(self.chain, self.signer)
-        self.poller = EventPoller(self.market, from_block=self.deploy_block)
+        # reads (event polling, status) use their own connection so they never queue behind a transaction
+        self.reader = (dep.market(Chain.connect(rpc, kind=options.get("kind", "rpc")), self.signer) if rpc
+                       else self.market)
+        self._read_lock = trio.Lock() if rpc else None
+        self.poller = EventPoller(self.reader, from_block=self.deploy_block)
         # the addresses file records the deployment parameters (Market.params() needs eth_call without "from",
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())
@@ -101,6 +105,12 @@ class ChainLink:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
+            return await trio.to_thread.run_sync(fn, *args)
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        if self._read_lock is None:
+            return await self._run(fn, *args)
+        async with self._read_lock:
             return await trio.to_thread.run_sync(fn, *args)
 
     # ------------------------------------------------------------------ port
@@ -217,7 +227,7 @@ class ChainLink:
     def _node_id(self, idx: int) -> bytes:
         nid = self.node_ids.get(idx)
         if nid is None:
-            nid = self.node_ids[idx] = self.market.node(idx).node_id
+            nid = self.node_ids[idx] = self.reader.node(idx).node_id
         return nid
 
     async def poll(self) -> list[ChainUpdate]:
@@ -255,25 +265,25 @@ class ChainLink:
                                            data={"reason": reason, "amount": int(a["amount"])}))
             return out
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def account(self, node_id: bytes) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            info = self.market.node_by_id(node_id)
+            info = self.reader.node_by_id(node_id)
             if info is None:
                 return {"registered": False}
             return {"registered": True, "address": info.account, "stake_wei": info.stake,
-                    "earned_wei": info.earnings, "withdrawable_wei": self.market.withdrawable(info.account),
+                    "earned_wei": info.earnings, "withdrawable_wei": self.reader.withdrawable(info.account),
                     "completed": info.completed, "failed": info.failed, "slashed": info.slashed,
                     "open_jobs": info.open_jobs}
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def job(self, job_id: bytes) -> dict[str, Any]:
         if job_id in self.closed:
             return {**self.closed[job_id], "reason": ""}
         try:
-            info = await self._run(self.market.job, job_id)
+            info = await self._read(self.reader.job, job_id)
         except Exception as e:
             return {"state": "unknown", "error": str(e)}
         return {"state": info.state_name, "escrow_wei": info.escrow, "commits": info.commits, "paid": {},

@@ -191,8 +191,7 @@ class Network:
             router,
             strict_signing=True,
             msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest(),
-            max_inbound_rpc_size=2 * m.MAX_MESSAGE_BYTES + 4096,
-        )
+        )  # the inbound RPC limit stays at 1 MiB: one RPC batches many messages (each capped by the decoder)
         self.host, self.pubsub, self.router = host, pubsub, router
         try:
             async with (

@@ -135,6 +135,7 @@ class Agent:
         self._deadline: float | None = None
         self._timer_changed = trio.Event()
         self._events_changed = trio.Event()
+        self._poll_now = trio.Event()
         self._pub_send, self._pub_recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
         self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
         self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)
@@ -226,6 +227,8 @@ class Agent:
         jid = job_id_of(msg)
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
+            if msg.kind == m.JOB and self.core.cfg.require_escrow and jid not in self.core.funded:
+                self._poll_now.set()  # look for the escrow now rather than at the next poll
         self.feed(Received(msg))
 
     # ------------------------------------------------------------------ executions
@@ -370,6 +373,7 @@ class Agent:
 
     async def _chain_watcher(self) -> None:
         while True:
+            self._poll_now = trio.Event()
             try:
                 with trio.fail_after(30):
                     updates = await self.chain.poll()
@@ -379,7 +383,8 @@ class Agent:
                 self.chain_errors.append(f"poll: {type(e).__name__}: {e}"[:300])
                 self._log("chain-poll-failed", None, error=f"{type(e).__name__}: {e}")
                 await trio.sleep(2)
-            await trio.sleep(self.cfg.chain_poll_s)
+            with trio.move_on_after(self.cfg.chain_poll_s):
+                await self._poll_now.wait()
 
     async def _caps_watcher(self, detect: Any) -> None:
         while True:

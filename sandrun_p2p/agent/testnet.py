@@ -97,8 +97,10 @@ def _toml(d: dict[str, Any]) -> str:
 
 
 class Testnet:
-    def __init__(self, args: argparse.Namespace, say: Any) -> None:
+    def __init__(self, args: argparse.Namespace, say: Any, *, faulty: tuple[int, ...] = ()) -> None:
+        """``faulty``: indexes of nodes started with the test-only faulty executor (tests only)."""
         self.args = args
+        self.faulty = faulty
         self.say = say
         self.root = Path(args.data_dir or tempfile.mkdtemp(prefix="sandrun-testnet-")).resolve()
         self.procs: list[subprocess.Popen] = []
@@ -149,6 +151,8 @@ class Testnet:
             (d / "agent.toml").write_text(_toml(cfg))
             argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",
                     str(d / "agent.toml"), "--log-file", str(d / "agent.log")]
+            if i in self.faulty:
+                argv.append("--test-faulty-executor")
             with open(d / "agent.out", "ab") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs.append(proc)

@@ -34,3 +34,36 @@ def test_testnet_rejects_bad_arguments() -> None:
     r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--redundancy", "3"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--redundancy must be between 1 and" in r.stderr
+
+
+def test_faulty_executor_slashed_by_the_contract(tmp_path) -> None:
+    """k=3 on the real SandrunMarket: the faulty node's dissenting root is outvoted and the contract slashes it."""
+    import argparse
+
+    from sandrun_p2p.agent.testnet import Testnet
+
+    from .cluster import hello_job, wait_for
+
+    args = argparse.Namespace(nodes=3, jobs=0, redundancy=3, json=True, data_dir=tmp_path / "net", chain="auto",
+                              timeout=120.0, job_size=0)
+    net = Testnet(args, lambda msg: None, faulty=(2,))
+    try:
+        net.start()
+        clients = net.wait_mesh()
+        faulty = net.nodes[2]["node_id"]
+        r = clients[0].submit(**hello_job(redundancy=3, deadline_s=120))
+        j = clients[0].wait_job(r["job_id"], ("settled", "refunded"), 90)
+        assert j["state"] == "settled", j
+        roots = {n: v["root"] for n, v in j["reveals"].items()}
+        assert roots[faulty] != j["accepted_root"]
+
+        def slashed():
+            evs = clients[0].events(job=r["job_id"])["events"]
+            return [e for e in evs if e["state"] == "slashed"]
+
+        s = wait_for(slashed, 30, "the contract's Slashed event")
+        assert {e["node"] for e in s} == {faulty} and "dissent" in s[0]["detail"]
+        chain = clients[0].job(r["job_id"])["chain"]
+        assert faulty not in chain["paid"] and len(chain["paid"]) == 2
+    finally:
+        net.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .encoding import tagged_hash
@@ -330,8 +331,9 @@ class JobSpec:
             "encrypted": self.encrypted,
         }
 
-    @property
+    @cached_property
     def job_id(self) -> bytes:
+        """Computed once per spec object (the spec is frozen; canonical CBOR + SHA-256 is not free)."""
         return job_id(self)
 
 

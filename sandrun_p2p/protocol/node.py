@@ -12,7 +12,9 @@ to reveal, and whether the result is accepted. Deadlines use local receipt times
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from . import claiming
 from . import messages as m
@@ -37,7 +39,7 @@ from .events import (
     SubmitTx,
     Tick,
 )
-from .jobspec import JobSpec
+from .jobspec import JobSpec, Manifest
 from .verification import Evidence, EvidenceKind, Outcome, commitment, decide, reveal_matches
 
 # Job phases as this node sees them.
@@ -48,6 +50,43 @@ FAILED = "failed"
 SETTLED = "settled"
 REFUNDED = "refunded"
 FINAL = (SETTLED, REFUNDED)
+T = TypeVar("T")
+
+_RX_STAT = {
+    k: f"rx_{k}"
+    for k in (m.ADVERT, m.JOB, m.CLAIM, m.RELEASE, m.COMMIT, m.REVEAL, m.CHECKPOINT, m.EVIDENCE, m.GRANT)
+}
+
+#: Eligible pools a node keeps, one per (manifest, shard) seen recently (oldest dropped first).
+_POOL_CACHE_SIZE = 64
+
+
+class _ParseCache(Generic[T]):
+    """``parse(d)`` for recently seen message parts, keyed by the identity of ``d`` (bounded, oldest dropped).
+
+    Each entry keeps its dict alive, so an id cannot be reused while cached. In one process (the simulator)
+    every node of a shard receives the same decoded message, so a part is parsed once instead of once per
+    node; elsewhere this only misses. Parsing is a pure function of the dict, and bodies are never mutated.
+    """
+
+    def __init__(self, parse: Callable[[dict], T], size: int = 1024) -> None:
+        self.parse = parse
+        self.size = size
+        self.entries: dict[int, tuple[dict, T]] = {}
+
+    def __call__(self, d: dict) -> T:
+        hit = self.entries.get(id(d))
+        if hit is not None and hit[0] is d:
+            return hit[1]
+        value = self.parse(d)  # may raise: nothing is cached then
+        if len(self.entries) >= self.size:
+            del self.entries[next(iter(self.entries))]
+        self.entries[id(d)] = (d, value)
+        return value
+
+
+_parse_spec = _ParseCache(JobSpec.from_dict)
+_parse_caps = _ParseCache(Capabilities.from_dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +164,7 @@ class Advert:
     interval: float
     shards: frozenset[int] | None  # None: all
     eth: bytes = b""
+    caps_raw: dict | None = None  # the advert's caps as received (an equal dict needs no parsing)
 
 
 class NodeCore:
@@ -155,6 +195,7 @@ class NodeCore:
         self._armed: float | None = None
         self._adv_version = 0
         self._next_advert: float | None = None
+        self._pools: dict[tuple[Manifest, int], tuple[int, Capabilities | None, float, list[bytes]]] = {}
         self.stats: dict[str, int] = {}
 
     # ------------------------------------------------------------------ driving API
@@ -193,10 +234,11 @@ class NodeCore:
                 self._step(job, now, out)
 
     def next_deadline(self) -> float | None:
-        times = [
-            t for t in (self._next_advert, self._timers[0][0] if self._timers else None) if t is not None
-        ]
-        return min(times) if times else None
+        t = self._timers[0][0] if self._timers else None
+        a = self._next_advert
+        if a is None:
+            return t
+        return a if t is None or a < t else t
 
     # ---------------------------------------------------------------------- helpers
 
@@ -245,6 +287,21 @@ class NodeCore:
         cached = job.eligible_cache
         if cached is not None and cached[0] == self._adv_version and now <= cached[1]:
             return cached[2]
+        valid_until, ok = self._eligible_pool(job.spec.manifest, job.shard, now)
+        ranked = claiming.rank(job.job_id, job.seed, ok)
+        job.eligible_cache = (self._adv_version, valid_until, ranked)
+        return ranked
+
+    def _eligible_pool(self, manifest: Manifest, shard: int, now: float) -> tuple[float, list[bytes]]:
+        """Unranked eligible nodes for a manifest and shard, and until when that holds.
+
+        Shared by the jobs with equal manifests in one shard, and valid under the same condition as a
+        job's cache: no advert, stake or own capability changed and no eligible advert expired since.
+        """
+        key = (manifest, shard)
+        hit = self._pools.get(key)
+        if hit is not None and hit[0] == self._adv_version and hit[1] is self.caps and now <= hit[2]:
+            return hit[2], hit[3]
         nodes = [n for n in self.adverts if n != self.node_id]
         if self.caps is not None:
             nodes.append(self.node_id)
@@ -252,18 +309,19 @@ class NodeCore:
         valid_until = float("inf")
         for n in nodes:
             caps = self._caps_of(n)
-            if caps is None or not self.advert_fresh(n, now) or not self._serves_shard(n, job.shard):
+            if caps is None or not self.advert_fresh(n, now) or not self._serves_shard(n, shard):
                 continue
             if self.cfg.require_stake and n not in self.staked:
                 continue
-            if claiming.eligible(caps, job.spec.manifest):
+            if claiming.eligible(caps, manifest):
                 ok.append(n)
                 a = self.adverts.get(n)
                 if a is not None:
                     valid_until = min(valid_until, a.at + a.interval * self.cfg.advert_ttl)
-        ranked = claiming.rank(job.job_id, job.seed, ok)
-        job.eligible_cache = (self._adv_version, valid_until, ranked)
-        return ranked
+        if len(self._pools) >= _POOL_CACHE_SIZE and key not in self._pools:
+            del self._pools[next(iter(self._pools))]
+        self._pools[key] = (self._adv_version, self.caps, valid_until, ok)
+        return valid_until, ok
 
     def _why_none_eligible(self, job: JobView, now: float) -> str:
         reasons: dict[str, int] = {}
@@ -328,7 +386,8 @@ class NodeCore:
             )
         shards = frozenset(b["shards"]) if b["shards"] else None
         prev = self.adverts.get(msg.sender)
-        caps = Capabilities.from_dict(b["caps"])
+        raw = b["caps"]
+        caps = prev.caps if prev is not None and prev.caps_raw == raw else _parse_caps(raw)
         interval = float(b["interval"])
         if (
             prev is None
@@ -338,12 +397,12 @@ class NodeCore:
             or not self.advert_fresh(msg.sender, now)
         ):
             self._adv_version += 1
-        self.adverts[msg.sender] = Advert(caps, now, interval, shards, b["eth"])
+        self.adverts[msg.sender] = Advert(caps, now, interval, shards, b["eth"], raw)
 
     # ------------------------------------------------------------------- messages
 
     def _on_message(self, msg: m.Message, now: float, out: list[Action]) -> None:
-        self._count(f"rx_{msg.kind}")
+        self._count(_RX_STAT.get(msg.kind) or f"rx_{msg.kind}")
         if msg.sender == self.node_id and msg.kind != m.JOB:
             return  # our own echo
         if msg.kind == m.ADVERT:
@@ -382,7 +441,7 @@ class NodeCore:
         self._count("rx_orphan")
 
     def _on_job(self, msg: m.Message, now: float, out: list[Action]) -> None:
-        spec = JobSpec.from_dict(msg.body["spec"])  # raises SpecError (a ProtocolError)
+        spec = _parse_spec(msg.body["spec"])  # raises SpecError (a ProtocolError)
         jid = spec.job_id
         if jid in self.jobs:
             return
@@ -424,7 +483,10 @@ class NodeCore:
         if job.phase != OPEN or msg.sender in job.claims:
             return
         # The claim carries the claimant's capabilities, so it can be judged before its advert arrives.
-        why = claiming.ineligibility(Capabilities.from_dict(msg.body["caps"]), job.spec.manifest)
+        raw = msg.body["caps"]
+        a = self.adverts.get(msg.sender)
+        caps = a.caps if a is not None and a.caps_raw == raw else _parse_caps(raw)
+        why = claiming.ineligibility(caps, job.spec.manifest)
         if why is None and self.cfg.require_stake and msg.sender not in self.staked:
             why = "not staked"
         if why is None and not self._serves_shard_claim(msg.sender, job.shard):

@@ -35,7 +35,7 @@ SAMPLE_JOB = (
 )
 
 TESTNET_CORE = {
-    "advert_interval": 2.0,
+    "advert_interval": 5.0,
     "fallback_interval": 1.0,
     "commit_grace": 10.0,
     "reveal_window": 5.0,

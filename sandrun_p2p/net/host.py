@@ -70,7 +70,7 @@ class NetConfig:
     max_msgs_per_topic_per_s: float = 5000.0
     call_timeout_s: float = 10.0
     queue_high_water: int = 24  # publish waits while a peer's outbound queue is this full (limit 32)
-    pacing_timeout_s: float = 5.0
+    pacing_timeout_s: float = 1.0
     max_fetch_bytes: int = 512 * 1024 * 1024
     target_peers: int = 12  # peer exchange dials learned peers until this many are connected
     peer_exchange_s: float = 3.0
@@ -139,6 +139,7 @@ class Network:
         self.peer_id = peer_id_of_node(key.node_id)
         self._provider: fetchproto.Provider | None = None
         self._publish_lock = trio.Lock()
+        self._stuck: dict[Any, float] = {}  # peer -> trio time until which pacing ignores it
         self._ready = trio.Event()
         self._topics = topics_for_shards(cfg.shards)
         self._bootstrap = [validate_multiaddr(b, need_peer=True) for b in cfg.bootstrap]
@@ -278,14 +279,25 @@ class Network:
             self.stats.published += 1
 
     async def _pace(self) -> None:
+        """Wait while a peer's outbound queue is nearly full (py-libp2p drops past 32 RPCs). A peer whose queue
+        stays full for a whole ``pacing_timeout_s`` is treated as stuck and ignored for a while, so one dead or
+        slow peer cannot hold back everybody else's messages."""
         queues = getattr(self.pubsub, "peer_queues", {})
-        deadline = trio.current_time() + self.cfg.pacing_timeout_s
+        now = trio.current_time()
+        deadline = now + self.cfg.pacing_timeout_s
         waited = False
-        while any(len(q) >= self.cfg.queue_high_water for q in list(queues.values())):
+        while True:
+            full = [p for p, q in list(queues.items())
+                    if len(q) >= self.cfg.queue_high_water and self._stuck.get(p, 0) < trio.current_time()]
+            if not full:
+                break
             if trio.current_time() >= deadline:
                 self.stats.pacing_timeouts += 1
-                log.warning("net: a peer's send queue stayed full for %.1fs", self.cfg.pacing_timeout_s)
-                return
+                for p in full:
+                    self._stuck[p] = trio.current_time() + 30.0
+                log.warning("net: %d peer(s) did not drain their send queue in %.1fs; not waiting for them for 30s",
+                            len(full), self.cfg.pacing_timeout_s)
+                break
             waited = True
             await trio.sleep(0.002)
         if waited:

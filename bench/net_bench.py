@@ -208,7 +208,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=10)
     p.add_argument("--gossip-msgs", type=int, default=40, help="messages each gossip process publishes")
-    p.add_argument("--gossip-rate", type=float, default=20.0, help="total gossip messages per second")
+    p.add_argument("--gossip-rate", type=float, default=5.0, help="total gossip messages per second")
     p.add_argument("--claim-jobs", type=int, default=20)
     p.add_argument("--claim-k", type=int, default=2)
     p.add_argument("--jobs", type=int, default=100, help="trivial k=1 jobs for the throughput phase")

@@ -146,7 +146,7 @@ class Testnet:
                 "chain": {"rpc": self.local.url, "kind": self.local.kind, "addresses_file": str(addresses),
                           "key_file": str(d / "chain.key")},
                 "shutdown_grace_s": 5.0,
-                "chain_poll_s": 0.2,
+                "chain_poll_s": 1.0,  # and at once when an unfunded job is announced
             }
             (d / "agent.toml").write_text(_toml(cfg))
             argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",

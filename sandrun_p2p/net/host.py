@@ -70,7 +70,7 @@ class NetConfig:
     max_msgs_per_topic_per_s: float = 5000.0
     call_timeout_s: float = 10.0
     queue_high_water: int = 24  # publish waits while a peer's outbound queue is this full (limit 32)
-    pacing_timeout_s: float = 1.0
+    pacing_timeout_s: float = 5.0
     max_fetch_bytes: int = 512 * 1024 * 1024
     target_peers: int = 12  # peer exchange dials learned peers until this many are connected
     peer_exchange_s: float = 3.0
@@ -294,8 +294,8 @@ class Network:
             if trio.current_time() >= deadline:
                 self.stats.pacing_timeouts += 1
                 for p in full:
-                    self._stuck[p] = trio.current_time() + 30.0
-                log.warning("net: %d peer(s) did not drain their send queue in %.1fs; not waiting for them for 30s",
+                    self._stuck[p] = trio.current_time() + 10.0
+                log.warning("net: %d peer(s) did not drain their send queue in %.1fs; not waiting for them for 10s",
                             len(full), self.cfg.pacing_timeout_s)
                 break
             waited = True

@@ -6,21 +6,29 @@ from dataclasses import dataclass, field
 
 from sandrun_p2p.protocol.verification import reveal_matches
 
-#: Gas per transaction kind. Estimates for the settlement contract (contracts/ has no artifacts yet);
-#: override per scenario in ``[chain.gas]``. For scale: the original marketplace spent 699,376 gas
-#: on one redundancy-3 job.
+#: Gas per transaction kind, from the settlement contract as measured by ``bench/gas.py`` (py-evm, steady
+#: state; table in contracts/README.md): postJob 70,886; commit ~61,000; a reveal that does not settle
+#: 40,600; k=1 reveal that settles 53,901; k=3 separate reveals 40.6k + 40.6k + 74.4k (the last settles);
+#: claimRefund ~39,500. The contract settles inside the reveal that completes the quorum; NodeCore sends that
+#: as a separate ``settle``, so ``settle + settle_per_payee * payees`` is the settling reveal's extra cost,
+#: fitted to the two measured points: per-job totals come out at 185,766 (k=1) and 409,940 (k=3, separate
+#: reveals), as measured. ``stake``, ``slash``, ``fraud_proof`` and ``revert`` are estimates (not measured).
+#: The batched path (not modelled here) costs 164,269 / 16,426 / 1,643 gas per job for 1 / 10 / 100 jobs
+#: per batch; withdrawals (~40.7k) are once for many jobs. Override per scenario in ``[chain.gas]``.
 GAS = {
-    "fund": 95_000,  # escrow the job's price
-    "commit": 48_000,
-    "reveal": 52_000,  # includes the SHA-256 precompile check
-    "settle": 45_000,
-    "settle_per_payee": 22_000,  # pull-payment credit per agreeing executor
-    "refund": 38_000,
-    "slash": 70_000,
-    "fraud_proof": 90_000,  # spot-check mismatch settled on chain (proposed, see trust.py)
-    "revert": 25_000,  # a transaction the contract rejects still pays for its execution
-    "stake": 65_000,
+    "fund": 70_886,  # postJob: escrow the job's price
+    "commit": 60_979,
+    "reveal": 40_600,  # opening checked with the SHA-256 precompile
+    "settle": 3_050,  # settling reveal's extra cost ...
+    "settle_per_payee": 10_250,  # ... per agreeing executor credited
+    "refund": 39_500,  # claimRefund
+    "slash": 70_000,  # estimate
+    "fraud_proof": 90_000,  # estimate: spot-check mismatch settled on chain (proposed, see trust.py)
+    "revert": 25_000,  # estimate: a transaction the contract rejects still pays for its execution
+    "stake": 65_000,  # estimate: register + stake
 }
+#: Measured per-job totals the table above must reproduce (tests/sims check it).
+MEASURED_PER_JOB = {"k1": 185_766, "k3_separate_reveals": 409_940, "k3_one_reveal_tx": 341_901}
 
 
 @dataclass

@@ -226,8 +226,9 @@ class Simulator:
         heap = self.heap
         nodes = self.nodes
         horizon = sc.horizon
+        pop = heapq.heappop
         while heap:
-            t, _, idx, ev = heapq.heappop(heap)
+            t, _, idx, ev = pop(heap)
             if t > horizon or (self.end_at is not None and t > self.end_at):
                 break
             self.now = t
@@ -282,9 +283,9 @@ class Simulator:
                 at = a.at
                 if at <= t:
                     if node.last_tick == t:
-                        # NodeCore re-armed a timer in the past right after a Tick at this instant (see
-                        # report: _maybe_begin_reveal wakes at deadline - reveal_window once it passed), which
-                        # would spin forever at one simulated instant; fire it a little later instead.
+                        # Guard: NodeCore re-armed a timer in the past right after a Tick at this instant, which
+                        # would spin forever at one simulated instant; fire it a little later and count it. The
+                        # protocol no longer does this (fixed in 9bed77c); tests/sims check the counter stays 0.
                         at = t + PAST_TIMER_DELAY
                         self.anomalies["timer_in_past"] = self.anomalies.get("timer_in_past", 0) + 1
                     else:
@@ -337,7 +338,9 @@ class Simulator:
         nodes = self.nodes
         part = node.part if self.partitioned else -1
         me = node.idx
-        for j in targets:
+        heap = self.heap
+        qseq = self.qseq
+        for j in targets:  # self.push inlined: this loop is the simulator's hottest
             if j == me:
                 continue
             r = int(rnd() * n_tab)
@@ -349,7 +352,9 @@ class Simulator:
             if part >= 0 and other.part != part:
                 continue
             other.rx += 1
-            self.push(t + d + hops[r] * ser, j, ev)
+            qseq += 1
+            heapq.heappush(heap, (t + d + hops[r] * ser, qseq, j, ev))
+        self.qseq = qseq
 
     def _adversarial_reveal(self, node: SimNode, body: dict[str, Any]) -> dict[str, Any] | None:
         if node.kind == "noreveal":

@@ -5,10 +5,11 @@ uninterrupted run: results go to an output file, checkpoints are new entries nam
 """
 import os
 import time
+from pathlib import Path
 
 ck = os.environ["SANDRUN_CHECKPOINT_DIR"]
 entries = sorted(e for e in os.listdir(ck) if not e.startswith("."))
-i = int(open(os.path.join(ck, entries[-1])).read()) if entries else 0
+i = int(Path(ck, entries[-1]).read_text()) if entries else 0
 total = 30
 while i < total:
     i += 1

@@ -403,7 +403,7 @@ class ControlServer:
                     return await store.get(cid)
                 if fmt != "tar":
                     raise HttpError(409, f"{cid} is a directory; ask with ?format=tar")
-                from ..exec.unpack import pack_dir
+                from ..store.bundle import pack as pack_dir
 
                 with tempfile.TemporaryDirectory(dir=a.cfg.data_dir) as td:
                     dest = Path(td) / "d"

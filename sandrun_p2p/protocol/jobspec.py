@@ -20,6 +20,7 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_MEMORY_MB = 1024 * 1024
 MAX_CPU = 256
 MAX_REDUNDANCY = 5
+MAX_EXECUTORS = 64
 MAX_ARGS = 64
 MAX_ENV = 64
 MAX_OUTPUTS = 64
@@ -277,6 +278,9 @@ class JobSpec:
     nonce: bytes = b""  # client-chosen, makes identical jobs distinct
     payment_wei: int = 0  # escrowed maximum price
     encrypted: bool = False
+    # When set, only these node ids may execute (e.g. the nodes a client trusts to spot-check a result; see
+    # trust.check_executors). Empty: any eligible node. Sorted, part of the job id only when set.
+    executors: tuple[bytes, ...] = ()
 
     @classmethod
     def from_dict(cls, d: Any) -> JobSpec:
@@ -285,7 +289,17 @@ class JobSpec:
         w = "spec"
         _unknown(
             d,
-            {"code_cid", "manifest", "redundancy", "quorum", "deadline", "nonce", "payment_wei", "encrypted"},
+            {
+                "code_cid",
+                "manifest",
+                "redundancy",
+                "quorum",
+                "deadline",
+                "nonce",
+                "payment_wei",
+                "encrypted",
+                "executors",
+            },
             w,
         )
         cid = _check_str(_req(d, "code_cid", str, w), "spec.code_cid", 128)
@@ -308,6 +322,17 @@ class JobSpec:
         pay = _opt(d, "payment_wei", int, 0, w)
         if pay < 0 or pay >= 2**128:
             raise SpecError("spec.payment_wei out of range")
+        execs = _opt(d, "executors", list, [], w)
+        if (
+            len(execs) > MAX_EXECUTORS
+            or not all(isinstance(x, bytes) and len(x) == 32 for x in execs)
+            or execs != sorted(set(execs))
+        ):
+            raise SpecError(
+                f"spec.executors must be a sorted list of at most {MAX_EXECUTORS} distinct 32-byte node ids"
+            )
+        if execs and len(execs) < k:
+            raise SpecError(f"spec.executors names {len(execs)} node(s), fewer than redundancy {k}")
         return cls(
             code_cid=cid,
             manifest=Manifest.from_dict(_req(d, "manifest", dict, w)),
@@ -317,10 +342,11 @@ class JobSpec:
             nonce=nonce,
             payment_wei=pay,
             encrypted=_opt(d, "encrypted", bool, False, w),
+            executors=tuple(execs),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "code_cid": self.code_cid,
             "manifest": self.manifest.to_dict(),
             "redundancy": self.redundancy,
@@ -330,6 +356,9 @@ class JobSpec:
             "payment_wei": self.payment_wei,
             "encrypted": self.encrypted,
         }
+        if self.executors:  # absent when unset, so the ids of ordinary jobs do not change
+            d["executors"] = list(self.executors)
+        return d
 
     @cached_property
     def job_id(self) -> bytes:

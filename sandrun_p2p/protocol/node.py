@@ -288,6 +288,8 @@ class NodeCore:
         if cached is not None and cached[0] == self._adv_version and now <= cached[1]:
             return cached[2]
         valid_until, ok = self._eligible_pool(job.spec.manifest, job.shard, now)
+        if job.spec.executors:
+            ok = [n for n in ok if n in job.spec.executors]
         ranked = claiming.rank(job.job_id, job.seed, ok)
         job.eligible_cache = (self._adv_version, valid_until, ranked)
         return ranked
@@ -332,11 +334,17 @@ class NodeCore:
             r = claiming.ineligibility(a.caps, job.spec.manifest) or (
                 "not staked"
                 if self.cfg.require_stake and n not in self.staked
+                else "not among the job's executors"
+                if job.spec.executors and n not in job.spec.executors
                 else "does not serve the job's shard"
             )
             reasons[r] = reasons.get(r, 0) + 1
         if self.caps is not None:
-            r = claiming.ineligibility(self.caps, job.spec.manifest)
+            r = claiming.ineligibility(self.caps, job.spec.manifest) or (
+                "not among the job's executors"
+                if job.spec.executors and self.node_id not in job.spec.executors
+                else None
+            )
             if r:
                 reasons[r] = reasons.get(r, 0) + 1
         total = sum(reasons.values())
@@ -489,6 +497,8 @@ class NodeCore:
         why = claiming.ineligibility(caps, job.spec.manifest)
         if why is None and self.cfg.require_stake and msg.sender not in self.staked:
             why = "not staked"
+        if why is None and job.spec.executors and msg.sender not in job.spec.executors:
+            why = "not among the job's executors"
         if why is None and not self._serves_shard_claim(msg.sender, job.shard):
             why = "does not serve the job's shard"
         if why is not None:

@@ -38,6 +38,9 @@ class TrustPolicy:
     spot_max: float = 0.5  # spot-check rate right after probation
     high_value_usd: float = 1.0  # at or above: plain k=3, q=2 (and spot checks as usual)
     prior_bad: float = 0.2  # assumed share of bad nodes among unknown ones (for :func:`credibility`)
+    gate_checks: bool = False  # spot checks run only on trusted nodes (``JobSpec.executors``, :func:`check_executors`)
+    check_pool_min: int = 2  # fewer trusted candidates than this: the check is not gated
+    open_check_redundancy: int = 1  # executors (all must agree) of a check that could not be gated
 
 
 @dataclass
@@ -102,6 +105,29 @@ def check_rate(book: TrustBook, executors: tuple[bytes, ...], redundancy: int) -
         return p.spot_min
     t = min(book.trust(n) for n in executors)
     return p.spot_min + (p.spot_max - p.spot_min) * (1.0 - t)
+
+
+def check_executors(
+    book: TrustBook, candidates: list[bytes], exclude: set[bytes], limit: int = 64
+) -> tuple[bytes, ...]:
+    """Who may run a spot check (``JobSpec.executors``): candidates off probation and without faults, never the
+    executors being checked, the most trusted first (at most ``limit``), sorted by id as the spec wants.
+
+    Returns () when fewer than ``check_pool_min`` qualify: the check then runs on any eligible node.
+    Why: an ungated check of a k=1 result is itself a random k=1 job, which a colluder confirms whenever it wins it.
+    """
+    ok = [n for n in candidates if n not in exclude and not book.on_probation(n)]
+    if len(ok) < book.policy.check_pool_min:
+        return ()
+    ok.sort(key=lambda n: (-book.trust(n), n))
+    return tuple(sorted(ok[:limit]))
+
+
+def check_plan(gated: bool, policy: TrustPolicy) -> Plan:
+    """Redundancy/quorum of a check: one trusted executor, or (while too few are trusted, e.g. at the start)
+    ``open_check_redundancy`` random ones that must all agree, so a colluder alone cannot confirm a mate."""
+    k = 1 if gated else policy.open_check_redundancy
+    return Plan(k, k)
 
 
 def should_check(secret: bytes, job_id: bytes, rate: float) -> bool:

@@ -71,12 +71,13 @@ def test_k2_job_claimed_by_top_two_and_paid(cluster: Cluster) -> None:
     assert r["job_id"] == job_id.hex()
     j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
     assert j["state"] == "settled", j
-    assert sorted(j["claims"]) == sorted(n.hex() for n in top)  # nobody else claimed
-    assert sorted(j["winners"]) == sorted(n.hex() for n in top)
-    assert sorted(j["commits"]) == sorted(n.hex() for n in top)
+    summary = {k: j.get(k) for k in ("claims", "winners", "commits", "events")}
+    assert sorted(j["claims"]) == sorted(n.hex() for n in top), summary  # nobody else claimed
+    assert sorted(j["winners"]) == sorted(n.hex() for n in top), summary
+    assert sorted(j["commits"]) == sorted(n.hex() for n in top), summary
     roots = {v["root"] for v in j["reveals"].values()}
     assert roots == {j["accepted_root"]}
-    assert sorted(j["chain"]["paid"]) == sorted(n.hex() for n in top)
+    assert sorted(j["chain"]["paid"]) == sorted(n.hex() for n in top), j["chain"]
     assert j["chain"]["paid_wei"] > 0
     # the result can be fetched through any node, as a tar of outputs/stdout/stderr/trace
     import io

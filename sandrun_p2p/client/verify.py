@@ -14,8 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..exec.tracing import hash_file
-from ..exec.unpack import walk_files
+from ..exec.tracing import hash_file, walk_files
 from ..protocol.encoding import decode_canonical
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import JobSpec

@@ -17,8 +17,8 @@ import trio
 from ..protocol.encoding import sha256, tagged_hash
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import Manifest
+from .bundles import pack_dir
 from .errors import BundleError, ExecError
-from .unpack import pack_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

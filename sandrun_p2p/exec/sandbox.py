@@ -28,12 +28,12 @@ import trio
 from ..protocol.jobspec import Manifest
 from . import checkpoint as ckpt
 from . import environment
+from .bundles import safe_extract
 from .capabilities import check_gpu, gpus
 from .cgroups import CgroupHost, JobCgroup
 from .errors import BundleError, ExecError
 from .result import ExecResult
-from .tracing import build_trace, collect_outputs, is_regular
-from .unpack import safe_extract, walk_files
+from .tracing import build_trace, collect_outputs, is_regular, walk_files
 
 MiB = 1 << 20
 RUNTIME_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")

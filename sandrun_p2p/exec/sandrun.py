@@ -26,11 +26,11 @@ import trio
 
 from ..protocol.jobspec import Manifest
 from . import environment
+from .bundles import pack_dir, safe_extract
 from .capabilities import check_gpu
 from .errors import BundleError, ExecError
 from .result import ExecResult
 from .tracing import build_trace, collect_outputs, glob_regex, is_regular
-from .unpack import pack_dir, safe_extract
 
 MAX_DOWNLOAD_BYTES = 1 << 30
 SENT_ENV_EXCLUDE = ("HOME", "SANDRUN_CHECKPOINT_DIR", "PATH")

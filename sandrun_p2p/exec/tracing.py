@@ -13,7 +13,6 @@ from typing import Any
 from ..protocol.jobspec import Manifest
 from ..protocol.trace import OutputFile, Trace, normalize_numeric
 from . import environment
-from .unpack import walk_files
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -45,6 +44,22 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out) + r"\Z")
+
+
+def walk_files(root: Path) -> list[str]:
+    """Sorted '/'-separated relative paths of the regular files under ``root`` (links never followed).
+
+    What a trace can see of a tree: outputs, checkpoint entries, and what a client checks a result against.
+    """
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in filenames:
+            p = base / name
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                out.append(p.relative_to(root).as_posix())
+    return sorted(out)
 
 
 def match_outputs(root: Path, patterns: tuple[str, ...]) -> list[str]:

@@ -1,14 +1,18 @@
-"""Code bundles: deterministic tar packing and safe unpacking (bytes in, bytes out, a destination dir).
+"""Bundles: THE deterministic tar packing and safe unpacking of the project (code bundles, results,
+checkpoint snapshots, the sandrun backend's tar.gz). The executors use it through ``exec.bundles``,
+which turns a :class:`StoreError` into their ``BundleError`` ("bad-bundle").
 
 ``pack(path)`` gives the same bytes for the same file contents on every machine: entries sorted by
 path, mtime 0, uid/gid 0, no user/group names, modes normalised to 0644 / 0755 (executable bit kept),
-PAX format with UTF-8 names, no symlinks, hardlinks, devices, FIFOs or sockets (refused).
-A single file is packed as one entry named by its base name; a directory by its contents.
+PAX format with UTF-8 names, no symlinks, hardlinks, devices, FIFOs or sockets (refused, or left out
+with ``skip_unsafe=True`` for trees a job wrote). A single file is packed as one entry named by its
+base name; a directory by its contents.
 
-``unpack(data, dest)`` accepts a tar or tar.gz (the sandrun HTTP backend wants tar.gz) and refuses,
-naming the member: absolute paths, ``..`` components, backslashes, NUL, symlinks, hardlinks, devices,
-FIFOs, duplicates, a file under a file, and archives over the size/entry limits. It extracts into a
-temporary sibling of ``dest`` and renames it into place, so a refused archive leaves nothing behind.
+``unpack(data, dest)`` accepts a tar or tar.gz and refuses, naming the member and before writing
+anything: absolute paths, ``..`` components, backslashes, NUL, symlinks, hardlinks, devices, FIFOs,
+duplicates, a file used as a directory (in any member order), unreadable archives, and archives over
+the size/entry limits (gzip bombs included). It extracts into a temporary sibling of ``dest`` and
+renames it into place, so a refused archive leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import shutil
 import stat as statmod
 import tarfile
 import tempfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from .base import PathLike
 from .errors import StoreError, TooLarge, UnsafePath
 
-DEFAULT_MAX_BYTES = 4 * 1024**3
-DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_BYTES = 1 << 30  # contents (sum of file sizes), 1 GiB
+DEFAULT_MAX_ENTRIES = 10_000  # files and directories
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -51,10 +57,18 @@ def pack(
     path: PathLike,
     *,
     compress: bool = False,
+    include: Callable[[str], bool] | None = None,
+    skip_unsafe: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_entries: int = DEFAULT_MAX_ENTRIES,
 ) -> bytes:
-    """Deterministic tar (``compress=True``: gzip with mtime 0) of a file or directory."""
+    """Deterministic tar (``compress=True``: gzip with mtime 0) of a file or directory.
+
+    ``include(rel)`` is asked for every file and directory below a packed directory ('/'-separated
+    path); ``False`` leaves it out (a directory with everything in it). ``skip_unsafe=True`` is for
+    trees a job wrote (checkpoint dirs): symlinks, devices, FIFOs, sockets, names that :func:`unpack`
+    would refuse and entries that vanish while packing are left out instead of refused.
+    """
     root = Path(path)
     try:
         st = os.lstat(root)
@@ -69,12 +83,27 @@ def pack(
         total += st.st_size
         if total > max_bytes:
             raise TooLarge(f"{root}: bundle would exceed {max_bytes} bytes")
-        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError:
+            if skip_unsafe:
+                return
+            raise
+        except OSError as e:  # O_NOFOLLOW on a file swapped for a symlink: ELOOP
+            if skip_unsafe:
+                return
+            raise UnsafePath(f"{src} cannot be opened as a regular file ({e.strerror})") from None
         with os.fdopen(fd, "rb") as f:
             fst = os.fstat(f.fileno())
             if not statmod.S_ISREG(fst.st_mode):
+                if skip_unsafe:
+                    return
                 raise UnsafePath(f"{src} changed into something other than a regular file")
             tf.addfile(_tarinfo(name, size=fst.st_size, mode=_mode(fst.st_mode, False)), f)
+
+    def refuse(msg: str) -> None:
+        if not skip_unsafe:
+            raise UnsafePath(msg)
 
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tf:
         if statmod.S_ISREG(st.st_mode):
@@ -83,29 +112,45 @@ def pack(
 
             def walk(d: Path, rel: str) -> None:
                 nonlocal count
-                with os.scandir(d) as it:
-                    items = sorted(it, key=lambda e: os.fsencode(e.name))
+                try:
+                    with os.scandir(d) as it:
+                        items = sorted(it, key=lambda e: os.fsencode(e.name))
+                except FileNotFoundError:
+                    if skip_unsafe:
+                        return
+                    raise
                 for e in items:
                     try:
                         e.name.encode("utf-8")
                     except UnicodeEncodeError:
-                        raise UnsafePath(f"{d}: name {os.fsencode(e.name)!r} is not UTF-8") from None
+                        refuse(f"{d}: name {os.fsencode(e.name)!r} is not UTF-8")
+                        continue
                     name = f"{rel}/{e.name}" if rel else e.name
+                    if "\\" in e.name:
+                        refuse(f"{root}: name {name!r} has a backslash; bundles cannot hold it")
+                        continue
+                    if include is not None and not include(name):
+                        continue
+                    try:
+                        est = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        if skip_unsafe:
+                            continue
+                        raise
+                    if statmod.S_ISLNK(est.st_mode):
+                        refuse(f"{root}: {name} is a symlink; bundles hold regular files and directories only")
+                        continue
+                    if not (statmod.S_ISDIR(est.st_mode) or statmod.S_ISREG(est.st_mode)):
+                        refuse(f"{root}: {name} is a device, FIFO or socket; refused")
+                        continue
                     count += 1
                     if count > max_entries:
                         raise TooLarge(f"{root} has more than {max_entries} entries")
-                    est = e.stat(follow_symlinks=False)
-                    if statmod.S_ISLNK(est.st_mode):
-                        raise UnsafePath(
-                            f"{root}: {name} is a symlink; bundles hold regular files and directories only"
-                        )
                     if statmod.S_ISDIR(est.st_mode):
                         tf.addfile(_tarinfo(name, is_dir=True, mode=0o755))
                         walk(Path(e.path), name)
-                    elif statmod.S_ISREG(est.st_mode):
-                        add_file(tf, Path(e.path), name, est)
                     else:
-                        raise UnsafePath(f"{root}: {name} is a device, FIFO or socket; refused")
+                        add_file(tf, Path(e.path), name, est)
 
             walk(root, "")
         elif statmod.S_ISLNK(st.st_mode):
@@ -125,7 +170,7 @@ def _check_member_name(name: str, where: str) -> str:
         raise UnsafePath(f"absolute path {name!r} in {where}")
     parts = PurePosixPath(name).parts
     if any(p == ".." for p in parts):
-        raise UnsafePath(f"path {name!r} in {where} climbs out of the destination (..)")
+        raise UnsafePath(f"path {name!r} in {where} escapes the destination (..)")
     clean = [p for p in parts if p != "."]
     if not clean:
         raise UnsafePath(f"empty path {name!r} in {where}")
@@ -136,14 +181,17 @@ def _decompressed(data: bytes, max_bytes: int) -> bytes:
     if not data.startswith(_GZIP_MAGIC):
         return data
     out = io.BytesIO()
-    with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
-        while True:
-            chunk = g.read(1 << 20)
-            if not chunk:
-                break
-            out.write(chunk)
-            if out.tell() > max_bytes + 1024 * 1024:  # tar headers on top of the contents
-                raise TooLarge(f"bundle decompresses to more than {max_bytes} bytes")
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
+            while True:
+                chunk = g.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+                if out.tell() > max_bytes + 1024 * 1024:  # tar headers on top of the contents
+                    raise TooLarge(f"bundle decompresses to more than {max_bytes} bytes")
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise StoreError(f"not a readable tar archive (broken gzip: {e})") from None
     return out.getvalue()
 
 
@@ -162,8 +210,8 @@ def _validated(raw: bytes, max_bytes: int, max_entries: int) -> list[tuple[str, 
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:", encoding="utf-8", errors="strict") as tf:
             members = tf.getmembers()
-    except (tarfile.TarError, UnicodeDecodeError) as e:
-        raise StoreError(f"not a valid tar archive ({e})") from None
+    except (tarfile.TarError, UnicodeDecodeError, EOFError, OSError) as e:
+        raise StoreError(f"not a readable tar archive ({e})") from None
     if len(members) > max_entries:
         raise TooLarge(f"bundle has {len(members)} entries, more than {max_entries}")
     for m in members:
@@ -178,16 +226,17 @@ def _validated(raw: bytes, max_bytes: int, max_entries: int) -> list[tuple[str, 
             raise UnsafePath(f"bundle member {m.name!r} is a device, FIFO or other special file; refused")
         if name in seen:
             raise UnsafePath(f"bundle lists {name!r} twice")
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if seen.get(parent) is False:
-                raise UnsafePath(f"bundle member {name!r} lies under the file {parent!r}")
         seen[name] = m.isdir()
         total += m.size
         if total > max_bytes:
             raise TooLarge(f"bundle holds more than {max_bytes} bytes")
         out.append((name + ("/" if m.isdir() else ""), m))
+    for name in seen:  # a file may not be the parent of another member, whichever comes first
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if seen.get(parent) is False:
+                raise UnsafePath(f"bundle member {name!r} is inside a file ({parent!r})")
     return out
 
 
@@ -197,10 +246,12 @@ def unpack(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_entries: int = DEFAULT_MAX_ENTRIES,
+    mtime: int | None = None,
 ) -> list[str]:
     """Extract a bundle into ``dest`` (must not exist, or be an empty directory); return the member paths.
 
-    All members are validated before anything is written; files get mode 0644 or 0755 only.
+    All members are validated before anything is written; files get mode 0644 or 0755 only. With
+    ``mtime`` every extracted file and directory (``dest`` included) gets that modification time.
     """
     dest = Path(dest)
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
@@ -223,6 +274,11 @@ def unpack(
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                 with os.fdopen(os.open(target, flags, _mode(m.mode, False)), "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
+        if mtime is not None:
+            for d, _dirs, files in os.walk(tmp, topdown=False):  # children before their directory
+                for f in files:
+                    os.utime(os.path.join(d, f), (mtime, mtime), follow_symlinks=False)
+                os.utime(d, (mtime, mtime), follow_symlinks=False)
         os.chmod(tmp, 0o755)
         if dest.exists():
             dest.rmdir()

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from sandrun_p2p.exec.tracing import build_trace, collect_outputs
-from sandrun_p2p.exec.unpack import pack_dir
 from sandrun_p2p.protocol.encoding import canonical
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.protocol.trace import Trace
+from sandrun_p2p.store.bundle import pack
 
 MANIFEST = {"entrypoint": "main.py", "outputs": ["out/**", "summary.json"], "timeout": 20, "memory_mb": 128,
             "compare": {"round_files": ["summary.json"], "digits": 4}}
@@ -45,4 +45,4 @@ def make_result(tmp: Path, spec: JobSpec, files: dict[str, str] | None = None) -
 
 
 def tar_of(stage: Path) -> bytes:
-    return pack_dir(stage)
+    return pack(stage)

@@ -77,3 +77,42 @@ def test_chain_ignores_dot_files_and_orders_by_name(tmp_path: Path) -> None:
     assert chain(tmp_path) == c1 and len(c1) == 2
     (tmp_path / "000003").write_text("c")
     assert chain(tmp_path)[:2] == c1
+
+
+def test_snapshot_of_what_a_job_wrote_leaves_out_links_and_fifos(tmp_path: Path) -> None:
+    """A checkpoint dir is job-written: links and FIFOs are left out (not refused, not followed), and a
+    snapshot restores to the same chain, empty entry directories included."""
+    import os
+
+    from sandrun_p2p.exec.checkpoint import restore, snapshot
+
+    ck = tmp_path / "ck"
+    (ck / "000002" / "deep").mkdir(parents=True)
+    (ck / "000001").write_text("a")
+    (ck / "000002" / "deep" / "x").write_text("x")
+    (ck / "000003").mkdir()  # an empty entry still counts in the chain
+    (ck / "000002" / "link").symlink_to("/etc/passwd")
+    (ck / "zzz-link").symlink_to(tmp_path)
+    os.mkfifo(ck / "000002" / "fifo")
+    snap = snapshot(ck)
+    assert len(snap.chain) == 3 and snapshot(ck).tar == snap.tar
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    assert restore(snap, dest) == snap.chain
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
+        "000001", "000002", "000002/deep", "000002/deep/x", "000003"]
+
+
+def test_snapshot_is_not_capped_but_restore_is(tmp_path: Path) -> None:
+    from sandrun_p2p.exec.bundles import safe_extract
+    from sandrun_p2p.exec.checkpoint import restore, snapshot
+
+    ck = tmp_path / "ck"
+    (ck / "000001").mkdir(parents=True)
+    for i in range(20):
+        (ck / "000001" / f"{i:03d}").write_text("x")
+    snap = snapshot(ck)  # a job's checkpoint dir never makes the executor fail
+    with pytest.raises(BundleError, match="more than 10"):
+        safe_extract(snap.tar, tmp_path / "small", max_entries=10)
+    (tmp_path / "r").mkdir()
+    assert restore(snap, tmp_path / "r") == snap.chain

@@ -11,9 +11,9 @@ import pytest
 from exec_helpers import JOB_ID, make_job, manifest
 
 from sandrun_p2p.exec import BundleError, ExecError, LocalExecutor
+from sandrun_p2p.exec.bundles import pack_dir, safe_extract
 from sandrun_p2p.exec.capabilities import capabilities, check_gpu
 from sandrun_p2p.exec.tracing import match_outputs
-from sandrun_p2p.exec.unpack import pack_dir, safe_extract
 from sandrun_p2p.protocol.jobspec import GpuRequirement, Manifest, SpecError
 
 ENVY = """
@@ -147,3 +147,36 @@ def test_refuses_without_network_isolation(tmp_path: Path, monkeypatch: pytest.M
         LocalExecutor(work_root=tmp_path, detect_gpus=False)
     ex = LocalExecutor(work_root=tmp_path, detect_gpus=False, allow_unsafe=True)
     assert ex.enforced["network"] is False and ex.unsafe
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ([_member("C:/evil.py")], "absolute"),
+    ([_member("a\\..\\evil.py")], "unsafe name"),
+    ([_member("dup"), _member("dup")], "twice"),
+    ([_member("a/b"), _member("a")], "inside a file"),
+])
+def test_store_side_checks_hold_for_exec(tmp_path: Path, members: list[tarfile.TarInfo], message: str) -> None:
+    """Checks that only store.bundle had before the merge refuse bundles with exec's BundleError too."""
+    with pytest.raises(BundleError, match=message) as e:
+        safe_extract(_tar([_member("main.py"), *members]), tmp_path)
+    assert e.value.reason == "bad-bundle" and list(tmp_path.iterdir()) == []
+
+
+def test_exec_limits_and_gzip_garbage_are_bad_bundles(tmp_path: Path) -> None:
+    import gzip
+
+    with pytest.raises(BundleError, match="more than 2"):
+        safe_extract(_tar([_member("a"), _member("b"), _member("c")]), tmp_path / "a", max_entries=2)
+    with pytest.raises(BundleError, match="decompresses to more than"):
+        safe_extract(gzip.compress(b"\0" * (4 << 20)), tmp_path / "b", max_bytes=1024)
+    with pytest.raises(BundleError, match="not a readable tar"):
+        safe_extract(b"\x1f\x8b not really gzip", tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bundle_files_get_the_given_mtime(tmp_path: Path) -> None:
+    job = make_job(tmp_path, "print(1)\n")
+    (job / "sub").mkdir()
+    (job / "sub" / "x.txt").write_text("x")
+    safe_extract(pack_dir(job, gzip=True), tmp_path / "o", mtime=1234)
+    assert {os.lstat(p).st_mtime for p in (tmp_path / "o").rglob("*")} == {1234}

@@ -160,3 +160,57 @@ def test_unpack_limits_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(StoreError, match="not an empty directory"):
         unpack(pack(src), tmp_path / "full")
+
+
+def test_unpack_refuses_file_used_as_directory_in_either_order(tmp_path: Path) -> None:
+    # the child listed before the file: refused at validation, not by a failed write half-way
+    for order in ([("f/under", "file", b"2"), ("f", "file", b"1")], [("f", "file", b"1"), ("f/under", "file", b"2")]):
+        with pytest.raises(UnsafePath, match="inside a file"):
+            list_members(evil_tar(*order))
+        with pytest.raises(UnsafePath, match="inside a file"):
+            unpack(evil_tar(*order), tmp_path / "d")
+        assert not (tmp_path / "d").exists()
+
+
+def test_unpack_refuses_broken_gzip(tmp_path: Path) -> None:
+    import gzip
+
+    good = gzip.compress(pack(make_src(tmp_path / "a")), mtime=0)
+    for bad in (b"\x1f\x8b" + b"garbage" * 20, good[: len(good) // 2]):
+        with pytest.raises(StoreError, match="not a readable tar"):
+            unpack(bad, tmp_path / "o")
+        assert not (tmp_path / "o").exists()
+
+
+def test_unpack_sets_mtime(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "a")
+    unpack(pack(src, compress=True), tmp_path / "o", mtime=315532800)
+    paths = [tmp_path / "o", *(tmp_path / "o").rglob("*")]
+    assert len(paths) > 5 and {os.lstat(p).st_mtime for p in paths} == {315532800}
+
+
+def test_default_limits_are_the_strictest() -> None:
+    from sandrun_p2p.store import bundle
+
+    assert bundle.DEFAULT_MAX_BYTES == 1 << 30 and bundle.DEFAULT_MAX_ENTRIES == 10_000
+
+
+def test_pack_include_and_skip_unsafe(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "a")
+    assert list_members(pack(src, include=lambda rel: rel.split("/", 1)[0] == "pkg")) == [
+        "pkg/",
+        "pkg/__init__.py",
+        "pkg/sub/",
+        "pkg/sub/data.bin",
+    ]
+    clean = pack(src)
+    (src / "link").symlink_to("/etc/passwd")
+    os.mkfifo(src / "pkg" / "fifo")
+    (src / "back\\slash").write_text("x")
+    with pytest.raises(UnsafePath, match="backslash"):
+        pack(src, include=lambda rel: rel != "link" and rel != "pkg/fifo")
+    assert pack(src, skip_unsafe=True) == clean  # left out, never followed or opened
+    with pytest.raises(TooLarge):
+        pack(src, skip_unsafe=True, max_entries=3)
+    with pytest.raises(TooLarge):
+        pack(src, skip_unsafe=True, max_bytes=1000)

@@ -4,6 +4,7 @@ killed and restarted at once resumes from its journal (abandons the interrupted 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,9 @@ def test_sigkilled_claimant_is_replaced_by_fallback(cluster: Cluster) -> None:
     top.kill()  # SIGKILL: no goodbye, no release
     j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 90)
     assert j["state"] == "settled", j
-    assert list(j["chain"]["paid"]) == [order[1].hex()]  # the fallback rank did it and was paid
+    # the fallback rank did it and was paid
+    assert list(j["chain"]["paid"]) == [order[1].hex()], (
+        [n.hex()[:12] for n in order], [(e["state"], e["node"][:12], e["detail"][:40]) for e in j["events"]])
     assert any(e["state"] == "lapsed" and e["node"] == top.node_id.hex() for e in j["events"])
 
     # the killed node comes back: it replays its journal, gives up the interrupted run, learns the outcome
@@ -79,6 +82,9 @@ def test_sigkilled_claimant_is_replaced_by_fallback(cluster: Cluster) -> None:
     log = (top.data_dir / "agent.log").read_text()
     assert f"event=abandon job={r['job_id'][:16]}" in log
     assert f"event=executed job={r['job_id'][:16]}" not in log  # never executed twice (nor once)
+    # the killed run's sandbox (a tmpfs mount under the data dir) was cleaned up at restart
+    mounts = Path("/proc/mounts").read_text()
+    assert str(top.data_dir / "exec") not in mounts
 
 
 def test_restarted_claimant_resumes_from_journal(cluster: Cluster) -> None:
@@ -95,4 +101,5 @@ def test_restarted_claimant_resumes_from_journal(cluster: Cluster) -> None:
     evs = j["events"]
     # the restarted node released its claim (from its journal) and the next rank took over
     assert any(e["state"] == "released" and e["node"] == top.node_id.hex() and "restart" in e["detail"] for e in evs)
-    assert list(j["chain"]["paid"]) == [order[1].hex()]
+    assert list(j["chain"]["paid"]) == [order[1].hex()], (
+        [n.hex()[:12] for n in order], [(e["state"], e["node"][:12], e["detail"][:40]) for e in evs])

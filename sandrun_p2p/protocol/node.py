@@ -594,7 +594,7 @@ class NodeCore:
         c = commitment(job.job_id, self.node_id, ev.trace_root, ev.salt)
         job.commits[self.node_id] = (c, b"", now)
         out.append(Publish(m.COMMIT, {"job": job.job_id, "commitment": c}, job.shard))
-        out.append(SubmitTx("commit", job.job_id, {"commitment": c}))
+        out.append(SubmitTx("commit", job.job_id, {"commitment": c, "usage_wei": ev.usage_wei}))
         out.append(JobEvent(job.job_id, "committed", "", self.node_id))
         self._step(job, now, out)
 

@@ -303,3 +303,16 @@ def test_a_reveal_that_overtakes_its_commitment_is_held_not_rejected():
     out = a.handle(Received(m.decode(commit)), 1.1)
     states_ = [e.state for e in out if hasattr(e, "state")]
     assert "revealed" in states_ and "accepted" in states_
+
+
+def test_commit_transaction_carries_the_declared_usage():
+    # The contract binds usage at commit time (keccak(commitment, usage)); the reveal must repeat it.
+    loop = Loop(2, seed=24)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    jid = loop.submit(ids[0], make_spec(50, k=1))
+    loop.run(30)
+    commits = [tx for _, tx in loop.txs if tx.kind == "commit" and tx.job_id == jid]
+    reveals = [tx for _, tx in loop.txs if tx.kind == "reveal" and tx.job_id == jid]
+    assert len(commits) == 1 and commits[0].args["usage_wei"] == reveals[0].args["usage_wei"]

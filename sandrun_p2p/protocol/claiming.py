@@ -97,6 +97,15 @@ def eligible(caps: Capabilities, manifest: Manifest) -> bool:
     return ineligibility(caps, manifest) is None
 
 
+def widen_seed(job_id: bytes, chain_seed: bytes) -> bytes:
+    """The 32-byte ranking seed from the chain's short seed (8 bytes of a block hash recorded at escrow).
+
+    Every node derives it the same way, so the client, who cannot choose the block hash, cannot choose the
+    ranking either.
+    """
+    return sha256(b"sandrun-p2p/seed\x00", job_id, chain_seed)
+
+
 def hrw_score(job_id: bytes, seed: bytes, node_id: bytes) -> bytes:
     """Rendezvous score; compare as big-endian bytes, higher wins."""
     return sha256(b"sandrun-p2p/hrw\x00", job_id, seed, node_id)

@@ -109,3 +109,9 @@ def test_decide_cases():
     assert decide({a: b"R" * 32}, 3, 2, final=True).outcome is Outcome.FAILED
     with pytest.raises(ProtocolError):
         decide({}, 3, 1)
+
+
+def test_widened_seed_depends_on_job_and_chain_seed():
+    a = claiming.widen_seed(b"j" * 32, b"\x01" * 8)
+    assert len(a) == 32
+    assert a != claiming.widen_seed(b"k" * 32, b"\x01" * 8) != claiming.widen_seed(b"j" * 32, b"\x02" * 8)

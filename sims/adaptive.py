@@ -5,6 +5,11 @@ whether to re-run it as a k=1 check job of the same computation. Agreement verif
 executors; a mismatch triggers a tie-break check, and the executors on the losing side are
 slashed with a fraud proof (a contract path the design still has to add) and unstaked.
 The client's result is final only after its checks.
+
+With ``gate_checks`` a check runs only on nodes the client trusts (``JobSpec.executors`` from
+:func:`trust.check_executors`, in the primary's shard when it has enough of them): an ungated check of a
+k=1 result is a random k=1 job that a colluder confirms whenever it wins it. Until enough nodes are
+trusted, checks are open to any node with k = q = ``open_check_redundancy``.
 """
 
 from __future__ import annotations
@@ -31,10 +36,14 @@ class AdaptiveClient:
             spot_min=v.spot_min,
             spot_max=v.spot_max,
             high_value_usd=v.high_value_usd,
+            gate_checks=v.gate_checks,
+            check_pool_min=v.check_pool_min,
+            open_check_redundancy=v.open_check_redundancy,
         )
         self.book = trust.TrustBook(self.policy)
         self.secret = sha256(b"client-secret", sim.sc.seed.to_bytes(8, "big"))
         self.checks = 0
+        self.gated = 0
         self.fraud_proofs = 0
 
     def plan(self, kind: JobKind) -> tuple[int, int]:
@@ -62,8 +71,36 @@ class AdaptiveClient:
 
     def _spawn_check(self, rec: JobRec, t: float) -> None:
         self.checks += 1
-        c = self.sim.submit(t, rec.kind, rec.comp, 1, 1, rec)
+        shard, executors = self._gate(rec) if self.policy.gate_checks else (None, ())
+        if executors:
+            self.gated += 1
+        p = trust.check_plan(bool(executors), self.policy)
+        c = self.sim.submit(t, rec.kind, rec.comp, p.redundancy, p.quorum, rec, executors, shard)
         rec.checks.append(c)
+
+    def _gate(self, rec: JobRec) -> tuple[int | None, tuple[bytes, ...]]:
+        """A shard for the check and its allowlist: trusted candidates (alive, staked, not the checked executors).
+
+        The primary's own shard when it has enough trusted nodes (checks spread like the jobs), else the shard
+        with the most. The origin knows the shards from adverts; it grinds the nonce so the check lands there."""
+        exclude = set(rec.payees)
+        for c in rec.checks:
+            exclude.update(c.payees)
+        sim = self.sim
+
+        def allow(s: int) -> tuple[bytes, ...]:
+            cands = [sim.nodes[i].nid for i in sim.subs[s] if sim.nodes[i].alive and not sim.nodes[i].banned]
+            return trust.check_executors(self.book, cands, exclude)
+
+        own = allow(rec.shard)
+        if own:
+            return rec.shard, own
+        best: tuple[int | None, tuple[bytes, ...]] = (None, ())
+        for s in range(len(sim.subs)):
+            a = allow(s)
+            if len(a) > len(best[1]):
+                best = (s, a)
+        return best
 
     def _check_closed(self, rec: JobRec, check: JobRec, t: float) -> None:
         if rec.final_at is not None:

@@ -535,20 +535,37 @@ class Simulator:
         if self.arrived < jobs.count:
             self.call_at(t + self.rng.expovariate(jobs.rate), self._arrive)
 
-    def submit(self, t: float, ki: int, comp: int, k: int, q: int, check_of: JobRec | None) -> JobRec:
+    def submit(
+        self,
+        t: float,
+        ki: int,
+        comp: int,
+        k: int,
+        q: int,
+        check_of: JobRec | None,
+        executors: tuple[bytes, ...] = (),
+        want_shard: int | None = None,
+    ) -> JobRec:
+        """Announce a job through a random node of its shard; ``want_shard``: grind the nonce until it lands there."""
         kind = self.sc.jobs.mix[ki]
         i = len(self.jobs)
-        spec = JobSpec(
-            code_cid=f"bafysim{comp:010d}",
-            manifest=self._manifests[ki],
-            redundancy=k,
-            quorum=q,
-            deadline=int(t + kind.deadline) + 1,
-            nonce=i.to_bytes(4, "big"),
-            payment_wei=int(kind.value_usd * k / 3000 * WEI_PER_ETH),
-        )
-        jid = spec.job_id
-        shard = shard_of(jid, self.cfg.shard_bits)
+        grind = 0
+        while True:
+            spec = JobSpec(
+                code_cid=f"bafysim{comp:010d}",
+                manifest=self._manifests[ki],
+                redundancy=k,
+                quorum=q,
+                deadline=int(t + kind.deadline) + 1,
+                nonce=i.to_bytes(4, "big") + (grind.to_bytes(4, "big") if grind else b""),
+                payment_wei=int(kind.value_usd * k / 3000 * WEI_PER_ETH),
+                executors=executors,
+            )
+            jid = spec.job_id
+            shard = shard_of(jid, self.cfg.shard_bits)
+            if want_shard is None or shard == want_shard:
+                break
+            grind += 1
         alive = [j for j in self.subs[shard] if self.nodes[j].alive]
         pool = alive or [n.idx for n in self.nodes if n.alive]
         origin = pool[int(self.rng.random() * len(pool))]

@@ -139,7 +139,8 @@ def compute(sim: Simulator) -> dict[str, Any]:
         "anomalies": dict(sorted(sim.anomalies.items())),
     }
     if sim.client is not None:
-        out["verification"] = {"checks": sim.client.checks, "fraud_proofs": sim.client.fraud_proofs}
+        out["verification"] = {"checks": sim.client.checks, "gated_checks": sim.client.gated,
+                               "fraud_proofs": sim.client.fraud_proofs}
     return out
 
 

@@ -127,6 +127,9 @@ class Verification:
     spot_min: float = 0.05
     spot_max: float = 0.5
     high_value_usd: float = 1.0
+    gate_checks: bool = False  # spot checks only on nodes the client trusts (JobSpec.executors)
+    check_pool_min: int = 2
+    open_check_redundancy: int = 1  # k (= q) of a check that could not be gated
 
 
 @dataclass(frozen=True)

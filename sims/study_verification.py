@@ -11,11 +11,16 @@ import multiprocessing
 from pathlib import Path
 
 SCEN = Path(__file__).parent / "scenarios"
+#: checks only on trusted nodes (JobSpec.executors); until enough are trusted, two random checkers that must agree
+GATED = {"verification.gate_checks": True, "verification.open_check_redundancy": 2}
 CASES = [
     ("2-of-3 random committees", "collusion_20.toml", {}),
     ("adaptive (trust.py)", "collusion_20_adaptive.toml", {}),
     ("adaptive, always-cheat colluders", "collusion_20_adaptive.toml", {"adversaries.0.strategy": "always"}),
     ("adaptive, sleeper colluders", "collusion_20_adaptive.toml", {"adversaries.0.strategy": "sleeper"}),
+    ("adaptive + trust-gated checks", "collusion_20_adaptive.toml", GATED),
+    ("gated, always-cheat colluders", "collusion_20_adaptive.toml", {**GATED, "adversaries.0.strategy": "always"}),
+    ("gated, sleeper colluders", "collusion_20_adaptive.toml", {**GATED, "adversaries.0.strategy": "sleeper"}),
 ]
 
 

@@ -5,12 +5,17 @@ How NodeCore's transactions map onto the contract:
 * ``join``: ``register(node_id)`` with the minimum stake when this account has no node yet;
 * ``fund_job``: ``postJob`` (escrow); the contract fixes an 8-byte seed from the previous block hash, widened
   to the 32-byte ranking seed as ``sha256("sandrun-p2p/seed" || job_id || seed8)`` by every node alike;
+* ``check_job``: for a job a client escrowed from its own key (``POST /v1/announce``): ``getJob`` must be open
+  with escrow >= the spec's payment and the spec's k, q and deadline; the seed is widened as above;
 * ``commit``: ``commit(job, commitment, usage)`` (usage is the price the executor asks, bound by the commitment);
 * ``reveal``: this node's opening ``(position, root, salt, usage)``; retried while the chain still waits for other
   commitments; the reveal that opens the last committed position settles the job on chain;
 * ``settle``: reveals every opening this node saw on gossip that the chain still lacks, then ``finalize`` once
   the reveal window is over (silent and dissenting executors are slashed by the contract's settlement);
-* ``refund``: ``finalize`` after the deadline (no commitment: the escrow becomes the client's refund);
+* ``refund``: ``finalize`` after the deadline (no commitment: the escrow becomes the client's refund). The
+  deadline is judged by ``max(time.time(), chain.now())`` and a ``TooEarly`` revert is retried: an idle
+  development chain mines no blocks, so its latest timestamp (and eth-tester's next one) lags the wall clock;
+  there one empty block is mined before the retry (never on other chains);
 * ``slash``: dissent and silence are settled by the contract itself (nothing to send); equivocation needs
   chain attestations that gossip messages do not carry, so it is only logged.
 
@@ -34,6 +39,7 @@ import trio
 
 from ..protocol.events import ChainUpdate, SubmitTx
 from ..protocol.jobspec import JobSpec
+from .ports import NotFunded
 
 SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
 
@@ -64,6 +70,7 @@ class ChainLink:
 
         data_dir = Path(options.get("data_dir") or ".")
         rpc = options.get("rpc")
+        self.rpc: str | None = rpc or None
         if rpc:
             self.chain = Chain.connect(rpc, kind=options.get("kind", "rpc"))
             path = Path(options.get("addresses_file") or data_dir / "sandrun-chain.json")
@@ -75,6 +82,7 @@ class ChainLink:
             self.chain = Chain.embedded()
             dep = deploy(self.chain, self.chain.dev_signers()[0])
             self.deploy_block = dep.deploy_block
+        self.chain_id = self.chain.chain_id  # cached: status must not block on RPC
         self.kind = "devnet-embedded" if self.chain.kind == "devnet" else self.chain.kind
         if options.get("key_file"):
             self.signer = Signer.from_key(read_key_file(Path(options["key_file"])))
@@ -132,6 +140,24 @@ class ChainLink:
             return widen_seed(jid, bytes(res.event("JobPosted")["seed"]))
 
         return await self._run(work)
+
+    async def check_job(self, spec: JobSpec) -> bytes:
+        jid = spec.job_id
+        info = await self._read(self.reader.job, jid)
+        if info.state_name != "open":
+            raise NotFunded(f"job {jid.hex()} is not open on chain (state {info.state_name})")
+        diffs = [f"{what}: chain {have}, spec {want}" for what, have, want in (
+            ("k", info.k, spec.redundancy), ("q", info.q, spec.quorum), ("deadline", info.deadline, spec.deadline))
+            if have != want]
+        if info.escrow < spec.payment_wei:
+            diffs.append(f"escrow: chain {info.escrow} wei, spec payment_wei {spec.payment_wei}")
+        if diffs:
+            raise NotFunded(f"job {jid.hex()} on chain does not match its spec (" + "; ".join(diffs) + ")")
+        return widen_seed(jid, bytes(info.seed))
+
+    def info(self) -> dict[str, Any]:
+        return {"rpc": self.rpc, "market": self.market.address, "kind": self.chain.kind,
+                "chain_id": self.chain_id}
 
     async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
         from ..chain import ChainError
@@ -205,7 +231,7 @@ class ChainLink:
         return await self._finalize(jid)
 
     async def _finalize(self, jid: bytes) -> str:
-        """``finalize`` once the chain allows it (after the deadline, or after the reveal window)."""
+        """``finalize`` once the deadline (or the reveal window after it) has passed."""
         from ..chain import ChainError
 
         info = await self._run(self.market.job, jid)
@@ -213,16 +239,23 @@ class ChainLink:
             return "already closed"
         wait_until = info.deadline + (self.reveal_window if info.commits else 0) + 1
         while True:
-            now = await self._run(self.chain.now)
+            now = max(time.time(), await self._run(self.chain.now))
             if now >= wait_until:
                 break
             await trio.sleep(min(5.0, max(0.2, wait_until - now)))
-        try:
-            return (await self._run(self.market.finalize, jid)).tx_hash
-        except ChainError as e:
-            if "JobNotOpen" in f"{e.reason} {e}":
-                return "already closed"
-            raise
+        give_up = time.monotonic() + 60
+        while True:
+            try:
+                return (await self._run(self.market.finalize, jid)).tx_hash
+            except ChainError as e:
+                text = f"{e.reason} {e}"
+                if "JobNotOpen" in text:
+                    return "already closed"
+                if "TooEarly" not in text or time.monotonic() > give_up:
+                    raise
+            if self.chain.is_dev:
+                await self._run(self.chain.mine)  # an idle dev chain's clock moves only with blocks
+            await trio.sleep(1.0)
 
     def _node_id(self, idx: int) -> bytes:
         nid = self.node_ids.get(idx)

@@ -14,7 +14,8 @@ Endpoints
     "peers": [{"peer_id", "node_id", "score", "mesh_topics"}], "mesh": {topic: n_peers},
     "jobs_by_state": {state: n}, "running": n, "max_jobs": n, "caps": {advert caps}, "enforced": {exec's
     enforced limits}, "account": {stake, earned, withdrawable...}, "net": {accepted, rejected{reason:n},
-    published...}, "chain_errors": [...]}``
+    published...}, "chain_errors": [...], "chain_info": {"rpc", "market", "kind", "chain_id"}}``
+    (``chain_info`` lets a client given only this URL find the chain; ``rpc`` is null for an in-process chain)
 ``GET  /v1/nodes``
     ``{"nodes": [{"node_id", "caps", "shards", "eth", "staked", "last_advert_s", "fresh"}]}`` (this node first)
 ``GET  /v1/jobs``
@@ -29,6 +30,15 @@ Endpoints
     "deadline_s": 600 (from now) | "deadline": unix_s, "nonce": hex, "payment_wei": (quote)}``;
     the node stores the bundle, escrows the payment on chain and announces the job as its origin.
     Answer 201 ``{"job_id", "code_cid", "payment_wei", "deadline"}``; 400 names the bad field.
+``POST /v1/announce``
+    body ``{"spec": JobSpec.to_dict() with "nonce" (and any "executors") as hex, "bundle_key": hex}``
+    (``bundle_key``: the 32-byte key of an encrypted bundle; required when ``spec.encrypted``, refused
+    otherwise). For a job the client escrowed itself (e.g. from a fresh per-job key): the node checks on
+    chain that the job is open with escrow >= ``payment_wei`` and the spec's k, q and deadline (409 "not
+    funded" naming what differs), takes the ranking seed from the chain, keeps the bundle key (mode 0600
+    under ``<data_dir>/keys``, never in a sandbox; sealed to each winner in GRANT messages) and announces the
+    job as its origin. Answer 201 ``{"job_id", "seed", "deadline"}``; 400 without ``spec`` (so ``{}`` probes
+    for the endpoint) or with a bad field; 409 for a job this node already knows.
 ``GET  /v1/events?since=<event id>&job=<job_id>&wait=<seconds <= 30>``
     ``{"events": [{"id", "job_id", "state", "detail", "node", "at"}], "last": id}``; with ``wait`` the call
     returns as soon as there is a newer event (long poll).
@@ -58,6 +68,7 @@ from ..protocol import node as corenode
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import JobSpec, Manifest
 from ..protocol.pricing import quote
+from .ports import NotFunded
 
 if TYPE_CHECKING:
     from .runtime import Agent
@@ -206,6 +217,8 @@ class ControlServer:
                 return 201, await self.submit(_json(payload))
         if method == "GET" and len(seg) == 2 and seg[0] == "jobs":
             return 200, await self.job(_unhex(seg[1], "job id", 32))
+        if method == "POST" and seg == ["announce"]:
+            return 201, await self.announce(_json(payload))
         if method == "GET" and seg == ["events"]:
             return 200, await self.events(q)
         if seg == ["blobs"] and method == "POST":
@@ -246,6 +259,7 @@ class ControlServer:
                     "fetch_requests": net.stats.fetch_requests},
             "core": dict(a.core.stats),
             "chain_errors": list(a.chain_errors),
+            "chain_info": _chain_info(a),
         }
 
     def nodes(self) -> dict[str, Any]:
@@ -377,6 +391,33 @@ class ControlServer:
         return {"job_id": jid.hex(), "code_cid": code_cid, "payment_wei": spec.payment_wei,
                 "deadline": spec.deadline}
 
+    async def announce(self, body: Any) -> dict[str, Any]:
+        a = self.agent
+        if not isinstance(body, dict) or "spec" not in body:
+            raise HttpError(400, "body must be a JSON object with a spec (and optionally bundle_key)")
+        extra = sorted(set(body) - {"spec", "bundle_key"})
+        if extra:
+            raise HttpError(400, f"unknown field(s) {extra}")
+        spec = _spec_from_json(body["spec"])
+        key = _unhex(body["bundle_key"], "bundle_key", 32) if body.get("bundle_key") else b""
+        if spec.encrypted and not key:
+            raise HttpError(400, "spec.encrypted is set but no bundle_key was given: nobody could run the job")
+        if key and not spec.encrypted:
+            raise HttpError(400, "bundle_key given for a job whose spec is not encrypted")
+        if spec.deadline <= time.time():
+            raise HttpError(400, f"spec.deadline {spec.deadline} has passed")
+        if spec.job_id in a.core.jobs or a.journal.job(spec.job_id) is not None:
+            raise HttpError(409, f"job {spec.job_id.hex()} is already known to this node")
+        try:
+            seed = await a.announce_job(spec, key)
+        except NotFunded as e:
+            raise HttpError(409, f"not funded: {e}") from None
+        except trio.TooSlowError:
+            raise HttpError(504, "the chain did not answer in time") from None
+        except Exception as e:
+            raise HttpError(503, f"could not read the job's escrow on chain: {type(e).__name__}: {e}") from None
+        return {"job_id": spec.job_id.hex(), "seed": seed.hex(), "deadline": spec.deadline}
+
     async def events(self, q: dict[str, str]) -> dict[str, Any]:
         a = self.agent
         try:
@@ -417,6 +458,28 @@ class ControlServer:
             name = type(e).__name__
             code = 400 if name == "InvalidCid" else 404 if name == "NotFound" else 503
             raise HttpError(code, f"{name}: {e}") from None
+
+
+def _spec_from_json(d: Any) -> JobSpec:
+    """A JobSpec from its JSON form (``nonce`` and ``executors`` as hex); 400 names the bad field."""
+    if not isinstance(d, dict):
+        raise HttpError(400, "spec must be a JSON object")
+    d = dict(d)
+    if "nonce" in d:
+        d["nonce"] = _unhex(d["nonce"], "spec.nonce")
+    if isinstance(d.get("executors"), list):
+        d["executors"] = [_unhex(x, "spec.executors[]", 32) for x in d["executors"]]
+    try:
+        return JobSpec.from_dict(d)
+    except ProtocolError as e:
+        raise HttpError(400, str(e)) from None
+
+
+def _chain_info(a: Agent) -> dict[str, Any]:
+    try:
+        return dict(a.chain.info())
+    except Exception as e:  # a chain port without it, or a broken one: say so, keep status working
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _json(payload: bytes) -> Any:

@@ -18,6 +18,10 @@ from ..protocol.jobspec import JobSpec
 DEFAULT_CHAIN_FACTORY = "sandrun_p2p.agent.chainlink:open_chain"
 
 
+class NotFunded(Exception):
+    """A job announced for a client is not escrowed on chain as its spec says (the message names what differs)."""
+
+
 class ChainPort(Protocol):
     """The settlement chain as the agent uses it. Every call may raise; the agent logs and carries on."""
 
@@ -30,6 +34,15 @@ class ChainPort(Protocol):
 
     async def fund_job(self, spec: JobSpec, origin: bytes) -> bytes:
         """Escrow a job's payment; return the 32-byte ranking seed the chain fixed for it."""
+        ...
+
+    async def check_job(self, spec: JobSpec) -> bytes:
+        """For a job someone else escrowed: check it is open on chain with escrow >= ``spec.payment_wei`` and the
+        spec's k, q and deadline; return the 32-byte ranking seed the chain fixed. :class:`NotFunded` otherwise."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """How a client reaches this chain: ``{"rpc", "market", "kind", "chain_id"}`` (values may be None)."""
         ...
 
     async def submit(self, node_id: bytes, tx: SubmitTx) -> str:

@@ -53,6 +53,7 @@ from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
 from .config import AgentConfig
+from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution
 from .journal import Journal
 from .ports import ChainPort
 
@@ -122,6 +123,7 @@ class Agent:
         self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
         self.journal = Journal(cfg.data_dir / "journal.sqlite")
+        self.keys = KeyStore(cfg.data_dir)
         self.net = Network(
             key,
             NetConfig(listen=cfg.listen, bootstrap=cfg.bootstrap, mdns=cfg.mdns, shards=cfg.shards),
@@ -190,18 +192,29 @@ class Agent:
             self.journal.tx(a.job_id, a.kind, "queued")
             self._tx_send.send_nowait(self._enrich(a))
         elif isinstance(a, RequestGrant):
-            self._log("grant-unsupported", a.job_id, reason="encrypted bundles are not supported by this agent")
+            self._grant(a)
         elif isinstance(a, JobEvent):
             self.journal.event(a.job_id, a.state, a.detail, a.node)
             self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
             self._events_changed.set()
             self._events_changed = trio.Event()
 
+    def _grant(self, a: RequestGrant) -> None:
+        """Seal the job's bundle key to each new winner and publish the grants (this node is the origin)."""
+        key = self.keys.get(a.job_id)
+        view = self.core.jobs.get(a.job_id)
+        if key is None or view is None:
+            self._log("grant-failed", a.job_id, reason="this node holds no bundle key for the job")
+            return
+        for body in grant_bodies(a.job_id, key, a.nodes):
+            self._do(Publish(m.GRANT, body, view.shard))
+        self._log("granted", a.job_id, nodes=",".join(short_id(n) for n in a.nodes))
+
     def _enrich(self, tx: SubmitTx) -> SubmitTx:
-        """Add what the chain needs beyond NodeCore's arguments: the usage price bound by a commitment, and the
-        openings seen on gossip (so one settle transaction can reveal for everyone)."""
+        """Add what the chain needs beyond NodeCore's arguments: the openings seen on gossip (so one settle
+        transaction can reveal for everyone), and a commit's usage price when the core did not give it."""
         args = dict(tx.args)
-        if tx.kind == "commit":
+        if tx.kind == "commit" and "usage_wei" not in args:
             ex = self.journal.execution(tx.job_id)
             args["usage_wei"] = ex.usage_wei if ex else 0
         elif tx.kind == "settle":
@@ -285,11 +298,17 @@ class Agent:
     def _origins(self) -> list[bytes]:
         return [v.origin for jid, v in self.core.jobs.items() if jid in self._running]
 
-    async def _run_job(self, a: StartExecution) -> ExecutionDone:
+    async def _run_job(self, a: StartExecution) -> ExecutionDone | ExecutionFailed:
         spec = a.spec
         t0 = time.time()
         with trio.fail_after(self.cfg.fetch_timeout_s):
             bundle = await self.store.get(spec.code_cid)
+        try:
+            bundle = open_for_execution(bundle, spec, a.grant, self.key, self.keys.get(a.job_id))
+        except BundleKeyError as e:
+            self.journal.execution_ended(a.job_id, "failed", str(e))
+            self._log("exec-failed", a.job_id, reason=str(e))
+            return ExecutionFailed(a.job_id, str(e))
         result = await self.executor.run(bundle, spec.manifest, a.job_id)
         trace = result.trace
         if self.cfg.test_faulty_executor:
@@ -425,6 +444,17 @@ class Agent:
         finally:
             self._replaying = False
         return n
+
+    async def announce_job(self, spec: JobSpec, bundle_key: bytes = b"") -> bytes:
+        """Announce, as its origin, a job a client escrowed itself; the seed comes from the chain. Raises
+        :class:`~.ports.NotFunded` when the chain's escrow does not match the spec."""
+        with trio.fail_after(30):
+            seed = await self.chain.check_job(spec)
+        if bundle_key:
+            self.keys.put(spec.job_id, bundle_key)
+        self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
+        self.feed(SubmitJob(spec, seed))
+        return seed
 
     async def submit_job(self, spec: JobSpec) -> bytes:
         """Announce a job as its origin: escrow on chain (which fixes the seed), then gossip it."""

@@ -166,3 +166,87 @@ def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
     assert "job" in cli("jobs", "--data-dir", d).stdout
     bad = cli("status", "--data-dir", str(cluster.root / "nowhere"))
     assert bad.returncode == 1 and "no running agent found" in bad.stderr
+
+
+def _announce(api, body: dict) -> dict:
+    return api._call("POST", "/v1/announce", json=body)
+
+
+def _client_spec(cluster: Cluster, code_cid: str, exclude: set[int], **extra) -> JobSpec:
+    """A k=1 spec (as a client builds it) whose HRW winner under the fake seed is not in ``exclude``."""
+    ids = [n.node_id for n in cluster.nodes]
+    banned = {cluster.nodes[i].node_id for i in exclude}
+    deadline = int(time.time()) + 90
+    for i in range(200):
+        spec = JobSpec.from_dict({"code_cid": code_cid, "manifest": hello_job()["manifest"], "redundancy": 1,
+                                  "deadline": deadline, "nonce": b"announce" + i.to_bytes(4, "big"),
+                                  "payment_wei": 10**15, **extra})
+        if rank(spec.job_id, fake_seed(spec.job_id), ids)[0] not in banned:
+            return spec
+    raise AssertionError("no nonce gives the wanted ranking")
+
+
+def _fund(cluster: Cluster, spec: JobSpec, payment: int) -> None:
+    """Escrow as a client would (straight on the fake chain, not through any node)."""
+    import httpx
+
+    r = httpx.post(cluster.chain_url + "/fund", json={
+        "job": spec.job_id.hex(), "payment": payment, "k": spec.redundancy, "q": spec.quorum,
+        "deadline": spec.deadline, "origin": "00" * 32}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def _wire(spec: JobSpec) -> dict:
+    d = spec.to_dict()
+    d["nonce"] = spec.nonce.hex()
+    return d
+
+
+def test_announce_client_escrowed_encrypted_job(cluster: Cluster) -> None:
+    """POST /v1/announce: 400 probe, 409 until funded as the spec says, then the origin grants the bundle key
+    to a winner elsewhere, which opens the bundle and runs it; the seed is the chain's."""
+    import os
+    import stat
+
+    from sandrun_p2p.agent.apiclient import ControlError
+    from sandrun_p2p.store import crypto
+
+    origin = cluster.nodes[0]
+    api = origin.api
+    with pytest.raises(ControlError, match="HTTP 400.*spec"):
+        _announce(api, {})
+    key = crypto.new_bundle_key()
+    code_cid = api.put_blob(crypto.seal_bundle(HELLO, key))
+    spec = _client_spec(cluster, code_cid, {0, FAULTY}, encrypted=True)
+    with pytest.raises(ControlError, match="HTTP 400.*bundle_key"):
+        _announce(api, {"spec": _wire(spec)})  # encrypted, no key: nobody could run it
+    with pytest.raises(ControlError, match="HTTP 400.*bundle_key must be"):
+        _announce(api, {"spec": _wire(spec), "bundle_key": "zz"})
+    with pytest.raises(ControlError, match="HTTP 400.*nonce must be hex"):
+        _announce(api, {"spec": {**_wire(spec), "nonce": "xyz"}, "bundle_key": key.hex()})
+    with pytest.raises(ControlError, match="HTTP 409.*not funded"):
+        _announce(api, {"spec": _wire(spec), "bundle_key": key.hex()})
+    cheap = _client_spec(cluster, code_cid, set(), encrypted=True, payment_wei=2 * 10**15)
+    _fund(cluster, cheap, 10**15)
+    with pytest.raises(ControlError, match=r"HTTP 409.*not funded.*escrow: chain 1000000000000000 wei"):
+        _announce(api, {"spec": _wire(cheap), "bundle_key": key.hex()})
+
+    _fund(cluster, spec, spec.payment_wei)
+    r = _announce(api, {"spec": _wire(spec), "bundle_key": key.hex()})
+    assert r == {"job_id": spec.job_id.hex(), "seed": fake_seed(spec.job_id).hex(), "deadline": spec.deadline}
+    kf = origin.data_dir / "keys" / f"{spec.job_id.hex()}.key"
+    assert kf.read_bytes() == key and stat.S_IMODE(os.stat(kf).st_mode) == 0o600
+    with pytest.raises(ControlError, match="HTTP 409.*already known"):
+        _announce(api, {"spec": _wire(spec), "bundle_key": key.hex()})
+    j = api.wait_job(spec.job_id.hex(), ("settled", "refunded", "failed"), 60)
+    assert j["state"] == "settled", j
+    assert j["winners"] not in ([origin.node_id.hex()], [cluster.nodes[FAULTY].node_id.hex()])
+    assert j["origin"] == origin.node_id.hex()
+    winner = next(n for n in cluster.nodes if n.node_id.hex() == j["winners"][0])
+    assert f"event=granted job={spec.job_id.hex()[:16]}" in (origin.data_dir / "agent.log").read_text()
+    assert not (winner.data_dir / "keys").exists()  # an executor keeps no key on disk
+
+
+def test_status_names_the_chain(cluster: Cluster) -> None:
+    info = cluster.nodes[0].api.status()["chain_info"]
+    assert info == {"rpc": cluster.chain_url, "market": None, "kind": "fake", "chain_id": None}

@@ -1,0 +1,76 @@
+"""Bundle keys of encrypted jobs: the origin's key store, GRANT messages, opening a bundle before execution.
+
+The origin of an encrypted job keeps its bundle key in ``<data_dir>/keys/<job_id>.key`` (directory 0700, file
+0600), outside every sandbox. On NodeCore's ``RequestGrant`` it seals the key to each winner with
+:func:`store.crypto.wrap_key` and publishes GRANT bodies of at most :data:`MAX_GRANTS` grants. A winner unwraps
+its grant with its node key and opens the bundle before the executor sees it: only the plaintext tar reaches
+the sandbox, never a key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..protocol.jobspec import JobSpec
+from ..store import crypto
+from ..store.errors import DecryptionError
+
+#: grants per GRANT message (the wire format's limit)
+MAX_GRANTS = 8
+
+
+class BundleKeyError(Exception):
+    """An encrypted job's bundle cannot be opened on this node (no grant, a wrong grant, altered bytes)."""
+
+
+class KeyStore:
+    """Bundle keys of the jobs this node announced, one 0600 file each under ``<data_dir>/keys``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir) / "keys"
+
+    def _path(self, job_id: bytes) -> Path:
+        return self.dir / f"{job_id.hex()}.key"
+
+    def put(self, job_id: bytes, key: bytes) -> Path:
+        if len(key) != crypto.KEY_BYTES:
+            raise ValueError(f"a bundle key is {crypto.KEY_BYTES} bytes")
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._path(job_id)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        os.replace(tmp, path)
+        return path
+
+    def get(self, job_id: bytes) -> bytes | None:
+        try:
+            return self._path(job_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+def grant_bodies(job_id: bytes, key: bytes, nodes: tuple[bytes, ...] | list[bytes]) -> list[dict[str, Any]]:
+    """GRANT message bodies sealing ``key`` to each of ``nodes``, at most :data:`MAX_GRANTS` per body."""
+    grants = [[n, crypto.wrap_key(key, n)] for n in nodes]
+    return [{"job": job_id, "grants": grants[i:i + MAX_GRANTS]} for i in range(0, len(grants), MAX_GRANTS)]
+
+
+def open_for_execution(bundle: bytes, spec: JobSpec, grant: bytes, node_key: Any, stored: bytes | None) -> bytes:
+    """The plaintext bundle to execute: ``bundle`` itself unless ``spec.encrypted``, else opened with the stored
+    key (this node is the origin) or the key unwrapped from ``grant``; :class:`BundleKeyError` says why not."""
+    if not spec.encrypted:
+        return bundle
+    try:
+        if stored:
+            key = stored
+        elif grant:
+            key = crypto.unwrap_key(grant, node_key)
+        else:
+            raise BundleKeyError("encrypted bundle: the origin granted this node no bundle key")
+        return crypto.open_bundle(bundle, key)
+    except (DecryptionError, ValueError) as e:
+        raise BundleKeyError(f"encrypted bundle: {e}") from None

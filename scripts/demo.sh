@@ -23,7 +23,7 @@ cleanup() {
     kill -TERM "$TESTNET_PID" 2>/dev/null || true
     for _ in $(seq 1 120); do kill -0 "$TESTNET_PID" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$TESTNET_PID" 2>/dev/null; then kill -KILL "$TESTNET_PID" 2>/dev/null || true; fi
-    tail -n 1 "$WORK/testnet.log" || true
+    tail -n 2 "$WORK/testnet.log" || true
   fi
   echo "demo files (logs, node state, results): $WORK"
   exit "$rc"
@@ -32,14 +32,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "starting a 4-node local network (sandrun-p2p testnet)"
-# SIGTERM/SIGINT become KeyboardInterrupt, so the testnet's own cleanup runs even though a background
-# child of a non-interactive shell inherits SIGINT ignored.
-"$BIN/python" -c '
-import signal, sys
-def stop(*_): raise KeyboardInterrupt
-signal.signal(signal.SIGINT, stop); signal.signal(signal.SIGTERM, stop)
-from sandrun_p2p.cli import main
-sys.exit(main(sys.argv[1:]))' testnet --nodes 4 --data-dir "$NET" --timeout 180 >"$WORK/testnet.log" 2>&1 &
+# the testnet handles SIGTERM/SIGINT itself: `kill -TERM` stops every agent and the chain by PID
+"$BIN/sandrun-p2p" testnet --nodes 4 --data-dir "$NET" --timeout 180 >"$WORK/testnet.log" 2>&1 &
 TESTNET_PID=$!
 for _ in $(seq 1 400); do
   grep -q "running; press Ctrl-C" "$WORK/testnet.log" && break

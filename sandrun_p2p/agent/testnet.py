@@ -3,7 +3,9 @@
 The chain is anvil when it is installed, else the embedded chain served over JSON-RPC to every agent (the
 output says which). The contracts are deployed, each node gets a funded account and stakes, and the command
 waits until every node sees every other node's fresh, staked advert. Then it prints how to reach each node
-and runs until Ctrl-C (everything is stopped by PID). With ``--jobs M`` it submits M sample jobs through
+(and every PID it started) and runs until SIGINT or SIGTERM: it installs both handlers itself, so started in
+the background from a script (where SIGINT arrives ignored), ``kill -TERM <pid>`` stops every agent and the
+chain, by PID, before it exits. With ``--jobs M`` it submits M sample jobs through
 different nodes, waits for them, prints a summary (``--json`` for the machine-readable one) and exits
 non-zero when any job did not settle.
 """
@@ -263,6 +265,19 @@ class Testnet:
             self.local.stop()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _set_stop_signals(handler: Any) -> None:
+    """SIGINT and SIGTERM -> ``handler`` (main thread only; elsewhere, e.g. tests calling run(), leave them)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.nodes > 64:
         print("sandrun-p2p testnet: --nodes must be between 1 and 64", file=sys.stderr)
@@ -280,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     net = Testnet(args, say)
+    _set_stop_signals(_interrupt)
     try:
         net.start()
         clients = net.wait_mesh()
@@ -305,8 +321,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"sandrun-p2p testnet: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
+        _set_stop_signals(signal.SIG_IGN)  # a second signal must not cut the cleanup short
         say("stopping every node (by PID)")
         net.stop()
+        _set_stop_signals(signal.SIG_DFL)
+        say("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

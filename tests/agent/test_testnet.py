@@ -67,3 +67,47 @@ def test_faulty_executor_slashed_by_the_contract(tmp_path) -> None:
         assert faulty not in chain["paid"] and len(chain["paid"]) == 2
     finally:
         net.stop()
+
+
+def test_sigterm_stops_every_agent_and_the_chain(tmp_path) -> None:
+    """Started as a script's background job would be (SIGINT ignored), `kill -TERM` stops every PID it reported."""
+    import re
+    import signal
+    import time
+
+    log = tmp_path / "testnet.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--data-dir", str(tmp_path / "net"),
+             "--timeout", "120"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 150
+        while "running; press Ctrl-C" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "testnet not ready in 150 s"
+            time.sleep(0.1)  # polling the log with a deadline
+        text = log.read_text(errors="replace")
+        pids = [int(p) for p in re.findall(r"\(pid (\d+)\)|\bpid (\d+) ", text) for p in p if p]
+        assert len(pids) == 3, text  # the chain and two agents
+        assert all(_alive(p) for p in pids)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    gone_by = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], log.read_text(errors="replace")[-3000:]
+    assert "stopping every node (by PID)" in log.read_text()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

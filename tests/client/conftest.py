@@ -1,7 +1,7 @@
 """A local testnet (real agents, real chain: anvil or the embedded devnet) for the end-to-end client tests.
 
-Started as ``sandrun-p2p testnet`` in a child process whose SIGTERM becomes KeyboardInterrupt, so the
-testnet's own cleanup stops every agent and the chain by PID. Readiness is polled with a deadline.
+Started as ``sandrun-p2p testnet`` in a child process; its own SIGTERM handler stops every agent and the
+chain by PID. Readiness is polled with a deadline.
 """
 
 from __future__ import annotations
@@ -16,12 +16,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-#: run the CLI with SIGINT/SIGTERM raising KeyboardInterrupt (a background child may inherit SIGINT ignored)
-LAUNCH = ("import signal, sys\n"
-          "def stop(*_): raise KeyboardInterrupt\n"
-          "signal.signal(signal.SIGINT, stop); signal.signal(signal.SIGTERM, stop)\n"
-          "from sandrun_p2p.cli import main\n"
-          "sys.exit(main(sys.argv[1:]))\n")
 
 
 class Net:
@@ -41,7 +35,7 @@ def testnet(tmp_path_factory: pytest.TempPathFactory):
     root = base / "net"
     n = 4
     with open(base / "testnet.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "testnet", "--nodes", str(n), "--data-dir", str(root),
+        proc = subprocess.Popen([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", str(n), "--data-dir", str(root),
                                  "--timeout", "120"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     net = Net(root, proc, n)

@@ -2,7 +2,7 @@
 
 The chain and contract are found from, in order: explicit options (``--blockchain-rpc``, ``--market``),
 the environment (``SANDRUN_P2P_RPC``, ``SANDRUN_P2P_MARKET``), or the peer's ``/v1/status``
-(``chain_info``: ``{"rpc", "market", "kind"}``). The funding wallet is a hex private key in
+(``chain_info``: ``{"rpc", "market", "kind", "chain_id"}``), which is all a client given only a control URL has. The funding wallet is a hex private key in
 ``$SANDRUN_P2P_CLIENT_KEY`` (or the variable named by ``key_env``), an encrypted keystore file, or, on a
 development chain only, a funded development account (``$SANDRUN_P2P_CLIENT_DEV_ACCOUNT``, default 9).
 

@@ -166,6 +166,14 @@ async def test_client_escrow_is_a_fresh_address_per_job(testnet: Net, home: Path
         assert esc.funder().address not in senders
         for r in recs:
             assert (await c.wait(r.job_id, timeout=90)).state == "settled"
+    # a client given only the control URL (no data dir to read agent.toml from) finds the chain in /v1/status
+    url = json.loads((Path(testnet.node(0)) / "control.json").read_text())["url"]
+    token = (Path(testnet.node(0)) / "control.token").read_text().strip()
+    async with Client(url, token=token) as by_url:
+        info = (await by_url.peer().status())["chain_info"]
+        found = await by_url.escrow()
+    assert (found.opts.rpc, found.opts.market) == (info["rpc"], info["market"]) == (esc.opts.rpc, esc.opts.market)
+    assert info["chain_id"] == esc.chain.chain_id and info["kind"] == esc.chain.kind
 
 
 async def test_encrypted_job_runs_on_granted_executors(testnet: Net, home: Path, tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addre
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import stat
 import time
@@ -37,16 +36,13 @@ from typing import Any
 
 import trio
 
+from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate, SubmitTx
 from ..protocol.jobspec import JobSpec
 from .ports import NotFunded
 
 SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
 
-
-def widen_seed(job_id: bytes, seed8: bytes) -> bytes:
-    """The 32-byte ranking seed every node derives from the contract's 8-byte job seed."""
-    return hashlib.sha256(b"sandrun-p2p/seed\x00" + job_id + bytes(seed8)).digest()
 
 
 def read_key_file(path: Path) -> str:

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--usd-per-eth", default="3000", help="USD/ETH rate for quotes (default 3000)")
     what.add_argument("--deadline", type=int, metavar="SECONDS", help="settle within this many seconds "
                       "(default: 2 x timeout + 180, at least 300)")
-    what.add_argument("--no-encrypt", action="store_true", help="store the bundle in plaintext")
+    what.add_argument("--no-encrypt", action="store_true", help="store the bundle in plaintext and let executors store the result in the clear "
+                      "(by default the bundle is encrypted and the result sealed to a per-job key)")
     what.add_argument("--escrow", choices=("client", "peer", "auto"), default="client",
                       help="client: a fresh per-job key funded by your wallet posts the escrow (default); "
                            "peer: the peer node escrows from its own account (not anonymous, plaintext bundle); "
@@ -158,7 +159,8 @@ async def _main(args: argparse.Namespace) -> int:
             job_id = rec.job_id
             spec = rec.job_spec()
             out = {"job_id": job_id, "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
-                   "deadline": spec.deadline, "encrypted": spec.encrypted, "escrow_address": rec.escrow_address,
+                   "deadline": spec.deadline, "encrypted": spec.encrypted,
+                   "sealed_result": bool(spec.result_key), "escrow_address": rec.escrow_address,
                    "peer": rec.peer, "notes": rec.notes}
             pr.line(f"submitted job {job_id} through {rec.peer}")
             for note in rec.notes:
@@ -166,7 +168,8 @@ async def _main(args: argparse.Namespace) -> int:
             payer = f"fresh address {rec.escrow_address}" if rec.escrow_address else "the peer's account"
             pr.line(f"  escrow {_eth(spec.payment_wei)} from {payer}; "
                     f"redundancy {spec.redundancy}, quorum {spec.quorum}, "
-                    f"{'encrypted' if spec.encrypted else 'plaintext'} bundle {spec.code_cid[:20]}...")
+                    f"{'encrypted' if spec.encrypted else 'plaintext'} bundle {spec.code_cid[:20]}..., "
+                    f"{'result sealed to a per-job key' if spec.result_key else 'plaintext result'}")
             if not args.wait:
                 if not args.json:
                     print(job_id)

@@ -31,7 +31,7 @@ Endpoints
     the node stores the bundle, escrows the payment on chain and announces the job as its origin.
     Answer 201 ``{"job_id", "code_cid", "payment_wei", "deadline"}``; 400 names the bad field.
 ``POST /v1/announce``
-    body ``{"spec": JobSpec.to_dict() with "nonce" (and any "executors") as hex, "bundle_key": hex}``
+    body ``{"spec": JobSpec.to_dict() with "nonce" (and any "executors", "result_key") as hex, "bundle_key": hex}``
     (``bundle_key``: the 32-byte key of an encrypted bundle; required when ``spec.encrypted``, refused
     otherwise). For a job the client escrowed itself (e.g. from a fresh per-job key): the node checks on
     chain that the job is open with escrow >= ``payment_wei`` and the spec's k, q and deadline (409 "not
@@ -461,7 +461,7 @@ class ControlServer:
 
 
 def _spec_from_json(d: Any) -> JobSpec:
-    """A JobSpec from its JSON form (``nonce`` and ``executors`` as hex); 400 names the bad field."""
+    """A JobSpec from its JSON form (``nonce``, ``executors`` and ``result_key`` as hex); 400 names the bad field."""
     if not isinstance(d, dict):
         raise HttpError(400, "spec must be a JSON object")
     d = dict(d)
@@ -469,6 +469,8 @@ def _spec_from_json(d: Any) -> JobSpec:
         d["nonce"] = _unhex(d["nonce"], "spec.nonce")
     if isinstance(d.get("executors"), list):
         d["executors"] = [_unhex(x, "spec.executors[]", 32) for x in d["executors"]]
+    if "result_key" in d:
+        d["result_key"] = _unhex(d["result_key"], "spec.result_key", 32)
     try:
         return JobSpec.from_dict(d)
     except ProtocolError as e:

@@ -5,6 +5,12 @@ The origin of an encrypted job keeps its bundle key in ``<data_dir>/keys/<job_id
 :func:`store.crypto.wrap_key` and publishes GRANT bodies of at most :data:`MAX_GRANTS` grants. A winner unwraps
 its grant with its node key and opens the bundle before the executor sees it: only the plaintext tar reaches
 the sandbox, never a key.
+
+Results go the other way: when ``spec.result_key`` is set, :func:`seal_result` packs the staged result
+directory (``outputs/``, ``stdout``, ``stderr`` and a copy of ``trace.cbor``) into the project's deterministic
+tar and seals it to the client's per-job key (:func:`store.crypto.seal_to`); the executor stores only that
+ciphertext, so the result CID is of the ciphertext. The trace itself is also stored in the clear under its own
+``trace_cid``: peers verify roots against it, and its root hashes the plaintext files.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.jobspec import JobSpec
+from ..store import bundle as store_bundle
 from ..store import crypto
 from ..store.errors import DecryptionError
 
@@ -74,3 +81,8 @@ def open_for_execution(bundle: bytes, spec: JobSpec, grant: bytes, node_key: Any
         return crypto.open_bundle(bundle, key)
     except (DecryptionError, ValueError) as e:
         raise BundleKeyError(f"encrypted bundle: {e}") from None
+
+
+def seal_result(stage: Path, result_key: bytes) -> bytes:
+    """The result directory ``stage`` as a deterministic tar sealed to the client's per-job Ed25519 key."""
+    return crypto.seal_to(store_bundle.pack(stage), result_key)

@@ -53,7 +53,7 @@ from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
 from .config import AgentConfig
-from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution
+from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
 from .journal import Journal
 from .ports import ChainPort
 
@@ -324,7 +324,11 @@ class Agent:
         trace_bytes = canonical(trace.to_dict())
         (stage / "trace.cbor").write_bytes(trace_bytes)
         trace_cid = await self.store.put_bytes(trace_bytes, pin=True)
-        result_cid = await self.store.put_dir(stage, pin=True)
+        if spec.result_key:  # sealed to the client: the CID is of the ciphertext, the trace root of the plaintext
+            sealed = await trio.to_thread.run_sync(seal_result, stage, spec.result_key)
+            result_cid = await self.store.put_bytes(sealed, pin=True)
+        else:
+            result_cid = await self.store.put_dir(stage, pin=True)
         shutil.rmtree(stage, ignore_errors=True)
         with _suppress():
             shutil.rmtree(Path(result.outputs_dir).parent, ignore_errors=True)

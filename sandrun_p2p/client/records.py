@@ -1,7 +1,8 @@
 """The client's local job records: one JSON file per job under ``<home>/client/jobs/`` (mode 0600).
 
 A record holds what only the submitter may know: the per-job escrow key (to claim refunds), the bundle
-key of an encrypted job, the spec (to recompute the job id and the output hashes) and the peer the job
+key of an encrypted job, the per-job result key (the Ed25519 seed whose public key is ``spec.result_key``;
+executors seal the result to it), the spec (to recompute the job id and the output hashes) and the peer the job
 went through. Nothing here is ever sent anywhere.
 """
 
@@ -33,6 +34,7 @@ class JobRecord:
     created: float = field(default_factory=time.time)
     code: str = ""  # the path that was packed
     bundle_key: str = ""  # hex; empty for a plaintext bundle
+    result_seed: str = ""  # hex Ed25519 seed of the per-job result key; empty when results are not sealed
     escrow_address: str = ""  # the fresh per-job account that posted the escrow
     escrow_key: str = ""  # its private key (hex): needed to claim refunds
     funder: str = ""  # the funding wallet's address (refunds go back there)
@@ -49,18 +51,22 @@ class JobRecord:
     def job_spec(self) -> JobSpec:
         d = dict(self.spec)
         d["nonce"] = bytes.fromhex(d.get("nonce", ""))
+        if "result_key" in d:
+            d["result_key"] = bytes.fromhex(d["result_key"])
         return JobSpec.from_dict(d)
 
     @staticmethod
     def spec_dict(spec: JobSpec) -> dict[str, Any]:
         d = spec.to_dict()
         d["nonce"] = spec.nonce.hex()
+        if spec.result_key:
+            d["result_key"] = spec.result_key.hex()
         return d
 
     def public(self) -> dict[str, Any]:
         """The record without its secrets (for --json and `jobs`)."""
         d = asdict(self)
-        for secret in ("escrow_key", "bundle_key"):
+        for secret in ("escrow_key", "bundle_key", "result_seed"):
             d.pop(secret)
         d["encrypted"] = bool(self.bundle_key)
         return d
@@ -84,7 +90,7 @@ class RecordStore:
         return self.jobs_dir / f"{job_id}.json"
 
     def save(self, rec: JobRecord) -> None:
-        """Write atomically with mode 0600 (the record holds the escrow key)."""
+        """Write atomically with mode 0600 (the record holds the escrow, bundle and result keys)."""
         self._ensure()
         final = self.path(rec.job_id)
         tmp = final.with_suffix(".tmp")

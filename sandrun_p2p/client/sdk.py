@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from nacl.signing import SigningKey
 
 from ..protocol.claiming import Capabilities, ineligibility
 from ..protocol.errors import ProtocolError
@@ -47,7 +48,7 @@ from .errors import (
 from .escrow import ChainOptions, Escrow
 from .peer import Peer, PeerError, peer_dir
 from .records import JobRecord, RecordStore
-from .verify import verify_and_write
+from .verify import open_result, verify_and_write
 
 #: States after which nothing more happens to a job on the network.
 FINAL = ("settled", "refunded")
@@ -226,16 +227,22 @@ class Client:
         deadline = int(time.time()) + (deadline_s or default_deadline_s(m))
         if esc is not None:
             deadline = max(deadline, await trio.to_thread.run_sync(esc.now) + (deadline_s or default_deadline_s(m)))
+        # encrypted jobs also get a per-job result key: executors seal the result to it (only we can read it)
+        result_seed = os.urandom(32) if encrypt else b""
+        fields: dict[str, Any] = {
+            "code_cid": code_cid, "manifest": m.to_dict(), "redundancy": redundancy,
+            "quorum": default_quorum(redundancy), "deadline": deadline, "nonce": os.urandom(16),
+            "payment_wei": pay, "encrypted": bool(prepared.key),
+        }
+        if result_seed:
+            fields["result_key"] = bytes(SigningKey(result_seed).verify_key)
         try:
-            spec = JobSpec.from_dict({
-                "code_cid": code_cid, "manifest": m.to_dict(), "redundancy": redundancy,
-                "quorum": default_quorum(redundancy), "deadline": deadline, "nonce": os.urandom(16),
-                "payment_wei": pay, "encrypted": bool(prepared.key),
-            })
+            spec = JobSpec.from_dict(fields)
         except ProtocolError as e:
             raise BadJob(f"bad job: {e.detail or e}") from None
         rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url,
-                        code=str(Path(code).resolve()), bundle_key=prepared.key.hex(), state="new", notes=notes)
+                        code=str(Path(code).resolve()), bundle_key=prepared.key.hex(),
+                        result_seed=result_seed.hex(), state="new", notes=notes)
         if esc is None:
             return await self._submit_via_peer(peer, spec, rec)
         from ..chain.chain import Signer
@@ -338,7 +345,8 @@ class Client:
     # ------------------------------------------------------------------ result
 
     async def result(self, job_id: str, dest: str | Path, *, peer: str | None = None) -> Trace:
-        """Fetch the accepted result, verify every file against the accepted trace root, write it to ``dest``."""
+        """Fetch the accepted result, open it when it is sealed to this job's result key, verify every file
+        against the accepted trace root, write it to ``dest``."""
         rec = self.records.load(job_id)
         spec = rec.job_spec()
         p = self.peer(peer) if peer is not None else self._peer_of(rec)
@@ -368,6 +376,8 @@ class Client:
                 last = e
                 continue
             try:
+                if spec.result_key:
+                    data = await trio.to_thread.run_sync(open_result, data, spec, bytes.fromhex(rec.result_seed))
                 trace = await trio.to_thread.run_sync(verify_and_write, data, spec, root, Path(dest))
             except ResultRejected as e:
                 last = ResultRejected(f"result {cid}: {e}")

@@ -4,6 +4,11 @@ A result (what an executor stored under its ``result_cid``) is a directory: ``ou
 files), ``stdout``, ``stderr`` and ``trace.cbor`` (the canonical trace). It is accepted only when the
 trace hashes to the root the quorum agreed on, belongs to this job, and every file hashes to what the
 trace says (with the manifest's numeric compare rule applied, as the executor did).
+
+When the spec has a ``result_key``, what is stored under ``result_cid`` is not the directory but that
+directory's deterministic tar sealed to the client's per-job key (``store.crypto.seal_to``; the CID is of the
+ciphertext). :func:`open_result` opens it with the seed kept in the job record; the checks above then run on the
+plaintext, whose trace root is what the quorum agreed on.
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from nacl.signing import SigningKey
+
 from ..exec.tracing import hash_file, walk_files
 from ..protocol.encoding import decode_canonical
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import JobSpec
 from ..protocol.trace import Trace
 from ..store import bundle as store_bundle
-from ..store.errors import StoreError
+from ..store import crypto
+from ..store.errors import DecryptionError, StoreError
 from .errors import ResultRejected
 
 META_DIR = ".sandrun"  # stdout, stderr and the trace go here, beside the outputs
@@ -67,6 +75,23 @@ def check_result_dir(src: Path, spec: JobSpec, accepted_root: bytes) -> Trace:
                 f"instead of {o.sha256.hex()[:16]}...); it was altered after verification. Nothing was written"
             )
     return trace
+
+
+def open_result(data: bytes, spec: JobSpec, result_seed: bytes) -> bytes:
+    """The plaintext result tar of a job whose results are sealed to ``spec.result_key``.
+
+    ``result_seed`` is the Ed25519 seed kept in the job record; :class:`ResultRejected` when it is not the key
+    the spec names, or the stored bytes are not a result sealed to it (altered, truncated, or plaintext)."""
+    if len(result_seed) != 32 or bytes(SigningKey(result_seed).verify_key) != spec.result_key:
+        raise ResultRejected(
+            "the job record's result key is not the one the job spec names; this record cannot open the "
+            "result (was it submitted from another client home?)"
+        )
+    try:
+        return crypto.open_sealed(data, result_seed)
+    except DecryptionError as e:
+        raise ResultRejected(f"the sealed result cannot be opened with this job's result key ({e}); refusing it") \
+            from None
 
 
 def verify_and_write(result_tar: bytes, spec: JobSpec, accepted_root: bytes, dest: Path) -> Trace:

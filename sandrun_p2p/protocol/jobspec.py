@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from nacl.exceptions import CryptoError
+from nacl.signing import VerifyKey
+
 from .encoding import tagged_hash
 from .errors import SpecError
 
@@ -261,6 +264,17 @@ class Manifest:
         }
 
 
+def _check_result_key(key: bytes) -> None:
+    """A result key is a 32-byte Ed25519 public key that has an X25519 form (what results are sealed to)."""
+    if len(key) != 32:
+        raise SpecError(f"spec.result_key must be a 32-byte Ed25519 public key, got {len(key)} bytes")
+    try:
+        VerifyKey(key).to_curve25519_public_key()
+    except (CryptoError, RuntimeError, ValueError):
+        raise SpecError("spec.result_key is not a valid Ed25519 public key (no X25519 form to seal results to)") \
+            from None
+
+
 def default_quorum(redundancy: int) -> int:
     """Smallest strict majority of ``redundancy``: 1->1, 2->2, 3->2, 4->3, 5->3."""
     return redundancy // 2 + 1
@@ -281,6 +295,9 @@ class JobSpec:
     # When set, only these node ids may execute (e.g. the nodes a client trusts to spot-check a result; see
     # trust.check_executors). Empty: any eligible node. Sorted, part of the job id only when set.
     executors: tuple[bytes, ...] = ()
+    # When set, the client's per-job Ed25519 public key (32 bytes): executors seal the result archive to its
+    # X25519 form (store.crypto.seal_to), so only the client reads outputs. Part of the job id only when set.
+    result_key: bytes = b""
 
     @classmethod
     def from_dict(cls, d: Any) -> JobSpec:
@@ -299,6 +316,7 @@ class JobSpec:
                 "payment_wei",
                 "encrypted",
                 "executors",
+                "result_key",
             },
             w,
         )
@@ -333,6 +351,9 @@ class JobSpec:
             )
         if execs and len(execs) < k:
             raise SpecError(f"spec.executors names {len(execs)} node(s), fewer than redundancy {k}")
+        result_key = _opt(d, "result_key", bytes, b"", w)
+        if "result_key" in d:
+            _check_result_key(result_key)
         return cls(
             code_cid=cid,
             manifest=Manifest.from_dict(_req(d, "manifest", dict, w)),
@@ -343,6 +364,7 @@ class JobSpec:
             payment_wei=pay,
             encrypted=_opt(d, "encrypted", bool, False, w),
             executors=tuple(execs),
+            result_key=result_key,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,6 +380,8 @@ class JobSpec:
         }
         if self.executors:  # absent when unset, so the ids of ordinary jobs do not change
             d["executors"] = list(self.executors)
+        if self.result_key:  # likewise
+            d["result_key"] = self.result_key
         return d
 
     @cached_property

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 
 from sandrun_p2p.client import (
     BadJob,
@@ -23,9 +24,11 @@ from sandrun_p2p.client import (
 )
 from sandrun_p2p.client.bundle import prepare
 from sandrun_p2p.client.peer import Peer
+from sandrun_p2p.protocol.identity import NodeKey
 from sandrun_p2p.protocol.jobspec import Manifest
 from sandrun_p2p.store import crypto
-from sandrun_p2p.store.errors import DecryptionError
+from sandrun_p2p.store.bundle import unpack
+from sandrun_p2p.store.errors import DecryptionError, StoreError
 
 from .conftest import ROOT, Net
 
@@ -135,7 +138,6 @@ async def test_encrypted_bundle_is_unreadable_without_the_key(testnet: Net, home
     assert b"sieve" not in fetched and b"primes.txt" not in fetched
     with pytest.raises(DecryptionError):
         crypto.open_bundle(fetched, crypto.new_bundle_key())
-    from sandrun_p2p.protocol.identity import NodeKey
 
     granted, stranger = NodeKey.generate(), NodeKey.generate()
     wrapped = crypto.wrap_key(sealed.key, granted.node_id)  # a grant to one executor...
@@ -177,10 +179,28 @@ async def test_client_escrow_is_a_fresh_address_per_job(testnet: Net, home: Path
 
 
 async def test_encrypted_job_runs_on_granted_executors(testnet: Net, home: Path, tmp_path: Path) -> None:
+    """Default submit: encrypted bundle and a result sealed to the client's per-job key. No node can read the
+    stored result (the key never leaves the client); the client's result() opens and verifies it."""
     async with Client(testnet.node(0)) as c:
         rec = await c.submit(EX / "monte-carlo-pi", manifest("monte-carlo-pi"), redundancy=3)
+        spec = rec.job_spec()
+        assert rec.result_seed and spec.result_key == bytes(SigningKey(bytes.fromhex(rec.result_seed)).verify_key)
+        assert RecordStore().path(rec.job_id).stat().st_mode & 0o777 == 0o600
         assert (await c.wait(rec.job_id, timeout=120)).state == "settled"
-        await c.result(rec.job_id, tmp_path / "pi", peer=testnet.node(1))
+        view = await c.peer().job(rec.job_id)
+        async with Peer.open(testnet.node(3)) as d:  # a node the result key was never given to
+            cids = (await d.job(rec.job_id))["result_cids"]
+            stored = [await d.blob(cid, tar=True) for cid in cids]
+        assert len(cids) >= 2  # every executor sealed on its own: ciphertexts (and CIDs) differ
+        for data in stored:
+            assert data.startswith(crypto.SEALED_MAGIC) and b"pi.json" not in data
+            with pytest.raises(StoreError):
+                unpack(data, tmp_path / "not-a-tar")
+            with pytest.raises(DecryptionError):
+                crypto.open_sealed(data, NodeKey.generate())
+        trace = await c.result(rec.job_id, tmp_path / "pi", peer=testnet.node(1))
+        assert trace.root.hex() == view["accepted_root"]  # the root is over the plaintext
+        assert json.loads((tmp_path / "pi/pi.json").read_text())["samples"] == 400000
         r = await c.refund(rec.job_id)
         assert r["refunded_wei"] >= 0
 

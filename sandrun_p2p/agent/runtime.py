@@ -52,6 +52,7 @@ from ..protocol.events import (
 from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
+from ..protocol.pricing import usage_charge
 from .config import AgentConfig
 from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
 from .journal import Journal
@@ -333,7 +334,8 @@ class Agent:
         with _suppress():
             shutil.rmtree(Path(result.outputs_dir).parent, ignore_errors=True)
         salt = os.urandom(32)
-        usage = spec.payment_wei // max(1, spec.redundancy)
+        usage = usage_charge(spec.manifest, spec.redundancy, spec.payment_wei, trace.status,
+                             trace.usage.get("wall_ms", 0) / 1000)
         root = trace.root
         self.journal.execution_done(a.job_id, root, salt, trace_cid, result_cid, usage)
         self._log("executed", a.job_id, root=root.hex()[:16], status=trace.status, exit=trace.exit_code,

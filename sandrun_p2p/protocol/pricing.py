@@ -5,7 +5,8 @@ Rates are in micro-USD so that quotes are exact integers; wei follow from a USD/
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from .errors import SpecError
@@ -109,3 +110,28 @@ def usd_to_wei(usd: Fraction, usd_per_eth: Fraction | int | str) -> int:
         raise SpecError("the USD/ETH rate must be positive")
     w = usd / rate * WEI_PER_ETH
     return -((-w.numerator) // w.denominator)  # ceil: never under-quote
+
+
+#: Trace statuses in which a run stopped at a limit the client set: not charged, the escrow is refunded.
+UNCHARGED_STATUSES = ("oom", "timeout")
+
+
+def usage_charge(
+    manifest: Manifest,
+    redundancy: int,
+    payment_wei: int,
+    status: str,
+    wall_s: float,
+    usd_per_eth: Fraction | int | str = 3000,
+    table: PriceTable | None = None,
+) -> int:
+    """What one executor asks for a run: the table's price of the time it used, capped at its share of the escrow.
+
+    A run that hit the job's own memory or time limit is not charged (the client under-provisioned it;
+    the escrow goes back), and the unused part of every share is refunded by the contract.
+    """
+    if status in UNCHARGED_STATUSES:
+        return 0
+    share = payment_wei // max(1, redundancy)
+    used = quote(replace(manifest, timeout=max(1, math.ceil(wall_s))), 1, usd_per_eth, table).wei
+    return min(share, used)

@@ -6,7 +6,7 @@ import pytest
 
 from sandrun_p2p.protocol.errors import SpecError
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
-from sandrun_p2p.protocol.pricing import PriceTable, quote
+from sandrun_p2p.protocol.pricing import PriceTable, quote, usage_charge
 
 BASE = {"code_cid": "bafkreiabcdefgh", "manifest": {"entrypoint": "main.py"}, "deadline": 10**9}
 
@@ -114,3 +114,13 @@ def test_operator_price_table_and_impossible_gpu():
     huge = Manifest.from_dict({"entrypoint": "a.py", "gpu": {"required": True, "min_vram_gb": 500}})
     with pytest.raises(SpecError, match="no priced GPU class"):
         quote(huge, 1)
+
+
+def test_usage_charge_prices_the_time_used_capped_by_the_share_and_nothing_for_limit_hits():
+    m = Manifest.from_dict({"entrypoint": "a.py", "timeout": 100, "memory_mb": 100})
+    pay = quote(m, 2).wei  # two executions at the full timeout
+    used_10s = quote(Manifest.from_dict({"entrypoint": "a.py", "timeout": 10, "memory_mb": 100}), 1).wei
+    assert usage_charge(m, 2, pay, "exited", 9.2) == used_10s < pay // 2
+    assert usage_charge(m, 2, pay, "exited", 1000.0) == pay // 2  # never more than the share
+    assert usage_charge(m, 2, pay, "oom", 3.0) == 0
+    assert usage_charge(m, 2, pay, "timeout", 100.0) == 0

@@ -678,16 +678,14 @@ class NodeCore:
         if not job.funded:
             return
         if job.reveal_deadline is not None and job.phase != REVEALING:
-            self._late_evidence(
-                job, now, out
-            )  # dissent and silence are judged until the reveal window closes
+            # dissent and silence are judged until the reveal window closes
+            self._late_evidence(job, now, out)
         if job.phase in FINAL:
             return
         k = job.spec.redundancy
-        if job.phase == OPEN:
-            if not job.claims and not self.eligible_nodes(job, now):
-                self._no_eligible(job, now, out)
-                return
+        if job.phase == OPEN and not job.claims and not self.eligible_nodes(job, now):
+            self._no_eligible(job, now, out)  # fails the job once the grace passes (refund below)
+        elif job.phase == OPEN:
             self._lapse_claims(job, now, out)
             valid = self._valid_claims(job, now)
             winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
@@ -923,7 +921,8 @@ class NodeCore:
         if job.spec.deadline and (job.origin == self.node_id or self.node_id in job.claims):
             delay = 0.0 if job.origin == self.node_id else self.cfg.settle_backup_delay
             job.settle_at = job.spec.deadline + delay
-            self._wake(job.job_id, job.settle_at)
+            if job.settle_at > now:
+                self._wake(job.job_id, job.settle_at)  # (at or past it, the caller's step refunds at once)
 
     def _evidence(
         self,

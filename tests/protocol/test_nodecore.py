@@ -316,3 +316,15 @@ def test_commit_transaction_carries_the_declared_usage():
     commits = [tx for _, tx in loop.txs if tx.kind == "commit" and tx.job_id == jid]
     reveals = [tx for _, tx in loop.txs if tx.kind == "reveal" and tx.job_id == jid]
     assert len(commits) == 1 and commits[0].args["usage_wei"] == reveals[0].args["usage_wei"]
+
+
+def test_job_found_unrunnable_after_its_deadline_is_refunded_at_once():
+    # The no-eligible grace (one advert interval, 5 s) ends after this job's deadline (3 s from now).
+    loop = Loop(3, seed=25)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    jid = loop.submit(ids[0], make_spec(60, k=1, deadline=4, gpu={"required": True}))
+    loop.run(30)
+    assert jid in loop.refunded
+    assert [n for n, tx in loop.txs if tx.kind == "refund"] == [ids[0]]

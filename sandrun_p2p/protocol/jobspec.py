@@ -271,8 +271,9 @@ def _check_result_key(key: bytes) -> None:
     try:
         VerifyKey(key).to_curve25519_public_key()
     except (CryptoError, RuntimeError, ValueError):
-        raise SpecError("spec.result_key is not a valid Ed25519 public key (no X25519 form to seal results to)") \
-            from None
+        raise SpecError(
+            "spec.result_key is not a valid Ed25519 public key (no X25519 form to seal results to)"
+        ) from None
 
 
 def default_quorum(redundancy: int) -> int:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .cid import Cid, parse_cid
+from .errors import CorruptObject, TooLarge
+
 #: Peer-fetch hook: asked for one block by CID (CIDv1 base32), returns that block's bytes or None.
 #: Whatever it returns is hashed and compared with the CID before it is stored or used.
 Fetcher = Callable[[str], Awaitable[bytes | None]]
@@ -33,6 +36,16 @@ class Limits:
     max_entries: int = 100_000
     #: nesting depth of a directory tree
     max_depth: int = 64
+
+
+def verified_block(cid: str, block: bytes, limits: Limits) -> Cid:
+    """The parsed CID of a block offered for storage, after checking its size and that it hashes to that CID."""
+    c = parse_cid(cid)
+    if len(block) > limits.max_block_bytes:
+        raise TooLarge(f"block {c} is {len(block)} bytes; the block limit is {limits.max_block_bytes}")
+    if not c.matches(block):
+        raise CorruptObject(f"{len(block)} bytes offered as block {c} hash to something else; refused")
+    return c
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike
+from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike, verified_block
 from .cid import DAG_PB, RAW, Cid, parse_cid
 from .errors import (
     CorruptObject,
@@ -533,13 +533,7 @@ class EmbeddedStore(ContentStore):
         return str(cid)
 
     async def put_block(self, cid: str, block: bytes) -> str:
-        c = parse_cid(cid)
-        if len(block) > self.limits.max_block_bytes:
-            raise TooLarge(
-                f"block {c} is {len(block)} bytes; the block limit is {self.limits.max_block_bytes}"
-            )
-        if not c.matches(block):
-            raise CorruptObject(f"{len(block)} bytes offered as block {c} hash to something else; refused")
+        c = verified_block(cid, block, self.limits)
         await self._run(self.repo.write_block, c, bytes(block))
         return str(c)
 

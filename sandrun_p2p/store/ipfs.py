@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 import trio
 
-from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike
+from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike, verified_block
 from .cid import DAG_PB, Cid, parse_cid
 from .embedded import EmbeddedStore, _info
 from .errors import (
@@ -345,13 +345,7 @@ class IpfsStore(ContentStore):
         return await self._own(tree.cid, pin, tree.total_bytes)
 
     async def put_block(self, cid: str, block: bytes) -> str:
-        c = parse_cid(cid)
-        if len(block) > self.limits.max_block_bytes:
-            raise TooLarge(
-                f"block {c} is {len(block)} bytes; the block limit is {self.limits.max_block_bytes}"
-            )
-        if not c.matches(block):
-            raise CorruptObject(f"{len(block)} bytes offered as block {c} hash to something else; refused")
+        c = verified_block(cid, block, self.limits)
         await self._block_put(c, bytes(block))
         return str(c)
 

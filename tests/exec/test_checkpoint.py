@@ -11,24 +11,8 @@ from exec_helpers import JOB_ID, make_job, manifest
 from sandrun_p2p.exec import BundleError, Checkpoint, LocalExecutor
 from sandrun_p2p.exec.checkpoint import chain
 
-COUNTER = """
-    import os, time
-    ck = os.environ["SANDRUN_CHECKPOINT_DIR"]
-    entries = sorted(e for e in os.listdir(ck) if not e.startswith("."))
-    i = int(open(os.path.join(ck, entries[-1])).read()) if entries else 0
-    total = 30
-    while i < total:
-        i += 1
-        time.sleep(0.1)
-        if i % 5 == 0:
-            tmp = os.path.join(ck, ".tmp")
-            with open(tmp, "w") as f:
-                f.write(str(i))
-            os.rename(tmp, os.path.join(ck, f"{i:06d}"))
-    with open("result.txt", "w") as f:
-        f.write(f"{sum(range(total + 1))}\\n")
-    print("done", total)
-"""
+# The checkpointing example users submit is the job under test.
+COUNTER = (Path(__file__).resolve().parents[2] / "examples" / "checkpoint-counter" / "count.py").read_text()
 
 
 async def test_stopped_job_resumes_elsewhere_with_same_root(executor: LocalExecutor, tmp_path: Path) -> None:

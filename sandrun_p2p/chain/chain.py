@@ -7,7 +7,8 @@ The same code runs on three kinds of chain:
 * ``rpc``: any JSON-RPC URL (e.g. an Arbitrum endpoint) with a key from a keystore file or an environment variable.
 
 Transactions: a local nonce counter per account (resynchronised after a rejected nonce), gas estimated with a
-margin (a revert during estimation is raised before anything is sent), EIP-1559 fees, receipts polled every few
+margin (a revert during estimation is raised before anything is sent) plus, where the caller knows one, the gas of
+a state change that may land between the estimate and inclusion (``extra_gas``), EIP-1559 fees, receipts polled every few
 milliseconds, reverts turned into ``ChainError`` with the contract's error name and arguments. Only idempotent
 steps are retried: re-sending the same signed bytes, and reads.
 """
@@ -296,15 +297,27 @@ class Chain:
         except Exception as e:
             raise self._revert_error(e, method, tx) from e
 
-    def send(self, signer: Signer, tx: dict, *, gas: int | None = None, method: str | None = None) -> dict:
-        """Send ``tx`` (to, data, value) from ``signer`` and wait for its receipt; raise ChainError on a revert."""
+    def send(
+        self,
+        signer: Signer,
+        tx: dict,
+        *,
+        gas: int | None = None,
+        extra_gas: int = 0,
+        method: str | None = None,
+    ) -> dict:
+        """Send ``tx`` (to, data, value) from ``signer`` and wait for its receipt; raise ChainError on a revert.
+
+        Without ``gas``, the limit is the estimate times ``gas_margin`` plus 10,000 plus ``extra_gas``: the
+        estimate runs on the latest block, so a transaction that another one, mined first, makes costlier (a
+        reveal that becomes the settling one) needs that headroom. Unused gas is not charged."""
         tx = {k: v for k, v in tx.items() if v is not None}
         tx["from"] = signer.address
         tx.setdefault("value", 0)
         tx["chainId"] = self.chain_id
         if gas is None:
             est = self.estimate(dict(tx), method)
-            gas = int(est * self.gas_margin) + 10_000
+            gas = int(est * self.gas_margin) + 10_000 + extra_gas
         tx["gas"] = gas
         tx.update(self._fees())
         with self._lock:

@@ -2,10 +2,10 @@
 
     python -m sims.calibrate [--nodes 5] [--jobs 20] [--redundancy 1] [--no-real]
 
-The real side runs ``sandrun-p2p testnet --json --data-dir TMP`` (separate agent processes on loopback, a
-local chain). Its JSON summary has no per-job times, so claim latency is read from the agents' journals
-afterwards (the same ``events`` that ``GET /v1/jobs/<id>`` serves): from the origin's ``announced`` event to
-the first ``claimed`` event (each claimant records its own claim when it publishes it). The simulator is then
+The real side runs ``sandrun-p2p testnet --json`` (separate agent processes on loopback, a local chain). Claim
+latency is read from its summary: from a job's ``submitted_at`` (the testnet's client, just before
+``POST /v1/jobs``) to the earliest of its ``claims[].at`` (each claimant's own record of its claim), the same
+span the simulator measures (submission to first claim). The simulator is then
 fed what the testnet run measured (arrival rate, execution time) and the testnet's protocol parameters, and
 both distributions are printed. Exit status: 0 with both sides; 1 when the real side is unavailable or
 failed (the reason is printed; ``--no-real`` skips it and exits 0).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -69,38 +68,18 @@ def sim_side(nodes: int, jobs: int, k: int, rate: float = 2.0, runtime: float = 
     return claim_latencies(sim)
 
 
-def _journal(node_dir: Path) -> tuple[str, list[tuple[str, str, str, float]]]:
-    """(this node's id, [(job_id, state, node, at)]) from an agent's data directory (read-only)."""
-    me = json.loads((node_dir / "control.json").read_text())["node_id"]
-    db = sqlite3.connect(f"file:{node_dir / 'journal.sqlite'}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT job_id, state, node, at FROM events ORDER BY id").fetchall()
-    finally:
-        db.close()
-    return me, [(bytes(j).hex(), s, bytes(n).hex(), float(a)) for j, s, n, a in rows]
-
-
-def from_journals(data_dir: Path, job_ids: list[str]) -> tuple[list[float], list[float], list[float]]:
-    """Per job: claim latency, submission time (origin's clock) and execution time (claimant's clock)."""
-    announced: dict[str, float] = {}
-    first_claim: dict[str, float] = {}
-    running: dict[tuple[str, str], float] = {}
-    execs: dict[str, float] = {}
-    for node_dir in sorted(p for p in data_dir.iterdir() if (p / "journal.sqlite").is_file()):
-        me, rows = _journal(node_dir)
-        for jid, state, node, at in rows:
-            if node != me:
-                continue  # only what this node did itself, on its own clock
-            if state == "announced":
-                announced[jid] = at
-            elif state == "claimed":
-                first_claim[jid] = min(at, first_claim.get(jid, at))
-            elif state == "running":
-                running[(jid, me)] = at
-            elif state == "committed" and (jid, me) in running and jid not in execs:
-                execs[jid] = at - running[(jid, me)]
-    lat = [first_claim[j] - announced[j] for j in job_ids if j in announced and j in first_claim]
-    return lat, [announced[j] for j in job_ids if j in announced], list(execs.values())
+def from_summary(summary: dict) -> tuple[list[float], list[float], list[float]]:
+    """From ``testnet --json``: per job, claim latency (``submitted_at`` to the earliest of ``claims[].at``) and
+    submission time, and every execution time (``runs[]``: running to committed)."""
+    lat, submits, execs = [], [], []
+    for j in summary.get("jobs", []):
+        if "submitted_at" not in j:
+            raise ValueError("the testnet summary has no jobs[].submitted_at (an older sandrun-p2p?)")
+        submits.append(float(j["submitted_at"]))
+        if j.get("claims"):
+            lat.append(min(float(c["at"]) for c in j["claims"]) - float(j["submitted_at"]))
+        execs += [float(r["committed_at"]) - float(r["started_at"]) for r in j.get("runs", [])]
+    return lat, submits, execs
 
 
 def real_side(nodes: int, jobs: int, k: int, timeout: int) -> tuple[RealRun | None, str]:
@@ -114,22 +93,23 @@ def real_side(nodes: int, jobs: int, k: int, timeout: int) -> tuple[RealRun | No
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 180)
         except subprocess.TimeoutExpired:
             return None, f"testnet did not finish within {timeout + 180} s"
-        try:
-            summary = json.loads(p.stdout)
-        except json.JSONDecodeError:
-            return None, f"testnet exited {p.returncode} without a JSON summary: {p.stderr.strip()[-400:]}"
-        ids = [j["job_id"] for j in summary.get("jobs", [])]
-        lat, submits, execs = from_journals(Path(tmp), ids)
+    try:
+        summary = json.loads(p.stdout)
+        lat, submits, execs = from_summary(summary)
+    except json.JSONDecodeError:
+        return None, f"testnet exited {p.returncode} without a JSON summary: {p.stderr.strip()[-400:]}"
+    except (ValueError, KeyError, TypeError) as e:
+        return None, f"testnet summary not understood: {e}"
     t = summary.get("totals", {})
-    run = RealRun(lat, submits, execs, int(t.get("settled", 0)), int(t.get("jobs", len(ids))),
+    n = len(summary.get("jobs", []))
+    run = RealRun(lat, submits, execs, int(t.get("settled", 0)), int(t.get("jobs", n)),
                   float(summary.get("wall_s", 0.0)))
     if p.returncode:
         run.notes.append(f"testnet exited {p.returncode}: {run.settled} of {run.jobs} jobs settled")
     if not lat:
-        return None, (f"testnet ran ({run.settled} of {run.jobs} settled) but no job had both an 'announced' "
-                      "event at its origin and a 'claimed' event in the agents' journals")
-    if len(lat) < len(ids):
-        run.notes.append(f"{len(ids) - len(lat)} job(s) without a claim in the journals")
+        return None, f"testnet ran ({run.settled} of {run.jobs} settled) but no job has a claim in its summary"
+    if len(lat) < n:
+        run.notes.append(f"{n - len(lat)} job(s) without a claim")
     return run, ""
 
 
@@ -157,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = real.rate if real else 2.0
     runtime = statistics.median(real.exec_times) if real and real.exec_times else 1.0
     sim = sim_side(a.nodes, a.jobs, a.redundancy, rate, runtime)
-    print(f"claim latency (s), origin's announcement -> first claim; {a.nodes} nodes, {a.jobs} jobs, "
+    print(f"claim latency (s), submission -> first claim; {a.nodes} nodes, {a.jobs} jobs, "
           f"k={a.redundancy}")
     print(table(sim, real.claim_latency if real else None))
     print(f"simulator fed: arrival rate {rate:.2f}/s, execution time {runtime:.3f} s"

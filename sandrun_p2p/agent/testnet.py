@@ -206,12 +206,13 @@ class Testnet:
             body = {"manifest": {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 30, "memory_mb": 128},
                     "bundle_b64": base64.b64encode(_bundle(a.job_size + i)).decode(), "redundancy": a.redundancy,
                     "deadline_s": max(60, int(a.timeout))}
+            at = time.time()
             r = api.submit(**body)
-            submitted.append((api, r["job_id"]))
+            submitted.append((api, r["job_id"], at))
             self.say(f"submitted job {r['job_id'][:16]} through node{i % len(clients)}")
         jobs = []
         deadline = time.monotonic() + a.timeout
-        for api, jid in submitted:
+        for api, jid, submitted_at in submitted:
             left = max(1.0, deadline - time.monotonic())
             try:
                 j = api.wait_job(jid, ("settled", "refunded"), left)
@@ -227,6 +228,8 @@ class Testnet:
             jobs.append({
                 "job_id": jid,
                 "state": j.get("state"),
+                "submitted_at": round(submitted_at, 6),
+                **self.claims_and_runs(clients, jid),
                 "claimants": j.get("claims") if isinstance(j.get("claims"), list) else [],
                 "trace_roots": {n: v["root"] for n, v in (j.get("reveals") or {}).items()}
                 if isinstance(j.get("reveals"), dict) else {},
@@ -245,6 +248,28 @@ class Testnet:
             "jobs_wall_s": round(time.monotonic() - t0, 2),
         }
         return {"jobs": jobs, "totals": totals}
+
+    def claims_and_runs(self, clients: list[Any], jid: str) -> dict[str, list[dict[str, Any]]]:
+        """``claims``: [{node, at}] and ``runs``: [{node, started_at, committed_at}], each read from the journal of
+        the node that claimed or ran (its own record, on its own clock: every node shares this host's clock)."""
+        claims: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []
+        for n, api in zip(self.nodes, clients, strict=True):
+            try:
+                events = api.events(job=jid)["events"]
+            except Exception:
+                continue  # a node that stopped answering: its claims are missing from the summary
+            own = [e for e in events if e["node"] == n["node_id"]]
+            claimed = [e["at"] for e in own if e["state"] == "claimed"]
+            if claimed:
+                claims.append({"node": n["node_id"], "at": round(min(claimed), 6)})
+            started = [e["at"] for e in own if e["state"] == "running"]
+            committed = [e["at"] for e in own if e["state"] == "committed"]
+            if started and committed:
+                runs.append({"node": n["node_id"], "started_at": round(min(started), 6),
+                             "committed_at": round(min(committed), 6)})
+        claims.sort(key=lambda c: c["at"])
+        return {"claims": claims, "runs": runs}
 
     # ------------------------------------------------------------------ stop
 

@@ -25,6 +25,11 @@ def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
     for j in out["jobs"]:
         assert j["state"] == "settled"
         assert len(j["claimants"]) == 2
+        # each claimant's own record of its claim, after the submission (one host, one clock)
+        assert {c["node"] for c in j["claims"]} == set(j["claimants"])
+        assert j["submitted_at"] <= j["claims"][0]["at"] <= j["claims"][1]["at"]
+        assert {r["node"] for r in j["runs"]} <= set(j["claimants"]) and j["runs"]
+        assert all(j["claims"][0]["at"] <= r["started_at"] <= r["committed_at"] for r in j["runs"])
         assert set(j["trace_roots"].values()) == {j["accepted_root"]}
         assert j["paid_wei"] > 0
     assert "mesh formed" in r.stderr and "stopping every node" in r.stderr

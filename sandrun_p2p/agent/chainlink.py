@@ -16,8 +16,9 @@ How NodeCore's transactions map onto the contract:
   deadline is judged by ``max(time.time(), chain.now())`` and a ``TooEarly`` revert is retried: an idle
   development chain mines no blocks, so its latest timestamp (and eth-tester's next one) lags the wall clock;
   there one empty block is mined before the retry (never on other chains);
-* ``slash``: dissent and silence are settled by the contract itself (nothing to send); equivocation needs
-  chain attestations that gossip messages do not carry, so it is only logged.
+* ``slash``: dissent and silence are settled by the contract itself (nothing to send); equivocation is posted
+  as ``slashEquivocation`` with the two chain attestations the accused's conflicting reveals carry
+  (``evidence.py``; every reveal carries its executor's attestation, see :meth:`ChainLink.attest`).
 
 Options (``[chain]`` in the agent config): ``rpc`` (JSON-RPC URL; none: an in-process embedded chain with its own
 deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addresses_file`` (written by
@@ -156,7 +157,6 @@ class ChainLink:
                 "chain_id": self.chain_id}
 
     async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
-        from ..chain import ChainError
 
         jid = tx.job_id
         if tx.kind == "commit":
@@ -172,8 +172,29 @@ class ChainLink:
             kind = str(tx.args.get("kind", ""))
             if kind in ("dissent", "no_reveal"):
                 return "left to the contract's settlement (it slashes dissenting and silent executors)"
-            raise ChainError("unsupported", "equivocation evidence needs chain attestations; logged only")
+            return await self._run(self._slash_equivocation, tx.args["evidence"])
         raise ValueError(f"unknown transaction kind {tx.kind!r}")
+
+    def attest(self, job_id: bytes, root: bytes) -> bytes | None:
+        """This account's attestation of ``root`` for ``job_id`` (carried in reveals), or None without a key."""
+        if self.signer.private_key is None:
+            return None
+        return self.market.attest(job_id, root).signature
+
+    def _slash_equivocation(self, ev: Any) -> str:
+        from ..chain import ChainError
+        from .evidence import EvidenceError, attestation_pair
+
+        try:
+            a, b = attestation_pair(ev)
+        except EvidenceError as e:
+            raise ChainError("unsupported", f"equivocation not provable on chain: {e}") from e
+        try:
+            return self.market.slash_equivocation(a, b).tx_hash
+        except ChainError as e:
+            if e.reason == "AlreadySlashed":
+                return "slash: another node posted the evidence first"
+            raise
 
     def _reveal_mine(self, jid: bytes, args: dict[str, Any]) -> str:
         from ..chain import Opening

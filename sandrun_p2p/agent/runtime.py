@@ -54,6 +54,7 @@ from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
 from ..protocol.pricing import usage_charge
 from .config import AgentConfig
+from .evidence import with_attestation
 from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
 from .journal import Journal
 from .ports import ChainPort
@@ -176,7 +177,8 @@ class Agent:
     def _do(self, a: Any) -> None:
         if isinstance(a, Publish):
             # Journaled when our own publish passes the gossip validator (as every accepted message).
-            raw = m.encode(self.key, a.kind, a.body, self._next_seq(), int(time.time() * 1000))
+            body = with_attestation(getattr(self.chain, "attest", None), a.kind, a.body)
+            raw = m.encode(self.key, a.kind, body, self._next_seq(), int(time.time() * 1000))
             self._pub_send.send_nowait((topic_for(a.kind, a.shard), raw))
         elif isinstance(a, SetTimer):
             self._deadline = a.at

@@ -149,7 +149,10 @@ SCHEMAS: dict[str, Validator] = {
     CLAIM: _map({"job": H32, "caps": CAPS}),
     RELEASE: _map({"job": H32, "reason": _str(200)}),
     COMMIT: _map({"job": H32, "commitment": H32}),
-    REVEAL: _map({"job": H32, "root": H32, "salt": H32, "trace_cid": CID, "result_cid": CID}),
+    REVEAL: _map(
+        {"job": H32, "root": H32, "salt": H32, "trace_cid": CID, "result_cid": CID, "attest": _bytes(65)},
+        optional=frozenset({"attest"}),  # the executor's chain attestation of root (equivocation evidence)
+    ),
     CHECKPOINT: _map({"job": H32, "index": U32, "cid": CID, "link": H32}),
     EVIDENCE: _map(
         {

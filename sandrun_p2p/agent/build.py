@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,26 +12,6 @@ from .config import AgentConfig
 log = logging.getLogger("sandrun_p2p.agent")
 
 
-def sweep_stale_runs(work_root: Path) -> int:
-    """Remove run directories an earlier agent process left behind (a SIGKILL skips the executor's cleanup,
-    leaving the job's tmpfs mounted). Runs before the executor starts, so nothing of ours is running."""
-    import shutil
-    import subprocess
-
-    n = 0
-    if not work_root.is_dir():
-        return 0
-    for run in work_root.iterdir():
-        if run.name == "results" or not run.is_dir():
-            continue
-        fs = run / "fs"
-        if fs.is_dir() and os.path.ismount(fs):
-            subprocess.run(["umount", "-l", str(fs)], capture_output=True)
-        shutil.rmtree(run, ignore_errors=True)
-        n += 1
-    return n
-
-
 def make_executor(cfg: AgentConfig) -> Any:
     if cfg.sandrun_url:
         from ..exec.sandrun import SandrunExecutor
@@ -40,10 +19,10 @@ def make_executor(cfg: AgentConfig) -> Any:
         return SandrunExecutor(cfg.sandrun_url, results_root=cfg.data_dir / "exec" / "results")
     from ..exec.sandbox import LocalExecutor
 
-    stale = sweep_stale_runs(cfg.data_dir / "exec")
-    if stale:
-        log.info("event=swept-stale-runs count=%d", stale)
-    return LocalExecutor(work_root=cfg.data_dir / "exec", allow_unsafe=cfg.allow_unsafe_sandbox)
+    executor = LocalExecutor(work_root=cfg.data_dir / "exec", allow_unsafe=cfg.allow_unsafe_sandbox)
+    if executor.swept:  # run directories (and tmpfs mounts) a SIGKILLed earlier agent left behind
+        log.info("event=swept-stale-runs count=%d", executor.swept)
+    return executor
 
 
 def build_agent(cfg: AgentConfig) -> tuple[Any, Any]:

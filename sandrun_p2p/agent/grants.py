@@ -1,7 +1,8 @@
 """Bundle keys of encrypted jobs: the origin's key store, GRANT messages, opening a bundle before execution.
 
 The origin of an encrypted job keeps its bundle key in ``<data_dir>/keys/<job_id>.key`` (directory 0700, file
-0600), outside every sandbox. On NodeCore's ``RequestGrant`` it seals the key to each winner with
+0600), outside every sandbox, until the job settles or is refunded (keys of jobs that ended while the agent was
+down are deleted at its next start). On NodeCore's ``RequestGrant`` it seals the key to each winner with
 :func:`store.crypto.wrap_key` and publishes GRANT bodies of at most :data:`MAX_GRANTS` grants. A winner unwraps
 its grant with its node key and opens the bundle before the executor sees it: only the plaintext tar reaches
 the sandbox, never a key.
@@ -58,6 +59,30 @@ class KeyStore:
             return self._path(job_id).read_bytes()
         except FileNotFoundError:
             return None
+
+    def delete(self, job_id: bytes) -> bool:
+        """Forget the key of a job that ended (settled or refunded); True when there was one."""
+        try:
+            self._path(job_id).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def sweep(self, open_jobs: set[bytes]) -> int:
+        """Delete the keys (and half-written ``.tmp`` files) of every job not in ``open_jobs``: those whose end an
+        earlier process did not see through (stopped between the end and the deletion)."""
+        if not self.dir.is_dir():
+            return 0
+        n = 0
+        for p in self.dir.iterdir():
+            try:
+                job_id = bytes.fromhex(p.stem) if p.suffix in (".key", ".tmp") else None
+            except ValueError:
+                continue
+            if job_id is not None and (p.suffix == ".tmp" or job_id not in open_jobs):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
 
 
 def grant_bodies(job_id: bytes, key: bytes, nodes: tuple[bytes, ...] | list[bytes]) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ from ..protocol.pricing import usage_charge
 from .config import AgentConfig
 from .evidence import with_attestation
 from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
-from .journal import Journal
+from .journal import FINAL_STATES, Journal
 from .ports import ChainPort
 
 log = logging.getLogger("sandrun_p2p.agent")
@@ -126,6 +126,7 @@ class Agent:
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
         self.journal = Journal(cfg.data_dir / "journal.sqlite")
         self.keys = KeyStore(cfg.data_dir)
+        self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
         self.net = Network(
             key,
             NetConfig(listen=cfg.listen, bootstrap=cfg.bootstrap, mdns=cfg.mdns, shards=cfg.shards),
@@ -198,6 +199,8 @@ class Agent:
             self._grant(a)
         elif isinstance(a, JobEvent):
             self.journal.event(a.job_id, a.state, a.detail, a.node)
+            if a.state in FINAL_STATES:
+                self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
             self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
             self._events_changed.set()
             self._events_changed = trio.Event()

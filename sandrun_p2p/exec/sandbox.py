@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -53,6 +54,38 @@ def _tmpfs_mount(path: Path, size_bytes: int) -> bool:
 
 def _umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+_RUN_NAME = re.compile(r"^[0-9a-f]{16}-(\d+)-\d+$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_runs(work_root: Path) -> int:
+    """Remove the run directories (``<job>-<pid>-<n>``) of processes that no longer exist, unmounting their tmpfs:
+    a SIGKILLed agent skips the executor's cleanup. Runs of live processes (another executor sharing the
+    directory) are left alone. Returns how many were removed."""
+    n = 0
+    if not work_root.is_dir():
+        return 0
+    for run in work_root.iterdir():
+        match = _RUN_NAME.match(run.name)
+        if not match or not run.is_dir() or _alive(int(match.group(1))):
+            continue
+        fs = run / "fs"
+        if fs.is_dir() and os.path.ismount(fs):
+            _umount(fs)
+        shutil.rmtree(run, ignore_errors=True)
+        n += 1
+    return n
 
 
 def _descendants(root: int) -> list[int]:
@@ -98,6 +131,7 @@ class LocalExecutor:
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.results_root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.work_root, 0o700)
+        self.swept = sweep_stale_runs(self.work_root)  # what a SIGKILLed earlier process left mounted
         self.disk_mb, self.tmp_mb = disk_mb, tmp_mb
         self.max_output_bytes, self.max_pids, self.grace_s = max_output_bytes, max_pids, grace_s
         self.bwrap = shutil.which("bwrap")

@@ -245,6 +245,7 @@ def test_announce_client_escrowed_encrypted_job(cluster: Cluster) -> None:
     winner = next(n for n in cluster.nodes if n.node_id.hex() == j["winners"][0])
     assert f"event=granted job={spec.job_id.hex()[:16]}" in (origin.data_dir / "agent.log").read_text()
     assert not (winner.data_dir / "keys").exists()  # an executor keeps no key on disk
+    assert not kf.exists()  # nor the origin once the job ended
 
 
 def test_status_names_the_chain(cluster: Cluster) -> None:

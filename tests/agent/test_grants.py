@@ -33,6 +33,21 @@ def test_key_store_is_private(tmp_path) -> None:
         ks.put(jid, b"short")
 
 
+def test_keys_of_ended_jobs_are_deleted(tmp_path) -> None:
+    ks = KeyStore(tmp_path)
+    ended, still_open, gone_while_down = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    for jid in (ended, still_open, gone_while_down):
+        ks.put(jid, crypto.new_bundle_key())
+    assert ks.delete(ended) and ks.get(ended) is None and not ks.delete(ended)
+    (ks.dir / f"{still_open.hex()}.tmp").write_bytes(b"half")  # a put cut short
+    (ks.dir / "README").write_text("not a key")
+    # at start: keep the keys of jobs the journal still has open, delete the rest
+    assert ks.sweep({still_open}) == 2
+    assert ks.get(still_open) is not None and ks.get(gone_while_down) is None
+    assert sorted(p.name for p in ks.dir.iterdir()) == [f"{still_open.hex()}.key", "README"]
+    assert KeyStore(tmp_path / "fresh").sweep(set()) == 0
+
+
 def test_grant_bodies_split_by_eight_and_pass_the_validator() -> None:
     key = crypto.new_bundle_key()
     nodes = [NodeKey.generate() for _ in range(MAX_GRANTS + 3)]

@@ -53,6 +53,7 @@ from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
 from ..protocol.pricing import usage_charge
+from .checkpoints import STOP_LEAD_S, Checkpoints
 from .config import AgentConfig
 from .evidence import with_attestation
 from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
@@ -127,6 +128,8 @@ class Agent:
         self.journal = Journal(cfg.data_dir / "journal.sqlite")
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
+        self.checkpoints = Checkpoints(store, lambda jid, body: self._do(
+            Publish(m.CHECKPOINT, body, self.core.jobs[jid].shard)), key.node_id)
         self.net = Network(
             key,
             NetConfig(listen=cfg.listen, bootstrap=cfg.bootstrap, mdns=cfg.mdns, shards=cfg.shards),
@@ -246,6 +249,7 @@ class Agent:
         jid = job_id_of(msg)
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
+            self.checkpoints.on_notice(msg, getattr(self.core.jobs.get(jid), "origin", None))
             if msg.kind == m.JOB and self.core.cfg.require_escrow and jid not in self.core.funded:
                 self._poll_now.set()  # look for the escrow now rather than at the next poll
         self.feed(Received(msg))
@@ -315,7 +319,16 @@ class Agent:
             self.journal.execution_ended(a.job_id, "failed", str(e))
             self._log("exec-failed", a.job_id, reason=str(e))
             return ExecutionFailed(a.job_id, str(e))
-        result = await self.executor.run(bundle, spec.manifest, a.job_id)
+        view = self.core.jobs.get(a.job_id)
+        opts = await self.checkpoints.run_options(a.job_id, spec.manifest, self.journal.messages(a.job_id),
+                                                  set(view.claims) if view else set(),
+                                                  getattr(self.executor, "resumes_checkpoints", True))
+        result = await self.executor.run(bundle, spec.manifest, a.job_id, **opts)
+        if self.checkpoints.stopped(a.job_id):  # stopped at shutdown: hand the job over with its checkpoint
+            failed = await self.checkpoints.hand_over(a.job_id, result)
+            self.journal.execution_ended(a.job_id, "stopped", failed.reason)
+            return failed
+        self.checkpoints.finished(a.job_id)
         trace = result.trace
         if self.cfg.test_faulty_executor:
             trace = dataclasses.replace(trace, stdout_sha256=sha256(b"faulty", trace.stdout_sha256))
@@ -493,6 +506,7 @@ class Agent:
                 nursery.start_soon(self._chain_sender, nursery)
                 nursery.start_soon(self._chain_watcher)
                 nursery.start_soon(self._exec_dispatcher, nursery)
+                nursery.start_soon(self.checkpoints.keeper)
                 if detect_caps is not None:
                     nursery.start_soon(self._caps_watcher, detect_caps)
                 control = ControlServer(self)
@@ -522,12 +536,19 @@ class Agent:
                 return
 
     async def _shutdown(self) -> None:
-        """Stop taking work; give running executions ``shutdown_grace_s`` to finish and commit."""
+        """Stop taking work; give running executions ``shutdown_grace_s`` to finish and commit. Jobs that
+        checkpoint are stopped ``STOP_LEAD_S`` before the end and handed over with their last checkpoint."""
         self._stopping = True
-        with trio.move_on_after(self.cfg.shutdown_grace_s):
+        end = trio.current_time() + self.cfg.shutdown_grace_s
+        with trio.move_on_at(end - STOP_LEAD_S):
             while self._running:
                 await trio.sleep(0.05)
-            await trio.sleep(0.2)  # let the last commits leave
+        with trio.move_on_at(end):
+            if self.checkpoints.stop_all():
+                self._log("stopping-checkpointed-jobs", None)
+            while self._running:
+                await trio.sleep(0.05)
+            await trio.sleep(0.2)  # let the last commits (and checkpoints, releases) leave
         for scope in self._running.values():
             scope.cancel()
 

@@ -44,6 +44,7 @@ class SandrunExecutor:
     """Runs jobs on a remote sandrun server and rebuilds the trace from downloaded bytes."""
 
     kind = "sandrun"
+    resumes_checkpoints = False  # the server has no checkpoint directory to restore into
 
     def __init__(self, url: str, *, results_root: Path | None = None, request_timeout: float = 10.0,
                  poll_interval: float = 0.5, backoff: float = 1.0, attempts: int = 2,

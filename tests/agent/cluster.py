@@ -183,7 +183,9 @@ class Cluster:
 
 
 def start_cluster(root: Path, n: int, *, faulty: tuple[int, ...] = (), caps: dict[int, dict] | None = None,
-                  core: dict[str, Any] | None = None, start: bool = True) -> Cluster:
+                  core: dict[str, Any] | None = None, start: bool = True,
+                  shards: dict[int, list[int]] | None = None) -> Cluster:
+    """``shards``: per node index, the job shards it serves (default [0]; set ``core={"shard_bits": b}``)."""
     root.mkdir(parents=True, exist_ok=True)
     port_file = root / "chain.url"
     chain = subprocess.Popen([sys.executable, "-m", "tests.agent.fakechain", str(port_file)], cwd=ROOT,
@@ -209,6 +211,7 @@ def start_cluster(root: Path, n: int, *, faulty: tuple[int, ...] = (), caps: dic
             "chain": {"url": url},
             "core": {**FAST_CORE, **(core or {})},
             "caps": (caps or {}).get(i, {"max_jobs": 4}),
+            "shards": (shards or {}).get(i, [0]),
             "shutdown_grace_s": 3.0,
             "chain_poll_s": 0.1,
             "log_level": "info",

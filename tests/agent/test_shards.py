@@ -12,7 +12,7 @@ from sandrun_p2p.protocol.claiming import shard_of
 from sandrun_p2p.protocol.jobspec import JobSpec
 from sandrun_p2p.store import cid_of_bytes
 
-from .cluster import HELLO, hello_job, start_cluster
+from .cluster import HELLO, hello_job, start_cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -42,7 +42,7 @@ def test_job_settles_on_its_shard_of_64(tmp_path) -> None:
         assert j["state"] == "settled", [(e["state"], e["node"][:12], e["detail"][:50]) for e in j["events"]]
         # the two nodes that serve the shard ran it (k = 2 of exactly two eligible) and were paid
         assert sorted(j["chain"]["paid"]) == sorted([origin.node_id.hex(), runner.node_id.hex()])
-        assert runner.api.job(r["job_id"])["state"] == "settled"
+        wait_for(lambda: runner.api.job(r["job_id"])["state"] == "settled", 30, "the runner to see the settlement")
         # the node of another shard: not eligible, and the job's messages never reached it
         assert all(x["job_id"] != r["job_id"] for x in outsider.api.jobs())
         assert outsider.api.events(job=r["job_id"])["events"] == []

@@ -229,7 +229,7 @@ class Testnet:
                 "job_id": jid,
                 "state": j.get("state"),
                 "submitted_at": round(submitted_at, 6),
-                **self.claims_and_runs(clients, jid),
+                **self.claims_and_runs(clients, jid, api),
                 "claimants": j.get("claims") if isinstance(j.get("claims"), list) else [],
                 "trace_roots": {n: v["root"] for n, v in (j.get("reveals") or {}).items()}
                 if isinstance(j.get("reveals"), dict) else {},
@@ -249,17 +249,21 @@ class Testnet:
         }
         return {"jobs": jobs, "totals": totals}
 
-    def claims_and_runs(self, clients: list[Any], jid: str) -> dict[str, list[dict[str, Any]]]:
-        """``claims``: [{node, at}] and ``runs``: [{node, started_at, committed_at}], each read from the journal of
-        the node that claimed or ran (its own record, on its own clock: every node shares this host's clock)."""
+    def claims_and_runs(self, clients: list[Any], jid: str, origin: Any) -> dict[str, Any]:
+        """``announced_at`` (the origin's record of announcing the job, after escrowing it), ``claims``:
+        [{node, at}] and ``runs``: [{node, started_at, committed_at}], each read from the journal of the node that
+        announced, claimed or ran (its own record, on its own clock: every node shares this host's clock)."""
         claims: list[dict[str, Any]] = []
         runs: list[dict[str, Any]] = []
+        announced_at = None
         for n, api in zip(self.nodes, clients, strict=True):
             try:
                 events = api.events(job=jid)["events"]
             except Exception:
                 continue  # a node that stopped answering: its claims are missing from the summary
             own = [e for e in events if e["node"] == n["node_id"]]
+            if api is origin:
+                announced_at = min((e["at"] for e in own if e["state"] == "announced"), default=None)
             claimed = [e["at"] for e in own if e["state"] == "claimed"]
             if claimed:
                 claims.append({"node": n["node_id"], "at": round(min(claimed), 6)})
@@ -269,7 +273,8 @@ class Testnet:
                 runs.append({"node": n["node_id"], "started_at": round(min(started), 6),
                              "committed_at": round(min(committed), 6)})
         claims.sort(key=lambda c: c["at"])
-        return {"claims": claims, "runs": runs}
+        return {"announced_at": None if announced_at is None else round(announced_at, 6), "claims": claims,
+                "runs": runs}
 
     # ------------------------------------------------------------------ stop
 

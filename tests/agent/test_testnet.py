@@ -27,7 +27,7 @@ def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
         assert len(j["claimants"]) == 2
         # each claimant's own record of its claim, after the submission (one host, one clock)
         assert {c["node"] for c in j["claims"]} == set(j["claimants"])
-        assert j["submitted_at"] <= j["claims"][0]["at"] <= j["claims"][1]["at"]
+        assert j["submitted_at"] <= j["announced_at"] <= j["claims"][0]["at"] <= j["claims"][1]["at"]
         assert {r["node"] for r in j["runs"]} <= set(j["claimants"]) and j["runs"]
         assert all(j["claims"][0]["at"] <= r["started_at"] <= r["committed_at"] for r in j["runs"])
         assert set(j["trace_roots"].values()) == {j["accepted_root"]}

@@ -77,14 +77,23 @@ def cluster(tmp_path_factory) -> Cluster:
         c.stop()
 
 
-def counter_job(cluster: Cluster) -> tuple[dict, bytes, list[bytes]]:
+def all_running(cluster: Cluster) -> None:
+    """Restart the nodes an earlier test stopped, and wait for the mesh."""
+    for n in cluster.nodes:
+        if n.proc is None or n.proc.poll() is not None:
+            n.start()
+    cluster.wait_ready(90)
+    cluster.wait_mesh(60)
+
+
+def counter_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]:
     """The checkpoint-counter example as a k=1 job whose top rank is not node 0 (the origin we watch)."""
     code = bundle({"count.py": (EXAMPLE / "count.py").read_text()})
     manifest = json.loads((EXAMPLE / "job.json").read_text())
     ids = [n.node_id for n in cluster.nodes]
     deadline = int(time.time()) + 150
     for i in range(200):
-        nonce = b"ckpt" + i.to_bytes(4, "big")
+        nonce = tag + i.to_bytes(4, "big")
         spec = JobSpec.from_dict({"code_cid": cid_of_bytes(code), "manifest": manifest, "redundancy": 1,
                                   "deadline": deadline, "nonce": nonce, "payment_wei": 10**15})
         order = rank(spec.job_id, fake_seed(spec.job_id), ids)
@@ -110,7 +119,8 @@ def uninterrupted_root(code_files: dict[str, str], manifest: dict, job_id: bytes
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_hands_the_job_over_with_its_checkpoint(cluster: Cluster, tmp_path: Path) -> None:
-    body, jid, order = counter_job(cluster)
+    all_running(cluster)
+    body, jid, order = counter_job(cluster, b"term")
     origin = cluster.nodes[0]
     top = next(n for n in cluster.nodes if n.node_id == order[0])
     r = origin.api.submit(**body)
@@ -140,5 +150,31 @@ def test_sigterm_hands_the_job_over_with_its_checkpoint(cluster: Cluster, tmp_pa
                         (resumer.data_dir / "agent.log").read_text())
     assert resumed and int(resumed.group(1)) >= 1  # it started from a checkpoint, not from scratch
     # the resumed run's trace root is the one of a run never interrupted
+    code = {"count.py": (EXAMPLE / "count.py").read_text()}
+    assert j["accepted_root"] == uninterrupted_root(code, body["manifest"], jid, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigkilled_executor_is_resumed_from_the_origins_copy(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL: no goodbye, and the writer's store is gone; the origin kept the periodic checkpoints, so the
+    fallback rank (after the dead node's claim lapses) still resumes from one."""
+    all_running(cluster)
+    body, jid, order = counter_job(cluster, b"kill")
+    origin = cluster.nodes[0]
+    top = next(n for n in cluster.nodes if n.node_id == order[0])
+    r = origin.api.submit(**body)
+    published = f"event=checkpoint-published job={jid.hex()[:16]}"
+    wait_for(lambda: published in (top.data_dir / "agent.log").read_text(), 60,
+             "a periodic checkpoint from the top-ranked executor")
+    top.kill(signal.SIGKILL)
+    j = origin.api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 120)
+    assert j["state"] == "settled", [(e["state"], e["node"][:12], e["detail"][:50]) for e in j["events"]]
+    (payee,) = j["chain"]["paid"]
+    assert payee != top.node_id.hex()
+    resumer = next(n for n in cluster.nodes if n.node_id.hex() == payee)
+    resumed = re.search(rf"event=resume job={jid.hex()[:16]} from=\S+ index=(\d+)",
+                        (resumer.data_dir / "agent.log").read_text())
+    assert resumed and int(resumed.group(1)) >= 1
     code = {"count.py": (EXAMPLE / "count.py").read_text()}
     assert j["accepted_root"] == uninterrupted_root(code, body["manifest"], jid, tmp_path)

@@ -96,7 +96,7 @@ class Checkpoints:
         self.publish = publish
         self.node_id = node_id
         self._stops: dict[bytes, trio.Event] = {}
-        self._keep_send, self._keep_recv = trio.open_memory_channel[str](256)
+        self._keep_send, self._keep_recv = trio.open_memory_channel[tuple[bytes, str]](256)
 
     # ------------------------------------------------------------------ executing
 
@@ -171,16 +171,18 @@ class Checkpoints:
         """A checkpoint message was accepted: the job's origin keeps a copy of the snapshot."""
         if msg.kind == m.CHECKPOINT and origin == self.node_id and msg.sender != self.node_id:
             try:
-                self._keep_send.send_nowait(msg.body["cid"])
+                self._keep_send.send_nowait((msg.body["job"], msg.body["cid"]))
             except trio.WouldBlock:
                 log.info("event=checkpoint-not-kept cid=%s reason='queue full'", msg.body["cid"])
 
     async def keeper(self) -> None:
         """Fetch (and pin) the checkpoints :meth:`on_notice` queued."""
-        async for cid in self._keep_recv:
+        async for job_id, cid in self._keep_recv:
             try:
                 with trio.fail_after(FETCH_TIMEOUT_S):
                     data = await self.store.get(cid)
                 await self.store.put_bytes(data, pin=True)
+                log.info("event=checkpoint-kept job=%s cid=%s", job_id.hex()[:16], cid)
             except Exception as e:
-                log.info("event=checkpoint-not-kept cid=%s reason=%r", cid, f"{type(e).__name__}: {e}"[:200])
+                log.info("event=checkpoint-not-kept job=%s cid=%s reason=%r", job_id.hex()[:16], cid,
+                         f"{type(e).__name__}: {e}"[:200])

@@ -167,6 +167,8 @@ def test_sigkilled_executor_is_resumed_from_the_origins_copy(cluster: Cluster, t
     published = f"event=checkpoint-published job={jid.hex()[:16]}"
     wait_for(lambda: published in (top.data_dir / "agent.log").read_text(), 60,
              "a periodic checkpoint from the top-ranked executor")
+    kept = f"event=checkpoint-kept job={jid.hex()[:16]}"
+    wait_for(lambda: kept in (origin.data_dir / "agent.log").read_text(), 30, "the origin to keep a checkpoint")
     top.kill(signal.SIGKILL)
     j = origin.api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 120)
     assert j["state"] == "settled", [(e["state"], e["node"][:12], e["detail"][:50]) for e in j["events"]]

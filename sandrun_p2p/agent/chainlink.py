@@ -22,7 +22,8 @@ How NodeCore's transactions map onto the contract:
 Options (``[chain]`` in the agent config): ``rpc`` (JSON-RPC URL; none: an in-process embedded chain with its own
 deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addresses_file`` (written by
 ``deploy-contracts``; default ``<data_dir>/sandrun-chain.json``), ``key_file`` (hex private key, mode 0600) or
-``key_env`` (variable holding it); on development chains without a key, ``account_index`` picks a funded account.
+``key_env`` (variable holding it); on development chains without a key, ``account_index`` picks a funded account;
+``max_inflight_txs`` (default 8): transactions this node may have waiting for receipts at once over JSON-RPC.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def write_key_file(path: Path, key_hex: str) -> None:
 
 
 class ChainLink:
-    """Blocking web3 calls run in worker threads; one transaction at a time per process."""
+    """Blocking web3 calls run in worker threads: up to ``max_inflight_txs`` transactions at once over JSON-RPC
+    (default 8; nonces are allocated in order by the chain client), one at a time on the embedded chain."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         from ..chain import Chain, Deployment, EventPoller, Signer
@@ -100,7 +102,12 @@ class ChainLink:
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())
         self.stake = int(options.get("stake_wei", 0)) or int(params["min_stake"])
-        self._lock = trio.Lock()
+        # transactions of different jobs overlap (the chain client allocates nonces under its own lock and each
+        # waits for its receipt in its own thread); the in-process embedded chain takes one call at a time
+        inflight = int(options.get("max_inflight_txs", 8)) if rpc else 1
+        if inflight < 1:
+            raise ValueError("[chain] max_inflight_txs must be >= 1")
+        self._lock = trio.CapacityLimiter(inflight)
         self.node_ids: dict[int, bytes] = {}
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}

@@ -345,11 +345,23 @@ class Agent:
     # ------------------------------------------------------------------ tasks
 
     async def _publisher(self) -> None:
-        async for topic, raw in self._pub_recv:
-            try:
-                await self.net.publish(topic, raw)
-            except Exception as e:
-                self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
+        """Publish queued messages; whatever queued up meanwhile (e.g. the claims for a batch of announced jobs)
+        leaves together, batched per topic (``Network.publish_many``)."""
+        async for first in self._pub_recv:
+            if self.cfg.publish_batch_window_s > 0:
+                await trio.sleep(self.cfg.publish_batch_window_s)
+            by_topic: dict[str, list[bytes]] = {first[0]: [first[1]]}
+            while True:
+                try:
+                    topic, raw = self._pub_recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                by_topic.setdefault(topic, []).append(raw)
+            for topic, raws in by_topic.items():
+                try:
+                    await self.net.publish_many(topic, raws)
+                except Exception as e:
+                    self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
 
     async def _timer(self) -> None:
         while True:

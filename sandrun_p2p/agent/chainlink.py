@@ -112,6 +112,7 @@ class ChainLink:
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
+        self.positions: dict[bytes, int] = {}  # job -> this node's commitment position (from its commit receipt)
         self.reveal_window = int(params["reveal_window"])
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -168,6 +169,7 @@ class ChainLink:
         jid = tx.job_id
         if tx.kind == "commit":
             r = await self._run(self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0)))
+            self.positions[jid] = int(r.event("Committed")["pos"])  # the reveal needs it: no extra call then
             return r.tx_hash
         if tx.kind == "reveal":
             return await self._until_open(lambda: self._reveal_mine(jid, tx.args), "reveal")
@@ -185,7 +187,9 @@ class ChainLink:
     def _reveal_mine(self, jid: bytes, args: dict[str, Any]) -> str:
         from ..chain import Opening
 
-        pos = self.market.position_of(jid)
+        pos = self.positions.pop(jid, None)
+        if pos is None:
+            pos = self.market.position_of(jid)
         if pos is None:
             raise ValueError("this node has no commitment on chain for the job")
         op = Opening(pos, args["root"], args["salt"], int(args.get("usage_wei", 0)))

@@ -11,8 +11,9 @@ What differs from py-libp2p 0.8's defaults, and why (see shared/notes/networking
 * gossipsub heartbeat 1 s, explicit degrees, v1.1 first (v1.2 doubles CPU per message), strict
   signing, message id = SHA-256 of the payload, spam protection raised far above the protocol's own
   rate so our own publishes are never dropped, peer-score thresholds set (defaults are -inf);
-* every topic validator runs :func:`protocol.messages.decode` with a replay guard and checks that the
-  gossip signer is the protocol sender; rejected messages cost the forwarding peer score (P4);
+* every topic validator runs :func:`protocol.messages.decode_gossip` (one message or a batch of one sender's
+  messages) with a replay guard and checks that the gossip signer is the protocol sender; rejected messages
+  cost the forwarding peer score (P4); :meth:`Network.publish_many` packs what a node has queued into batches;
 * accepted messages are handed to the node from the validator, not through the 32-slot subscription
   channel that drops when full; outbound publishes wait while any peer's send queue is nearly full
   (py-libp2p drops silently past 32 queued RPCs);

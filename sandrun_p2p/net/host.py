@@ -477,7 +477,8 @@ class Network:
         self.stats.fetch_requests += 1
         pid = peer_id_of_node(node_id)
         if not self._knows(pid):
-            await self._find(pid)
+            with trio.move_on_after(self.cfg.call_timeout_s):
+                await self._find(pid)
         try:
             with trio.fail_after(self.cfg.call_timeout_s):
                 stream = await self.host.new_stream(pid, [fetchproto.FETCH_PROTOCOL])

@@ -143,6 +143,31 @@ async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None
     nursery.cancel_scope.cancel()
 
 
+async def test_an_item_the_node_refuses_leaves_the_rest_of_its_batch_delivered(nursery) -> None:
+    """The node's rules judge each item of a batch alone: a refused item is counted and the payload is not
+    forwarded, but the other items stay delivered."""
+    from sandrun_p2p.protocol.errors import ProtocolError
+
+    got: list[int] = []
+
+    def on_message(msg: m.Message, now: float) -> None:
+        if msg.seq == 2:
+            raise ProtocolError("bad-spec", "the node's rules refuse this one")
+        got.append(msg.seq)
+
+    keys = [NodeKey.generate(), NodeKey.generate()]
+    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+            Network(keys[1], NetConfig(mdns=False), on_message)]
+    for n in nets:
+        await nursery.start(n.run)
+    await nets[1].connect(nets[0].addrs()[0])
+    await wait_until(lambda: nets[0].mesh_peers(TOPIC) and nets[1].mesh_peers(TOPIC))
+    await nets[0].publish_many(TOPIC, [claim(keys[0], s) for s in (1, 2, 3)])
+    await wait_until(lambda: nets[1].stats.rejected.get("bad-spec", 0) == 1)
+    assert got == [1, 3] and nets[1].stats.accepted == 2
+    nursery.cancel_scope.cancel()
+
+
 async def test_publish_many_batches_and_delivers_in_order(nursery) -> None:
     got: list[m.Message] = []
     keys = [NodeKey.generate(), NodeKey.generate()]

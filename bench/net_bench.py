@@ -1,11 +1,16 @@
 """Network benchmark, in one run on this machine:
 
-1. raw gossip latency p50/p99 between N processes (the tuned py-libp2p stack of ``sandrun_p2p.net``: Noise,
-   yamux, gossipsub v1.1, validators decoding every message; no NodeCore, no agent);
-2. job-claim latency p50/p99 in an N-agent testnet (announce -> k claims seen by the submitting node);
-3. jobs/s through the same N-agent mesh with trivial k=1 jobs, full protocol including settlement on chain.
+1. raw gossip latency p50/p99 between N processes (the agent's own py-libp2p stack, ``sandrun_p2p.net``:
+   Noise, mplex, gossipsub v1.1, validators decoding every message; no NodeCore, no agent), one message at a
+   time (no batching), and the CPU each delivery cost;
+2. job-claim latency p50/p99 in an N-agent testnet (announce -> k claims seen by the submitting node), one
+   job at a time;
+3. jobs/s through the same N-agent mesh with trivial k=1 jobs, full protocol including escrow, commit and
+   reveal on chain (anvil when installed) and the chain's settlement checked per job; by default each node
+   gets its share in one ``POST /v1/jobs/batch``; CPU seconds of every process during this phase.
 
     python bench/net_bench.py [--nodes 10] [--gossip-msgs 40] [--claim-jobs 20] [--jobs 100] [--json]
+                              [--one-by-one] [--skip-gossip] [--profile OUT.json]
 
 Prints the figures and the ratios against the goals (claim p99 <= 2 x gossip p99; >= 25 jobs/s).
 """
@@ -59,7 +64,7 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float) -> None:
     key = NodeKey.generate()
 
     async def main() -> None:
-        net = Network(key, NetConfig(mdns=False, muxer=os.environ.get("MUXER", "YAMUX"), degree=int(os.environ.get("D", "6")), degree_low=int(os.environ.get("DL", "4")), degree_high=int(os.environ.get("DH", "12"))), on_msg)
+        net = Network(key, NetConfig(mdns=False), on_msg)  # the agent's own settings
         async with trio.open_nursery() as nursery:
             await nursery.start(net.run)
             (d / f"addr{index}").write_text(net.addrs()[0])
@@ -85,10 +90,8 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float) -> None:
                 while len(lat) < msgs * (n - 1):
                     await trio.sleep(0.05)
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-            if os.environ.get("BENCH_CPU"):
-                print("worker", index, "mesh", len(net.mesh_peers(topic)), "conns", len(net.connected_peers()), "cpu s", round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 3),
-                      file=sys.stderr)
-            (d / f"lat{index}.json").write_text(json.dumps(lat))
+            cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+            (d / f"lat{index}.json").write_text(json.dumps({"lat": lat, "cpu_s": cpu}))
             nursery.cancel_scope.cancel()
 
     trio.run(main)
@@ -112,10 +115,13 @@ def gossip_phase(n: int, msgs: int, rate: float) -> dict:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    lat = [x for i in range(n) for x in json.loads((d / f"lat{i}.json").read_text())]
+    results = [json.loads((d / f"lat{i}.json").read_text()) for i in range(n)]
+    lat = [x for r in results for x in r["lat"]]
+    cpu = sum(r["cpu_s"] for r in results)
     expected = msgs * n * (n - 1)
     return {"nodes": n, "messages": msgs * n, "deliveries": len(lat), "expected_deliveries": expected,
-            "rate_msgs_per_s": rate, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000}
+            "rate_msgs_per_s": rate, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
+            "cpu_ms_per_delivery": 1000 * cpu / max(1, len(lat))}
 
 
 # ----------------------------------------------------------------------------- agent phases
@@ -137,6 +143,55 @@ def job_body(i: int, k: int) -> dict:
             "bundle_b64": base64.b64encode(trivial_bundle(i)).decode(), "redundancy": k, "deadline_s": 300}
 
 
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process (all its threads) and of its waited-for children (executors), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tck = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tck, (int(fields[13]) + int(fields[14])) / tck
+
+
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread only (the trio loop; worker threads run the chain client)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(net) -> dict[str, float]:
+    """CPU seconds so far of every agent (and, apart, the sandboxed runs it started), the chain and this
+    process (the bench client and its threads)."""
+    snap = {}
+    for i, p in enumerate(net.procs):
+        snap[f"node{i}"], snap[f"node{i}-exec"] = proc_cpu(p.pid)
+        snap[f"node{i}-loop"] = main_thread_cpu(p.pid)
+    if net.local is not None and getattr(net.local, "pid", None):
+        snap["chain"] = sum(proc_cpu(net.local.pid))
+    snap["bench"] = sum(proc_cpu(os.getpid()))
+    return snap
+
+
+def profile_node0(testnet_module, out: Path, gate: Path) -> None:
+    """Make the testnet start node 0 under ``bench/sampler.py`` (all threads, sampled while ``gate`` exists)."""
+    import types
+
+    real = subprocess
+    started = []
+
+    def popen(argv, *a, **kw):
+        if not started and "sandrun_p2p.agent.cli_agent" in argv:
+            started.append(argv)
+            argv = [argv[0], str(ROOT / "bench" / "sampler.py"), str(out), str(gate), *argv[1:]]
+        return real.Popen(argv, *a, **kw)
+
+    testnet_module.subprocess = types.SimpleNamespace(
+        Popen=popen, STDOUT=real.STDOUT, DEVNULL=real.DEVNULL, TimeoutExpired=real.TimeoutExpired)
+
+
 def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,8 +204,14 @@ def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
     raise RuntimeError(f"job {job_id} did not get {k} claims in {timeout}s")
 
 
-def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int) -> dict:
+def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path | None = None,
+                 batch: bool = True, claim_quiet: bool = True) -> dict:
+    from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
+
+    gate = Path(tempfile.mkdtemp(prefix="bench-gate-")) / "sampling"
+    if profile is not None:
+        profile_node0(testnet, profile, gate)
 
     args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
                               timeout=180.0, job_size=0)
@@ -158,16 +219,35 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int) -> dict:
     try:
         net.start()
         clients = net.wait_mesh()
-        # claim latency: one job at a time, announce -> k claims as seen by the origin
+        # claim latency: one job at a time, announce -> k claims as seen by the origin; with ``claim_quiet`` each
+        # job waits until the previous one settled (the mesh otherwise idle, as in the gossip phase), else the
+        # next job is announced while the previous one still executes, commits and settles
         lats = []
         for i in range(claim_jobs):
             api = clients[i % n]
             r = api.submit(**job_body(10_000 + i, k_claim))
             lats.append(claim_latency(api, r["job_id"], k_claim))
+            if claim_quiet:
+                api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
         # throughput: submit everything through all nodes at once, wait for every settlement
+        cpu0 = cpu_snapshot(net)
+        gate.write_text("1")
         t0 = time.monotonic()
-        with ThreadPoolExecutor(max_workers=min(16, n)) as pool:
-            ids = list(pool.map(lambda i: (i % n, clients[i % n].submit(**job_body(i, 1))["job_id"]), range(jobs)))
+        per_node = {idx: [job_body(i, 1) for i in range(jobs) if i % n == idx] for idx in range(min(n, jobs))}
+
+        def submit(idx: int) -> list[tuple[int, str]]:
+            if not batch:
+                return [(idx, clients[idx].submit(**b)["job_id"]) for b in per_node[idx]]
+            out = []
+            for at in range(0, len(per_node[idx]), 64):
+                for r in clients[idx].submit_many(per_node[idx][at:at + 64]):
+                    if "error" in r:
+                        raise RuntimeError(f"node{idx} could not escrow {r['job_id']}: {r['error']}")
+                    out.append((idx, r["job_id"]))
+            return out
+
+        with ThreadPoolExecutor(max_workers=len(per_node)) as pool:
+            ids = [x for xs in pool.map(submit, list(per_node)) for x in xs]
         t_sub = time.monotonic() - t0
         # wait on each origin's event stream (long polls), not by hammering the job endpoint
         by_node: dict[int, set[str]] = {}
@@ -189,12 +269,34 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int) -> dict:
             list(pool.map(follow, list(by_node)))
         pending = [jid for _, jid in ids if jid not in states]
         wall = time.monotonic() - t0
-        settled = sum(1 for s in states.values() if s == "settled")
+        cpu1 = cpu_snapshot(net)
+        gate.unlink()
+        cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
+        settled_n = sum(1 for s in states.values() if s == "settled") or 1
+        total = sum(v for k, v in cpu.items() if not k.endswith("-loop"))  # a loop is part of its agent
+        cpu_summary = {"total_s": round(total, 2),
+                       "agents_s": round(sum(v for k, v in cpu.items() if k.startswith("node") and "-" not in k), 2),
+                       "agent_loops_s": round(sum(v for k, v in cpu.items() if k.endswith("-loop")), 2),
+                       "executions_s": round(sum(v for k, v in cpu.items() if k.endswith("-exec")), 2),
+                       "chain_s": cpu.get("chain", 0.0), "bench_s": cpu.get("bench", 0.0),
+                       "ms_per_settled_job": round(1000 * total / settled_n, 1),
+                       "per_process_s": cpu}
+        # check the chain's own record of every job the origin reports settled (who was paid, how much)
+        origin_of = {jid: idx for idx, jid in ids}
+        on_chain = {}
+        for jid, st in states.items():
+            if st == "settled":
+                c = clients[origin_of[jid]].job(jid).get("chain") or {}
+                on_chain[jid] = c.get("state") == "settled" and int(c.get("paid_wei", 0)) > 0
+        settled = sum(1 for ok in on_chain.values() if ok)
         return {"claim": {"jobs": claim_jobs, "k": k_claim, "p50_ms": pct(lats, 50) * 1000,
+                          "after_previous_settled": claim_quiet,
                           "p99_ms": pct(lats, 99) * 1000, "mean_ms": statistics.mean(lats) * 1000},
                 "throughput": {"jobs": jobs, "settled": settled, "not_finished": len(pending),
+                               "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
                                "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
-                               "jobs_per_s": settled / wall if wall else 0.0},
+                               "submission": "batch per node" if batch else "one request per job",
+                               "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary},
                 "chain": net.chain_kind}
     finally:
         net.stop()
@@ -213,10 +315,19 @@ def main() -> int:
     p.add_argument("--claim-k", type=int, default=2)
     p.add_argument("--jobs", type=int, default=100, help="trivial k=1 jobs for the throughput phase")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--claim-overlap", action="store_true",
+                   help="announce each claim-phase job as soon as the previous one has its claims (default: once it "
+                        "settled, so claims are timed on an otherwise idle mesh)")
+    p.add_argument("--one-by-one", action="store_true",
+                   help="submit the throughput jobs one request per job (default: one batch request per node)")
+    p.add_argument("--skip-gossip", action="store_true", help="agent phases only (no ratio against gossip)")
+    p.add_argument("--profile", type=Path, help="sample node 0's stacks (all threads) during the throughput phase; JSON written here")
     a = p.parse_args()
     t0 = time.monotonic()
-    g = gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate)
-    ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs)
+    g = (gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate) if not a.skip_gossip else
+         {"nodes": a.nodes, "messages": 0, "deliveries": 0, "expected_deliveries": 0,
+          "rate_msgs_per_s": a.gossip_rate, "p50_ms": float("nan"), "p99_ms": float("nan")})
+    ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap)
     out = {"machine": {"cpus": os.cpu_count()}, "gossip": g, **ag,
            "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
                       "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},
@@ -225,11 +336,20 @@ def main() -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"gossip ({g['nodes']} processes, {g['rate_msgs_per_s']} msg/s): p50 {g['p50_ms']:.1f} ms, "
-              f"p99 {g['p99_ms']:.1f} ms, delivered {g['deliveries']}/{g['expected_deliveries']}")
+              f"p99 {g['p99_ms']:.1f} ms, delivered {g['deliveries']}/{g['expected_deliveries']}, "
+              f"{g.get('cpu_ms_per_delivery', float('nan')):.2f} ms CPU per delivery")
         c, t = ag["claim"], ag["throughput"]
-        print(f"claim latency (k={c['k']}, {c['jobs']} jobs): p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms")
+        when = "each after the previous settled" if c["after_previous_settled"] else "overlapping the previous job"
+        print(f"claim latency (k={c['k']}, {c['jobs']} jobs, {when}): p50 {c['p50_ms']:.1f} ms, "
+              f"p99 {c['p99_ms']:.1f} ms")
         print(f"throughput: {t['settled']}/{t['jobs']} trivial k=1 jobs settled in {t['wall_s']} s = "
               f"{t['jobs_per_s']:.2f} jobs/s (chain: {ag['chain']})")
+        cpu = t["cpu"]
+        print(f"CPU during the throughput phase: {cpu['total_s']} s on {os.cpu_count()} cores = "
+              f"{cpu['ms_per_settled_job']} ms per settled job (agents {cpu['agents_s']} s, of which their trio loops "
+              f"{cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
+              f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, "
+              f"bench client {cpu['bench_s']} s)")
         r = out["ratios"]
         print(f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "
               f"jobs/s / 25 = {r['jobs_per_s_over_goal_25']:.2f} (goal >= 1)")

@@ -66,6 +66,10 @@ class ControlClient:
     def submit(self, **body: Any) -> dict[str, Any]:
         return self._call("POST", "/v1/jobs", json=body)
 
+    def submit_many(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /v1/jobs/batch``: one answer per body, in order (``{"job_id", "error"}`` where escrow failed)."""
+        return self._call("POST", "/v1/jobs/batch", json={"jobs": bodies})["jobs"]
+
     def events(self, since: int = 0, job: str | None = None, wait: float = 0) -> dict[str, Any]:
         params: dict[str, Any] = {"since": since, "wait": wait}
         if job:

@@ -23,7 +23,8 @@ How NodeCore's transactions map onto the contract:
 Options (``[chain]`` in the agent config): ``rpc`` (JSON-RPC URL; none: an in-process embedded chain with its own
 deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addresses_file`` (written by
 ``deploy-contracts``; default ``<data_dir>/sandrun-chain.json``), ``key_file`` (hex private key, mode 0600) or
-``key_env`` (variable holding it); on development chains without a key, ``account_index`` picks a funded account.
+``key_env`` (variable holding it); on development chains without a key, ``account_index`` picks a funded account;
+``max_inflight_txs`` (default 8): transactions this node may have waiting for receipts at once over JSON-RPC.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def write_key_file(path: Path, key_hex: str) -> None:
 
 
 class ChainLink:
-    """Blocking web3 calls run in worker threads; one transaction at a time per process."""
+    """Blocking web3 calls run in worker threads: up to ``max_inflight_txs`` transactions at once over JSON-RPC
+    (default 8; nonces are allocated in order by the chain client), one at a time on the embedded chain."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         from ..chain import Chain, Deployment, EventPoller, Signer
@@ -101,11 +103,17 @@ class ChainLink:
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())
         self.stake = int(options.get("stake_wei", 0)) or int(params["min_stake"])
-        self._lock = trio.Lock()
+        # transactions of different jobs overlap (the chain client allocates nonces under its own lock and each
+        # waits for its receipt in its own thread); the in-process embedded chain takes one call at a time
+        inflight = int(options.get("max_inflight_txs", 8)) if rpc else 1
+        if inflight < 1:
+            raise ValueError("[chain] max_inflight_txs must be >= 1")
+        self._lock = trio.CapacityLimiter(inflight)
         self.node_ids: dict[int, bytes] = {}
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
+        self.positions: dict[bytes, int] = {}  # job -> this node's commitment position (from its commit receipt)
         self.reveal_window = int(params["reveal_window"])
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -161,6 +169,7 @@ class ChainLink:
         jid = tx.job_id
         if tx.kind == "commit":
             r = await self._run(self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0)))
+            self.positions[jid] = int(r.event("Committed")["pos"])  # the reveal needs it: no extra call then
             return r.tx_hash
         if tx.kind == "reveal":
             return await self._until_open(lambda: self._reveal_mine(jid, tx.args), "reveal")
@@ -199,7 +208,9 @@ class ChainLink:
     def _reveal_mine(self, jid: bytes, args: dict[str, Any]) -> str:
         from ..chain import Opening
 
-        pos = self.market.position_of(jid)
+        pos = self.positions.pop(jid, None)
+        if pos is None:
+            pos = self.market.position_of(jid)
         if pos is None:
             raise ValueError("this node has no commitment on chain for the job")
         op = Opening(pos, args["root"], args["salt"], int(args.get("usage_wei", 0)))

@@ -51,6 +51,7 @@ class AgentConfig:
     chain_poll_s: float = 0.25
     tx_timeout_s: float = 7200.0  # a settle/refund may wait for the chain's reveal window
     caps_refresh_s: float = 60.0
+    publish_batch_window_s: float = 0.0  # wait this long after a message is queued to batch more with it
     log_level: str = "info"
     log_file: str | None = None
     test_faulty_executor: bool = False  # test-only: report a wrong trace root
@@ -68,6 +69,8 @@ class AgentConfig:
     def validate(self) -> None:
         if self.max_jobs < 0:
             raise ConfigError("max_jobs must be >= 0")
+        if not 0 <= self.publish_batch_window_s <= 1:
+            raise ConfigError("publish_batch_window_s must be between 0 and 1 second")
         if not 0 <= self.control_port <= 65535:
             raise ConfigError("control_port must be a TCP port number")
         if self.control_host not in ("127.0.0.1", "localhost", "::1"):

@@ -30,6 +30,11 @@ Endpoints
     "deadline_s": 600 (from now) | "deadline": unix_s, "nonce": hex, "payment_wei": (quote)}``;
     the node stores the bundle, escrows the payment on chain and announces the job as its origin.
     Answer 201 ``{"job_id", "code_cid", "payment_wei", "deadline"}``; 400 names the bad field.
+``POST /v1/jobs/batch``
+    body ``{"jobs": [job, ...]}`` (1..64 bodies as for ``POST /v1/jobs``): every body is checked first (400
+    ``jobs[i]: ...`` and nothing escrowed), the escrows go out concurrently and the funded jobs are announced
+    together (a few gossip payloads instead of one per job). Answer 201 ``{"jobs": [answer as for POST
+    /v1/jobs, or {"job_id", "error"} for a job whose escrow failed]}``, in the order given.
 ``POST /v1/announce``
     body ``{"spec": JobSpec.to_dict() with "nonce" (and any "executors", "result_key") as hex, "bundle_key": hex}``
     (``bundle_key``: the 32-byte key of an encrypted bundle; required when ``spec.encrypted``, refused
@@ -79,6 +84,7 @@ MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER = 16 * 1024
 TOKEN_FILE = "control.token"
 INFO_FILE = "control.json"
+MAX_BATCH_JOBS = 64  # jobs in one POST /v1/jobs/batch (as many messages as one gossip batch carries)
 REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",
            503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -215,6 +221,8 @@ class ControlServer:
                 return 200, {"jobs": self.jobs()}
             if method == "POST":
                 return 201, await self.submit(_json(payload))
+        if method == "POST" and seg == ["jobs", "batch"]:
+            return 201, await self.submit_batch(_json(payload))
         if method == "GET" and len(seg) == 2 and seg[0] == "jobs":
             return 200, await self.job(_unhex(seg[1], "job id", 32))
         if method == "POST" and seg == ["announce"]:
@@ -256,7 +264,8 @@ class ControlServer:
             "net": {"accepted": net.stats.accepted, "rejected": dict(net.stats.rejected),
                     "published": net.stats.published, "paced_waits": net.stats.paced_waits,
                     "pacing_timeouts": net.stats.pacing_timeouts, "fetch_served": net.stats.fetch_served,
-                    "fetch_requests": net.stats.fetch_requests},
+                    "fetch_requests": net.stats.fetch_requests, "batches_out": net.stats.batches_out,
+                    "batches_in": net.stats.batches_in},
             "core": dict(a.core.stats),
             "chain_errors": list(a.chain_errors),
             "chain_info": _chain_info(a),
@@ -339,6 +348,42 @@ class ControlServer:
         return d
 
     async def submit(self, body: Any) -> dict[str, Any]:
+        spec = await self._spec_of(body)
+        try:
+            jid = await self.agent.submit_job(spec)
+        except trio.TooSlowError:
+            raise HttpError(504, "the chain did not confirm the escrow in time") from None
+        except Exception as e:
+            raise HttpError(503, f"could not escrow the job on chain: {type(e).__name__}: {e}") from None
+        return _submitted(spec, jid)
+
+    async def submit_batch(self, body: Any) -> dict[str, Any]:
+        """Several jobs at once: every body is checked first (400 names the first bad one, nothing is escrowed),
+        the escrows go out concurrently, and the jobs funded are announced together (batched on gossip)."""
+        if not isinstance(body, dict) or set(body) != {"jobs"} or not isinstance(body["jobs"], list):
+            raise HttpError(400, 'body must be {"jobs": [job, ...]}')
+        if not 1 <= len(body["jobs"]) <= MAX_BATCH_JOBS:
+            raise HttpError(400, f"a batch holds 1..{MAX_BATCH_JOBS} jobs")
+        specs = []
+        for i, job in enumerate(body["jobs"]):
+            try:
+                specs.append(await self._spec_of(job))
+            except HttpError as e:
+                raise HttpError(400, f"jobs[{i}]: {e}") from None
+        if len({s.job_id for s in specs}) != len(specs):
+            raise HttpError(400, "the batch holds the same job twice")
+        results = await self.agent.submit_jobs(specs)
+        out = []
+        for spec, r in zip(specs, results, strict=True):
+            if isinstance(r, BaseException):
+                out.append({"job_id": spec.job_id.hex(), "error": f"could not escrow the job on chain: "
+                            f"{type(r).__name__}: {r}"})
+            else:
+                out.append(_submitted(spec, r))
+        return {"jobs": out}
+
+    async def _spec_of(self, body: Any) -> JobSpec:
+        """The job spec of one submission body (its bundle stored); HttpError 400 names the bad field."""
         a = self.agent
         if not isinstance(body, dict):
             raise HttpError(400, "body must be a JSON object")
@@ -382,14 +427,7 @@ class ControlServer:
             spec = JobSpec.from_dict(spec_d)
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
-        try:
-            jid = await a.submit_job(spec)
-        except trio.TooSlowError:
-            raise HttpError(504, "the chain did not confirm the escrow in time") from None
-        except Exception as e:
-            raise HttpError(503, f"could not escrow the job on chain: {type(e).__name__}: {e}") from None
-        return {"job_id": jid.hex(), "code_cid": code_cid, "payment_wei": spec.payment_wei,
-                "deadline": spec.deadline}
+        return spec
 
     async def announce(self, body: Any) -> dict[str, Any]:
         a = self.agent
@@ -458,6 +496,11 @@ class ControlServer:
             name = type(e).__name__
             code = 400 if name == "InvalidCid" else 404 if name == "NotFound" else 503
             raise HttpError(code, f"{name}: {e}") from None
+
+
+def _submitted(spec: JobSpec, jid: bytes) -> dict[str, Any]:
+    return {"job_id": jid.hex(), "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
+            "deadline": spec.deadline}
 
 
 def _spec_from_json(d: Any) -> JobSpec:

@@ -363,11 +363,23 @@ class Agent:
     # ------------------------------------------------------------------ tasks
 
     async def _publisher(self) -> None:
-        async for topic, raw in self._pub_recv:
-            try:
-                await self.net.publish(topic, raw)
-            except Exception as e:
-                self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
+        """Publish queued messages; whatever queued up meanwhile (e.g. the claims for a batch of announced jobs)
+        leaves together, batched per topic (``Network.publish_many``)."""
+        async for first in self._pub_recv:
+            if self.cfg.publish_batch_window_s > 0:
+                await trio.sleep(self.cfg.publish_batch_window_s)
+            by_topic: dict[str, list[bytes]] = {first[0]: [first[1]]}
+            while True:
+                try:
+                    topic, raw = self._pub_recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                by_topic.setdefault(topic, []).append(raw)
+            for topic, raws in by_topic.items():
+                try:
+                    await self.net.publish_many(topic, raws)
+                except Exception as e:
+                    self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
 
     async def _timer(self) -> None:
         while True:
@@ -487,6 +499,29 @@ class Agent:
         self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
         self.feed(SubmitJob(spec, seed))
         return spec.job_id
+
+    async def submit_jobs(self, specs: list[JobSpec]) -> list[bytes | BaseException]:
+        """Announce several jobs as their origin: their escrows go out concurrently, then every funded job is
+        announced at once (so the publisher batches them). Per job: its id, or the exception its escrow raised."""
+        results: list[bytes | BaseException] = [ValueError("not funded")] * len(specs)
+        seeds: dict[int, bytes] = {}
+
+        async def fund(i: int, spec: JobSpec) -> None:
+            try:
+                with trio.fail_after(60):
+                    seeds[i] = await self.chain.fund_job(spec, self.node_id)
+            except Exception as e:
+                results[i] = e
+
+        async with trio.open_nursery() as nursery:
+            for i, spec in enumerate(specs):
+                nursery.start_soon(fund, i, spec)
+        for i, seed in sorted(seeds.items()):
+            spec = specs[i]
+            self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
+            self.feed(SubmitJob(spec, seed))
+            results[i] = spec.job_id
+        return results
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED, detect_caps: Any = None) -> None:
         """Join the mesh and run until cancelled or SIGINT/SIGTERM; always closes the host and the journal."""

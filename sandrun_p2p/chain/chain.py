@@ -132,7 +132,9 @@ class Chain:
     @classmethod
     def connect(cls, url: str, kind: str = "rpc", **kw: Any) -> Chain:
         """A chain behind a JSON-RPC URL (http(s)://...)."""
-        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+        # eth_chainId is cached: web3's validation middleware asks for it before every eth_call and estimateGas
+        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}, cache_allowed_requests=True,
+                               cacheable_requests={"eth_chainId"}))
         chain = cls(w3, kind, url=url, **kw)
         try:
             chain.chain_id  # noqa: B018 - fail early when nothing answers

@@ -8,6 +8,16 @@ The signature covers ``SIGN_DOMAIN || canonical(envelope without "sig")``. :func
 turns any input into a :class:`Message` or raises :class:`ProtocolError` with a reason:
 malformed, oversized, non-canonical, unknown kind or field, wrong type, bad version, bad
 signature; with a :class:`ReplayGuard` also stale or replayed.
+
+Batch (a gossip payload carrying several messages of one sender)::
+
+    {"v": 1, "t": "batch", "items": [message bytes, ...]}
+
+Each item is a complete signed message as above. :func:`decode_gossip` accepts either form and returns
+the messages; a batch is accepted whole or not at all: every item must decode (batches do not nest), all
+items must come from one sender, no (sender, seq) may appear twice, and with a guard every item must be
+fresh and unseen before any is recorded. The batch itself is not signed: on gossip the transport's
+signature covers it and the network layer checks that its signer is the items' sender.
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ REVEAL = "reveal"
 CHECKPOINT = "checkpoint"
 EVIDENCE = "evidence"
 GRANT = "grant"
+#: Wire-level container of several messages from one sender (not a message kind: it has no body schema).
+BATCH = "batch"
+#: Most messages one batch may carry.
+MAX_BATCH_ITEMS = 64
 
 Validator = Callable[[Any, str], None]
 
@@ -242,6 +256,92 @@ def decode(
     return msg
 
 
+def encode_batch(items: list[bytes]) -> bytes:
+    """Pack already-encoded messages of one sender into one batch (ProtocolError when too many or too big)."""
+    if not items or len(items) > MAX_BATCH_ITEMS:
+        raise ProtocolError("bad-batch", f"a batch carries 1..{MAX_BATCH_ITEMS} messages, not {len(items)}")
+    data = canonical({"v": VERSION, "t": BATCH, "items": [bytes(i) for i in items]})
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("oversized", f"batch is {len(data)} bytes > cap {MAX_MESSAGE_BYTES}")
+    return data
+
+
+def batch_size(item_sizes: list[int]) -> int:
+    """Encoded size of a batch of items of these sizes (to fill batches up to the cap without re-encoding)."""
+
+    def head(n: int) -> int:  # CBOR major-type header length for a length/count n
+        return 1 if n < 24 else 2 if n < 256 else 3 if n < 65536 else 5
+
+    items = sum(head(n) + n for n in item_sizes)
+    # {"v": 1, "t": "batch", "items": [...]}: map(3) + "t" + "batch" + "v" + 1 + "items" + array header
+    return 1 + 2 + 6 + 2 + 1 + 6 + head(len(item_sizes)) + items
+
+
+def pack(items: list[bytes]) -> list[bytes]:
+    """Gossip payloads for ``items`` (one sender's encoded messages, in order): consecutive items go into batches
+    of at most :data:`MAX_BATCH_ITEMS` within :data:`MAX_MESSAGE_BYTES`; a lone item stays a plain message."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+
+    def flush() -> None:
+        if group:
+            out.append(group[0] if len(group) == 1 else encode_batch(group))
+            group.clear()
+
+    for item in items:
+        if group and (
+            len(group) >= MAX_BATCH_ITEMS or batch_size([len(x) for x in (*group, item)]) > MAX_MESSAGE_BYTES
+        ):
+            flush()
+        group.append(item)
+    flush()
+    return out
+
+
+_BATCH_KEYS = frozenset({"v", "t", "items"})
+_BATCH_TAG = b"\x61t\x65batch"  # "t": "batch", the first entry of a small canonical map (keys sort by length)
+
+
+def is_batch(data: bytes) -> bool:
+    """Whether a gossip payload is (or claims to be) a batch: canonical CBOR puts ``"t": "batch"`` first."""
+    return (
+        len(data) > len(_BATCH_TAG)
+        and 0xA1 <= data[0] <= 0xB7
+        and bytes(data[1 : 1 + len(_BATCH_TAG)]) == _BATCH_TAG
+    )
+
+
+def decode_gossip(data: bytes, guard: ReplayGuard | None = None, now: float | None = None) -> list[Message]:
+    """Decode one gossip payload: a single message or a batch of one sender's messages (see the module doc)."""
+    if not is_batch(data):
+        return [decode(data, guard, now)]
+    env = decode_canonical(data, MAX_MESSAGE_BYTES)
+    if not isinstance(env, dict) or set(env) != _BATCH_KEYS:
+        raise ProtocolError("bad-batch", f"a batch has exactly the fields {sorted(_BATCH_KEYS)}")
+    if env["v"] != VERSION:
+        raise ProtocolError("bad-version", f"batch version {env['v']!r} not supported")
+    items = env["items"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise ProtocolError("bad-batch", f"batch items must be a list of 1..{MAX_BATCH_ITEMS} messages")
+    msgs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, bytes):
+            raise ProtocolError("bad-batch", f"batch item {i} is not bytes")
+        try:
+            msgs.append(decode(item))
+        except ProtocolError as e:
+            raise ProtocolError(e.reason, f"batch item {i}: {e}") from None
+    if len({x.sender for x in msgs}) != 1:
+        raise ProtocolError("bad-batch", "batch items come from more than one sender")
+    if len({x.seq for x in msgs}) != len(msgs):
+        raise ProtocolError("replayed", "a seq appears twice in one batch")
+    if guard is not None:
+        if now is None:
+            raise ValueError("a ReplayGuard needs the current time")
+        guard.check_all(msgs, now)
+    return msgs
+
+
 class ReplayGuard:
     """Rejects replays (a (sender, seq) seen before) and stale messages (timestamp outside the window).
 
@@ -259,6 +359,22 @@ class ReplayGuard:
         self._last_prune = 0
 
     def check(self, msg: Message, now: float) -> None:
+        self._check(msg, now)
+        self._record(msg, now)
+
+    def check_all(self, msgs: list[Message], now: float) -> None:
+        """Check every message first and record them only when all pass (a rejected batch leaves no trace)."""
+        self._prune(int(now * 1000))
+        if len(self._seen) + len(msgs) > self.max_entries:
+            raise ProtocolError("overloaded", "replay cache full")
+        for msg in msgs:
+            self._check(msg, now)
+        if len({(x.sender, x.seq) for x in msgs}) != len(msgs):
+            raise ProtocolError("replayed", "the same (sender, seq) appears twice")
+        for msg in msgs:
+            self._record(msg, now)
+
+    def _check(self, msg: Message, now: float) -> None:
         now_ms = int(now * 1000)
         if msg.ts_ms < now_ms - self.window_ms:
             raise ProtocolError(
@@ -267,9 +383,12 @@ class ReplayGuard:
             )
         if msg.ts_ms > now_ms + self.skew_ms:
             raise ProtocolError("stale", f"message is dated {(msg.ts_ms - now_ms) / 1000:.0f}s in the future")
-        key = (msg.sender, msg.seq)
-        if key in self._seen:
+        if (msg.sender, msg.seq) in self._seen:
             raise ProtocolError("replayed", f"seq {msg.seq} from this sender was already accepted")
+
+    def _record(self, msg: Message, now: float) -> None:
+        now_ms = int(now * 1000)
+        key = (msg.sender, msg.seq)
         self._prune(now_ms)
         if len(self._seen) >= self.max_entries:
             raise ProtocolError("overloaded", "replay cache full")

@@ -143,6 +143,24 @@ def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
         api.job("zz")
 
 
+def test_batch_submission_settles_every_job_and_checks_every_body_first(cluster: Cluster) -> None:
+    from sandrun_p2p.agent.apiclient import ControlError
+
+    api = cluster.nodes[1].api
+    known = {j["job_id"] for j in api.jobs()}
+    good = [hello_job(nonce=f"ba{i:02d}") for i in range(3)]
+    with pytest.raises(ControlError, match=r"HTTP 400.*jobs\[1\].*timeout"):
+        api.submit_many([good[0], hello_job(manifest={"entrypoint": "main.py", "timeout": 0}), good[2]])
+    with pytest.raises(ControlError, match="same job twice"):
+        api.submit_many([good[0], good[0]])
+    assert {j["job_id"] for j in api.jobs()} == known  # nothing was escrowed or announced
+    answers = api.submit_many(good)
+    assert [a.get("error") for a in answers] == [None] * 3
+    for a in answers:
+        assert api.wait_job(a["job_id"], ("settled", "refunded", "failed"), 90)["state"] == "settled"
+    assert api.status()["net"]["batches_out"] >= 1  # the three announcements left batched
+
+
 def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
     import json
     import subprocess

@@ -33,6 +33,25 @@ async def test_line_becomes_connected_and_fetch_reaches_far_peer(nursery) -> Non
     nursery.cancel_scope.cancel()
 
 
+async def test_fetch_finds_an_unknown_peers_address_on_demand(nursery) -> None:
+    """A job's origin may not be among the executor's peers yet: the fetch asks its peers where the origin is."""
+    keys = [NodeKey.generate() for _ in range(3)]
+    nets = [Network(k, NetConfig(mdns=False, peer_exchange_s=3600), lambda msg, now: None) for k in keys]
+    for n in nets:
+        await nursery.start(n.run)
+    await nets[1].connect(nets[0].addrs()[0])  # a line 0 - 1 - 2, and no periodic peer exchange
+    await nets[2].connect(nets[1].addrs()[0])
+
+    async def provider(cid: str) -> bytes | None:
+        return b"bundle" if cid == "bafkbundle" else None
+
+    nets[0].set_provider(provider)
+    assert nets[0].peer_id not in nets[2].connected_peers()
+    with trio.fail_after(20):
+        assert await nets[2].fetch_from(keys[0].node_id, "bafkbundle") == b"bundle"
+    nursery.cancel_scope.cancel()
+
+
 class _Buf:
     def __init__(self, data: bytes) -> None:
         self.data = data

@@ -18,6 +18,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from sandrun_p2p.net.host import NetConfig, Network
 from sandrun_p2p.net.topics import ADVERT_TOPIC, job_topic
 from sandrun_p2p.protocol import messages as m
+from sandrun_p2p.protocol.encoding import canonical
 from sandrun_p2p.protocol.identity import NodeKey
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,6 +90,98 @@ async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
         assert [x.seq for x in got] == [1, 4]
         assert ADVERT_TOPIC in node._topics
     await host.close()
+    nursery.cancel_scope.cancel()
+
+
+async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None:
+    """A good batch delivers every item; a batch with a bad signature, a replay, another sender's item or a
+    foreign signer inside is rejected whole (nothing of it delivered) and costs the forwarder score."""
+    got: list[m.Message] = []
+    node = Network(NodeKey.generate(), NetConfig(mdns=False), lambda msg, now: got.append(msg))
+    await nursery.start(node.run)
+    seed = hashlib.sha256(b"raw-batcher").digest()
+    raw_key = NodeKey.from_seed(seed)
+    host = new_host(key_pair=create_new_key_pair(seed), listen_addrs=[])
+    router = GossipSub(protocols=["/meshsub/1.1.0"], degree=3, degree_low=2, degree_high=4, heartbeat_interval=1,
+                       spam_protection_enabled=False)
+    ps = Pubsub(host, router, strict_signing=True, msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest())
+    async with host.run(listen_addrs=[]), background_trio_service(ps), background_trio_service(router):
+        await ps.wait_until_ready()
+        await ps.subscribe(TOPIC)
+        import cbor2
+        import multiaddr
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        with trio.fail_after(10):
+            await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0])))
+        await wait_until(lambda: TOPIC in ps.peer_topics and ps.peer_topics[TOPIC])
+
+        await ps.publish(TOPIC, m.encode_batch([claim(raw_key, s) for s in (1, 2, 3)]))
+        await wait_until(lambda: len(got) == 3)
+        assert node.stats.batches_in == 1
+
+        env = cbor2.loads(claim(raw_key, 11))
+        env["sig"] = bytes(64)
+        forged = canonical(env)
+        other = NodeKey.generate()
+        bad = {
+            "bad-signature": m.encode_batch([claim(raw_key, 10), forged]),
+            "replayed": m.encode_batch([claim(raw_key, 12), claim(raw_key, 2)]),  # seq 2 was delivered above
+            "bad-batch": m.encode_batch([claim(raw_key, 13), claim(other, 14)]),
+            "wrong-key": m.encode_batch([claim(other, 15), claim(other, 16)]),  # gossiped by the raw peer
+        }
+        for data in bad.values():
+            await ps.publish(TOPIC, data)
+        await wait_until(lambda: sum(node.stats.rejected.values()) >= len(bad))
+        for reason in bad:
+            assert node.stats.rejected.get(reason, 0) >= 1, (reason, node.stats.rejected)
+        assert node.score(host.get_id()) < 0
+        await ps.publish(TOPIC, m.encode_batch([claim(raw_key, 10), claim(raw_key, 12)]))  # not burnt by rejects
+        await wait_until(lambda: len(got) == 5)
+        assert [x.seq for x in got] == [1, 2, 3, 10, 12]
+    await host.close()
+    nursery.cancel_scope.cancel()
+
+
+async def test_an_item_the_node_refuses_leaves_the_rest_of_its_batch_delivered(nursery) -> None:
+    """The node's rules judge each item of a batch alone: a refused item is counted and the payload is not
+    forwarded, but the other items stay delivered."""
+    from sandrun_p2p.protocol.errors import ProtocolError
+
+    got: list[int] = []
+
+    def on_message(msg: m.Message, now: float) -> None:
+        if msg.seq == 2:
+            raise ProtocolError("bad-spec", "the node's rules refuse this one")
+        got.append(msg.seq)
+
+    keys = [NodeKey.generate(), NodeKey.generate()]
+    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+            Network(keys[1], NetConfig(mdns=False), on_message)]
+    for n in nets:
+        await nursery.start(n.run)
+    await nets[1].connect(nets[0].addrs()[0])
+    await wait_until(lambda: nets[0].mesh_peers(TOPIC) and nets[1].mesh_peers(TOPIC))
+    await nets[0].publish_many(TOPIC, [claim(keys[0], s) for s in (1, 2, 3)])
+    await wait_until(lambda: nets[1].stats.rejected.get("bad-spec", 0) == 1)
+    assert got == [1, 3] and nets[1].stats.accepted == 2
+    nursery.cancel_scope.cancel()
+
+
+async def test_publish_many_batches_and_delivers_in_order(nursery) -> None:
+    got: list[m.Message] = []
+    keys = [NodeKey.generate(), NodeKey.generate()]
+    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+            Network(keys[1], NetConfig(mdns=False), lambda msg, now: got.append(msg))]
+    for n in nets:
+        await nursery.start(n.run)
+    await nets[1].connect(nets[0].addrs()[0])
+    await wait_until(lambda: nets[0].mesh_peers(TOPIC) and nets[1].mesh_peers(TOPIC))
+    await nets[0].publish_many(TOPIC, [claim(keys[0], i + 1) for i in range(100)])
+    await wait_until(lambda: len(got) == 100)
+    assert [x.seq for x in got] == list(range(1, 101))
+    assert nets[0].stats.batches_out == 2 and nets[0].stats.published == 2  # 64 + 36 in two gossip payloads
+    assert nets[1].stats.batches_in == 2
     nursery.cancel_scope.cancel()
 
 

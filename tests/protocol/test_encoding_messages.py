@@ -177,3 +177,115 @@ def test_replay_guard_memory_is_bounded_by_the_window():
     for i in range(1000):
         m.decode(m.encode(KEY, m.CLAIM, BODIES[m.CLAIM], seq=i, ts_ms=i * 100), guard, now=i * 0.1)
     assert len(guard._seen) <= 120
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def _commit(key: NodeKey, seq: int, ts_ms: int = 1_000_000) -> bytes:
+    return m.encode(key, m.COMMIT, {"job": J, "commitment": seq.to_bytes(32, "big")}, seq, ts_ms)
+
+
+def _bad_sig(item: bytes) -> bytes:
+    env = cbor2.loads(item)
+    env["sig"] = bytes(64)
+    return canonical(env)
+
+
+NOW = 1_000.0  # seconds; the items above are dated 1_000_000 ms
+
+
+def test_batch_round_trip_and_single_messages_still_decode() -> None:
+    items = [_commit(KEY, s) for s in (1, 2, 3)]
+    batch = m.encode_batch(items)
+    assert m.is_batch(batch) and not m.is_batch(items[0])
+    assert len(batch) == m.batch_size([len(i) for i in items])
+    got = m.decode_gossip(batch, m.ReplayGuard(), NOW)
+    assert [(x.kind, x.seq, x.raw) for x in got] == [(m.COMMIT, s, i) for s, i in zip((1, 2, 3), items, strict=True)]
+    assert [x.seq for x in m.decode_gossip(items[0])] == [1]
+
+
+@pytest.mark.parametrize(
+    "env, reason",
+    [
+        ({"v": 1, "t": "batch"}, "bad-batch"),  # no items
+        ({"v": 1, "t": "batch", "items": [], "x": 1}, "bad-batch"),  # unknown field
+        ({"v": 1, "t": "batch", "items": []}, "bad-batch"),  # empty
+        ({"v": 1, "t": "batch", "items": "abc"}, "bad-batch"),  # not a list
+        ({"v": 1, "t": "batch", "items": ["text"]}, "bad-batch"),  # an item that is not bytes
+        ({"v": 2, "t": "batch", "items": [b"x"]}, "bad-version"),
+        ({"v": 1, "t": "batch", "items": [b"\xff\x00"]}, "malformed"),  # garbage inside
+    ],
+)
+def test_malformed_batches_are_rejected(env, reason) -> None:
+    with pytest.raises(ProtocolError) as e:
+        m.decode_gossip(canonical(env))
+    assert e.value.reason == reason
+
+
+def test_batch_limits_on_encode_and_decode() -> None:
+    with pytest.raises(ProtocolError, match="1..64"):
+        m.encode_batch([])
+    many = [_commit(KEY, s) for s in range(1, m.MAX_BATCH_ITEMS + 2)]
+    with pytest.raises(ProtocolError) as e:
+        m.encode_batch(many)
+    assert e.value.reason == "bad-batch"
+    with pytest.raises(ProtocolError) as e:  # a hand-built batch over the item limit
+        m.decode_gossip(canonical({"v": 1, "t": "batch", "items": many}))
+    assert e.value.reason == "bad-batch"
+    big = m.encode(KEY, m.EVIDENCE, {"kind": "x", "job": J, "accused": b"\x00" * 32,
+                                      "items": [b"\x01" * 16_000] * 3, "root": b""}, 1, 1)
+    with pytest.raises(ProtocolError) as e:
+        m.encode_batch([big, big])
+    assert e.value.reason == "oversized"
+    with pytest.raises(ProtocolError) as e:
+        m.decode_gossip(b"\xa3\x61t\x65batch" + b"\x00" * m.MAX_MESSAGE_BYTES)
+    assert e.value.reason == "oversized"
+
+
+def test_pack_fills_batches_within_the_caps_and_keeps_order() -> None:
+    small = [_commit(KEY, s) for s in range(1, 101)]
+    payloads = m.pack(small)
+    assert [len(m.decode_gossip(p)) for p in payloads] == [64, 36]
+    assert [x.seq for p in payloads for x in m.decode_gossip(p)] == list(range(1, 101))
+    assert m.pack(small[:1]) == small[:1]  # a lone message stays plain
+    big = m.encode(KEY, m.EVIDENCE, {"kind": "x", "job": J, "accused": b"\x00" * 32,
+                                      "items": [b"\x01" * 16_000] * 3, "root": b""}, 500, 1)
+    payloads = m.pack([small[0], big, small[1]])
+    assert all(len(p) <= MAX_MESSAGE_BYTES for p in payloads)
+    assert [x.seq for p in payloads for x in m.decode_gossip(p)] == [1, 500, 2]
+
+
+def test_a_wrong_signature_inside_a_batch_rejects_all_of_it() -> None:
+    guard = m.ReplayGuard()
+    items = [_commit(KEY, 1), _bad_sig(_commit(KEY, 2)), _commit(KEY, 3)]
+    with pytest.raises(ProtocolError) as e:
+        m.decode_gossip(m.encode_batch(items), guard, NOW)
+    assert e.value.reason == "bad-signature" and "item 1" in str(e.value)
+    # nothing of the rejected batch was recorded: the good items are still accepted on their own
+    assert [x.seq for x in m.decode_gossip(m.encode_batch([items[0], items[2]]), guard, NOW)] == [1, 3]
+
+
+def test_replays_inside_and_across_batches_are_rejected_without_a_trace() -> None:
+    guard = m.ReplayGuard()
+    with pytest.raises(ProtocolError) as e:  # the same message twice in one batch
+        m.decode_gossip(m.encode_batch([_commit(KEY, 1), _commit(KEY, 1)]), guard, NOW)
+    assert e.value.reason == "replayed"
+    m.decode_gossip(_commit(KEY, 5), guard, NOW)
+    with pytest.raises(ProtocolError) as e:  # an item seen before
+        m.decode_gossip(m.encode_batch([_commit(KEY, 6), _commit(KEY, 5)]), guard, NOW)
+    assert e.value.reason == "replayed"
+    assert [x.seq for x in m.decode_gossip(_commit(KEY, 6), guard, NOW)] == [6]  # 6 was not recorded
+    with pytest.raises(ProtocolError) as e:  # a stale item
+        m.decode_gossip(m.encode_batch([_commit(KEY, 7), _commit(KEY, 8, ts_ms=1)]), guard, NOW)
+    assert e.value.reason == "stale"
+
+
+def test_a_batch_carries_one_senders_messages_and_does_not_nest() -> None:
+    with pytest.raises(ProtocolError) as e:
+        m.decode_gossip(m.encode_batch([_commit(KEY, 1), _commit(OTHER, 2)]))
+    assert e.value.reason == "bad-batch"
+    inner = m.encode_batch([_commit(KEY, 1), _commit(KEY, 2)])
+    with pytest.raises(ProtocolError) as e:
+        m.decode_gossip(m.encode_batch([inner, _commit(KEY, 3)]))
+    assert e.value.reason in ("malformed", "bad-field", "missing-field", "unknown-field", "unknown-kind")

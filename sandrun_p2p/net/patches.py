@@ -1,0 +1,90 @@
+"""Fixes to py-libp2p 0.8.1 that :class:`~.host.Network` installs when it starts (idempotent).
+
+1. mplex writes are serialised per connection. The library's ``Mplex.write_to_stream`` has no lock: when two
+   tasks write on one connection (the gossip stream and a fetch stream), Noise can encrypt frame n+1 before
+   frame n reaches the socket, and the peer's decryption fails ("Failed authentication of message").
+   Yamux takes a lock here; mplex now does too.
+2. A frame mplex cannot read (one that fails Noise authentication, say) closes that connection. The library
+   only handles connection errors there; any other exception escaped the host's task group and stopped the
+   whole node, so one bad peer could take a node down.
+3. The signed peer record on pubsub RPCs is verified once per peer and record. Each RPC a peer sends carries
+   the same ``senderRecord`` (a signed envelope of its addresses), and the receiver parsed it, verified its
+   Ed25519 signature and rewrote the peerstore on every RPC: about 1.3 ms of CPU per RPC, a third of what a
+   gossip delivery cost. :func:`consume_signed_record` remembers, per peer, the exact record bytes it last
+   accepted and skips the work while the same bytes arrive again within ``REFRESH_S`` (then it is consumed
+   again, so the peerstore's 2-hour TTL keeps being renewed). A changed or new record is verified as before;
+   a record that fails verification is never remembered.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import libp2p.pubsub.gossipsub as _gossipsub
+import libp2p.pubsub.pubsub as _pubsub
+import trio
+from libp2p.pubsub import utils as _utils
+from libp2p.stream_muxer.mplex.exceptions import MplexUnavailable
+from libp2p.stream_muxer.mplex.mplex import Mplex
+
+#: Seconds a verified record is trusted without checking it again.
+REFRESH_S = 600.0
+#: Peers remembered at most (a bounded cache; the oldest entries go first).
+MAX_PEERS = 4096
+
+_original = _utils.maybe_consume_signed_record
+_seen: dict[Any, tuple[bytes, float]] = {}
+
+
+def consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+    """Drop-in for ``libp2p.pubsub.utils.maybe_consume_signed_record`` that skips records already verified."""
+    if not msg.HasField("senderRecord"):
+        return True
+    record = msg.senderRecord
+    now = time.monotonic()
+    hit = _seen.get(peer_id)
+    if hit is not None and hit[0] == record and now - hit[1] < REFRESH_S:
+        return True
+    ok = _original(msg, host, peer_id)
+    if ok:
+        if len(_seen) >= MAX_PEERS:
+            _seen.pop(next(iter(_seen)))
+        _seen[peer_id] = (bytes(record), now)
+    else:
+        _seen.pop(peer_id, None)
+    return ok
+
+
+_mplex_write = Mplex.write_to_stream
+_mplex_read = Mplex.read_message
+
+
+async def _locked_write(self: Any, data: bytes) -> None:
+    lock = self.__dict__.get("_sandrun_write_lock")
+    if lock is None:
+        lock = self.__dict__["_sandrun_write_lock"] = trio.Lock()
+    async with lock:
+        await _mplex_write(self, data)
+
+
+async def _read_or_close(self: Any) -> tuple[int, int, bytes]:
+    try:
+        return await _mplex_read(self)
+    except MplexUnavailable:
+        raise
+    except Exception as e:  # e.g. NoiseInvalidMessage: close this connection, not the node
+        raise MplexUnavailable(f"unreadable frame ({type(e).__name__}: {e})") from e
+
+
+def install() -> None:
+    """Apply the fixes of the module docstring."""
+    Mplex.write_to_stream = _locked_write  # type: ignore[method-assign]
+    Mplex.read_message = _read_or_close  # type: ignore[method-assign]
+    _pubsub.maybe_consume_signed_record = consume_signed_record
+    _gossipsub.maybe_consume_signed_record = consume_signed_record
+
+
+def forget() -> None:
+    """Clear the cache (tests)."""
+    _seen.clear()

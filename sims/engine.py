@@ -257,6 +257,7 @@ class Simulator:
             t, _, idx, ev = item
             if t > horizon or (self.end_at is not None and t > self.end_at):
                 heapq.heappush(heap, item)
+                self.now = horizon if t > horizon else self.end_at  # the run ends there, not at its last event
                 break
             self.now = t
             self.events += 1

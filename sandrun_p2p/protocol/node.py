@@ -155,6 +155,9 @@ class JobView:
     fail_reason: str = ""
     held_reveals: dict[bytes, m.Message] = field(default_factory=dict)
     eligible_cache: tuple[int, float, list[bytes]] | None = None
+    # Final and past its reveal window as of the last step: a step now changes nothing unless the view
+    # changes, and every change comes with its own step, so its timers (but forgetting) need not fire.
+    quiet: bool = False
 
 
 @dataclass(slots=True)
@@ -257,6 +260,13 @@ class NodeCore:
             heapq.heappush(self._timers, key)
 
     def _arm(self, out: list[Action]) -> None:
+        timers = self._timers
+        while timers:  # drop the quiet jobs' wake-ups from the front (stepping them would do nothing)
+            at, jid = timers[0]
+            job = self.jobs.get(jid)
+            if job is None or not job.quiet or at >= job.finished_at + self.cfg.forget_after:
+                break
+            self._pending.discard(heapq.heappop(timers))
         nd = self.next_deadline()
         if nd is not None and nd != self._armed:
             self._armed = nd
@@ -680,6 +690,8 @@ class NodeCore:
             # dissent and silence are judged until the reveal window closes
             self._late_evidence(job, now, out)
         if job.phase in FINAL:
+            if job.reveal_deadline is None or now >= job.reveal_deadline:
+                job.quiet = True
             return
         k = job.spec.redundancy
         if job.phase == OPEN and not job.claims and not self.eligible_nodes(job, now):

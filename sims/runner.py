@@ -127,6 +127,7 @@ def _run_split(sim: Simulator, groups: list[frozenset[int]]) -> float:
         here, there = ctx.Pipe()
         p = ctx.Process(target=_worker, args=(sim, g, there), daemon=True)
         p.start()
+        there.close()  # the worker's end: a worker that dies then reads as EOF here instead of a hang
         pipes.append(here)
         procs.append(p)
     try:
@@ -135,6 +136,8 @@ def _run_split(sim: Simulator, groups: list[frozenset[int]]) -> float:
         for c in pipes:
             c.send(end)
         parts = [c.recv() for c in pipes]
+    except EOFError:
+        raise RuntimeError("a simulator process failed (its traceback is above)") from None
     finally:
         for p in procs:
             p.join(timeout=60)

@@ -55,3 +55,12 @@ def test_unsplittable_runs_are_refused_with_the_reason(over: dict, why: str) -> 
 def test_unknown_rng_streams_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="rng_streams"):
         small("baseline", rng_streams="shard")
+
+
+def test_a_failing_process_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Simulator) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Simulator, "resume", broken)  # the forked workers inherit the patch
+    with pytest.raises(RuntimeError, match="simulator process failed"):
+        run_scenario(small("baseline", **{"jobs.count": 10, "nodes.0.count": 40}), plots=False, workers=2)

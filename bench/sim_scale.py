@@ -1,10 +1,14 @@
-"""Simulator scale: wall time and peak memory for N nodes x J jobs (message-level, real NodeCore).
+"""Simulator scale: wall time and peak memory for N nodes x J jobs (message-level, real NodeCore per node).
 
-    python bench/sim_scale.py                       # 1k and 10k nodes, 100k jobs each (the goal: 10k x 100k <= 60 s)
-    python bench/sim_scale.py --nodes 10000 --jobs 2000
+    python bench/sim_scale.py                          # baseline 1k x 10k (1 process), then 1k x 100k, 10k x 100k
+    python bench/sim_scale.py --size 10000x100000      # one size (repeat --size for more)
+    python bench/sim_scale.py --workers 1 --size 2000x5000 --baseline 0x0
 
-Each size runs in a fresh process (peak RSS is per process). Shards are sized to ~20 nodes
-(shard_bits = round(log2(N / 20))); jobs arrive at 20% of the network's capacity.
+Each size runs in a fresh child process (peak RSS is per run: with --workers > 1 the sum of the processes'
+peaks). Shards are sized to ~20 nodes (shard_bits = round(log2(N / 20))), one shard per node; jobs arrive at
+20% of the network's capacity. Random streams are per node (rng_streams = "node"), so a run gives the same
+metrics for any --workers; the sizes are split over --workers processes by shard group (sims.runner).
+Ratios are against the baseline size measured in the same invocation (per job: wall and events).
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
+
+GOAL = (10_000, 100_000, 60.0)  # issue #8: 10k nodes x 100k jobs in <= 60 s wall on the 2-core machine
 
 
 def scenario(nodes: int, jobs: int) -> dict:
@@ -23,6 +30,7 @@ def scenario(nodes: int, jobs: int) -> dict:
         "seed": 1,
         "horizon": 1e7,
         "drain": 5.0,
+        "rng_streams": "node",
         "protocol": {"shard_bits": bits, "advert_interval": 60, "fallback_interval": 2, "commit_grace": 10,
                      "reveal_window": 10, "require_stake": True},
         "nodes": [{"count": nodes, "max_jobs": 2}],
@@ -30,37 +38,57 @@ def scenario(nodes: int, jobs: int) -> dict:
     }
 
 
-def one(nodes: int, jobs: int) -> dict:
+def one(nodes: int, jobs: int, workers: int) -> dict:
     from sims import scenario as sc_mod
     from sims.runner import run_scenario
 
-    doc = run_scenario(sc_mod.from_dict(scenario(nodes, jobs)), None, plots=False)
+    doc = run_scenario(sc_mod.from_dict(scenario(nodes, jobs)), None, plots=False, workers=workers)
     m = doc["metrics"]
     return {"nodes": nodes, "jobs": jobs, **doc["run"], "accepted": m["jobs"]["accepted"],
             "sim_seconds": m["sim_seconds"], "shards": m["shards"],
             "us_per_job": round(doc["run"]["wall_s"] / jobs * 1e6)}
 
 
+def size(text: str) -> tuple[int, int]:
+    n, _, j = text.partition("x")
+    try:
+        return int(n), int(j)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NODESxJOBS, e.g. 10000x100000, got {text!r}") from None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nodes", type=int, action="append")
-    ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=size, action="append", help="NODESxJOBS (default: 1000x100000, 10000x100000)")
+    ap.add_argument("--baseline", type=size, default=(1000, 10_000), help="NODESxJOBS, 1 process; 0x0: none")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes per size (default: cores)")
+    ap.add_argument("--child", type=size, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(one(a.nodes[0], a.jobs)))
+        print(json.dumps(one(*a.child, a.workers)))
         return 0
-    for n in a.nodes or [1000, 10_000]:
-        p = subprocess.run([sys.executable, __file__, "--child", "--nodes", str(n), "--jobs", str(a.jobs)],
+    runs = [(a.baseline, 1, "baseline")] if a.baseline != (0, 0) else []
+    runs += [(s, a.workers, "") for s in a.size or [(1000, 100_000), (10_000, 100_000)]]
+    base = None
+    for (n, j), w, tag in runs:
+        p = subprocess.run([sys.executable, __file__, "--child", f"{n}x{j}", "--workers", str(w)],
                            capture_output=True, text=True)
         if p.returncode:
-            print(f"{n} nodes: failed\n{p.stderr[-2000:]}")
+            print(f"{n} x {j}: failed\n{p.stderr[-2000:]}")
             continue
         r = json.loads(p.stdout)
-        goal = "" if (n, a.jobs) != (10_000, 100_000) else f"  (goal <= 60 s: {'met' if r['wall_s'] <= 60 else 'NOT met'})"
-        print(f"{n:>6} nodes x {a.jobs:>6} jobs: {r['wall_s']:8.1f} s wall, {r['peak_rss_mb']:7.1f} MB peak, "
-              f"{r['events']:>9} events, {r['us_per_job']} us/job, {r['accepted']} accepted, "
-              f"{r['shards']} shards{goal}")
+        line = (f"{n:>6} nodes x {j:>6} jobs, {w} proc: {r['wall_s']:7.1f} s wall, {r['peak_rss_mb']:7.1f} MB peak, "
+                f"{r['events']:>9} events ({r['wall_s'] / r['events'] * 1e6:.1f} us/event), {r['us_per_job']} us/job, "
+                f"{r['accepted']} accepted, {r['shards']} shards")
+        if tag:
+            base = r
+            line += "  [baseline]"
+        elif base is not None:
+            line += (f"; vs baseline: x{r['wall_s'] / base['wall_s']:.2f} wall, "
+                     f"x{r['us_per_job'] / base['us_per_job']:.2f} per job")
+        if (n, j) == GOAL[:2]:
+            line += f"  (goal <= {GOAL[2]:.0f} s: {'met' if r['wall_s'] <= GOAL[2] else 'NOT met'})"
+        print(line, flush=True)
     return 0
 
 

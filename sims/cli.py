@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--out", type=Path, default=None, help="directory for metrics.json, CSVs and plots")
     r.add_argument("--json", action="store_true", help='print {"metrics": ..., "run": ...} on stdout')
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--workers", type=int, default=1,
+                   help="split the run over this many processes by shard group (needs rng_streams = 'node')")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scenario value, e.g. --set jobs.count=500 --set nodes.0.count=100")
     s = sub.add_parser("sweep", help="run a scenario over a parameter grid on several cores")
@@ -53,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
         from .runner import run_scenario
 
         sc = scenario_mod.load(args.scenario, _overrides(args.set))
-        doc = run_scenario(sc, args.out, plots=not args.no_plots)
+        if args.workers < 1:
+            raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+        try:
+            doc = run_scenario(sc, args.out, plots=not args.no_plots, workers=args.workers)
+        except ValueError as e:
+            raise SystemExit(f"{args.scenario}: {e}") from None
         if args.json:
             print(json.dumps(doc, sort_keys=True))
         else:

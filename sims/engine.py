@@ -57,6 +57,8 @@ class SimNode:
     strategy: str = ""
     speed: float = 1.0
     key: NodeKey | None = None
+    rng: random.Random | None = None  # draws made on this node's behalf (the global stream unless per node)
+    owned: bool = True  # simulated in this process (see Simulator.restrict)
     core: NodeCore | None = None
     alive: bool = False
     part: int = 0
@@ -123,6 +125,9 @@ class Simulator:
         self.by_jid: dict[bytes, JobRec] = {}
         self.open = 0
         self.arrived = 0
+        self.submitted = 0  # jobs announced (in every shard, simulated here or not)
+        self.own_shards: frozenset[int] | None = None  # None: every shard is simulated here
+        self.shared_events = 0  # global events (arrivals, partitions) that every process of a split run handles
         self.end_at: float | None = None
         self.partitioned = False
         self.kind_counts: dict[str, int] = {}
@@ -186,6 +191,7 @@ class Simulator:
             else:
                 shards = frozenset(self.rng.sample(range(n_shards), min(spn, n_shards)))
             node = SimNode(idx, nid, caps, shards, kind, adv.group if adv else "", adv.strategy if adv else "", speed, key)
+            node.rng = self.rng if sc.rng_streams == "global" else random.Random(f"{sc.seed}/node/{idx}")
             if sc.sign:
                 node.guard = m.ReplayGuard()
             self.nodes.append(node)
@@ -212,24 +218,46 @@ class Simulator:
     def call_at(self, at: float, fn: Any, *args: Any) -> None:
         self.push(at, -1, (fn, args))
 
+    def restrict(self, shards: frozenset[int]) -> None:
+        """Simulate only the jobs of ``shards`` and the nodes serving only those (before :meth:`run`).
+
+        Needs per-node random streams, and the groups of shards of a split run must not share a node
+        (``sims.runner.shard_groups``): then each process does exactly what the whole run does for its shards.
+        """
+        if self.sc.rng_streams != "node":
+            raise ValueError("a run split by shard needs rng_streams = 'node'")
+        self.own_shards = shards
+        for n in self.nodes:
+            n.owned = n.shards is not None and n.shards <= shards
+
     def run(self) -> None:
+        """Simulate until the end (every job final plus the drain, or the horizon)."""
         sc = self.sc
         for idx in self.initial:
-            self.chain.register(self.nodes[idx].nid)
+            if self.nodes[idx].owned:
+                self.chain.register(self.nodes[idx].nid)
         for idx in self.initial:
-            self._boot(self.nodes[idx], 0.0)
+            if self.nodes[idx].owned:
+                self._boot(self.nodes[idx], 0.0)
         self._schedule_arrivals()
         self._schedule_churn()
         for p in sc.partitions:
             self.call_at(p.at, self._partition, p.fraction)
             self.call_at(p.heal, self._heal)
+        self.resume()
+
+    def resume(self) -> None:
+        """Process events up to the end; the first event beyond it stays queued (a split run may go on)."""
         heap = self.heap
         nodes = self.nodes
-        horizon = sc.horizon
+        horizon = self.sc.horizon
         pop = heapq.heappop
         while heap:
-            t, _, idx, ev = pop(heap)
+            item = pop(heap)
+            t, _, idx, ev = item
             if t > horizon or (self.end_at is not None and t > self.end_at):
+                heapq.heappush(heap, item)
+                self.now = horizon if t > horizon else self.end_at  # the run ends there, not at its last event
                 break
             self.now = t
             self.events += 1
@@ -334,7 +362,7 @@ class Simulator:
         delays, hops = table.delays, table.hops
         n_tab = len(delays)
         ser = self.gossip.serialisation(MESSAGE_BYTES.get(kind, 300))
-        rnd = self.rng.random
+        rnd = node.rng.random
         nodes = self.nodes
         part = node.part if self.partitioned else -1
         me = node.idx
@@ -398,14 +426,15 @@ class Simulator:
         kind = self.sc.jobs.mix[rec.kind]
         comp = rec.comp.to_bytes(8, "big")
         work = self._work(rec.comp, kind)
-        run = work / node.speed * (1.0 + ex.jitter * (2 * self.rng.random() - 1))
+        rng = node.rng
+        run = work / node.speed * (1.0 + ex.jitter * (2 * rng.random() - 1))
         cheat = self._cheats(node, rec)
         if cheat:
             node.cheated += 1
         if cheat and node.kind in ("lazy", "copy"):
-            run = 0.5 + self.rng.random()
-        if ex.fail_rate and self.rng.random() < ex.fail_rate:
-            self.push(t + run * self.rng.random(), node.idx, ("fail", a.job_id, token, b""))
+            run = 0.5 + rng.random()
+        if ex.fail_rate and rng.random() < ex.fail_rate:
+            self.push(t + run * rng.random(), node.idx, ("fail", a.job_id, token, b""))
             return
         timeout = a.spec.manifest.timeout
         if run > timeout:
@@ -519,6 +548,7 @@ class Simulator:
         self.call_at(self.sc.jobs.start, self._arrive)
 
     def _arrive(self, t: float) -> None:
+        self.shared_events += 1
         jobs = self.sc.jobs
         mix = jobs.mix
         x = self.rng.random() * sum(k.weight for k in mix)
@@ -534,6 +564,8 @@ class Simulator:
         self.arrived += 1
         if self.arrived < jobs.count:
             self.call_at(t + self.rng.expovariate(jobs.rate), self._arrive)
+        else:
+            self._maybe_end(t)  # a process of a split run may have no job open (otherwise a no-op)
 
     def submit(
         self,
@@ -545,10 +577,14 @@ class Simulator:
         check_of: JobRec | None,
         executors: tuple[bytes, ...] = (),
         want_shard: int | None = None,
-    ) -> JobRec:
-        """Announce a job through a random node of its shard; ``want_shard``: grind the nonce until it lands there."""
+    ) -> JobRec | None:
+        """Announce a job through a random node of its shard; ``want_shard``: grind the nonce until it lands there.
+
+        None when the job's shard is simulated by another process (the draws are made all the same).
+        """
         kind = self.sc.jobs.mix[ki]
-        i = len(self.jobs)
+        i = self.submitted
+        self.submitted += 1
         grind = 0
         while True:
             spec = JobSpec(
@@ -566,9 +602,12 @@ class Simulator:
             if want_shard is None or shard == want_shard:
                 break
             grind += 1
+        r = self.rng.random()
+        if self.own_shards is not None and shard not in self.own_shards:
+            return None
         alive = [j for j in self.subs[shard] if self.nodes[j].alive]
         pool = alive or [n.idx for n in self.nodes if n.alive]
-        origin = pool[int(self.rng.random() * len(pool))]
+        origin = pool[int(r * len(pool))]
         rec = JobRec(i, spec, jid, shard, ki, comp, kind.value_usd, t, origin, check_of)
         self.jobs.append(rec)
         self.by_jid[jid] = rec
@@ -588,10 +627,13 @@ class Simulator:
             honest = [i for i in self.initial if self.nodes[i].kind == HONEST]
             n = int(round(ch.fraction * len(honest)))
             for idx in sorted(self.rng.sample(honest, n)):
-                self.call_at(self.rng.expovariate(ch.crash_rate_per_h / 3600), self._crash, idx)
+                at = self.rng.expovariate(ch.crash_rate_per_h / 3600)
+                if self.nodes[idx].owned:
+                    self.call_at(at, self._crash, idx)
         for i, idx in enumerate(self.joiners):
             at = ch.join_start + (ch.join_end - ch.join_start) * (i + 0.5) / len(self.joiners)
-            self.call_at(at, self._join, idx)
+            if self.nodes[idx].owned:
+                self.call_at(at, self._join, idx)
 
     def _crash(self, t: float, idx: int) -> None:
         node = self.nodes[idx]
@@ -600,14 +642,14 @@ class Simulator:
         node.alive = False
         node.active.clear()
         self.anomalies["crash"] = self.anomalies.get("crash", 0) + 1
-        self.call_at(t + self.rng.expovariate(1 / self.sc.churn.mean_downtime), self._restart, idx)
+        self.call_at(t + node.rng.expovariate(1 / self.sc.churn.mean_downtime), self._restart, idx)
 
     def _restart(self, t: float, idx: int) -> None:
         node = self.nodes[idx]
         self._boot(node, t)
         if node.banned:
             node.core.handle(ChainUpdate("unstaked", node=node.nid), t)
-        self.call_at(t + self.rng.expovariate(self.sc.churn.crash_rate_per_h / 3600), self._crash, idx)
+        self.call_at(t + node.rng.expovariate(self.sc.churn.crash_rate_per_h / 3600), self._crash, idx)
 
     def _join(self, t: float, idx: int) -> None:
         node = self.nodes[idx]
@@ -620,9 +662,11 @@ class Simulator:
         self._boot(node, t)
 
     def _partition(self, t: float, fraction: float) -> None:
+        self.shared_events += 1
         self.partitioned = True
         for n in self.nodes:
             n.part = 1 if self.rng.random() < fraction else 0
 
     def _heal(self, t: float) -> None:
+        self.shared_events += 1
         self.partitioned = False

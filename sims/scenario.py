@@ -153,6 +153,10 @@ class Scenario:
     adversaries: tuple[Adversary, ...] = ()
     verification: Verification = field(default_factory=Verification)
     sign: bool = False  # sign/encode/decode every message (slow; for small runs)
+    # Random streams: "global" (one stream for every draw) or "node" (arrivals and setup on the global stream,
+    # each node's draws - its gossip delays, executions, crashes - on its own): needed to split a run over
+    # processes by shard group (sims.runner), where a run gives the same metrics for any number of processes.
+    rng_streams: str = "global"
 
 
 def _build(cls: type, d: dict[str, Any] | None, where: str) -> Any:
@@ -181,6 +185,7 @@ def from_dict(d: dict[str, Any]) -> Scenario:
         horizon=d.pop("horizon", 3600.0),
         drain=d.pop("drain", 60.0),
         sign=d.pop("sign", False),
+        rng_streams=d.pop("rng_streams", "global"),
         nodes=tuple(_build(NodeGroup, g, "nodes") for g in d.pop("nodes", [])),
         jobs=replace(_build(Jobs, jobs, "jobs"), mix=mix),
         network=replace(_build(Network, net, "network"), latency=lat),
@@ -194,6 +199,8 @@ def from_dict(d: dict[str, Any]) -> Scenario:
     )
     if d:
         raise ValueError(f"scenario: unknown key(s) {', '.join(sorted(d))}")
+    if sc.rng_streams not in ("global", "node"):
+        raise ValueError(f"scenario: rng_streams must be 'global' or 'node', not {sc.rng_streams!r}")
     return sc
 
 

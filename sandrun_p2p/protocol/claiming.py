@@ -126,13 +126,11 @@ def rank(job_id: bytes, seed: bytes, node_ids: Iterable[bytes]) -> list[bytes]:
             del _SCORE_CACHE[next(iter(_SCORE_CACHE))]
         scores = _SCORE_CACHE[key] = {}
 
-    def score(n: bytes) -> bytes:
-        s = scores.get(n)
-        if s is None:
-            s = scores[n] = hrw_score(job_id, seed, n)
-        return s
-
-    return sorted(node_ids, key=score, reverse=True)
+    nodes = list(node_ids)
+    for n in nodes:
+        if n not in scores:
+            scores[n] = hrw_score(job_id, seed, n)
+    return sorted(nodes, key=scores.__getitem__, reverse=True)
 
 
 def top_claimants(job_id: bytes, seed: bytes, claimants: Iterable[bytes], k: int) -> list[bytes]:

@@ -111,7 +111,7 @@ class CoreConfig:
     max_orphan_msgs: int = 32  # ... and this many messages per job
 
 
-@dataclass
+@dataclass(slots=True)
 class Claim:
     at: float
     winner_since: float | None = None
@@ -120,7 +120,7 @@ class Claim:
     raw: bytes = b""
 
 
-@dataclass
+@dataclass(slots=True)
 class JobView:
     spec: JobSpec
     job_id: bytes
@@ -155,9 +155,12 @@ class JobView:
     fail_reason: str = ""
     held_reveals: dict[bytes, m.Message] = field(default_factory=dict)
     eligible_cache: tuple[int, float, list[bytes]] | None = None
+    # Final and past its reveal window as of the last step: a step now changes nothing unless the view
+    # changes, and every change comes with its own step, so its timers (but forgetting) need not fire.
+    quiet: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Advert:
     caps: Capabilities
     at: float
@@ -202,7 +205,12 @@ class NodeCore:
 
     def handle(self, event: Event, now: float) -> list[Action]:
         out: list[Action] = []
-        if isinstance(event, Received):
+        te = type(event)
+        if te is Received:  # the common cases first, by exact type (the events are final dataclasses)
+            self._on_message(event.msg, now, out)
+        elif te is Tick:
+            self._on_tick(now, out)
+        elif isinstance(event, Received):
             self._on_message(event.msg, now, out)
         elif isinstance(event, Tick):
             self._on_tick(now, out)
@@ -252,6 +260,13 @@ class NodeCore:
             heapq.heappush(self._timers, key)
 
     def _arm(self, out: list[Action]) -> None:
+        timers = self._timers
+        while timers:  # drop the quiet jobs' wake-ups from the front (stepping them would do nothing)
+            at, jid = timers[0]
+            job = self.jobs.get(jid)
+            if job is None or not job.quiet or at >= job.finished_at + self.cfg.forget_after:
+                break
+            self._pending.discard(heapq.heappop(timers))
         nd = self.next_deadline()
         if nd is not None and nd != self._armed:
             self._armed = nd
@@ -410,29 +425,23 @@ class NodeCore:
     # ------------------------------------------------------------------- messages
 
     def _on_message(self, msg: m.Message, now: float, out: list[Action]) -> None:
-        self._count(_RX_STAT.get(msg.kind) or f"rx_{msg.kind}")
-        if msg.sender == self.node_id and msg.kind != m.JOB:
+        kind = msg.kind
+        stat = _RX_STAT.get(kind) or f"rx_{kind}"
+        stats = self.stats
+        stats[stat] = stats.get(stat, 0) + 1
+        if msg.sender == self.node_id and kind != m.JOB:
             return  # our own echo
-        if msg.kind == m.ADVERT:
+        if kind == m.ADVERT:
             self._on_advert(msg, now)
             return
-        if msg.kind == m.JOB:
+        if kind == m.JOB:
             self._on_job(msg, now, out)
             return
         job = self.jobs.get(msg.body["job"])
         if job is None:
             self._hold_orphan(msg, now)
             return
-        handler = {
-            m.CLAIM: self._on_claim,
-            m.RELEASE: self._on_release,
-            m.COMMIT: self._on_commit,
-            m.REVEAL: self._on_reveal,
-            m.GRANT: self._on_grant,
-            m.CHECKPOINT: self._on_checkpoint,
-            m.EVIDENCE: self._on_evidence,
-        }[msg.kind]
-        handler(job, msg, now, out)
+        _JOB_HANDLERS[kind](self, job, msg, now, out)
         self._step(job, now, out)
 
     def _hold_orphan(self, msg: m.Message, now: float) -> None:
@@ -681,6 +690,8 @@ class NodeCore:
             # dissent and silence are judged until the reveal window closes
             self._late_evidence(job, now, out)
         if job.phase in FINAL:
+            if job.reveal_deadline is None or now >= job.reveal_deadline:
+                job.quiet = True
             return
         k = job.spec.redundancy
         if job.phase == OPEN and not job.claims and not self.eligible_nodes(job, now):
@@ -952,3 +963,15 @@ class NodeCore:
                 }
                 out.append(Publish(m.EVIDENCE, body, job.shard))
             out.append(SubmitTx("slash", job.job_id, {"kind": kind.value, "node": accused, "evidence": ev}))
+
+
+#: Handlers of the job-scoped message kinds (``_on_message`` dispatches by kind).
+_JOB_HANDLERS: dict[str, Callable[[NodeCore, JobView, m.Message, float, list[Action]], None]] = {
+    m.CLAIM: NodeCore._on_claim,
+    m.RELEASE: NodeCore._on_release,
+    m.COMMIT: NodeCore._on_commit,
+    m.REVEAL: NodeCore._on_reveal,
+    m.GRANT: NodeCore._on_grant,
+    m.CHECKPOINT: NodeCore._on_checkpoint,
+    m.EVIDENCE: NodeCore._on_evidence,
+}

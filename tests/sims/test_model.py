@@ -8,7 +8,7 @@ import pytest
 
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.claiming import Capabilities
-from sandrun_p2p.protocol.events import CapabilitiesChanged, ChainUpdate, Received, Start
+from sandrun_p2p.protocol.events import CapabilitiesChanged, ChainUpdate, Received, SetTimer, Start, Tick
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.protocol.node import CoreConfig, NodeCore, _parse_spec
 from sandrun_p2p.protocol.verification import commitment
@@ -96,3 +96,18 @@ def test_eligible_pool_follows_own_capabilities_and_adverts() -> None:
     assert core.eligible_nodes(core.jobs[spec3.job_id], 5.0) == [peer]
     core.handle(ChainUpdate("staked", node=peer), 5.0)  # not required here: no change
     assert core.eligible_nodes(core.jobs[spec3.job_id], 5.0) == [peer]
+
+
+def test_a_quiet_final_job_wakes_only_to_be_forgotten() -> None:
+    """Once final and stepped, a job's pending wake-ups (here: its deadline) are dropped; forgetting stays."""
+    origin = b"\x02" * 32
+    core = NodeCore(b"\x01" * 32, None, CoreConfig(advert_interval=10, forget_after=600))  # a light node
+    spec = JobSpec(SPEC.code_cid, SPEC.manifest, deadline=100, nonce=b"\x04")
+    _announce(core, spec, origin, 1.0)
+    assert core.next_deadline() == 11.0  # no eligible node yet: look again after one advert interval
+    core.handle(ChainUpdate("job_settled", spec.job_id, data={"root": b"r" * 32}), 2.0)
+    assert core.next_deadline() == 11.0  # not stepped since it settled: it may still have something to do
+    assert core.handle(Tick(), 11.0) == [SetTimer(602.0)]  # nothing to do; the deadline wake (100) is dropped
+    assert spec.job_id in core.jobs
+    core.handle(Tick(), 602.0)
+    assert spec.job_id not in core.jobs

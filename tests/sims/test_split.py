@@ -1,0 +1,66 @@
+"""A run split over processes by shard group gives the metrics of the whole run (per-node random streams)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sims import scenario
+from sims.engine import Simulator
+from sims.runner import run_scenario, shard_groups
+
+SCEN = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
+
+
+def small(name: str, **over) -> scenario.Scenario:
+    return scenario.load(SCEN / f"{name}.toml", {"rng_streams": "node", **over})
+
+
+@pytest.mark.parametrize("name,over", [
+    # k=1 and 2-of-3 jobs, 8 shards; some nodes serve 2 shards (coupled shards stay in one process), joiners
+    ("baseline", {"jobs.count": 300, "nodes.0.count": 120, "nodes.0.shards_per_node": 1, "churn.joins": 10,
+                  "churn.join_start": 5, "churn.join_end": 30}),
+    ("adversaries", {"jobs.count": 120}),  # every cheating kind: executions, reveals and slashes per shard
+    ("partition_heal", {"jobs.count": 200, "nodes.0.count": 80}),  # the partition is drawn on the shared stream
+])
+def test_split_run_gives_the_whole_runs_metrics(name: str, over: dict) -> None:
+    sc = small(name, **over)
+    whole = run_scenario(sc, plots=False)
+    split = run_scenario(sc, plots=False, workers=2)
+    assert split["run"]["processes"] == 2
+    assert split["metrics"] == whole["metrics"]
+    assert split["run"]["events"] == whole["run"]["events"]
+    assert whole["metrics"]["jobs"]["submitted"] == over["jobs.count"]
+
+
+def test_shard_groups_never_split_a_node() -> None:
+    sc = small("baseline", **{"nodes.0.count": 60, "nodes.0.shards_per_node": 2, "protocol.shard_bits": 4})
+    sim = Simulator(sc)
+    groups = shard_groups(sim, 2)
+    assert sorted(s for g in groups for s in g) == list(range(16))
+    for n in sim.nodes:
+        assert sum(1 for g in groups if n.shards & g) == 1  # every node's shards lie in exactly one group
+
+
+@pytest.mark.parametrize("over,why", [
+    ({"rng_streams": "global"}, "rng_streams"),
+    ({"churn.fraction": 0.3, "churn.crash_rate_per_h": 2.0}, "crashes"),
+])
+def test_unsplittable_runs_are_refused_with_the_reason(over: dict, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        run_scenario(small("baseline", **{"jobs.count": 10, **over}), plots=False, workers=2)
+
+
+def test_unknown_rng_streams_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="rng_streams"):
+        small("baseline", rng_streams="shard")
+
+
+def test_a_failing_process_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Simulator) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Simulator, "resume", broken)  # the forked workers inherit the patch
+    with pytest.raises(RuntimeError, match="simulator process failed"):
+        run_scenario(small("baseline", **{"jobs.count": 10, "nodes.0.count": 40}), plots=False, workers=2)

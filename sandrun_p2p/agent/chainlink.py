@@ -244,11 +244,12 @@ class ChainLink:
             for pos, idx in enumerate(info.executors):
                 if info.revealed_mask & (1 << pos):
                     continue
-                nid = self._node_id(idx)
-                rv = (args.get("reveals") or {}).get(nid)
-                usage = self.commits.get(jid, {}).get(pos, (idx, 0))[1]
+                known = self.commits.get(jid, {}).get(pos)
+                if known is None:  # its Committed event not polled yet: a guessed usage would revert (BadOpening)
+                    continue
+                rv = (args.get("reveals") or {}).get(self._node_id(idx))
                 if rv is not None:
-                    ops.append(Opening(pos, rv[0], rv[1], usage))
+                    ops.append(Opening(pos, rv[0], rv[1], known[1]))
             if not ops:
                 return "nothing to reveal"
             return self.market.reveal(jid, ops).tx_hash

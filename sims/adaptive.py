@@ -154,10 +154,11 @@ class AdaptiveClient:
         case = self.cases.get(rec.i)
         if case is None:
             return
-        if check.root is not None:
-            case.results.append(Result(check.root, check.payees, check))
-        roots = {r.root for r in case.results}
-        root = next(iter(roots)) if len(roots) == 1 and check.root is not None else None
+        new = [Result(check.root, check.payees, check)] if check.root is not None else self._reveals(check)
+        case.results += new
+        # roots someone not yet caught still stands behind: one left is agreement (a caught node's root loses)
+        roots = {r.root for r in case.results if any(not self._faulty(n) for n in r.nodes)}
+        root = next(iter(roots)) if len(roots) == 1 and new else None
         if len(roots) > 1:
             root = trust.verdict([(r.root, r.nodes) for r in case.results], self.book)
         if root is not None:
@@ -171,6 +172,21 @@ class AdaptiveClient:
                 self.sim._final(rec, t, None)
             elif case.close_after:
                 self._close(rec, t)
+
+    def _faulty(self, node: bytes) -> bool:
+        r = self.book.records.get(node)
+        return r is not None and r.faults > 0
+
+    def _reveals(self, check: JobRec) -> list[Result]:
+        """A check that failed its quorum: the reveals its executors gossiped (as the origin's NodeCore holds
+        them), one result per root, so a dissenter in a check is a vote (and can lose) like any other."""
+        job = self.sim.nodes[check.origin].core.jobs.get(check.jid)
+        if job is None:
+            return []
+        by_root: dict[bytes, list[bytes]] = {}
+        for n, (root, _raw) in job.reveals.items():
+            by_root.setdefault(root, []).append(n)
+        return [Result(root, tuple(sorted(ns)), check) for root, ns in sorted(by_root.items())]
 
     def _decide(self, rec: JobRec, case: Case, root: bytes, t: float) -> None:
         """Credit the executors of ``root``, slash the others, then release or (in an audit) confirm/overturn."""
@@ -220,8 +236,7 @@ class AdaptiveClient:
         self.sim.open += 1  # the run lasts until every window has ended
         self.sim.call_at(t + self.policy.challenge_window, self._window_end, rec)
         for n in vouchers:  # a voucher caught while this job was being checked: audit now
-            r = self.book.records.get(n)
-            if r is not None and r.faults:
+            if self._faulty(n):
                 self._caught(n)
 
     def _caught(self, node: bytes) -> None:

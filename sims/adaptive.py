@@ -156,10 +156,12 @@ class AdaptiveClient:
             return
         new = [Result(check.root, check.payees, check)] if check.root is not None else self._reveals(check)
         case.results += new
-        # roots someone not yet caught still stands behind: one left is agreement (a caught node's root loses)
-        roots = {r.root for r in case.results if any(not self._faulty(n) for n in r.nodes)}
-        root = next(iter(roots)) if len(roots) == 1 and new else None
-        if len(roots) > 1:
+        # agreement: every result has one root, or only caught nodes contradict the root under test (the
+        # primary's, or the released one in an audit); anything else (overturning included) needs a verdict
+        live = {r.root for r in case.results if any(not self._faulty(n) for n in r.nodes)}
+        under_test = case.results[0].root
+        root = under_test if new and live == {under_test} else None
+        if root is None and len({r.root for r in case.results}) > 1:
             root = trust.verdict([(r.root, r.nodes) for r in case.results], self.book)
         if root is not None:
             self._decide(rec, case, root, t)

@@ -78,7 +78,7 @@ def verification_plot(rows: list[dict[str, Any]], f: float, path: Path) -> Path:
     """Wrong results accepted vs executions per job, per scheme and run length: provisional (hollow) and final
     (filled), with plain 2-of-3's 3f²-2f³ and the goal. A run with no wrong result is drawn at its 95% upper
     bound (3/jobs, the rule of three) with a downward arrow."""
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     colors: dict[str, Any] = {}
     for r in rows:
         c = colors.setdefault(r["case"], f"C{len(colors)}")
@@ -102,6 +102,6 @@ def verification_plot(rows: list[dict[str, Any]], f: float, path: Path) -> Path:
     ax.axvline(1.3, ls=":", color="green", label="goal: 1.3x")
     ax.set(yscale="log", xlabel="executions per accepted job", ylabel="wrong results accepted / job",
            title=f"Adaptive verification vs plain 2-of-3, {f:.0%} colluders (labels: jobs per run)")
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -130,6 +130,11 @@ class Verification:
     gate_checks: bool = False  # spot checks only on nodes the client trusts (JobSpec.executors)
     check_pool_min: int = 2
     open_check_redundancy: int = 1  # k (= q) of a check that could not be gated
+    credibility_target: float = 0.0  # the rest: sandrun_p2p.protocol.trust.TrustPolicy
+    challenge_window: float = 0.0
+    dispute_redundancy: int = 4
+    verdict_margin: int = 2
+    verdict_target: float = 1e-4
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,13 @@ value to pick redundancy/quorum. After a result is accepted it calls :func:`chec
 trust of the agreeing executors and :func:`should_check` with a secret only it knows (so an
 executor cannot tell whether it is being checked); a check is a re-run of the same computation
 as a new k=1 job, and the result is only released to the client once the check agrees.
+
+Optimistic finality (``challenge_window`` > 0, the contract's batched settle/challenge/finalize path):
+a released result stays *provisional* for the window. The origin's :class:`ChallengeLedger` remembers
+who vouched for it (the executor and every agreeing checker); when any node is caught, every result it
+vouched for that is still inside the window is re-run by a trusted node (:func:`check_plan`); if the
+re-run disagrees, a tie-break (:func:`dispute_plan`, :func:`verdict`) overturns it and slashes its
+vouchers. Catching one colluder this way unravels the mates it confirmed. A client that uses a result before its window ends is exposed.
 """
 
 from __future__ import annotations
@@ -43,6 +50,21 @@ class TrustPolicy:
     )
     check_pool_min: int = 2  # fewer trusted candidates than this: the check is not gated
     open_check_redundancy: int = 1  # executors (all must agree) of a check that could not be gated
+    credibility_target: float = 0.0  # > 0: open checks sized by it (:func:`open_check_redundancy`)
+    challenge_window: float = 0.0  # seconds a released result stays provisional (audits); 0: final at once
+    dispute_redundancy: int = 4  # executors (all must agree) of a tie-break run when results disagree
+    verdict_margin: int = 2  # votes the winning root needs over the runner-up before anyone is slashed
+    verdict_target: float = 1e-4  # and at most this chance that all its voters are bad (see :func:`all_bad`)
+
+    def __post_init__(self) -> None:
+        if self.probation < 1 or self.open_check_redundancy < 1 or self.dispute_redundancy < 1:
+            raise ValueError("probation, open_check_redundancy and dispute_redundancy must be >= 1")
+        if not 0.0 <= self.spot_min <= self.spot_max <= 1.0:
+            raise ValueError("need 0 <= spot_min <= spot_max <= 1")
+        if not 0.0 <= self.credibility_target < 1.0 or not 0.0 < self.prior_bad < 1.0:
+            raise ValueError("need 0 <= credibility_target < 1 and 0 < prior_bad < 1")
+        if self.challenge_window < 0 or self.verdict_margin < 1 or not 0.0 < self.verdict_target < 1.0:
+            raise ValueError("need challenge_window >= 0, verdict_margin >= 1 and 0 < verdict_target < 1")
 
 
 @dataclass
@@ -110,25 +132,46 @@ def check_rate(book: TrustBook, executors: tuple[bytes, ...], redundancy: int) -
 
 
 def check_executors(
-    book: TrustBook, candidates: list[bytes], exclude: set[bytes], limit: int = 64
+    book: TrustBook, candidates: list[bytes], exclude: set[bytes], limit: int = 64, need: int = 1
 ) -> tuple[bytes, ...]:
     """Who may run a spot check (``JobSpec.executors``): candidates off probation and without faults, never the
     executors being checked, the most trusted first (at most ``limit``), sorted by id as the spec wants.
 
-    Returns () when fewer than ``check_pool_min`` qualify: the check then runs on any eligible node.
+    Returns () when fewer than ``check_pool_min`` (or ``need``, the check's redundancy) qualify: the check then
+    runs on any eligible node.
     Why: an ungated check of a k=1 result is itself a random k=1 job, which a colluder confirms whenever it wins it.
     """
     ok = [n for n in candidates if n not in exclude and not book.on_probation(n)]
-    if len(ok) < book.policy.check_pool_min:
+    if len(ok) < max(book.policy.check_pool_min, need):
         return ()
     ok.sort(key=lambda n: (-book.trust(n), n))
     return tuple(sorted(ok[:limit]))
 
 
+def open_check_redundancy(policy: TrustPolicy) -> int:
+    """Executors of a check that cannot be gated (nobody trusted yet): ``open_check_redundancy``, or with a
+    ``credibility_target`` the smallest k whose all-bad chance with the checked executor, prior_bad**(1+k),
+    meets it (Sarmenta's credibility with independent random executors; at most 8)."""
+    if policy.credibility_target <= 0.0:
+        return policy.open_check_redundancy
+    k = 1
+    while k < 8 and policy.prior_bad ** (1 + k) > policy.credibility_target:
+        k += 1
+    return k
+
+
 def check_plan(gated: bool, policy: TrustPolicy) -> Plan:
     """Redundancy/quorum of a check: one trusted executor, or (while too few are trusted, e.g. at the start)
-    ``open_check_redundancy`` random ones that must all agree, so a colluder alone cannot confirm a mate."""
-    k = 1 if gated else policy.open_check_redundancy
+    :func:`open_check_redundancy` random ones that must all agree, so a colluder alone cannot confirm a mate."""
+    k = 1 if gated else open_check_redundancy(policy)
+    return Plan(k, k)
+
+
+def dispute_plan(gated: bool, policy: TrustPolicy) -> Plan:
+    """Redundancy/quorum of a tie-break once results disagree: ``dispute_redundancy`` executors that must all
+    agree (trusted ones when gated). Disputes are rare, so they buy independence: a tie-break decides who is
+    slashed, and bad nodes hidden among the trusted (sleepers, share s) frame an honest one only with s**k."""
+    k = max(policy.dispute_redundancy, 1 if gated else open_check_redundancy(policy))
     return Plan(k, k)
 
 
@@ -152,3 +195,90 @@ def credibility(book: TrustBook, agreeing: tuple[bytes, ...]) -> float:
         bad *= b
         good *= 1.0 - b
     return good / (good + bad) if good + bad > 0 else 0.0
+
+
+def all_bad(book: TrustBook, voters: set[bytes] | tuple[bytes, ...]) -> float:
+    """Chance that every one of these voters is bad, each bad with ``prior_bad * (1 - trust)`` independently."""
+    f = book.policy.prior_bad
+    x = 1.0
+    for n in voters:
+        x *= f * (1.0 - book.trust(n))
+    return x
+
+
+def verdict(results: list[tuple[bytes, tuple[bytes, ...]]], book: TrustBook) -> bytes | None:
+    """The root that disagreeing results support, or None (run another tie-break). Its losers get slashed.
+
+    ``results``: (root, executors that agreed on it) per job. Every distinct executor is one vote; executors
+    already caught (faults) do not vote. A root wins with ``verdict_margin`` votes more than the runner-up (one
+    bad vote can neither confirm a mate alone nor outvote an honest executor) and when the chance that all its
+    voters are bad (:func:`all_bad`) is at most ``verdict_target``: four random start-up nodes outvoting one
+    are all colluders with chance f**4 = 1.6e-3 at f = 0.2, too likely to slash on.
+    """
+    votes: dict[bytes, set[bytes]] = {}
+    faulty = book.records
+    for root, nodes in results:
+        s = votes.setdefault(root, set())
+        for n in nodes:
+            r = faulty.get(n)
+            if r is None or not r.faults:
+                s.add(n)
+    ranked = sorted((len(s) for s in votes.values()), reverse=True)
+    if not ranked:
+        return None
+    second = ranked[1] if len(ranked) > 1 else 0
+    if ranked[0] - second < book.policy.verdict_margin:
+        return None
+    root = next(root for root, s in votes.items() if len(s) == ranked[0])
+    return root if all_bad(book, votes[root]) <= book.policy.verdict_target else None
+
+
+@dataclass
+class Provisional:
+    """A released result inside its challenge window."""
+
+    root: bytes
+    vouchers: tuple[bytes, ...]  # the executor(s) and every checker that agreed
+    released: float
+    audited: bool = False
+
+
+@dataclass
+class ChallengeLedger:
+    """Released results still inside ``window`` seconds, and who vouched for each (the origin's audit list)."""
+
+    window: float
+    open: dict[bytes, Provisional] = field(default_factory=dict)
+    by_node: dict[bytes, list[bytes]] = field(default_factory=dict)
+
+    def release(self, job_id: bytes, root: bytes, vouchers: tuple[bytes, ...], now: float) -> None:
+        if self.window <= 0:
+            return
+        self.open[job_id] = Provisional(root, vouchers, now)
+        for n in vouchers:
+            self.by_node.setdefault(n, []).append(job_id)
+
+    def closes_at(self, job_id: bytes) -> float:
+        return self.open[job_id].released + self.window
+
+    def to_audit(self, node: bytes, now: float) -> list[bytes]:
+        """Caught ``node``: its results still inside their window and not audited yet (marked audited)."""
+        out = []
+        for jid in self.by_node.pop(node, []):
+            p = self.open.get(jid)
+            if p is not None and not p.audited and now < p.released + self.window:
+                p.audited = True
+                out.append(jid)
+        return out
+
+    def close(self, job_id: bytes) -> Provisional | None:
+        """The window ended: the result is final (forget it)."""
+        p = self.open.pop(job_id, None)
+        if p is not None:
+            for n in p.vouchers:
+                lst = self.by_node.get(n)
+                if lst is not None and job_id in lst:
+                    lst.remove(job_id)
+                    if not lst:
+                        del self.by_node[n]
+        return p

@@ -109,6 +109,6 @@ def test_gated_checks_never_run_on_the_checked_executor() -> None:
     for r in gated:
         assert not set(r.spec.executors) & set(r.check_of.payees)
         assert all(p in r.spec.executors for p in r.payees)
-        assert r.spec.redundancy == 1
-    assert all(r.spec.redundancy == 2 for r in checks if not r.spec.executors)
+        assert r.spec.redundancy in (1, 4)  # a check, or a tie-break (dispute_redundancy)
+    assert all(r.spec.redundancy in (2, 4) for r in checks if not r.spec.executors)
     assert sim.anomalies.get("timer_in_past", 0) == 0

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +228,18 @@ def start_cluster(root: Path, n: int, *, faulty: tuple[int, ...] = (), caps: dic
         for node in cluster.nodes:
             node.start()
     return cluster
+
+
+@contextmanager
+def running_cluster(root: Path, n: int, **kw: Any) -> Iterator[Cluster]:
+    """:func:`start_cluster`, ready and meshed; every process stopped on exit."""
+    c = start_cluster(root, n, **kw)
+    try:
+        c.wait_ready(90)
+        c.wait_mesh(60)
+        yield c
+    finally:
+        c.stop()
 
 
 def _toml(d: dict[str, Any]) -> str:

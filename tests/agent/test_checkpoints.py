@@ -23,7 +23,7 @@ from sandrun_p2p.protocol.identity import NodeKey
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.store import cid_of_bytes
 
-from .cluster import Cluster, bundle, start_cluster, wait_for
+from .cluster import Cluster, bundle, running_cluster, wait_for
 from .test_cluster import fake_seed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "checkpoint-counter"
@@ -68,13 +68,8 @@ def test_a_checkpoint_must_hold_what_its_notice_names(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Cluster:
-    c = start_cluster(tmp_path_factory.mktemp("checkpoints"), 3)
-    try:
-        c.wait_ready(90)
-        c.wait_mesh(60)
+    with running_cluster(tmp_path_factory.mktemp("checkpoints"), 3) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def all_running(cluster: Cluster) -> None:

@@ -13,7 +13,7 @@ from sandrun_p2p.protocol.claiming import rank
 from sandrun_p2p.protocol.jobspec import JobSpec
 from sandrun_p2p.store import cid_of_bytes
 
-from .cluster import HELLO, Cluster, hello_job, start_cluster, wait_for
+from .cluster import HELLO, Cluster, hello_job, running_cluster, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -22,13 +22,8 @@ FAULTY = 3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Cluster:
-    c = start_cluster(tmp_path_factory.mktemp("cluster"), 4, faulty=(FAULTY,))
-    try:
-        c.wait_ready(90)
-        c.wait_mesh(60)
+    with running_cluster(tmp_path_factory.mktemp("cluster"), 4, faulty=(FAULTY,)) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def fake_seed(job_id: bytes) -> bytes:

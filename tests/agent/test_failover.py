@@ -12,7 +12,7 @@ from sandrun_p2p.protocol.claiming import rank
 from sandrun_p2p.protocol.jobspec import JobSpec
 from sandrun_p2p.store import cid_of_bytes
 
-from .cluster import Cluster, bundle, start_cluster, wait_for
+from .cluster import Cluster, bundle, running_cluster, wait_for
 from .test_cluster import fake_seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -22,13 +22,8 @@ SLOW = bundle({"main.py": "import time\ntime.sleep(4)\nopen('out.txt','w').write
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Cluster:
-    c = start_cluster(tmp_path_factory.mktemp("failover"), 3)
-    try:
-        c.wait_ready(90)
-        c.wait_mesh(60)
+    with running_cluster(tmp_path_factory.mktemp("failover"), 3) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def slow_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]:

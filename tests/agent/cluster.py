@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sandrun_p2p.agent.apiclient import ControlClient, ControlError
+from sandrun_p2p.exec.sandbox import sweep_stale_runs
 from sandrun_p2p.net.keys import load_or_create_key, peer_id_of_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +181,7 @@ class Cluster:
                     n.proc.wait()
             if n._client:
                 n._client.close()
+            sweep_stale_runs(n.data_dir / "exec")  # what a SIGKILLed node (never restarted) left mounted
         self.chain_proc.terminate()
         self.chain_proc.wait(timeout=10)
 

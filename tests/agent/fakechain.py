@@ -61,6 +61,11 @@ class Ledger:
             if j["state"] != "funded":
                 raise ValueError(f"job already {j['state']}")
             root = args["root"]
+            # as the contract: the settler also reveals the openings it saw on gossip for committed nodes whose
+            # own reveal has not landed yet (their usage is unknown here: they ask their full share)
+            for n, r in (args.get("reveals") or {}).items():
+                if n in j["commits"] and n not in j["reveals"]:
+                    j["reveals"][n] = {"root": r, "usage": 0}
             agree = [n for n, r in j["reveals"].items() if r["root"] == root]
             if not agree:
                 raise ValueError("no reveal matches the root")
@@ -157,6 +162,8 @@ def _hexargs(args: dict[str, Any]) -> dict[str, Any]:
             out[k] = v
         elif hasattr(v, "kind"):  # Evidence
             out[k] = str(getattr(v, "kind", ""))
+        elif k == "reveals":  # a settle's openings seen on gossip: node -> (root, salt)
+            out[k] = {n.hex(): rv[0].hex() for n, rv in v.items()}
     return out
 
 

@@ -179,7 +179,7 @@ async def _main(args: argparse.Namespace) -> int:
         out.update({"job_id": job_id, "state": last.state, "detail": last.detail})
         code = EXIT_OK
         if last.state in ("accepted", "settled"):
-            out.update(await _fetch(c, job_id, args.out, pr))
+            out.update(await _fetch(c, job_id, args.out, pr, retry_s=30.0))
         else:
             code = EXIT_FAILED
             pr.line(f"job {last.state}: {last.detail or 'no reason given'}")
@@ -202,11 +202,25 @@ async def _main(args: argparse.Namespace) -> int:
         return _finish(args, out, code)
 
 
-async def _fetch(c: Any, job_id: str, dest: str | None, pr: Printer) -> dict[str, Any]:
+async def _fetch(c: Any, job_id: str, dest: str | None, pr: Printer, retry_s: float = 0.0) -> dict[str, Any]:
+    """Fetch and verify the result; ``retry_s``: how long to wait for the peer to know the accepted root (right
+    after a settlement the chain may be ahead of the reveals the peer has seen on gossip)."""
     from pathlib import Path
 
+    import trio
+
+    from .client.errors import NotYet
+
     dest_p = Path(dest) if dest else Path("sandrun-out") / job_id[:16]
-    trace = await c.result(job_id, dest_p)
+    give_up = time.monotonic() + retry_s
+    while True:
+        try:
+            trace = await c.result(job_id, dest_p)
+            break
+        except NotYet:
+            if time.monotonic() >= give_up:
+                raise
+            await trio.sleep(0.5)
     pr.line(f"result verified against trace root {trace.root.hex()[:16]}... (status {trace.status}, "
             f"exit {trace.exit_code}) -> {dest_p}")
     for o in trace.outputs:

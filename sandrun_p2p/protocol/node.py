@@ -690,6 +690,8 @@ class NodeCore:
             # dissent and silence are judged until the reveal window closes
             self._late_evidence(job, now, out)
         if job.phase in FINAL:
+            if job.phase == SETTLED and job.accepted_root is None and job.reveals:
+                self._adopt_root(job)
             if job.reveal_deadline is None or now >= job.reveal_deadline:
                 job.quiet = True
             return
@@ -873,6 +875,14 @@ class NodeCore:
             SubmitTx("reveal", job.job_id, {"root": r.trace_root, "salt": r.salt, "usage_wei": r.usage_wei})
         )
         out.append(JobEvent(job.job_id, "revealed", r.trace_root.hex(), self.node_id))
+
+    def _adopt_root(self, job: JobView) -> None:
+        """Settled on chain before this node saw a quorum of reveals: take the accepted root once the reveals it
+        sees make one (so its clients can fetch and verify the result), without acting on it."""
+        reveals = {n: root for n, (root, _) in job.reveals.items()}
+        d = decide(reveals, job.spec.redundancy, job.spec.quorum, final=False)
+        if d.outcome is Outcome.ACCEPTED:
+            job.accepted_root = d.root
 
     def _decide(self, job: JobView, now: float, out: list[Action]) -> None:
         final = job.reveal_deadline is not None and now >= job.reveal_deadline

@@ -66,6 +66,9 @@ def test_k2_job_claimed_by_top_two_and_paid(cluster: Cluster) -> None:
     assert r["job_id"] == job_id.hex()
     j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
     assert j["state"] == "settled", j
+    # the chain may report the settlement before the reveals reach the origin on gossip (a client waits too)
+    wait_for(lambda: origin.job(r["job_id"])["accepted_root"], 30, "the origin to learn the accepted root")
+    j = origin.job(r["job_id"])
     summary = {k: j.get(k) for k in ("claims", "winners", "commits", "events")}
     assert sorted(j["claims"]) == sorted(n.hex() for n in top), summary  # nobody else claimed
     assert sorted(j["winners"]) == sorted(n.hex() for n in top), summary

@@ -328,3 +328,28 @@ def test_job_found_unrunnable_after_its_deadline_is_refunded_at_once():
     loop.run(30)
     assert jid in loop.refunded
     assert [n for n, tx in loop.txs if tx.kind == "refund"] == [ids[0]]
+
+
+def test_a_node_that_learns_the_settlement_from_the_chain_first_still_learns_the_accepted_root():
+    """The origin's clients fetch the result by its accepted root: a settlement polled from the chain before the
+    reveals arrived on gossip must not leave the root unknown (settled jobs take no further decisions)."""
+    ka, a = _core(1)
+    kb, _ = _core(2)
+    a.caps = None
+    spec = make_spec(33, k=1)
+    jid = spec.job_id
+    a.handle(SubmitJob(spec, SEED), 0.0)
+    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    root, salt = b"\x07" * 32, b"\x08" * 32
+    from sandrun_p2p.protocol.verification import commitment
+
+    commit = m.encode(kb, m.COMMIT, {"job": jid, "commitment": commitment(jid, kb.node_id, root, salt)}, 2, 0)
+    a.handle(Received(m.decode(commit)), 1.0)
+    a.handle(ChainUpdate("job_settled", jid, data={"root": root[:20]}), 1.1)
+    assert a.jobs[jid].phase == "settled" and a.jobs[jid].accepted_root is None
+    reveal = m.encode(
+        kb, m.REVEAL, {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}, 3, 0
+    )
+    out = a.handle(Received(m.decode(reveal)), 1.2)
+    assert a.jobs[jid].accepted_root == root and a.jobs[jid].phase == "settled"
+    assert not [x for x in out if isinstance(x, SubmitTx)]  # nothing more is sent for a settled job

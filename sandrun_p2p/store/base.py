@@ -38,6 +38,15 @@ class Limits:
     max_depth: int = 64
 
 
+def checked_object(data: object, limits: Limits) -> bytes:
+    """``data`` as bytes, after checking it is bytes-like and within the object limit (both backends' put_bytes)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("put_bytes takes bytes")
+    if len(data) > limits.max_object_bytes:
+        raise TooLarge(f"{len(data)} bytes exceeds the object limit of {limits.max_object_bytes} bytes")
+    return bytes(data)
+
+
 def verified_block(cid: str, block: bytes, limits: Limits) -> Cid:
     """The parsed CID of a block offered for storage, after checking its size and that it hashes to that CID."""
     c = parse_cid(cid)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike, verified_block
+from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike, checked_object, verified_block
 from .cid import DAG_PB, RAW, Cid, parse_cid
 from .errors import (
     CorruptObject,
@@ -509,13 +509,8 @@ class EmbeddedStore(ContentStore):
 
     # -- ContentStore --------------------------------------------------------------------------
     async def put_bytes(self, data: bytes, *, pin: bool = False) -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError("put_bytes takes bytes")
-        if len(data) > self.limits.max_object_bytes:
-            raise TooLarge(
-                f"{len(data)} bytes exceeds the object limit of {self.limits.max_object_bytes} bytes"
-            )
-        cid = await self._run(self.repo.put_bytes, bytes(data))
+        data = checked_object(data, self.limits)
+        cid = await self._run(self.repo.put_bytes, data)
         if pin:
             await self._run(self.repo.pin, cid)
         return str(cid)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import Limits, PathLike
+from .base import Limits, PathLike, checked_object
 from .cid import Cid
 from .errors import StoreError, TooLarge, UnsafePath
 from .unixfs import FileBuilder, check_name, dir_node
@@ -28,8 +28,7 @@ def _drop(_cid: Cid, _block: bytes) -> None:
 
 def import_bytes(data: bytes | bytearray | memoryview, emit: Emit, limits: Limits) -> tuple[Cid, int]:
     """(root CID, cumulative block size) of ``data`` as a UnixFS file."""
-    if len(data) > limits.max_object_bytes:
-        raise TooLarge(f"{len(data)} bytes exceeds the object limit of {limits.max_object_bytes} bytes")
+    checked_object(data, limits)
     fb = FileBuilder(emit)
     mv = memoryview(data)
     for i in range(0, len(mv), READ_SIZE):

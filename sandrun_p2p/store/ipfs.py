@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 
 import trio
 
-from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike, verified_block
+from .base import ContentStore, Fetcher, GcStats, Limits, ObjectInfo, PathLike, checked_object, verified_block
 from .cid import DAG_PB, Cid, parse_cid
 from .embedded import EmbeddedStore, _info
 from .errors import (
@@ -299,13 +299,7 @@ class IpfsStore(ContentStore):
         await self._call(f"pin add {cid}", do, timeout=timeout)
 
     async def put_bytes(self, data: bytes, *, pin: bool = False) -> str:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError("put_bytes takes bytes")
-        if len(data) > self.limits.max_object_bytes:
-            raise TooLarge(
-                f"{len(data)} bytes exceeds the object limit of {self.limits.max_object_bytes} bytes"
-            )
-        data = bytes(data)
+        data = checked_object(data, self.limits)
         cid, _ = await self._thread(import_bytes, data, _drop, self.limits)
         await self._add(f"add of {len(data)} bytes", data, cid, len(data))
         return await self._own(cid, pin, len(data))

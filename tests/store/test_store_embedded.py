@@ -236,6 +236,10 @@ async def test_size_limits(tmp_path: Path) -> None:
     s = EmbeddedStore(tmp_path / "n", limits=Limits(max_object_bytes=1000, max_entries=3, max_depth=2))
     with pytest.raises(TooLarge):
         await s.put_bytes(b"x" * 1001)
+    with pytest.raises(TooLarge):
+        await s.put_bytes(memoryview(b"x" * 1001))
+    with pytest.raises(TypeError, match="takes bytes"):
+        await s.put_bytes("text")  # type: ignore[arg-type]
     (tmp_path / "big").write_bytes(b"x" * 300_000)
     with pytest.raises(TooLarge):
         await s.put_file(tmp_path / "big")

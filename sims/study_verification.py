@@ -34,11 +34,11 @@ def run_case(name: str, jobs: int, seed: int) -> dict[str, Any]:
     """One seeded run: raw counts (pooled later)."""
     from . import metrics, scenario
     from .engine import Simulator
-    from .runner import fewer_gc_passes
+    from .runner import no_gc_passes
 
     label, file, over = CASES[name]
     sim = Simulator(scenario.load(SCEN / file, {**over, "jobs.count": jobs, "seed": seed}))
-    with fewer_gc_passes():
+    with no_gc_passes():
         sim.run()
     m = metrics.compute(sim)
     wrong = m["wrong_accepted"]["count"]

@@ -5,9 +5,9 @@ Usage: .venv/bin/python bench/exec_overhead.py [N]   (goal: p50 overhead <= 40 m
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +39,9 @@ async def sandboxed(ex: LocalExecutor, job: Path, n: int) -> list[float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("runs", nargs="?", type=int, default=50, help="runs of each kind (default 50)")
+    n = ap.parse_args().runs
     with tempfile.TemporaryDirectory() as td:
         job = Path(td) / "job"
         job.mkdir()

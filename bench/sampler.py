@@ -30,9 +30,9 @@ def _label(code) -> str:
 
 
 def main() -> None:
+    if len(sys.argv) < 5 or sys.argv[3] != "-m":
+        raise SystemExit("usage: sampler.py OUT GATE -m module [args...] (a tool used by net_bench --profile)")
     out, gate = sys.argv[1], sys.argv[2]
-    if sys.argv[3] != "-m":
-        raise SystemExit("usage: sampler.py OUT GATE -m module [args...]")
     module, sys.argv = sys.argv[4], [sys.argv[4], *sys.argv[5:]]
     inclusive: collections.Counter[str] = collections.Counter()
     leaf: collections.Counter[str] = collections.Counter()

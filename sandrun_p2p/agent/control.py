@@ -27,7 +27,8 @@ Endpoints
     ``"events": [...]``, ``"txs": [...]``, and ``"chain"`` (what the chain says: state, paid/refunded wei).
 ``POST /v1/jobs``
     body ``{"manifest": {...}, "code_cid": str | "bundle_b64": str, "redundancy": 1, "quorum": (majority),
-    "deadline_s": 600 (from now) | "deadline": unix_s, "nonce": hex, "payment_wei": (quote)}``;
+    "deadline_s": 600 (from now) | "deadline": unix_s, "nonce": hex, "payment_wei": (quote), "executors": [hex
+    node id, ...] (only these may run it; default any eligible node)}``;
     the node stores the bundle, escrows the payment on chain and announces the job as its origin.
     Answer 201 ``{"job_id", "code_cid", "payment_wei", "deadline"}``; 400 names the bad field.
 ``POST /v1/jobs/batch``
@@ -388,7 +389,7 @@ class ControlServer:
         if not isinstance(body, dict):
             raise HttpError(400, "body must be a JSON object")
         known = {"manifest", "code_cid", "bundle_b64", "redundancy", "quorum", "deadline_s", "deadline", "nonce",
-                 "payment_wei"}
+                 "payment_wei", "executors"}
         extra = sorted(set(body) - known)
         if extra:
             raise HttpError(400, f"unknown field(s) {extra}")
@@ -419,6 +420,10 @@ class ControlServer:
                                   "deadline": deadline, "nonce": nonce}
         if "quorum" in body:
             spec_d["quorum"] = body["quorum"]
+        if "executors" in body:
+            if not isinstance(body["executors"], list):
+                raise HttpError(400, "executors must be a list of hex node ids")
+            spec_d["executors"] = sorted(_unhex(x, "executors[]", 32) for x in body["executors"])
         try:
             if "payment_wei" in body:
                 spec_d["payment_wei"] = body["payment_wei"]

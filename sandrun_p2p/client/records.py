@@ -53,6 +53,8 @@ class JobRecord:
         d["nonce"] = bytes.fromhex(d.get("nonce", ""))
         if "result_key" in d:
             d["result_key"] = bytes.fromhex(d["result_key"])
+        if "executors" in d:
+            d["executors"] = [bytes.fromhex(x) for x in d["executors"]]
         return JobSpec.from_dict(d)
 
     @staticmethod
@@ -61,6 +63,8 @@ class JobRecord:
         d["nonce"] = spec.nonce.hex()
         if spec.result_key:
             d["result_key"] = spec.result_key.hex()
+        if spec.executors:
+            d["executors"] = [x.hex() for x in spec.executors]
         return d
 
     def public(self) -> dict[str, Any]:

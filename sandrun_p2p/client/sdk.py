@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -130,6 +130,23 @@ def default_deadline_s(m: Manifest) -> int:
     return max(300, 2 * m.timeout + 180)
 
 
+def eligible_nodes(nodes: list[dict[str, Any]], manifest: Manifest) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The nodes (``GET /v1/nodes`` entries) whose advertised capabilities can run ``manifest``, and how many of
+    the others were turned away for each reason."""
+    ok: list[dict[str, Any]] = []
+    why: dict[str, int] = {}
+    for n in nodes:
+        try:
+            reason = ineligibility(Capabilities.from_dict(n["caps"]), manifest)
+        except (ProtocolError, KeyError, TypeError, ValueError):
+            reason = "advert unreadable"
+        if reason is None:
+            ok.append(n)
+        else:
+            why[reason] = why.get(reason, 0) + 1
+    return ok, why
+
+
 class Client:
     """A client bound to one peer (its control API) and a local record store."""
 
@@ -177,22 +194,20 @@ class Client:
     async def precheck(self, manifest: Manifest, peer: Peer) -> None:
         """Raise :class:`NoEligibleNode` when no fresh node known to the peer can run ``manifest``."""
         nodes = [n for n in await peer.nodes() if n.get("fresh", True)]
-        why: dict[str, int] = {}
-        for n in nodes:
-            try:
-                reason = ineligibility(Capabilities.from_dict(n["caps"]), manifest)
-            except (ProtocolError, KeyError, TypeError, ValueError):
-                reason = "advert unreadable"
-            if reason is None:
-                return
-            why[reason] = why.get(reason, 0) + 1
+        ok, why = eligible_nodes(nodes, manifest)
+        if ok:
+            return
         shown = "; ".join(f"{r} ({c} node{'s' * (c > 1)})" for r, c in sorted(why.items())) or "no nodes known"
         raise NoEligibleNode(f"none of the {len(nodes)} node(s) the peer knows can run it: {shown}")
 
     async def submit(self, code: str | Path, manifest: Manifest | dict[str, Any] | str | Path,
                      payment_wei: int | None = None, redundancy: int = 1, *, encrypt: bool = True,
-                     deadline_s: int | None = None, escrow: str = "client", force: bool = False) -> JobRecord:
-        """Pack, (encrypt,) store, escrow and announce a job; returns its local record."""
+                     deadline_s: int | None = None, escrow: str = "client", force: bool = False,
+                     quorum: int | None = None, executors: Sequence[bytes] = ()) -> JobRecord:
+        """Pack, (encrypt,) store, escrow and announce a job; returns its local record.
+
+        ``quorum``: agreeing executors needed (default: a majority of ``redundancy``); ``executors``: node ids
+        that alone may run it (default: any eligible node; used by spot checks, see :mod:`.adaptive`)."""
         m = load_manifest(manifest)
         _check_redundancy(redundancy)
         q = price_quote(m, redundancy, self.usd_per_eth)
@@ -224,25 +239,58 @@ class Client:
             esc = await self.escrow(peer)
             await trio.to_thread.run_sync(esc.funder)  # a missing wallet fails here, before anything is posted
         code_cid = await peer.put_blob(prepared.data)
-        deadline = int(time.time()) + (deadline_s or default_deadline_s(m))
-        if esc is not None:
-            deadline = max(deadline, await trio.to_thread.run_sync(esc.now) + (deadline_s or default_deadline_s(m)))
-        # encrypted jobs also get a per-job result key: executors seal the result to it (only we can read it)
-        result_seed = os.urandom(32) if encrypt else b""
         fields: dict[str, Any] = {
             "code_cid": code_cid, "manifest": m.to_dict(), "redundancy": redundancy,
-            "quorum": default_quorum(redundancy), "deadline": deadline, "nonce": os.urandom(16),
-            "payment_wei": pay, "encrypted": bool(prepared.key),
+            "quorum": default_quorum(redundancy) if quorum is None else quorum, "payment_wei": pay,
+            "encrypted": bool(prepared.key),
         }
+        if executors:
+            fields["executors"] = sorted(set(executors))
+        return await self._publish(peer, status, fields, esc, code=str(Path(code).resolve()),
+                                   bundle_key=prepared.key.hex(), deadline_s=deadline_s or default_deadline_s(m),
+                                   notes=notes)
+
+    async def rerun(self, job_id: str, *, redundancy: int = 1, quorum: int | None = None,
+                    executors: Sequence[bytes] = ()) -> JobRecord:
+        """Submit the computation of job ``job_id`` again as a new job: the same stored bundle (and bundle key)
+        and manifest, a fresh nonce, result key and escrow, the quoted payment for ``redundancy``, paid the way
+        the first job was. Spot checks and tie-breaks (:mod:`.adaptive`) are re-runs."""
+        _check_redundancy(redundancy)
+        rec = self.records.load(job_id)
+        spec = rec.job_spec()
+        peer = self.peer_of(rec)
+        status = await peer.status()
+        esc = None
+        if rec.escrow_key:
+            esc = await self.escrow(peer)
+            await trio.to_thread.run_sync(esc.funder)
+        fields: dict[str, Any] = {
+            "code_cid": spec.code_cid, "manifest": spec.manifest.to_dict(), "redundancy": redundancy,
+            "quorum": default_quorum(redundancy) if quorum is None else quorum,
+            "payment_wei": price_quote(spec.manifest, redundancy, self.usd_per_eth).wei, "encrypted": spec.encrypted,
+        }
+        if executors:
+            fields["executors"] = sorted(set(executors))
+        return await self._publish(peer, status, fields, esc, code=rec.code, bundle_key=rec.bundle_key,
+                                   deadline_s=default_deadline_s(spec.manifest), notes=[f"re-run of {rec.job_id}"])
+
+    async def _publish(self, peer: Peer, status: dict[str, Any], fields: dict[str, Any], esc: Escrow | None, *,
+                       code: str, bundle_key: str, deadline_s: int, notes: list[str]) -> JobRecord:
+        """Spec, local record, escrow (``esc``: from a fresh per-job key; None: the peer escrows) and announce."""
+        deadline = int(time.time()) + deadline_s
+        if esc is not None:
+            deadline = max(deadline, await trio.to_thread.run_sync(esc.now) + deadline_s)
+        # encrypted jobs also get a per-job result key: executors seal the result to it (only we can read it)
+        result_seed = os.urandom(32) if fields["encrypted"] else b""
+        fields = {**fields, "deadline": deadline, "nonce": os.urandom(16)}
         if result_seed:
             fields["result_key"] = bytes(SigningKey(result_seed).verify_key)
         try:
             spec = JobSpec.from_dict(fields)
         except ProtocolError as e:
             raise BadJob(f"bad job: {e.detail or e}") from None
-        rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url,
-                        code=str(Path(code).resolve()), bundle_key=prepared.key.hex(),
-                        result_seed=result_seed.hex(), state="new", notes=notes)
+        rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url, code=code,
+                        bundle_key=bundle_key, result_seed=result_seed.hex(), state="new", notes=notes)
         if esc is None:
             return await self._submit_via_peer(peer, spec, rec)
         from ..chain.chain import Signer
@@ -254,7 +302,7 @@ class Client:
         rec.state = "escrowing"
         self.records.save(rec)  # the key is on disk before any money goes to it
         posted = await trio.to_thread.run_sync(
-            lambda: esc.post(rec.escrow_key, spec.job_id, redundancy, spec.quorum, deadline, pay))
+            lambda: esc.post(rec.escrow_key, spec.job_id, spec.redundancy, spec.quorum, deadline, spec.payment_wei))
         rec.funder, rec.txs, rec.state = posted["funder"], posted["txs"], "escrowed"
         self.records.save(rec)
         try:
@@ -289,6 +337,8 @@ class Client:
         body = {"manifest": spec.manifest.to_dict(), "code_cid": spec.code_cid, "redundancy": spec.redundancy,
                 "quorum": spec.quorum, "deadline": spec.deadline, "nonce": spec.nonce.hex(),
                 "payment_wei": spec.payment_wei}
+        if spec.executors:
+            body["executors"] = [x.hex() for x in spec.executors]
         out = await peer.submit_escrowed_by_peer(body)
         if out["job_id"] != rec.job_id:
             raise PeerUnavailable(f"peer {peer.url} announced a different job ({out['job_id']}) than was asked")
@@ -303,7 +353,7 @@ class Client:
         """Yield the job's state changes (long-polling the peer's events) until it is settled, refunded or
         failed; :class:`DeadlinePassed` if ``timeout`` (default: until the job's deadline + 60 s) runs out."""
         rec = self._record(job_id)
-        p = self.peer(peer) if peer is not None else self._peer_of(rec)
+        p = self.peer(peer) if peer is not None else self.peer_of(rec)
         jid = rec.job_id if rec else job_id
         end = time.monotonic() + (timeout if timeout is not None else
                                   max(30.0, (rec.job_spec().deadline if rec else time.time() + 600) - time.time() + 60))
@@ -349,7 +399,7 @@ class Client:
         against the accepted trace root, write it to ``dest``."""
         rec = self.records.load(job_id)
         spec = rec.job_spec()
-        p = self.peer(peer) if peer is not None else self._peer_of(rec)
+        p = self.peer(peer) if peer is not None else self.peer_of(rec)
         try:
             view = await p.job(rec.job_id)
         except PeerError as e:
@@ -430,7 +480,7 @@ class Client:
             esc = await self.escrow()
             out.update(await trio.to_thread.run_sync(esc.closed, bytes.fromhex(rec.job_id)))
         else:
-            p = self.peer(peer) if peer is not None else self._peer_of(rec)
+            p = self.peer(peer) if peer is not None else self.peer_of(rec)
             out["chain"] = (await p.job(rec.job_id)).get("chain", {})
         return out
 
@@ -442,7 +492,8 @@ class Client:
         except ClientError:
             return None
 
-    def _peer_of(self, rec: JobRecord | None) -> Peer:
+    def peer_of(self, rec: JobRecord | None) -> Peer:
+        """The peer a job went through (this client's peer when the record names it)."""
         if rec is None or rec.peer == self.peer().url:
             return self.peer()
         # the record names a URL; its token is the one we were given, or the peer's env token

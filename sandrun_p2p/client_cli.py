@@ -3,6 +3,7 @@
     sandrun-p2p submit --code ./my-script.py --manifest job.json --payment 0.1 --redundancy 2 --wait --out out/
     sandrun-p2p submit --manifest job.json --redundancy 3 --quote        # price only, nothing is sent
     sandrun-p2p submit --watch JOB | --result JOB --out DIR | --refund JOB | --list
+    sandrun-p2p submit --code job/ --manifest job.json --verify adaptive --value-usd 0.05 --out out/
 
 Exit status: 0 done (submitted; with --wait: settled and the result verified), 1 the job failed or its
 result was refused, 2 bad input or an unreachable peer/chain (nothing was paid unless the message says so).
@@ -48,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "and contract (default: the peer's, when --peer is a data dir)")
     how.add_argument("--keystore", help="funding wallet keystore file (else $SANDRUN_P2P_CLIENT_KEY; on a "
                      "development chain a funded dev account)")
+    what.add_argument("--verify", choices=("quorum", "adaptive"), default="quorum",
+                      help="quorum (default): --redundancy executors, a majority must agree; adaptive: redundancy "
+                           "from --value-usd, then spot checks by re-running the job on other nodes, more often "
+                           "for executors this client has not verified yet (implies --wait; see README)")
+    what.add_argument("--value-usd", type=float, help="what a wrong result would cost you, for --verify adaptive "
+                      "(default: the payment in USD)")
     out = p.add_argument_group("output")
     out.add_argument("--wait", action="store_true", help="follow the job until it settles, fetch and verify the "
                      "result, claim what is left of the escrow")
@@ -120,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from sandrun_p2p.client import BadJob, ChainOptions, Client, ClientError, list_client_jobs, quote
+    from sandrun_p2p.client.adaptive import AdaptiveVerifier
 
     out: dict[str, Any] = {}
     pr = Printer(args.json)
@@ -140,7 +148,11 @@ async def _main(args: argparse.Namespace) -> int:
         return EXIT_OK
     chain = ChainOptions(rpc=args.blockchain_rpc, market=args.market, keystore=args.keystore,
                          addresses_file=args.chain_file)
+    adaptive = args.verify == "adaptive"
+    if adaptive and args.redundancy != 1:
+        raise BadJob("--verify adaptive picks the redundancy from --value-usd; leave --redundancy out")
     async with Client(args.peer, token=args.peer_token, chain=chain, usd_per_eth=args.usd_per_eth) as c:
+        verifier = AdaptiveVerifier(c, timeout=args.timeout) if adaptive else None
         if args.refund:
             r = await c.refund(args.refund)
             out = {"job_id": args.refund, **r}
@@ -154,8 +166,13 @@ async def _main(args: argparse.Namespace) -> int:
             if not args.code or not args.manifest:
                 raise BadJob("give --code and --manifest (or --quote/--watch/--result/--refund/--list)")
             pay = _payment(args)
-            rec = await c.submit(args.code, args.manifest, pay, args.redundancy, encrypt=not args.no_encrypt,
-                                 deadline_s=args.deadline, escrow=args.escrow, force=args.force)
+            kw = {"encrypt": not args.no_encrypt, "deadline_s": args.deadline, "escrow": args.escrow,
+                  "force": args.force}
+            if adaptive:
+                value = args.value_usd if args.value_usd is not None else _usd(args, pay)
+                rec = await verifier.submit(args.code, args.manifest, value, payment_wei=pay, **kw)
+            else:
+                rec = await c.submit(args.code, args.manifest, pay, args.redundancy, **kw)
             job_id = rec.job_id
             spec = rec.job_spec()
             out = {"job_id": job_id, "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
@@ -170,7 +187,7 @@ async def _main(args: argparse.Namespace) -> int:
                     f"redundancy {spec.redundancy}, quorum {spec.quorum}, "
                     f"{'encrypted' if spec.encrypted else 'plaintext'} bundle {spec.code_cid[:20]}..., "
                     f"{'result sealed to a per-job key' if spec.result_key else 'plaintext result'}")
-            if not args.wait:
+            if not args.wait and not adaptive:
                 if not args.json:
                     print(job_id)
                 return _finish(args, out, EXIT_OK)
@@ -178,7 +195,16 @@ async def _main(args: argparse.Namespace) -> int:
         pr.done()
         out.update({"job_id": job_id, "state": last.state, "detail": last.detail})
         code = EXIT_OK
-        if last.state in ("accepted", "settled"):
+        if adaptive and last.state == "settled":
+            outcome = await verifier.verify(job_id)
+            out["verification"] = outcome.to_dict()
+            for ln in outcome_lines(outcome):
+                pr.line(ln)
+            if outcome.verdict == "undecided":
+                code = EXIT_FAILED
+            else:
+                out.update(await _fetch(c, outcome.result_job, args.out, pr, retry_s=30.0))
+        elif last.state in ("accepted", "settled"):
             out.update(await _fetch(c, job_id, args.out, pr, retry_s=30.0))
         else:
             code = EXIT_FAILED
@@ -237,6 +263,29 @@ def _payment(args: argparse.Namespace) -> int | None:
     if args.payment_usd is not None:
         return usd_to_wei(args.payment_usd, args.usd_per_eth)
     return None
+
+
+def _usd(args: argparse.Namespace, pay: int | None) -> float:
+    """The job's payment in USD (the quote at redundancy 1 when no payment was given)."""
+    from sandrun_p2p.client import quote
+
+    wei = pay if pay is not None else quote(args.manifest, 1, args.usd_per_eth).wei
+    return wei / 10**18 * float(args.usd_per_eth)
+
+
+def outcome_lines(o: Any) -> list[str]:
+    """Human lines for an adaptive-verification outcome."""
+    head = (f"verification: spot-checked (rate {o.check_rate:.2f}) by {len(o.reruns)} re-run(s)" if o.checked
+            else f"verification: not checked this time (rate {o.check_rate:.2f})")
+    lines = [f"{head}; {o.verdict}"]
+    if o.caught:
+        lines.append(f"  wrong result from {', '.join(n[:16] for n in o.caught)}: recorded, never trusted again "
+                     "(not slashed on chain: the contract has no fraud-proof path yet)")
+    if o.verdict == "overturned":
+        lines.append(f"  using the result of re-run {o.result_job[:16]} instead")
+    if o.verdict == "undecided":
+        lines.append("  the re-runs did not agree enough to name a correct result; do not use it")
+    return lines
 
 
 def money_lines(money: dict[str, Any]) -> list[str]:

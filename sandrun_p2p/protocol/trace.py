@@ -85,6 +85,14 @@ def trace_root(trace: Trace) -> bytes:
     return tagged_hash("trace", trace.to_dict())
 
 
+def computation_digest(trace: Trace) -> bytes:
+    """The trace root with the job id left out: equal for two runs of the same code, manifest and inputs.
+
+    A spot check re-runs a computation as a new job (its own id), so checks compare these, not trace roots.
+    """
+    return tagged_hash("computation", {**trace.to_dict(), "job_id": b""})
+
+
 def checkpoint_link(previous: bytes, snapshot_sha256: bytes) -> bytes:
     """Next hash in a checkpoint chain: H(previous link || snapshot hash); the first previous is 32 zero bytes."""
     return sha256(b"sandrun-p2p/checkpoint\x00", previous, snapshot_sha256)

@@ -115,3 +115,15 @@ def test_widened_seed_depends_on_job_and_chain_seed():
     a = claiming.widen_seed(b"j" * 32, b"\x01" * 8)
     assert len(a) == 32
     assert a != claiming.widen_seed(b"k" * 32, b"\x01" * 8) != claiming.widen_seed(b"j" * 32, b"\x02" * 8)
+
+
+def test_computation_digest_ignores_only_the_job_id():
+    from sandrun_p2p.protocol.trace import OutputFile, Trace, computation_digest
+
+    a = Trace(b"\x01" * 32, b"e" * 32, "exited", 0, b"o" * 32, b"r" * 32, (OutputFile("x", 1, b"h" * 32),))
+    same_run_other_job = Trace(b"\x02" * 32, *[getattr(a, f) for f in ("env_digest", "status", "exit_code",
+                                                                       "stdout_sha256", "stderr_sha256", "outputs")])
+    assert a.root != same_run_other_job.root
+    assert computation_digest(a) == computation_digest(same_run_other_job)
+    other_output = Trace(b"\x01" * 32, b"e" * 32, "exited", 0, b"o" * 32, b"r" * 32, (OutputFile("x", 1, b"i" * 32),))
+    assert computation_digest(other_output) != computation_digest(a)

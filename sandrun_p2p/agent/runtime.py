@@ -125,7 +125,8 @@ class Agent:
         self.exec_caps = exec_caps
         self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
-        self.journal = Journal(cfg.data_dir / "journal.sqlite")
+        self._commit_due = trio.Event()
+        self.journal = Journal(cfg.data_dir / "journal.sqlite", group_commit=True, on_begin=self._commit_due.set)
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
         self.checkpoints = Checkpoints(store, lambda jid, body: self._do(
@@ -249,6 +250,8 @@ class Agent:
         jid = job_id_of(msg)
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
+            if msg.sender == self.node_id:
+                self.journal.commit()  # our own message is durable before it leaves
             self.checkpoints.on_notice(msg, getattr(self.core.jobs.get(jid), "origin", None))
             if msg.kind == m.JOB and self.core.cfg.require_escrow and jid not in self.core.funded:
                 self._poll_now.set()  # look for the escrow now rather than at the next poll
@@ -309,6 +312,7 @@ class Agent:
         return [v.origin for jid, v in self.core.jobs.items() if jid in self._running]
 
     async def _run_job(self, a: StartExecution) -> ExecutionDone | ExecutionFailed:
+        self.journal.commit()  # "running" is durable before the execution starts (a restart then releases it)
         spec = a.spec
         t0 = time.time()
         with trio.fail_after(self.cfg.fetch_timeout_s):
@@ -375,11 +379,20 @@ class Agent:
                 except trio.WouldBlock:
                     break
                 by_topic.setdefault(topic, []).append(raw)
+            self.journal.commit()  # e.g. a result is durable before its commitment leaves
             for topic, raws in by_topic.items():
                 try:
                     await self.net.publish_many(topic, raws)
                 except Exception as e:
                     self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
+
+    async def _journal_committer(self) -> None:
+        """Commit the journal's open transaction once per loop turn (its first write wakes this task)."""
+        while True:
+            await self._commit_due.wait()
+            self._commit_due = trio.Event()
+            self.journal.on_begin = self._commit_due.set
+            self.journal.commit()
 
     async def _timer(self) -> None:
         while True:
@@ -415,6 +428,7 @@ class Agent:
                 nursery.start_soon(worker, tx.job_id)
 
     async def _send_tx(self, tx: SubmitTx) -> None:
+        self.journal.commit()
         try:
             with trio.fail_after(self.cfg.tx_timeout_s):
                 receipt = await self.chain.submit(self.node_id, tx)
@@ -536,6 +550,7 @@ class Agent:
                 self.core.eth = self.eth
                 replayed = self.replay_journal()
                 await nursery.start(self.net.run)
+                nursery.start_soon(self._journal_committer)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._chain_sender, nursery)

@@ -14,6 +14,14 @@
    accepted and skips the work while the same bytes arrive again within ``REFRESH_S`` (then it is consumed
    again, so the peerstore's 2-hour TTL keeps being renewed). A changed or new record is verified as before;
    a record that fails verification is never remembered.
+4. A message already seen is dropped where the RPC is read, before a task is spawned for it. The library
+   spawned a managed task per message of every RPC (a ``FunctionTask`` with a uuid4, a walk of the whole task
+   tree for its parent, a formatted name) and only then, in ``push_msg``, returned on the seen-cache; in a
+   mesh most deliveries are such duplicates. ``push_msg`` checks nothing with side effects before the
+   seen-cache, so dropping them earlier changes nothing else.
+5. The node's own signed peer record attached to outgoing RPCs is built at most every ``OWN_RECORD_S``.
+   ``env_to_send_in_RPC`` listed and re-encoded the host's addresses on every forwarded message (~75 us);
+   the record only changes when the listen addresses do.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import libp2p.peer.peerstore as _peerstore
 import libp2p.pubsub.gossipsub as _gossipsub
 import libp2p.pubsub.pubsub as _pubsub
 import trio
@@ -30,6 +39,8 @@ from libp2p.stream_muxer.mplex.mplex import Mplex
 
 #: Seconds a verified record is trusted without checking it again.
 REFRESH_S = 600.0
+#: Seconds this node's own outgoing record is reused before it is looked up again.
+OWN_RECORD_S = 5.0
 #: Peers remembered at most (a bounded cache; the oldest entries go first).
 MAX_PEERS = 4096
 
@@ -54,6 +65,31 @@ def consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
     else:
         _seen.pop(peer_id, None)
     return ok
+
+
+_original_env = _peerstore.env_to_send_in_RPC
+_own: dict[Any, tuple[bytes, float]] = {}
+
+
+def own_record(host: Any) -> tuple[bytes, bool]:
+    """Drop-in for ``libp2p.peer.peerstore.env_to_send_in_RPC`` that reuses the record for ``OWN_RECORD_S``."""
+    now = time.monotonic()
+    hit = _own.get(host)
+    if hit is not None and now - hit[1] < OWN_RECORD_S:
+        return hit[0], False
+    env, created = _original_env(host)
+    if len(_own) >= MAX_PEERS:
+        _own.pop(next(iter(_own)))
+    _own[host] = (env, now)
+    return env, created
+
+
+def subscribed_and_unseen(self: Any, msg: Any) -> bool:
+    """Replaces ``Pubsub._is_subscribed_to_msg``, the read loop's check before it spawns ``push_msg``: also
+    False for a message already in the seen-cache (``push_msg`` would return on it without effect)."""
+    if not any(topic in self.topic_ids for topic in msg.topicIDs):
+        return False
+    return not self.seen_messages.has(self._msg_id_constructor(msg))
 
 
 _mplex_write = Mplex.write_to_stream
@@ -83,8 +119,12 @@ def install() -> None:
     Mplex.read_message = _read_or_close  # type: ignore[method-assign]
     _pubsub.maybe_consume_signed_record = consume_signed_record
     _gossipsub.maybe_consume_signed_record = consume_signed_record
+    _pubsub.Pubsub._is_subscribed_to_msg = subscribed_and_unseen  # type: ignore[method-assign]
+    _pubsub.env_to_send_in_RPC = own_record
+    _gossipsub.env_to_send_in_RPC = own_record
 
 
 def forget() -> None:
-    """Clear the cache (tests)."""
+    """Clear the caches (tests)."""
     _seen.clear()
+    _own.clear()

@@ -190,3 +190,43 @@ async def test_duplicates_spawn_no_push_task_in_a_triangle(nursery, monkeypatch)
     c_pushes = pushes.get(id(nets[2].pubsub), 0)
     assert c_pushes <= n_msgs * 1.25, c_pushes  # without the patch: about 2 per message
     nursery.cancel_scope.cancel()
+
+
+async def test_queued_rpcs_leave_in_one_write_and_parse_back() -> None:
+    from libp2p.network.stream.exceptions import StreamReset
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.pubsub.rpc_queue import RpcQueue
+
+    rpcs = [rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"m%d" % i, topicIDs=[TOPIC])]) for i in range(3)]
+    queue = RpcQueue()
+    for r in rpcs:
+        queue.push(r)
+    writes: list[bytes] = []
+    dead: list[str] = []
+
+    class Stream:
+        async def write(self, data: bytes) -> None:
+            writes.append(data)
+            if len(writes) == 2:
+                raise StreamReset("gone")
+
+    pubsub = type("P", (), {"_handle_dead_peer": lambda self, p: dead.append(p)})()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(patches.send_queued, pubsub, "peerA", Stream(), queue)
+            while not writes:
+                await trio.sleep(0)
+            queue.push(rpcs[0])  # queued later: a second write, which fails
+    assert len(writes) == 2 and dead == ["peerA"]
+    buf, parsed = writes[0], []
+    while buf:  # the reader's framing: uvarint length, then the RPC
+        n, shift, i = 0, 0, 0
+        while True:
+            b = buf[i]
+            n |= (b & 0x7F) << shift
+            shift, i = shift + 7, i + 1
+            if b < 0x80:
+                break
+        parsed.append(rpc_pb2.RPC.FromString(buf[i:i + n]))
+        buf = buf[i + n:]
+    assert parsed == rpcs

@@ -27,6 +27,9 @@
    per RPC. :func:`send_queued` takes what else is queued when it wakes (up to ``COALESCE_BYTES``) and writes
    the same length-prefixed RPCs back to back in one stream write; the receiver reads a byte stream, so the
    wire format is unchanged.
+7. Frames are read through a buffer (:mod:`.buffered_read`): the pubsub read loop's RPCs and mplex's frames
+   on the Noise session. The library read every uvarint prefix one byte at a time, each byte an awaited read
+   through several layers with locks and timeouts.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ import libp2p.pubsub.pubsub as _pubsub
 import trio
 from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.pubsub import utils as _utils
+from libp2p.stream_muxer.mplex.constants import MAX_MESSAGE_SIZE
 from libp2p.stream_muxer.mplex.exceptions import MplexUnavailable
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.utils.varint import encode_uvarint
+
+from .buffered_read import read_mplex_frame, read_prefixed_limited
 
 #: Seconds a verified record is trusted without checking it again.
 REFRESH_S = 600.0
@@ -125,7 +131,6 @@ async def send_queued(self: Any, peer_id: Any, stream: Any, queue: Any) -> None:
 
 
 _mplex_write = Mplex.write_to_stream
-_mplex_read = Mplex.read_message
 
 
 async def _locked_write(self: Any, data: bytes) -> None:
@@ -138,7 +143,7 @@ async def _locked_write(self: Any, data: bytes) -> None:
 
 async def _read_or_close(self: Any) -> tuple[int, int, bytes]:
     try:
-        return await _mplex_read(self)
+        return await read_mplex_frame(self, MAX_MESSAGE_SIZE)
     except MplexUnavailable:
         raise
     except Exception as e:  # e.g. NoiseInvalidMessage: close this connection, not the node
@@ -154,6 +159,7 @@ def install() -> None:
     _pubsub.Pubsub._is_subscribed_to_msg = subscribed_and_unseen  # type: ignore[method-assign]
     _pubsub.env_to_send_in_RPC = own_record
     _pubsub.Pubsub.handle_sending_messages = send_queued  # type: ignore[method-assign]
+    _pubsub.read_varint_prefixed_bytes_limited = read_prefixed_limited
     _gossipsub.env_to_send_in_RPC = own_record
 
 

@@ -96,3 +96,17 @@ async def read_mplex_frame(mplex: Any, max_length: int) -> tuple[int, int, bytes
     if n > max_length:
         raise MessageTooLarge(f"Message length {n} exceeds maximum allowed {max_length}")
     return header >> 3, header & 0x07, await take_exactly(buf, n, fill)
+
+
+async def read_noise_packet(packets: Any) -> bytes:
+    """One Noise transport packet (2-byte big-endian length, then the ciphertext), as the library's
+    ``NoisePacketReadWriter.read_msg``. The buffer lives on the raw connection, which the handshake's and the
+    session's packet readers share (bytes read ahead during the handshake belong to the session)."""
+    conn = packets.read_write_closer
+    buf = buffer_of(conn)
+
+    async def fill() -> bytes:
+        return await conn.read(CHUNK)
+
+    n = int.from_bytes(await take_exactly(buf, 2, fill), "big")
+    return await take_exactly(buf, n, fill)

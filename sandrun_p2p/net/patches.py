@@ -27,9 +27,10 @@
    per RPC. :func:`send_queued` takes what else is queued when it wakes (up to ``COALESCE_BYTES``) and writes
    the same length-prefixed RPCs back to back in one stream write; the receiver reads a byte stream, so the
    wire format is unchanged.
-7. Frames are read through a buffer (:mod:`.buffered_read`): the pubsub read loop's RPCs and mplex's frames
-   on the Noise session. The library read every uvarint prefix one byte at a time, each byte an awaited read
-   through several layers with locks and timeouts.
+7. Frames are read through a buffer (:mod:`.buffered_read`): the pubsub read loop's RPCs, mplex's frames
+   on the Noise session and Noise's packets on the TCP connection. The library read every uvarint prefix one
+   byte at a time, each byte an awaited read through several layers with locks and timeouts, and each Noise
+   packet with two socket reads.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ import libp2p.pubsub.pubsub as _pubsub
 import trio
 from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.pubsub import utils as _utils
+from libp2p.security.noise.io import NoisePacketReadWriter
 from libp2p.stream_muxer.mplex.constants import MAX_MESSAGE_SIZE
 from libp2p.stream_muxer.mplex.exceptions import MplexUnavailable
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.utils.varint import encode_uvarint
 
-from .buffered_read import read_mplex_frame, read_prefixed_limited
+from .buffered_read import read_mplex_frame, read_noise_packet, read_prefixed_limited
 
 #: Seconds a verified record is trusted without checking it again.
 REFRESH_S = 600.0
@@ -160,6 +162,7 @@ def install() -> None:
     _pubsub.env_to_send_in_RPC = own_record
     _pubsub.Pubsub.handle_sending_messages = send_queued  # type: ignore[method-assign]
     _pubsub.read_varint_prefixed_bytes_limited = read_prefixed_limited
+    NoisePacketReadWriter.read_msg = read_noise_packet  # type: ignore[method-assign]
     _gossipsub.env_to_send_in_RPC = own_record
 
 

@@ -10,7 +10,7 @@ from libp2p.exceptions import ParseError
 from libp2p.io.exceptions import IncompleteReadError, MessageTooLarge
 from libp2p.utils.varint import encode_uvarint
 
-from sandrun_p2p.net.buffered_read import read_mplex_frame, read_prefixed_limited
+from sandrun_p2p.net.buffered_read import read_mplex_frame, read_noise_packet, read_prefixed_limited
 
 
 class Chunks:
@@ -73,3 +73,19 @@ async def test_mplex_frames_carry_id_flag_and_body() -> None:
         big = Mplex()
         big.secured_conn = Chunks(encode_uvarint(8) + prefixed(b"y" * 11), [])
         await read_mplex_frame(big, 10)
+
+
+async def test_noise_packets_share_the_connection_buffer() -> None:
+    packets = [b"msg1", b"", b"n" * 65_535, b"session data"]
+    data = b"".join(len(p).to_bytes(2, "big") + p for p in packets)
+    conn = Chunks(data, [1, 5, 40_000])
+
+    class Reader:  # the handshake's and the session's packet readers are two objects on one connection
+        def __init__(self) -> None:
+            self.read_write_closer = conn
+
+    handshake, session = Reader(), Reader()
+    assert [await read_noise_packet(handshake) for _ in range(3)] == packets[:3]
+    assert await read_noise_packet(session) == packets[3]
+    with pytest.raises(IncompleteReadError):
+        await read_noise_packet(session)

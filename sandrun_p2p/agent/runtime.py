@@ -234,6 +234,8 @@ class Agent:
         return SubmitTx(tx.kind, tx.job_id, args)
 
     def _log(self, event: str, job_id: bytes | None = None, **fields: Any) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # formatting the line is most of its cost
         parts = [f"event={event}"]
         if job_id is not None:
             parts.append(f"job={job_id.hex()[:16]}")

@@ -52,6 +52,7 @@ from ..protocol.events import (
 from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
+from ..protocol.node import _parse_spec as parse_spec  # NodeCore's bounded parse cache, keyed by the dict
 from ..protocol.pricing import usage_charge
 from .checkpoints import STOP_LEAD_S, Checkpoints
 from .config import AgentConfig
@@ -99,7 +100,7 @@ def job_id_of(msg: m.Message) -> bytes | None:
     if msg.kind == m.ADVERT:
         return None
     if msg.kind == m.JOB:
-        return JobSpec.from_dict(msg.body["spec"]).job_id
+        return parse_spec(msg.body["spec"]).job_id  # NodeCore's cache: it finds the same dict parsed
     return msg.body["job"]
 
 
@@ -149,6 +150,7 @@ class Agent:
         self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
         self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)
         self._running: dict[bytes, trio.CancelScope] = {}
+        self._code_origin: dict[str, bytes] = {}  # code CID being fetched -> its job's origin
         self._limiter = trio.CapacityLimiter(self.caps.max_jobs or 1)
         self._replaying = False
         self._stopping = False
@@ -308,17 +310,27 @@ class Agent:
             self.feed(outcome)
 
     async def _fetcher(self, cid: str) -> bytes | None:
-        return await self.net.fetch_any(cid, prefer=self._origins())
+        return await self.net.fetch_any(cid, prefer=self._origins(cid))
 
-    def _origins(self) -> list[bytes]:
-        return [v.origin for jid, v in self.core.jobs.items() if jid in self._running]
+    def _origins(self, cid: str = "") -> list[bytes]:
+        """Whom to ask for a block first: the origin of the job whose code is ``cid``, then the origins of the jobs
+        whose code is being fetched (a bundle's other blocks), then those of every running job."""
+        first = [self._code_origin[cid]] if cid in self._code_origin else []
+        return [*first, *self._code_origin.values(),
+                *(v.origin for jid, v in self.core.jobs.items() if jid in self._running)]
 
     async def _run_job(self, a: StartExecution) -> ExecutionDone | ExecutionFailed:
         self.journal.commit()  # "running" is durable before the execution starts (a restart then releases it)
         spec = a.spec
         t0 = time.time()
-        with trio.fail_after(self.cfg.fetch_timeout_s):
-            bundle = await self.store.get(spec.code_cid)
+        view = self.core.jobs.get(a.job_id)
+        if view is not None:
+            self._code_origin[spec.code_cid] = view.origin
+        try:
+            with trio.fail_after(self.cfg.fetch_timeout_s):
+                bundle = await self.store.get(spec.code_cid)
+        finally:
+            self._code_origin.pop(spec.code_cid, None)
         try:
             bundle = open_for_execution(bundle, spec, a.grant, self.key, self.keys.get(a.job_id))
         except BundleKeyError as e:

@@ -192,6 +192,17 @@ def profile_node0(testnet_module, out: Path, gate: Path) -> None:
         Popen=popen, STDOUT=real.STDOUT, DEVNULL=real.DEVNULL, TimeoutExpired=real.TimeoutExpired)
 
 
+def gossip_counts(clients) -> dict[str, int]:
+    """Gossip counters summed over the nodes since they started (payloads published, of which batches;
+    protocol messages accepted, batches received); the claim phase's few jobs are included."""
+    out = {"published": 0, "batches_out": 0, "accepted": 0, "batches_in": 0}
+    for c in clients:
+        net = c.status()["net"]
+        for k in out:
+            out[k] += int(net.get(k, 0))
+    return out
+
+
 def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -271,6 +282,7 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
         wall = time.monotonic() - t0
         cpu1 = cpu_snapshot(net)
         gate.unlink()
+        gossip = gossip_counts(clients)
         cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
         settled_n = sum(1 for s in states.values() if s == "settled") or 1
         total = sum(v for k, v in cpu.items() if not k.endswith("-loop"))  # a loop is part of its agent
@@ -296,7 +308,8 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
                                "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
                                "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
                                "submission": "batch per node" if batch else "one request per job",
-                               "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary},
+                               "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary,
+                               "gossip": gossip},
                 "chain": net.chain_kind}
     finally:
         net.stop()
@@ -350,6 +363,10 @@ def main() -> int:
               f"{cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
               f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, "
               f"bench client {cpu['bench_s']} s)")
+        g2 = t["gossip"]
+        print(f"gossip during the run (all nodes, claim phase included): {g2['published']} payloads published, "
+              f"{g2['batches_out']} of them batches; {g2['accepted']} messages accepted, {g2['batches_in']} "
+              f"batches received")
         r = out["ratios"]
         print(f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "
               f"jobs/s / 25 = {r['jobs_per_s_over_goal_25']:.2f} (goal >= 1)")

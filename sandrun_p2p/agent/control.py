@@ -162,6 +162,7 @@ class ControlServer:
         except Exception as e:
             log.exception("control API error")
             status, body = 500, json.dumps({"error": f"{type(e).__name__}: {e}"}).encode()
+        self.agent.journal.commit()  # what the reply reports is durable before the caller hears of it
         head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
         try:

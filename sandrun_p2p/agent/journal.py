@@ -5,12 +5,19 @@ rebuild its NodeCore view by replaying them), every job event, this node's execu
 result (written *before* the result is committed on the network), and the chain transactions sent.
 A process killed with SIGKILL loses at most the transaction in flight; WAL with ``synchronous=NORMAL``
 survives process crashes (only power loss can drop the last transactions).
+
+Group commit (``Journal(path, group_commit=True)``, what the agent uses): writes join one open
+transaction until :meth:`Journal.commit`; the agent commits once per turn of its event loop, and always
+before anything leaves the node that depends on what was written (a publish, a chain transaction, an
+execution start, an API reply). A SIGKILL then loses at most the peers' messages of the last turn, as if
+the node had gone down a few milliseconds earlier; reads on the same connection see uncommitted writes.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,17 +69,40 @@ class Execution:
 
 
 class Journal:
-    """All journal reads and writes (synchronous; each call is its own transaction)."""
+    """All journal reads and writes (synchronous). Each write is its own transaction, or with ``group_commit``
+    joins the open one until :meth:`commit` (see the module doc)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, group_commit: bool = False,
+                 on_begin: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
+        self.group_commit = group_commit
+        self.on_begin = on_begin  # called when a group's transaction opens (to schedule its commit)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
 
+    def _w(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        """Run one write (opening the group's transaction first when grouping)."""
+        if self.group_commit and not self.db.in_transaction:
+            self.db.execute("BEGIN")
+            if self.on_begin is not None:
+                self.on_begin()
+        return self.db.execute(sql, params)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether writes are waiting for :meth:`commit`."""
+        return self.db.in_transaction
+
+    def commit(self) -> None:
+        """Make every write so far durable (a no-op when nothing is pending)."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
     # ------------------------------------------------------------------ meta
@@ -81,14 +111,14 @@ class Journal:
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        self._w("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # ------------------------------------------------------------------ messages
     def add_message(self, job_id: bytes, kind: str, raw: bytes) -> None:
         """Record an accepted message; the job becomes open (replayed on restart) if it was not known."""
         now = time.time()
-        self.db.execute("INSERT INTO messages(job_id, kind, raw) VALUES (?, ?, ?)", (job_id, kind, raw))
-        self.db.execute(
+        self._w("INSERT INTO messages(job_id, kind, raw) VALUES (?, ?, ?)", (job_id, kind, raw))
+        self._w(
             "INSERT INTO jobs(job_id, state, created, updated) VALUES (?, 'known', ?, ?) ON CONFLICT DO NOTHING",
             (job_id, now, now),
         )
@@ -100,34 +130,34 @@ class Journal:
     # ------------------------------------------------------------------ jobs and events
     def event(self, job_id: bytes, state: str, detail: str, node: bytes, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        cur = self.db.execute(
+        cur = self._w(
             "INSERT INTO events(job_id, state, detail, node, at) VALUES (?, ?, ?, ?, ?)",
             (job_id, state, detail, node, now),
         )
         if state in PHASE_STATES:
-            self.db.execute(
+            self._w(
                 "INSERT INTO jobs(job_id, state, detail, created, updated) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(job_id) DO UPDATE SET state=excluded.state, detail=excluded.detail, "
                 "updated=excluded.updated WHERE jobs.final=0",
                 (job_id, state, detail, now, now),
             )
         if state in FINAL_STATES:
-            self.db.execute("UPDATE jobs SET final=1 WHERE job_id=?", (job_id,))
+            self._w("UPDATE jobs SET final=1 WHERE job_id=?", (job_id,))
         return int(cur.lastrowid or 0)
 
     def mark_job(self, job_id: bytes, *, origin: bytes | None = None, redundancy: int | None = None,
                  mine: bool | None = None) -> None:
         now = time.time()
-        self.db.execute(
+        self._w(
             "INSERT INTO jobs(job_id, state, created, updated) VALUES (?, 'known', ?, ?) ON CONFLICT DO NOTHING",
             (job_id, now, now),
         )
         if origin is not None:
-            self.db.execute("UPDATE jobs SET origin=? WHERE job_id=?", (origin, job_id))
+            self._w("UPDATE jobs SET origin=? WHERE job_id=?", (origin, job_id))
         if redundancy is not None:
-            self.db.execute("UPDATE jobs SET redundancy=? WHERE job_id=?", (redundancy, job_id))
+            self._w("UPDATE jobs SET redundancy=? WHERE job_id=?", (redundancy, job_id))
         if mine:
-            self.db.execute("UPDATE jobs SET mine=1 WHERE job_id=?", (job_id,))
+            self._w("UPDATE jobs SET mine=1 WHERE job_id=?", (job_id,))
 
     def job(self, job_id: bytes) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -184,21 +214,21 @@ class Journal:
         )
 
     def execution_started(self, job_id: bytes) -> None:
-        self.db.execute(
+        self._w(
             "INSERT OR REPLACE INTO executions(job_id, status, started) VALUES (?, 'running', ?)",
             (job_id, time.time()),
         )
 
     def execution_done(self, job_id: bytes, root: bytes, salt: bytes, trace_cid: str, result_cid: str,
                        usage_wei: int) -> None:
-        self.db.execute(
+        self._w(
             "UPDATE executions SET status='done', trace_root=?, salt=?, trace_cid=?, result_cid=?, usage_wei=? "
             "WHERE job_id=?",
             (root, salt, trace_cid, result_cid, usage_wei, job_id),
         )
 
     def execution_ended(self, job_id: bytes, status: str, reason: str) -> None:
-        self.db.execute(
+        self._w(
             "UPDATE executions SET status=?, reason=? WHERE job_id=? AND status='running'",
             (status, reason, job_id),
         )
@@ -210,7 +240,7 @@ class Journal:
 
     # ------------------------------------------------------------------ chain transactions
     def tx(self, job_id: bytes, kind: str, status: str, detail: str = "") -> None:
-        self.db.execute(
+        self._w(
             "INSERT INTO txs(job_id, kind, status, detail, at) VALUES (?, ?, ?, ?, ?)",
             (job_id, kind, status, detail[:500], time.time()),
         )
@@ -223,7 +253,7 @@ class Journal:
     def forget_final(self, older_than_s: float) -> int:
         """Drop raw messages of jobs final for longer than ``older_than_s`` (events and results stay)."""
         cutoff = time.time() - older_than_s
-        cur = self.db.execute(
+        cur = self._w(
             "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM jobs WHERE final=1 AND updated<?)",
             (cutoff,),
         )

@@ -52,6 +52,7 @@ from ..protocol.events import (
 from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import JobSpec
 from ..protocol.node import NodeCore
+from ..protocol.node import _parse_spec as parse_spec  # NodeCore's bounded parse cache, keyed by the dict
 from ..protocol.pricing import usage_charge
 from .checkpoints import STOP_LEAD_S, Checkpoints
 from .config import AgentConfig
@@ -99,7 +100,7 @@ def job_id_of(msg: m.Message) -> bytes | None:
     if msg.kind == m.ADVERT:
         return None
     if msg.kind == m.JOB:
-        return JobSpec.from_dict(msg.body["spec"]).job_id
+        return parse_spec(msg.body["spec"]).job_id  # NodeCore's cache: it finds the same dict parsed
     return msg.body["job"]
 
 
@@ -125,7 +126,8 @@ class Agent:
         self.exec_caps = exec_caps
         self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
-        self.journal = Journal(cfg.data_dir / "journal.sqlite")
+        self._commit_due = trio.Event()
+        self.journal = Journal(cfg.data_dir / "journal.sqlite", group_commit=True, on_begin=self._commit_due.set)
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
         self.checkpoints = Checkpoints(store, lambda jid, body: self._do(
@@ -148,6 +150,7 @@ class Agent:
         self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
         self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)
         self._running: dict[bytes, trio.CancelScope] = {}
+        self._code_origin: dict[str, bytes] = {}  # code CID being fetched -> its job's origin
         self._limiter = trio.CapacityLimiter(self.caps.max_jobs or 1)
         self._replaying = False
         self._stopping = False
@@ -233,6 +236,8 @@ class Agent:
         return SubmitTx(tx.kind, tx.job_id, args)
 
     def _log(self, event: str, job_id: bytes | None = None, **fields: Any) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # formatting the line is most of its cost
         parts = [f"event={event}"]
         if job_id is not None:
             parts.append(f"job={job_id.hex()[:16]}")
@@ -249,6 +254,8 @@ class Agent:
         jid = job_id_of(msg)
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
+            if msg.sender == self.node_id:
+                self.journal.commit()  # our own message is durable before it leaves
             self.checkpoints.on_notice(msg, getattr(self.core.jobs.get(jid), "origin", None))
             if msg.kind == m.JOB and self.core.cfg.require_escrow and jid not in self.core.funded:
                 self._poll_now.set()  # look for the escrow now rather than at the next poll
@@ -303,16 +310,27 @@ class Agent:
             self.feed(outcome)
 
     async def _fetcher(self, cid: str) -> bytes | None:
-        return await self.net.fetch_any(cid, prefer=self._origins())
+        return await self.net.fetch_any(cid, prefer=self._origins(cid))
 
-    def _origins(self) -> list[bytes]:
-        return [v.origin for jid, v in self.core.jobs.items() if jid in self._running]
+    def _origins(self, cid: str = "") -> list[bytes]:
+        """Whom to ask for a block first: the origin of the job whose code is ``cid``, then the origins of the jobs
+        whose code is being fetched (a bundle's other blocks), then those of every running job."""
+        first = [self._code_origin[cid]] if cid in self._code_origin else []
+        return [*first, *self._code_origin.values(),
+                *(v.origin for jid, v in self.core.jobs.items() if jid in self._running)]
 
     async def _run_job(self, a: StartExecution) -> ExecutionDone | ExecutionFailed:
+        self.journal.commit()  # "running" is durable before the execution starts (a restart then releases it)
         spec = a.spec
         t0 = time.time()
-        with trio.fail_after(self.cfg.fetch_timeout_s):
-            bundle = await self.store.get(spec.code_cid)
+        view = self.core.jobs.get(a.job_id)
+        if view is not None:
+            self._code_origin[spec.code_cid] = view.origin
+        try:
+            with trio.fail_after(self.cfg.fetch_timeout_s):
+                bundle = await self.store.get(spec.code_cid)
+        finally:
+            self._code_origin.pop(spec.code_cid, None)
         try:
             bundle = open_for_execution(bundle, spec, a.grant, self.key, self.keys.get(a.job_id))
         except BundleKeyError as e:
@@ -375,11 +393,20 @@ class Agent:
                 except trio.WouldBlock:
                     break
                 by_topic.setdefault(topic, []).append(raw)
+            self.journal.commit()  # e.g. a result is durable before its commitment leaves
             for topic, raws in by_topic.items():
                 try:
                     await self.net.publish_many(topic, raws)
                 except Exception as e:
                     self._log("publish-failed", None, error=f"{type(e).__name__}: {e}")
+
+    async def _journal_committer(self) -> None:
+        """Commit the journal's open transaction once per loop turn (its first write wakes this task)."""
+        while True:
+            await self._commit_due.wait()
+            self._commit_due = trio.Event()
+            self.journal.on_begin = self._commit_due.set
+            self.journal.commit()
 
     async def _timer(self) -> None:
         while True:
@@ -415,6 +442,7 @@ class Agent:
                 nursery.start_soon(worker, tx.job_id)
 
     async def _send_tx(self, tx: SubmitTx) -> None:
+        self.journal.commit()
         try:
             with trio.fail_after(self.cfg.tx_timeout_s):
                 receipt = await self.chain.submit(self.node_id, tx)
@@ -536,6 +564,7 @@ class Agent:
                 self.core.eth = self.eth
                 replayed = self.replay_journal()
                 await nursery.start(self.net.run)
+                nursery.start_soon(self._journal_committer)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._chain_sender, nursery)

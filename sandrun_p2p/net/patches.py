@@ -14,6 +14,23 @@
    accepted and skips the work while the same bytes arrive again within ``REFRESH_S`` (then it is consumed
    again, so the peerstore's 2-hour TTL keeps being renewed). A changed or new record is verified as before;
    a record that fails verification is never remembered.
+4. A message already seen is dropped where the RPC is read, before a task is spawned for it. The library
+   spawned a managed task per message of every RPC (a ``FunctionTask`` with a uuid4, a walk of the whole task
+   tree for its parent, a formatted name) and only then, in ``push_msg``, returned on the seen-cache; in a
+   mesh most deliveries are such duplicates. ``push_msg`` checks nothing with side effects before the
+   seen-cache, so dropping them earlier changes nothing else.
+5. The node's own signed peer record attached to outgoing RPCs is built at most every ``OWN_RECORD_S``.
+   ``env_to_send_in_RPC`` listed and re-encoded the host's addresses on every forwarded message (~75 us);
+   the record only changes when the listen addresses do.
+6. RPCs queued for one peer leave in one write. The library's per-peer sending loop wrote each queued RPC on
+   its own: one mplex frame, one Noise frame, one ``send`` syscall (and on loopback the receiver's TCP work)
+   per RPC. :func:`send_queued` takes what else is queued when it wakes (up to ``COALESCE_BYTES``) and writes
+   the same length-prefixed RPCs back to back in one stream write; the receiver reads a byte stream, so the
+   wire format is unchanged.
+7. Frames are read through a buffer (:mod:`.buffered_read`): the pubsub read loop's RPCs, mplex's frames
+   on the Noise session and Noise's packets on the TCP connection. The library read every uvarint prefix one
+   byte at a time, each byte an awaited read through several layers with locks and timeouts, and each Noise
+   packet with two socket reads.
 """
 
 from __future__ import annotations
@@ -21,15 +38,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import libp2p.peer.peerstore as _peerstore
 import libp2p.pubsub.gossipsub as _gossipsub
 import libp2p.pubsub.pubsub as _pubsub
 import trio
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.pubsub import utils as _utils
+from libp2p.security.noise.io import NoisePacketReadWriter
+from libp2p.stream_muxer.mplex.constants import MAX_MESSAGE_SIZE
 from libp2p.stream_muxer.mplex.exceptions import MplexUnavailable
 from libp2p.stream_muxer.mplex.mplex import Mplex
+from libp2p.utils.varint import encode_uvarint
+
+from .buffered_read import read_mplex_frame, read_noise_packet, read_prefixed_limited
 
 #: Seconds a verified record is trusted without checking it again.
 REFRESH_S = 600.0
+#: Seconds this node's own outgoing record is reused before it is looked up again.
+OWN_RECORD_S = 5.0
+#: Most bytes of queued RPCs written to one peer in one stream write.
+COALESCE_BYTES = 256 * 1024
 #: Peers remembered at most (a bounded cache; the oldest entries go first).
 MAX_PEERS = 4096
 
@@ -56,8 +84,55 @@ def consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
     return ok
 
 
+_original_env = _peerstore.env_to_send_in_RPC
+_own: dict[Any, tuple[bytes, float]] = {}
+
+
+def own_record(host: Any) -> tuple[bytes, bool]:
+    """Drop-in for ``libp2p.peer.peerstore.env_to_send_in_RPC`` that reuses the record for ``OWN_RECORD_S``."""
+    now = time.monotonic()
+    hit = _own.get(host)
+    if hit is not None and now - hit[1] < OWN_RECORD_S:
+        return hit[0], False
+    env, created = _original_env(host)
+    if len(_own) >= MAX_PEERS:
+        _own.pop(next(iter(_own)))
+    _own[host] = (env, now)
+    return env, created
+
+
+def subscribed_and_unseen(self: Any, msg: Any) -> bool:
+    """Replaces ``Pubsub._is_subscribed_to_msg``, the read loop's check before it spawns ``push_msg``: also
+    False for a message already in the seen-cache (``push_msg`` would return on it without effect)."""
+    if not any(topic in self.topic_ids for topic in msg.topicIDs):
+        return False
+    return not self.seen_messages.has(self._msg_id_constructor(msg))
+
+
+async def send_queued(self: Any, peer_id: Any, stream: Any, queue: Any) -> None:
+    """Replaces ``Pubsub.handle_sending_messages``: the per-peer sending loop, writing everything queued at once."""
+    try:
+        while True:
+            rpc = await queue.pop()
+            if rpc is None:
+                return  # the queue was closed
+            data = [rpc.SerializeToString()]
+            size = len(data[0])
+            while size < COALESCE_BYTES and (more := queue._queue.pop()) is not None:
+                data.append(more.SerializeToString())
+                size += len(data[-1])
+            try:
+                await stream.write(b"".join(encode_uvarint(len(d)) + d for d in data))
+            except (StreamClosed, StreamReset):
+                _pubsub.logger.debug("Fail to write message to %s: stream closed or reset", peer_id)
+                self._handle_dead_peer(peer_id)
+                return
+    except Exception:
+        _pubsub.logger.debug("sending loop for %s terminated with error", peer_id)
+        self._handle_dead_peer(peer_id)
+
+
 _mplex_write = Mplex.write_to_stream
-_mplex_read = Mplex.read_message
 
 
 async def _locked_write(self: Any, data: bytes) -> None:
@@ -70,7 +145,7 @@ async def _locked_write(self: Any, data: bytes) -> None:
 
 async def _read_or_close(self: Any) -> tuple[int, int, bytes]:
     try:
-        return await _mplex_read(self)
+        return await read_mplex_frame(self, MAX_MESSAGE_SIZE)
     except MplexUnavailable:
         raise
     except Exception as e:  # e.g. NoiseInvalidMessage: close this connection, not the node
@@ -83,8 +158,15 @@ def install() -> None:
     Mplex.read_message = _read_or_close  # type: ignore[method-assign]
     _pubsub.maybe_consume_signed_record = consume_signed_record
     _gossipsub.maybe_consume_signed_record = consume_signed_record
+    _pubsub.Pubsub._is_subscribed_to_msg = subscribed_and_unseen  # type: ignore[method-assign]
+    _pubsub.env_to_send_in_RPC = own_record
+    _pubsub.Pubsub.handle_sending_messages = send_queued  # type: ignore[method-assign]
+    _pubsub.read_varint_prefixed_bytes_limited = read_prefixed_limited
+    NoisePacketReadWriter.read_msg = read_noise_packet  # type: ignore[method-assign]
+    _gossipsub.env_to_send_in_RPC = own_record
 
 
 def forget() -> None:
-    """Clear the cache (tests)."""
+    """Clear the caches (tests)."""
     _seen.clear()
+    _own.clear()

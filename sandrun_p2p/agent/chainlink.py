@@ -44,6 +44,9 @@ from ..protocol.jobspec import JobSpec
 from .ports import NotFunded
 
 SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
+#: The events :meth:`ChainLink.poll` turns into updates: the node asks only for these (``Revealed``, one per
+#: opening, and the money-movement events are neither sent nor decoded).
+POLLED_EVENTS = frozenset({"NodeRegistered", "UnbondRequested", "JobPosted", "Committed", "JobClosed", "Slashed"})
 
 
 
@@ -98,7 +101,7 @@ class ChainLink:
         self.reader = (dep.market(Chain.connect(rpc, kind=options.get("kind", "rpc")), self.signer) if rpc
                        else self.market)
         self._read_lock = trio.Lock() if rpc else None
-        self.poller = EventPoller(self.reader, from_block=self.deploy_block)
+        self.poller = EventPoller(self.reader, from_block=self.deploy_block, names=set(POLLED_EVENTS))
         # the addresses file records the deployment parameters (Market.params() needs eth_call without "from",
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())

@@ -114,6 +114,30 @@ def test_event_poller_follows_a_job(w):
     assert len(only.poll()) == 5
 
 
+def test_event_poller_decodes_as_web3_does(w):
+    """The raw-log decoder gives what web3's process_log gives, for every kind a job, a slash and a batch emit."""
+    first = w.chain.block_number() + 1
+    job_id, _ = w.post(k=3, q=2)
+    openings = w.commit_all(job_id, [h("r"), h("r"), h("dissent")], 5)
+    w.nodes[0].market.reveal(job_id, openings)
+    w.client.deposit(ETH)  # an address in a topic, a batch settled (address and root in the data)
+    v = w.client.sign_voucher(w.nodes[1].address, job_id, 1, 10, 10)
+    w.nodes[1].market.settle_batch(v, h("results root"))
+    logs = w.chain.w3.eth.get_logs({"address": w.market.address, "fromBlock": first, "toBlock": "latest"})
+    want = w.market.decode_logs(logs)
+    assert {e.name for e in want} >= {"JobPosted", "Committed", "Revealed", "JobClosed", "Slashed", "Deposited",
+                                      "BatchSettled"}
+    got = EventPoller(w.market, from_block=first).poll()
+    assert [(e.name, e.block_number, e.tx_hash, e.log_index) for e in got] == [
+        (e.name, e.block_number, e.tx_hash, e.log_index) for e in want]
+    for a, b in zip(got, want, strict=True):
+        assert a.args.keys() == b.args.keys()
+        for key in a.args:
+            assert a.args[key] == b.args[key] or tuple(a.args[key]) == tuple(b.args[key]), (a.name, key)
+    only = EventPoller(w.market, from_block=first, names={"JobClosed", "Slashed"}).poll()
+    assert [e.name for e in only] == [e.name for e in want if e.name in ("JobClosed", "Slashed")]
+
+
 def test_no_quorum_refunds_everything(w):
     price = ETH
     job_id, _ = w.post(k=3, q=2, price=price)

@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="client: a fresh per-job key funded by your wallet posts the escrow (default); "
                            "peer: the peer node escrows from its own account (not anonymous, plaintext bundle); "
                            "auto: client when the peer supports it, else peer (says so)")
+    what.add_argument("--pay", choices=("escrow", "voucher"), default="escrow",
+                      help="escrow: a per-job escrow on chain (default); voucher: k = 1 only, with --escrow peer "
+                           "--no-encrypt: the peer pays from its deposit by a voucher that its executor settles "
+                           "with many others in one batch (fewer transactions; settled once the batch is paid)")
     what.add_argument("--force", action="store_true",
                       help="submit even when no known node can run it (it will be refunded with the reason)")
     how = p.add_argument_group("where")
@@ -155,7 +159,8 @@ async def _main(args: argparse.Namespace) -> int:
                 raise BadJob("give --code and --manifest (or --quote/--watch/--result/--refund/--list)")
             pay = _payment(args)
             rec = await c.submit(args.code, args.manifest, pay, args.redundancy, encrypt=not args.no_encrypt,
-                                 deadline_s=args.deadline, escrow=args.escrow, force=args.force)
+                                 deadline_s=args.deadline, escrow=args.escrow, force=args.force,
+                                 pay_mode=args.pay)
             job_id = rec.job_id
             spec = rec.job_spec()
             out = {"job_id": job_id, "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,

@@ -191,8 +191,11 @@ class Client:
 
     async def submit(self, code: str | Path, manifest: Manifest | dict[str, Any] | str | Path,
                      payment_wei: int | None = None, redundancy: int = 1, *, encrypt: bool = True,
-                     deadline_s: int | None = None, escrow: str = "client", force: bool = False) -> JobRecord:
-        """Pack, (encrypt,) store, escrow and announce a job; returns its local record."""
+                     deadline_s: int | None = None, escrow: str = "client", force: bool = False,
+                     pay_mode: str = "escrow") -> JobRecord:
+        """Pack, (encrypt,) store, escrow and announce a job; returns its local record. ``pay_mode="voucher"``
+        (k = 1, with ``escrow="peer"``): the peer pays from its deposit by a voucher its executor settles in a
+        batch, instead of a per-job escrow."""
         m = load_manifest(manifest)
         _check_redundancy(redundancy)
         q = price_quote(m, redundancy, self.usd_per_eth)
@@ -203,6 +206,11 @@ class Client:
             raise BadJob(f"escrow must be 'client', 'peer' or 'auto', got {escrow!r}")
         if escrow == "peer" and encrypt:
             raise BadJob("escrow='peer' cannot hand out a bundle key; use encrypt=False (--no-encrypt) with it")
+        if pay_mode not in ("escrow", "voucher"):
+            raise BadJob(f"pay_mode must be 'escrow' or 'voucher', got {pay_mode!r}")
+        if pay_mode == "voucher" and (escrow != "peer" or redundancy != 1):
+            raise BadJob("pay_mode='voucher' is for redundancy 1, paid from the peer's deposit: use escrow='peer' and "
+                         "encrypt=False (--escrow peer --no-encrypt)")
         await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=False))  # checks only
         peer = self.peer()
         status = await peer.status()
@@ -234,6 +242,8 @@ class Client:
             "quorum": default_quorum(redundancy), "deadline": deadline, "nonce": os.urandom(16),
             "payment_wei": pay, "encrypted": bool(prepared.key),
         }
+        if pay_mode == "voucher":
+            fields["pay"] = "voucher"
         if result_seed:
             fields["result_key"] = bytes(SigningKey(result_seed).verify_key)
         try:
@@ -289,6 +299,8 @@ class Client:
         body = {"manifest": spec.manifest.to_dict(), "code_cid": spec.code_cid, "redundancy": spec.redundancy,
                 "quorum": spec.quorum, "deadline": spec.deadline, "nonce": spec.nonce.hex(),
                 "payment_wei": spec.payment_wei}
+        if spec.pay != "escrow":  # only then: a peer without the voucher mode refuses the field, loudly
+            body["pay"] = spec.pay
         out = await peer.submit_escrowed_by_peer(body)
         if out["job_id"] != rec.job_id:
             raise PeerUnavailable(f"peer {peer.url} announced a different job ({out['job_id']}) than was asked")

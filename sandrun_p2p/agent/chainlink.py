@@ -123,6 +123,7 @@ class ChainLink:
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
         self.positions: dict[bytes, int] = {}  # job -> this node's commitment position (from its commit receipt)
+        self.closed_here: set[bytes] = set()  # jobs this node's own reveal closed (k = 1: the settle is a no-op)
         self.reveal_window = int(params["reveal_window"])
         self.node_id = b""
         self.accounts: dict[bytes, str] = {}  # node id -> account (from NodeRegistered)
@@ -245,7 +246,10 @@ class ChainLink:
         if pos is None:
             raise ValueError("this node has no commitment on chain for the job")
         op = Opening(pos, args["root"], args["salt"], int(args.get("usage_wei", 0)))
-        return self.market.reveal(jid, [op]).tx_hash
+        r = self.market.reveal(jid, [op])
+        if any(e.name == "JobClosed" for e in r.events):
+            self.closed_here.add(jid)  # the settle step that follows needs no read of the job
+        return r.tx_hash
 
     async def _until_open(self, fn: Any, what: str) -> str:
         """Retry ``fn`` while the chain says it is too early (other commitments or the deadline pending)."""
@@ -266,6 +270,10 @@ class ChainLink:
 
     async def _settle(self, jid: bytes, args: dict[str, Any]) -> str:
         from ..chain import Opening
+
+        if jid in self.closed_here or jid in self.closed:
+            self.closed_here.discard(jid)
+            return "already closed"
 
         def reveal_rest() -> str:
             info = self.market.job(jid)

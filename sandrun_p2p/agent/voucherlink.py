@@ -264,7 +264,7 @@ class VoucherLink:
         first = self.payer_seq.get(executor, 0)
         last = first + int(a["count"])
         self.payer_seq[executor] = last
-        jobs = sorted((v.seq, jid) for jid, v in self.book.issued.items()
+        jobs = sorted((v.seq, jid) for jid, v in list(self.book.issued.items())  # issue() may add meanwhile
                       if v.executor == executor and first < v.seq <= last)
         self.batches[bid] = _Batch([jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
         for _, jid in jobs:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 
 from .errors import ChainError
-from .logdecode import decode_raw_log, event_shapes, log_position, topic_of
+from .logdecode import event_shapes, topic_of
 from .market import Event, Market
 
 
@@ -34,8 +34,8 @@ class EventPoller:
         self.names = names
         self.confirmations = confirmations
         self.page = page
-        self._shapes = event_shapes(market.artifact["abi"])
-        self._topics = None if names is None else [[topic_of(self._shapes, n) for n in sorted(names)]]
+        shapes = event_shapes(market.artifact["abi"])
+        self._topics = None if names is None else [[topic_of(shapes, n) for n in sorted(names)]]
 
     def poll(self) -> list[Event]:
         chain = self.market.chain
@@ -54,11 +54,7 @@ class EventPoller:
                 raise ChainError("rpc", f"eth_getLogs {self.position}..{end}: {e}") from e
             if resp.get("error"):
                 raise ChainError("rpc", f"eth_getLogs {self.position}..{end}: {resp['error']}")
-            events = []
-            for log in resp.get("result") or ():
-                decoded = decode_raw_log(self._shapes, log)
-                if decoded is not None:
-                    events.append(Event(decoded[0], decoded[1], *log_position(log)))
+            events = self.market.decode_logs(resp.get("result") or [])
             events.sort(key=lambda ev: (ev.block_number, ev.log_index))
             out.extend(ev for ev in events if self.names is None or ev.name in self.names)
             self.position = end + 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from chain_world import ETH, PARAMS, h
+from hexbytes import HexBytes
 
 from sandrun_p2p.chain.events import EventPoller
-from sandrun_p2p.chain.market import STATE_FAILED, STATE_OPEN, STATE_SETTLED
+from sandrun_p2p.chain.market import STATE_FAILED, STATE_OPEN, STATE_SETTLED, Event
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -115,7 +116,8 @@ def test_event_poller_follows_a_job(w):
 
 
 def test_event_poller_decodes_as_web3_does(w):
-    """The raw-log decoder gives what web3's process_log gives, for every kind a job, a slash and a batch emit."""
+    """The raw-log decoder (polls and receipts) gives what web3's process_log gives, for every kind a job, a slash
+    and a batch emit."""
     first = w.chain.block_number() + 1
     job_id, _ = w.post(k=3, q=2)
     openings = w.commit_all(job_id, [h("r"), h("r"), h("dissent")], 5)
@@ -124,7 +126,13 @@ def test_event_poller_decodes_as_web3_does(w):
     v = w.client.sign_voucher(w.nodes[1].address, job_id, 1, 10, 10)
     w.nodes[1].market.settle_batch(v, h("results root"))
     logs = w.chain.w3.eth.get_logs({"address": w.market.address, "fromBlock": first, "toBlock": "latest"})
-    want = w.market.decode_logs(logs)
+    web3_events = {bytes(HexBytes(ev.topic)): ev for ev in (getattr(w.market.contract.events, i["name"])
+                                                 for i in w.market.artifact["abi"] if i["type"] == "event")}
+    want = []
+    for log in logs:
+        d = web3_events[bytes(log["topics"][0])].process_log(log)
+        want.append(Event(d["event"], dict(d["args"]), d["blockNumber"], "0x" + bytes(d["transactionHash"]).hex(),
+                          d["logIndex"]))
     assert {e.name for e in want} >= {"JobPosted", "Committed", "Revealed", "JobClosed", "Slashed", "Deposited",
                                       "BatchSettled"}
     got = EventPoller(w.market, from_block=first).poll()
@@ -134,6 +142,7 @@ def test_event_poller_decodes_as_web3_does(w):
         assert a.args.keys() == b.args.keys()
         for key in a.args:
             assert a.args[key] == b.args[key] or tuple(a.args[key]) == tuple(b.args[key]), (a.name, key)
+    assert w.market.decode_logs(logs) == got
     only = EventPoller(w.market, from_block=first, names={"JobClosed", "Slashed"}).poll()
     assert [e.name for e in only] == [e.name for e in want if e.name in ("JobClosed", "Slashed")]
 

@@ -137,10 +137,13 @@ def trivial_bundle(i: int) -> bytes:
     return buf.getvalue()
 
 
-def job_body(i: int, k: int) -> dict:
-    return {"manifest": {"entrypoint": "main.sh", "interpreter": "sh", "outputs": ["out.txt"], "timeout": 20,
+def job_body(i: int, k: int, pay: str = "escrow") -> dict:
+    body = {"manifest": {"entrypoint": "main.sh", "interpreter": "sh", "outputs": ["out.txt"], "timeout": 20,
                          "memory_mb": 64},
             "bundle_b64": base64.b64encode(trivial_bundle(i)).decode(), "redundancy": k, "deadline_s": 300}
+    if pay != "escrow":
+        body["pay"] = pay
+    return body
 
 
 def proc_cpu(pid: int) -> tuple[float, float]:
@@ -215,8 +218,80 @@ def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
     raise RuntimeError(f"job {job_id} did not get {k} claims in {timeout}s")
 
 
+def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gate: Path, profile_run: int) -> dict:
+    """Submit ``jobs`` trivial k=1 jobs paid by ``pay`` through all nodes at once; wait for every settlement
+    (``settled``: the per-job escrow paid out, or the voucher batch holding the job finalized)."""
+    cpu0 = cpu_snapshot(net)
+    if profile_run == 0:
+        gate.write_text("1")
+    t0 = time.monotonic()
+    per_node = {idx: [job_body(i + 1000 * profile_run, 1, pay) for i in range(jobs) if i % n == idx]
+                for idx in range(min(n, jobs))}
+
+    def submit(idx: int) -> list[tuple[int, str]]:
+        if not batch:
+            return [(idx, clients[idx].submit(**b)["job_id"]) for b in per_node[idx]]
+        out = []
+        for at in range(0, len(per_node[idx]), 64):
+            for r in clients[idx].submit_many(per_node[idx][at:at + 64]):
+                if "error" in r:
+                    raise RuntimeError(f"node{idx} could not escrow {r['job_id']}: {r['error']}")
+                out.append((idx, r["job_id"]))
+        return out
+
+    with ThreadPoolExecutor(max_workers=len(per_node)) as pool:
+        ids = [x for xs in pool.map(submit, list(per_node)) for x in xs]
+    t_sub = time.monotonic() - t0
+    # wait on each origin's event stream (long polls), not by hammering the job endpoint
+    by_node: dict[int, set[str]] = {}
+    for idx, jid in ids:
+        by_node.setdefault(idx, set()).add(jid)
+    states: dict[str, str] = {}
+    deadline = time.monotonic() + 300
+
+    def follow(idx: int) -> None:
+        want, since = by_node[idx], 0
+        while want - set(states) and time.monotonic() < deadline:
+            r = clients[idx].events(since=since, wait=2)
+            since = r["last"]
+            for e in r["events"]:
+                if e["job_id"] in want and e["state"] in ("settled", "refunded"):
+                    states[e["job_id"]] = e["state"]
+
+    with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
+        list(pool.map(follow, list(by_node)))
+    pending = [jid for _, jid in ids if jid not in states]
+    wall = time.monotonic() - t0
+    cpu1 = cpu_snapshot(net)
+    gate.unlink(missing_ok=True)
+    gossip = gossip_counts(clients)
+    cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
+    settled_n = sum(1 for s in states.values() if s == "settled") or 1
+    total = sum(v for k, v in cpu.items() if not k.endswith("-loop"))  # a loop is part of its agent
+    cpu_summary = {"total_s": round(total, 2),
+                   "agents_s": round(sum(v for k, v in cpu.items() if k.startswith("node") and "-" not in k), 2),
+                   "agent_loops_s": round(sum(v for k, v in cpu.items() if k.endswith("-loop")), 2),
+                   "executions_s": round(sum(v for k, v in cpu.items() if k.endswith("-exec")), 2),
+                   "chain_s": cpu.get("chain", 0.0), "bench_s": cpu.get("bench", 0.0),
+                   "ms_per_settled_job": round(1000 * total / settled_n, 1),
+                   "per_process_s": cpu}
+    # check the chain's own record of every job the origin reports settled (who was paid, how much)
+    origin_of = {jid: idx for idx, jid in ids}
+    on_chain = {}
+    for jid, st in states.items():
+        if st == "settled":
+            c = clients[origin_of[jid]].job(jid).get("chain") or {}
+            on_chain[jid] = c.get("state") == "settled" and int(c.get("paid_wei", 0)) > 0
+    settled = sum(1 for ok in on_chain.values() if ok)
+    return {"pay": pay, "jobs": jobs, "settled": settled, "not_finished": len(pending),
+            "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
+            "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
+            "submission": "batch per node" if batch else "one request per job",
+            "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary, "gossip": gossip}
+
+
 def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path | None = None,
-                 batch: bool = True, claim_quiet: bool = True) -> dict:
+                 batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",)) -> dict:
     from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
 
@@ -225,7 +300,7 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
         profile_node0(testnet, profile, gate)
 
     args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
-                              timeout=180.0, job_size=0)
+                              timeout=180.0, job_size=0, pay="escrow")
     net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
     try:
         net.start()
@@ -240,77 +315,12 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
             lats.append(claim_latency(api, r["job_id"], k_claim))
             if claim_quiet:
                 api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
-        # throughput: submit everything through all nodes at once, wait for every settlement
-        cpu0 = cpu_snapshot(net)
-        gate.write_text("1")
-        t0 = time.monotonic()
-        per_node = {idx: [job_body(i, 1) for i in range(jobs) if i % n == idx] for idx in range(min(n, jobs))}
-
-        def submit(idx: int) -> list[tuple[int, str]]:
-            if not batch:
-                return [(idx, clients[idx].submit(**b)["job_id"]) for b in per_node[idx]]
-            out = []
-            for at in range(0, len(per_node[idx]), 64):
-                for r in clients[idx].submit_many(per_node[idx][at:at + 64]):
-                    if "error" in r:
-                        raise RuntimeError(f"node{idx} could not escrow {r['job_id']}: {r['error']}")
-                    out.append((idx, r["job_id"]))
-            return out
-
-        with ThreadPoolExecutor(max_workers=len(per_node)) as pool:
-            ids = [x for xs in pool.map(submit, list(per_node)) for x in xs]
-        t_sub = time.monotonic() - t0
-        # wait on each origin's event stream (long polls), not by hammering the job endpoint
-        by_node: dict[int, set[str]] = {}
-        for idx, jid in ids:
-            by_node.setdefault(idx, set()).add(jid)
-        states: dict[str, str] = {}
-        deadline = time.monotonic() + 300
-
-        def follow(idx: int) -> None:
-            want, since = by_node[idx], 0
-            while want - set(states) and time.monotonic() < deadline:
-                r = clients[idx].events(since=since, wait=2)
-                since = r["last"]
-                for e in r["events"]:
-                    if e["job_id"] in want and e["state"] in ("settled", "refunded"):
-                        states[e["job_id"]] = e["state"]
-
-        with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
-            list(pool.map(follow, list(by_node)))
-        pending = [jid for _, jid in ids if jid not in states]
-        wall = time.monotonic() - t0
-        cpu1 = cpu_snapshot(net)
-        gate.unlink()
-        gossip = gossip_counts(clients)
-        cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
-        settled_n = sum(1 for s in states.values() if s == "settled") or 1
-        total = sum(v for k, v in cpu.items() if not k.endswith("-loop"))  # a loop is part of its agent
-        cpu_summary = {"total_s": round(total, 2),
-                       "agents_s": round(sum(v for k, v in cpu.items() if k.startswith("node") and "-" not in k), 2),
-                       "agent_loops_s": round(sum(v for k, v in cpu.items() if k.endswith("-loop")), 2),
-                       "executions_s": round(sum(v for k, v in cpu.items() if k.endswith("-exec")), 2),
-                       "chain_s": cpu.get("chain", 0.0), "bench_s": cpu.get("bench", 0.0),
-                       "ms_per_settled_job": round(1000 * total / settled_n, 1),
-                       "per_process_s": cpu}
-        # check the chain's own record of every job the origin reports settled (who was paid, how much)
-        origin_of = {jid: idx for idx, jid in ids}
-        on_chain = {}
-        for jid, st in states.items():
-            if st == "settled":
-                c = clients[origin_of[jid]].job(jid).get("chain") or {}
-                on_chain[jid] = c.get("state") == "settled" and int(c.get("paid_wei", 0)) > 0
-        settled = sum(1 for ok in on_chain.values() if ok)
+        runs = {pay: throughput(net, clients, n, jobs, batch, pay, gate, i)
+                for i, pay in enumerate(pays)}
         return {"claim": {"jobs": claim_jobs, "k": k_claim, "p50_ms": pct(lats, 50) * 1000,
                           "after_previous_settled": claim_quiet,
                           "p99_ms": pct(lats, 99) * 1000, "mean_ms": statistics.mean(lats) * 1000},
-                "throughput": {"jobs": jobs, "settled": settled, "not_finished": len(pending),
-                               "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
-                               "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
-                               "submission": "batch per node" if batch else "one request per job",
-                               "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary,
-                               "gossip": gossip},
-                "chain": net.chain_kind}
+                "throughput": runs[pays[-1]], "throughput_by_pay": runs, "chain": net.chain_kind}
     finally:
         net.stop()
 
@@ -334,13 +344,18 @@ def main() -> int:
     p.add_argument("--one-by-one", action="store_true",
                    help="submit the throughput jobs one request per job (default: one batch request per node)")
     p.add_argument("--skip-gossip", action="store_true", help="agent phases only (no ratio against gossip)")
+    p.add_argument("--pay", choices=["escrow", "voucher", "both"], default="escrow",
+                   help="how the throughput jobs are paid: per-job escrow, vouchers settled in batches, or both "
+                        "(escrow first, then voucher, on the same mesh; prints the ratio)")
     p.add_argument("--profile", type=Path, help="sample node 0's stacks (all threads) during the throughput phase; JSON written here")
     a = p.parse_args()
     t0 = time.monotonic()
     g = (gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate) if not a.skip_gossip else
          {"nodes": a.nodes, "messages": 0, "deliveries": 0, "expected_deliveries": 0,
           "rate_msgs_per_s": a.gossip_rate, "p50_ms": float("nan"), "p99_ms": float("nan")})
-    ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap)
+    pays = ("escrow", "voucher") if a.pay == "both" else (a.pay,)
+    ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap,
+                      pays)
     out = {"machine": {"cpus": os.cpu_count()}, "gossip": g, **ag,
            "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
                       "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},
@@ -355,18 +370,23 @@ def main() -> int:
         when = "each after the previous settled" if c["after_previous_settled"] else "overlapping the previous job"
         print(f"claim latency (k={c['k']}, {c['jobs']} jobs, {when}): p50 {c['p50_ms']:.1f} ms, "
               f"p99 {c['p99_ms']:.1f} ms")
-        print(f"throughput: {t['settled']}/{t['jobs']} trivial k=1 jobs settled in {t['wall_s']} s = "
-              f"{t['jobs_per_s']:.2f} jobs/s (chain: {ag['chain']})")
-        cpu = t["cpu"]
-        print(f"CPU during the throughput phase: {cpu['total_s']} s on {os.cpu_count()} cores = "
-              f"{cpu['ms_per_settled_job']} ms per settled job (agents {cpu['agents_s']} s, of which their trio loops "
-              f"{cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
-              f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, "
-              f"bench client {cpu['bench_s']} s)")
-        g2 = t["gossip"]
-        print(f"gossip during the run (all nodes, claim phase included): {g2['published']} payloads published, "
-              f"{g2['batches_out']} of them batches; {g2['accepted']} messages accepted, {g2['batches_in']} "
-              f"batches received")
+        for t in ag["throughput_by_pay"].values():
+            print(f"throughput ({t['pay']}): {t['settled']}/{t['jobs']} trivial k=1 jobs settled in {t['wall_s']} s = "
+                  f"{t['jobs_per_s']:.2f} jobs/s (chain: {ag['chain']})")
+            cpu = t["cpu"]
+            print(f"CPU during the throughput phase ({t['pay']}): {cpu['total_s']} s on {os.cpu_count()} cores = "
+                  f"{cpu['ms_per_settled_job']} ms per settled job (agents {cpu['agents_s']} s, of which their trio "
+                  f"loops {cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
+                  f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, bench client {cpu['bench_s']} s)")
+            g2 = t["gossip"]
+            print(f"gossip until the end of this run (all nodes, earlier phases included): {g2['published']} "
+                  f"payloads published, {g2['batches_out']} of them batches; {g2['accepted']} messages accepted, "
+                  f"{g2['batches_in']} batches received")
+        runs = ag["throughput_by_pay"]
+        if len(runs) == 2:
+            e, v = runs["escrow"], runs["voucher"]
+            print(f"voucher / escrow: jobs/s {v['jobs_per_s'] / max(e['jobs_per_s'], 1e-9):.2f}x, CPU ms per job "
+                  f"{v['cpu']['ms_per_settled_job'] / max(e['cpu']['ms_per_settled_job'], 1e-9):.2f}x")
         r = out["ratios"]
         print(f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "
               f"jobs/s / 25 = {r['jobs_per_s_over_goal_25']:.2f} (goal >= 1)")

@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="client: a fresh per-job key funded by your wallet posts the escrow (default); "
                            "peer: the peer node escrows from its own account (not anonymous, plaintext bundle); "
                            "auto: client when the peer supports it, else peer (says so)")
+    what.add_argument("--pay", choices=("escrow", "voucher"), default="escrow",
+                      help="escrow: a per-job escrow on chain (default); voucher: k = 1 only, with --escrow peer "
+                           "--no-encrypt: the peer pays from its deposit by a voucher that its executor settles "
+                           "with many others in one batch (fewer transactions; settled once the batch is paid)")
     what.add_argument("--force", action="store_true",
                       help="submit even when no known node can run it (it will be refunded with the reason)")
     how = p.add_argument_group("where")
@@ -167,7 +171,7 @@ async def _main(args: argparse.Namespace) -> int:
                 raise BadJob("give --code and --manifest (or --quote/--watch/--result/--refund/--list)")
             pay = _payment(args)
             kw = {"encrypt": not args.no_encrypt, "deadline_s": args.deadline, "escrow": args.escrow,
-                  "force": args.force}
+                  "force": args.force, "pay_mode": args.pay}
             if adaptive:
                 value = args.value_usd if args.value_usd is not None else _usd(args, pay)
                 rec = await verifier.submit(args.code, args.manifest, value, payment_wei=pay, **kw)

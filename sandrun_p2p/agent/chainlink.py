@@ -40,10 +40,14 @@ import trio
 
 from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate, SubmitTx
-from ..protocol.jobspec import JobSpec
+from ..protocol.jobspec import PAY_VOUCHER, JobSpec
 from .ports import NotFunded
+from .voucherlink import BATCH_EVENTS, VoucherLink
 
 SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
+#: The events :meth:`ChainLink.poll` turns into updates: the node asks only for these (``Revealed``, one per
+#: opening, and the money-movement events are neither sent nor decoded).
+POLLED_EVENTS = frozenset({"NodeRegistered", "UnbondRequested", "JobPosted", "Committed", "JobClosed", "Slashed"})
 
 
 
@@ -64,13 +68,17 @@ class ChainLink:
     """Blocking web3 calls run in worker threads: up to ``max_inflight_txs`` transactions at once over JSON-RPC
     (default 8; nonces are allocated in order by the chain client), one at a time on the embedded chain."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], shared: ChainLink | None = None) -> None:
+        """``shared``: use that link's in-process embedded chain and deployment (several nodes in one process,
+        as in tests); pick this node's account with ``account_index``."""
         from ..chain import Chain, Deployment, EventPoller, Signer
 
         data_dir = Path(options.get("data_dir") or ".")
         rpc = options.get("rpc")
         self.rpc: str | None = rpc or None
-        if rpc:
+        if shared is not None:
+            self.chain, dep, self.deploy_block = shared.chain, shared.deployment, shared.deploy_block
+        elif rpc:
             self.chain = Chain.connect(rpc, kind=options.get("kind", "rpc"))
             path = Path(options.get("addresses_file") or data_dir / "sandrun-chain.json")
             dep = Deployment.load(path)
@@ -81,6 +89,7 @@ class ChainLink:
             self.chain = Chain.embedded()
             dep = deploy(self.chain, self.chain.dev_signers()[0])
             self.deploy_block = dep.deploy_block
+        self.deployment = dep
         self.chain_id = self.chain.chain_id  # cached: status must not block on RPC
         self.kind = "devnet-embedded" if self.chain.kind == "devnet" else self.chain.kind
         if options.get("key_file"):
@@ -98,7 +107,7 @@ class ChainLink:
         self.reader = (dep.market(Chain.connect(rpc, kind=options.get("kind", "rpc")), self.signer) if rpc
                        else self.market)
         self._read_lock = trio.Lock() if rpc else None
-        self.poller = EventPoller(self.reader, from_block=self.deploy_block)
+        self.poller = EventPoller(self.reader, from_block=self.deploy_block, names=set(POLLED_EVENTS | BATCH_EVENTS))
         # the addresses file records the deployment parameters (Market.params() needs eth_call without "from",
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())
@@ -114,7 +123,12 @@ class ChainLink:
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
         self.positions: dict[bytes, int] = {}  # job -> this node's commitment position (from its commit receipt)
+        self.closed_here: set[bytes] = set()  # jobs this node's own reveal closed (k = 1: the settle is a no-op)
         self.reveal_window = int(params["reveal_window"])
+        self.node_id = b""
+        self.accounts: dict[bytes, str] = {}  # node id -> account (from NodeRegistered)
+        self.account_of_index: dict[int, str] = {}
+        self.vouchers = VoucherLink(self, options)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
@@ -129,6 +143,8 @@ class ChainLink:
     # ------------------------------------------------------------------ port
 
     async def join(self, node_id: bytes) -> bytes:
+        self.node_id = node_id
+
         def work() -> bytes:
             info = self.market.node_by_id(node_id)
             if info is None:
@@ -139,6 +155,8 @@ class ChainLink:
 
     async def fund_job(self, spec: JobSpec, origin: bytes) -> bytes:
         jid = spec.job_id
+        if spec.pay == PAY_VOUCHER:
+            return await self.vouchers.fund(spec)
 
         def work() -> bytes:
             res = self.market.post_job(jid, spec.redundancy, spec.quorum, spec.deadline, spec.payment_wei)
@@ -148,6 +166,8 @@ class ChainLink:
 
     async def check_job(self, spec: JobSpec) -> bytes:
         jid = spec.job_id
+        if spec.pay == PAY_VOUCHER:
+            raise NotFunded("a voucher job is announced by the origin that pays it (POST /v1/jobs), not announced")
         info = await self._read(self.reader.job, jid)
         if info.state_name != "open":
             raise NotFunded(f"job {jid.hex()} is not open on chain (state {info.state_name})")
@@ -165,8 +185,9 @@ class ChainLink:
                 "chain_id": self.chain_id}
 
     async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
-
         jid = tx.job_id
+        if tx.args.get("pay") == PAY_VOUCHER:
+            return await self._submit_voucher_job(tx)
         if tx.kind == "commit":
             r = await self._run(self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0)))
             self.positions[jid] = int(r.event("Committed")["pos"])  # the reveal needs it: no extra call then
@@ -183,6 +204,17 @@ class ChainLink:
                 return "left to the contract's settlement (it slashes dissenting and silent executors)"
             return await self._run(self._slash_equivocation, tx.args["evidence"])
         raise ValueError(f"unknown transaction kind {tx.kind!r}")
+
+    async def _submit_voucher_job(self, tx: SubmitTx) -> str:
+        """A voucher job's transactions are coalesced: only the executor's reveal does something now."""
+        if tx.kind == "reveal":
+            return await self.vouchers.accept(tx.job_id, tx.args)
+        if tx.kind == "refund":
+            self.vouchers.release(tx.job_id)
+            return "voucher job: nothing escrowed to refund"
+        if tx.kind == "slash":
+            return "voucher job: equivocation is proven against the batch (challengeBatch)"
+        return f"voucher job: no {tx.kind} transaction (results settle in batches)"
 
     def attest(self, job_id: bytes, root: bytes) -> bytes | None:
         """This account's attestation of ``root`` for ``job_id`` (carried in reveals), or None without a key."""
@@ -214,7 +246,10 @@ class ChainLink:
         if pos is None:
             raise ValueError("this node has no commitment on chain for the job")
         op = Opening(pos, args["root"], args["salt"], int(args.get("usage_wei", 0)))
-        return self.market.reveal(jid, [op]).tx_hash
+        r = self.market.reveal(jid, [op])
+        if any(e.name == "JobClosed" for e in r.events):
+            self.closed_here.add(jid)  # the settle step that follows needs no read of the job
+        return r.tx_hash
 
     async def _until_open(self, fn: Any, what: str) -> str:
         """Retry ``fn`` while the chain says it is too early (other commitments or the deadline pending)."""
@@ -235,6 +270,10 @@ class ChainLink:
 
     async def _settle(self, jid: bytes, args: dict[str, Any]) -> str:
         from ..chain import Opening
+
+        if jid in self.closed_here or jid in self.closed:
+            self.closed_here.discard(jid)
+            return "already closed"
 
         def reveal_rest() -> str:
             info = self.market.job(jid)
@@ -293,12 +332,18 @@ class ChainLink:
         return nid
 
     async def poll(self) -> list[ChainUpdate]:
+        await self.vouchers.tick()
+
         def work() -> list[ChainUpdate]:
             out = []
             for ev in self.poller.poll():
                 a = ev.args
-                if ev.name == "NodeRegistered":
+                if ev.name in BATCH_EVENTS:
+                    self.vouchers.on_event(ev.name, a)
+                elif ev.name == "NodeRegistered":
                     self.node_ids[int(a["node"])] = bytes(a["nodeId"])
+                    self.accounts[bytes(a["nodeId"])] = a["account"]
+                    self.account_of_index[int(a["node"])] = a["account"]
                     out.append(ChainUpdate("staked", node=bytes(a["nodeId"]),
                                            data={"eth": bytes.fromhex(a["account"][2:])}))
                 elif ev.name == "UnbondRequested":
@@ -327,7 +372,7 @@ class ChainLink:
                                            data={"reason": reason, "amount": int(a["amount"])}))
             return out
 
-        return await self._read(work)
+        return await self._read(work) + self.vouchers.drain()
 
     async def account(self, node_id: bytes) -> dict[str, Any]:
         def work() -> dict[str, Any]:
@@ -342,6 +387,9 @@ class ChainLink:
         return await self._read(work)
 
     async def job(self, job_id: bytes) -> dict[str, Any]:
+        paid_by_voucher = self.vouchers.job(job_id)
+        if paid_by_voucher is not None:
+            return paid_by_voucher
         if job_id in self.closed:
             return {**self.closed[job_id], "reason": ""}
         try:

@@ -28,8 +28,10 @@ Endpoints
 ``POST /v1/jobs``
     body ``{"manifest": {...}, "code_cid": str | "bundle_b64": str, "redundancy": 1, "quorum": (majority),
     "deadline_s": 600 (from now) | "deadline": unix_s, "nonce": hex, "payment_wei": (quote), "executors": [hex
-    node id, ...] (only these may run it; default any eligible node)}``;
-    the node stores the bundle, escrows the payment on chain and announces the job as its origin.
+    node id, ...] (only these may run it; default any eligible node), "pay": "escrow" | "voucher"}``; the node
+    stores the bundle, escrows the payment on chain (``escrow``, the default) or reserves it in its deposit and
+    pays the executor by voucher (``voucher``, k = 1 only, settled in the executor's batch; see
+    ``agent/voucherlink.py``) and announces the job as its origin.
     Answer 201 ``{"job_id", "code_cid", "payment_wei", "deadline"}``; 400 names the bad field.
 ``POST /v1/jobs/batch``
     body ``{"jobs": [job, ...]}`` (1..64 bodies as for ``POST /v1/jobs``): every body is checked first (400
@@ -390,7 +392,7 @@ class ControlServer:
         if not isinstance(body, dict):
             raise HttpError(400, "body must be a JSON object")
         known = {"manifest", "code_cid", "bundle_b64", "redundancy", "quorum", "deadline_s", "deadline", "nonce",
-                 "payment_wei", "executors"}
+                 "payment_wei", "executors", "pay"}
         extra = sorted(set(body) - known)
         if extra:
             raise HttpError(400, f"unknown field(s) {extra}")
@@ -425,6 +427,8 @@ class ControlServer:
             if not isinstance(body["executors"], list):
                 raise HttpError(400, "executors must be a list of hex node ids")
             spec_d["executors"] = sorted(_unhex(x, "executors[]", 32) for x in body["executors"])
+        if body.get("pay", "escrow") != "escrow":
+            spec_d["pay"] = body["pay"]
         try:
             if "payment_wei" in body:
                 spec_d["payment_wei"] = body["payment_wei"]

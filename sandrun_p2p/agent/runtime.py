@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from ..chain.crypto import Attestation
 from ..net.host import NetConfig, Network
 from ..net.topics import topic_for
 from ..protocol import messages as m
@@ -50,7 +51,7 @@ from ..protocol.events import (
     Tick,
 )
 from ..protocol.identity import NodeKey, short_id
-from ..protocol.jobspec import JobSpec
+from ..protocol.jobspec import PAY_VOUCHER, JobSpec
 from ..protocol.node import NodeCore
 from ..protocol.node import _parse_spec as parse_spec  # NodeCore's bounded parse cache, keyed by the dict
 from ..protocol.pricing import usage_charge
@@ -60,6 +61,7 @@ from .evidence import with_attestation
 from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
 from .journal import FINAL_STATES, Journal
 from .ports import ChainPort
+from .vouchers import parse_voucher_name
 
 log = logging.getLogger("sandrun_p2p.agent")
 
@@ -233,6 +235,9 @@ class Agent:
             view = self.core.jobs.get(tx.job_id)
             if view is not None:
                 args["reveals"] = {n: (b["root"], b["salt"]) for n, b in view.reveal_msgs.items()}
+        view = self.core.jobs.get(tx.job_id)
+        if view is not None and view.spec.pay == PAY_VOUCHER:  # paid by a voucher the origin signs
+            args.update(pay=PAY_VOUCHER, origin=view.origin, price=view.spec.payment_wei)
         return SubmitTx(tx.kind, tx.job_id, args)
 
     def _log(self, event: str, job_id: bytes | None = None, **fields: Any) -> None:
@@ -454,6 +459,10 @@ class Agent:
             self.chain_errors.append(f"{tx.kind} {tx.job_id.hex()[:16]}: {msg}")
             self._log("tx-failed", tx.job_id, kind=tx.kind, error=msg)
 
+    def _voucher_error(self, msg: str) -> None:
+        self.chain_errors.append(f"vouchers: {msg}"[:300])
+        self._log("voucher-batch-failed", None, error=msg)
+
     async def _chain_watcher(self) -> None:
         while True:
             self._poll_now = trio.Event()
@@ -557,6 +566,10 @@ class Agent:
 
         self.store.fetcher = self._fetcher
         self.net.set_provider(self._provide)
+        vouchers = getattr(self.chain, "vouchers", None)
+        if vouchers is not None:
+            vouchers.fetcher = self.net.fetch_from
+            vouchers.on_error = self._voucher_error
         try:
             async with trio.open_nursery() as nursery:
                 with trio.fail_after(120):
@@ -617,11 +630,41 @@ class Agent:
             scope.cancel()
 
     async def _provide(self, cid: str) -> bytes | None:
+        asked = parse_voucher_name(cid)
+        if asked is not None:
+            return await self._serve_voucher(*asked)
         try:
             with trio.fail_after(10):
                 return await self.store.get_block(cid)
         except Exception:
             return None
+
+    async def _serve_voucher(self, job_id: bytes, executor: bytes) -> bytes | None:
+        """As a voucher job's origin: the voucher for ``executor`` once its reveal opened its commitment here
+        (waits up to 5 s for the reveal, which gossip may deliver after the executor's request)."""
+        issue = getattr(getattr(self.chain, "vouchers", None), "issue", None)
+        if issue is None:
+            return None
+        reveal = None
+        with trio.move_on_after(5):
+            while True:
+                view = self.core.jobs.get(job_id)
+                if view is None or view.origin != self.node_id or view.spec.pay != PAY_VOUCHER:
+                    return None
+                reveal = view.reveal_msgs.get(executor)
+                if reveal is not None and view.accepted_root == reveal["root"]:
+                    break
+                reveal = None
+                await self.wait_events(1.0)
+        if reveal is None:
+            return None
+        advert = self.core.adverts.get(executor)
+        eth = advert.eth if advert is not None else (self.eth if executor == self.node_id else b"")
+        if len(eth) != 20:
+            return None
+        sig = reveal.get("attest")
+        att = Attestation(job_id, reveal["root"], sig) if sig else None
+        return await issue(job_id, "0x" + eth.hex(), att)
 
     # ------------------------------------------------------------------ read models for the control API
 

@@ -8,6 +8,10 @@ the background from a script (where SIGINT arrives ignored), ``kill -TERM <pid>`
 chain, by PID, before it exits. With ``--jobs M`` it submits M sample jobs through
 different nodes, waits for them, prints a summary (``--json`` for the machine-readable one) and exits
 non-zero when any job did not settle.
+
+``--pay voucher`` pays the sample jobs (k = 1) by voucher instead of a per-job escrow. The testnet deploys with
+a 1-second ``challenge_window`` (production: 3600 s) so voucher batches finalize, and their jobs reach
+``settled`` (the batch holding the job was paid out), within the run.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain", choices=["auto", "anvil", "embedded"], default="auto",
                    help="auto: anvil when installed, else the embedded chain served to all nodes")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the mesh and for the jobs")
+    p.add_argument("--pay", choices=["escrow", "voucher"], default="escrow",
+                   help="how sample jobs are paid: per-job escrow (default) or vouchers settled in batches (k = 1)")
     p.add_argument("--job-size", type=int, default=200_000, help="work per sample job (loop length)")
 
 
@@ -125,7 +131,8 @@ class Testnet:
         self.say(f"chain: {self.chain_kind} at {self.local.url} (pid {self.local.pid})")
         chain = Chain.connect(self.local.url, kind=self.local.kind)
         funder = chain.dev_signers()[0]
-        params = MarketParams(reveal_window=20)
+        # short windows so jobs and voucher batches finalize within a run (production: 3600 s each)
+        params = MarketParams(reveal_window=20, challenge_window=1)
         addresses = self.root / "sandrun-chain.json"
         dep = deploy(chain, funder, params, out=str(addresses))
         self.say(f"contracts: SandrunMarket at {dep.market_address} (addresses in {addresses})")
@@ -206,6 +213,8 @@ class Testnet:
             body = {"manifest": {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 30, "memory_mb": 128},
                     "bundle_b64": base64.b64encode(_bundle(a.job_size + i)).decode(), "redundancy": a.redundancy,
                     "deadline_s": max(60, int(a.timeout))}
+            if getattr(a, "pay", "escrow") != "escrow":
+                body["pay"] = a.pay
             at = time.time()
             r = api.submit(**body)
             submitted.append((api, r["job_id"], at))
@@ -311,6 +320,9 @@ def _set_stop_signals(handler: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.nodes > 64:
         print("sandrun-p2p testnet: --nodes must be between 1 and 64", file=sys.stderr)
+        return 2
+    if getattr(args, "pay", "escrow") == "voucher" and args.redundancy != 1:
+        print("sandrun-p2p testnet: --pay voucher is for --redundancy 1 only", file=sys.stderr)
         return 2
     if not 1 <= args.redundancy <= min(5, args.nodes):
         print(f"sandrun-p2p testnet: --redundancy must be between 1 and min(5, --nodes={args.nodes})", file=sys.stderr)

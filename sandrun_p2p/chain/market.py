@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from eth_utils import to_checksum_address
-from hexbytes import HexBytes
 
 from . import artifacts
 from .chain import Chain, Signer
@@ -20,6 +19,7 @@ from .crypto import (
     voucher_digest,
 )
 from .errors import ChainError, RevertDecoder
+from .logdecode import decode_raw_log, event_shapes, log_position
 
 CONTRACT = "SandrunMarket"
 
@@ -150,11 +150,7 @@ class Market:
         self.contract = chain.w3.eth.contract(address=self.address, abi=self.artifact["abi"])
         if not chain.decoder._errors:
             chain.decoder = RevertDecoder(self.artifact["abi"])
-        self._topics = {}
-        for item in self.artifact["abi"]:
-            if item["type"] == "event":
-                ev = getattr(self.contract.events, item["name"])
-                self._topics[bytes(HexBytes(ev.topic))] = ev
+        self._shapes = event_shapes(self.artifact["abi"])
 
     # ------------------------------------------------------------------ set-up
 
@@ -212,23 +208,15 @@ class Market:
         )
 
     def decode_logs(self, logs: list) -> list[Event]:
+        """This contract's events among ``logs`` (a receipt's or ``eth_getLogs``'), decoded by
+        :mod:`.logdecode` (the same result as web3's ``process_log``, ~20x cheaper)."""
         out = []
         for log in logs:
-            if to_checksum_address(log["address"]) != self.address or not log["topics"]:
+            if to_checksum_address(log["address"]) != self.address:
                 continue
-            ev = self._topics.get(bytes(HexBytes(log["topics"][0])))
-            if ev is None:
-                continue
-            d = ev.process_log(log)
-            out.append(
-                Event(
-                    d["event"],
-                    dict(d["args"]),
-                    int(d["blockNumber"]),
-                    "0x" + bytes(d["transactionHash"]).hex(),
-                    int(d["logIndex"]),
-                )
-            )
+            decoded = decode_raw_log(self._shapes, log)
+            if decoded is not None:
+                out.append(Event(decoded[0], decoded[1], *log_position(log)))
         return out
 
     # ------------------------------------------------------------------ registry

@@ -203,11 +203,14 @@ class Client:
     async def submit(self, code: str | Path, manifest: Manifest | dict[str, Any] | str | Path,
                      payment_wei: int | None = None, redundancy: int = 1, *, encrypt: bool = True,
                      deadline_s: int | None = None, escrow: str = "client", force: bool = False,
-                     quorum: int | None = None, executors: Sequence[bytes] = ()) -> JobRecord:
+                     quorum: int | None = None, executors: Sequence[bytes] = (),
+                     pay_mode: str = "escrow") -> JobRecord:
         """Pack, (encrypt,) store, escrow and announce a job; returns its local record.
 
         ``quorum``: agreeing executors needed (default: a majority of ``redundancy``); ``executors``: node ids
-        that alone may run it (default: any eligible node; used by spot checks, see :mod:`.adaptive`)."""
+        that alone may run it (default: any eligible node; used by spot checks, see :mod:`.adaptive`).
+        ``pay_mode="voucher"`` (k = 1, with ``escrow="peer"``): the peer pays from its deposit by a voucher its
+        executor settles in a batch, instead of a per-job escrow."""
         m = load_manifest(manifest)
         _check_redundancy(redundancy)
         q = price_quote(m, redundancy, self.usd_per_eth)
@@ -218,6 +221,11 @@ class Client:
             raise BadJob(f"escrow must be 'client', 'peer' or 'auto', got {escrow!r}")
         if escrow == "peer" and encrypt:
             raise BadJob("escrow='peer' cannot hand out a bundle key; use encrypt=False (--no-encrypt) with it")
+        if pay_mode not in ("escrow", "voucher"):
+            raise BadJob(f"pay_mode must be 'escrow' or 'voucher', got {pay_mode!r}")
+        if pay_mode == "voucher" and (escrow != "peer" or redundancy != 1):
+            raise BadJob("pay_mode='voucher' is for redundancy 1, paid from the peer's deposit: use escrow='peer' and "
+                         "encrypt=False (--escrow peer --no-encrypt)")
         await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=False))  # checks only
         peer = self.peer()
         status = await peer.status()
@@ -246,6 +254,8 @@ class Client:
         }
         if executors:
             fields["executors"] = sorted(set(executors))
+        if pay_mode == "voucher":
+            fields["pay"] = "voucher"
         return await self._publish(peer, status, fields, esc, code=str(Path(code).resolve()),
                                    bundle_key=prepared.key.hex(), deadline_s=deadline_s or default_deadline_s(m),
                                    notes=notes)
@@ -271,6 +281,8 @@ class Client:
         }
         if executors:
             fields["executors"] = sorted(set(executors))
+        if spec.pay == "voucher" and redundancy == 1:
+            fields["pay"] = "voucher"
         return await self._publish(peer, status, fields, esc, code=rec.code, bundle_key=rec.bundle_key,
                                    deadline_s=default_deadline_s(spec.manifest), notes=[f"re-run of {rec.job_id}"])
 
@@ -339,6 +351,8 @@ class Client:
                 "payment_wei": spec.payment_wei}
         if spec.executors:
             body["executors"] = [x.hex() for x in spec.executors]
+        if spec.pay != "escrow":  # only then: a peer without the voucher mode refuses the field, loudly
+            body["pay"] = spec.pay
         out = await peer.submit_escrowed_by_peer(body)
         if out["job_id"] != rec.job_id:
             raise PeerUnavailable(f"peer {peer.url} announced a different job ({out['job_id']}) than was asked")

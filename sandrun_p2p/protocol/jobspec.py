@@ -19,6 +19,9 @@ from nacl.signing import VerifyKey
 from .encoding import tagged_hash
 from .errors import SpecError
 
+PAY_ESCROW = "escrow"
+PAY_VOUCHER = "voucher"
+PAY_MODES = (PAY_ESCROW, PAY_VOUCHER)
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_MEMORY_MB = 1024 * 1024
 MAX_CPU = 256
@@ -299,6 +302,10 @@ class JobSpec:
     # When set, the client's per-job Ed25519 public key (32 bytes): executors seal the result archive to its
     # X25519 form (store.crypto.seal_to), so only the client reads outputs. Part of the job id only when set.
     result_key: bytes = b""
+    # How the origin pays: PAY_ESCROW (a per-job escrow on chain, the default) or PAY_VOUCHER (k = 1 only: the
+    # origin signs a voucher on its deposit for the executor whose reveal it saw; the executor settles many
+    # results in one batch). Part of the job id only when it is not the default.
+    pay: str = "escrow"
 
     @classmethod
     def from_dict(cls, d: Any) -> JobSpec:
@@ -318,6 +325,7 @@ class JobSpec:
                 "encrypted",
                 "executors",
                 "result_key",
+                "pay",
             },
             w,
         )
@@ -355,6 +363,13 @@ class JobSpec:
         result_key = _opt(d, "result_key", bytes, b"", w)
         if "result_key" in d:
             _check_result_key(result_key)
+        pay_mode = _opt(d, "pay", str, PAY_ESCROW, w)
+        if pay_mode not in PAY_MODES:
+            raise SpecError(f"spec.pay must be one of {', '.join(PAY_MODES)}, got {pay_mode!r}")
+        if pay_mode == PAY_VOUCHER and k != 1:
+            raise SpecError(
+                f"spec.pay {PAY_VOUCHER!r} is for redundancy 1 only (got {k}): use {PAY_ESCROW!r}"
+            )
         return cls(
             code_cid=cid,
             manifest=Manifest.from_dict(_req(d, "manifest", dict, w)),
@@ -366,6 +381,7 @@ class JobSpec:
             encrypted=_opt(d, "encrypted", bool, False, w),
             executors=tuple(execs),
             result_key=result_key,
+            pay=pay_mode,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -383,6 +399,8 @@ class JobSpec:
             d["executors"] = list(self.executors)
         if self.result_key:  # likewise
             d["result_key"] = self.result_key
+        if self.pay != PAY_ESCROW:  # likewise
+            d["pay"] = self.pay
         return d
 
     @cached_property

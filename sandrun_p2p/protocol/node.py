@@ -39,7 +39,7 @@ from .events import (
     SubmitTx,
     Tick,
 )
-from .jobspec import JobSpec, Manifest
+from .jobspec import PAY_VOUCHER, JobSpec, Manifest
 from .verification import Evidence, EvidenceKind, Outcome, commitment, decide, reveal_matches
 
 # Job phases as this node sees them.
@@ -469,7 +469,7 @@ class NodeCore:
             raise ProtocolError("stale", "job deadline already passed")
         seed = msg.body["seed"]
         funded = True
-        if self.cfg.require_escrow:
+        if self.cfg.require_escrow and not _paid_by_voucher(spec):
             chain_seed = self.funded.get(jid)
             funded = chain_seed is not None
             if funded:
@@ -488,7 +488,7 @@ class NodeCore:
         out.append(Publish(m.JOB, body, shard))
         if jid not in self.jobs:
             job = JobView(ev.spec, jid, ev.seed, self.node_id, now, shard, epoch=now)
-            if self.cfg.require_escrow:
+            if self.cfg.require_escrow and not _paid_by_voucher(ev.spec):
                 job.funded = jid in self.funded
                 if job.funded:
                     job.seed = self.funded[jid]
@@ -896,6 +896,11 @@ class NodeCore:
                 # Settling order: HRW rank among all committers (the same on every node once commitments are in).
                 order = claiming.rank(job.job_id, job.seed, job.commits)
                 job.settle_at = now + order.index(self.node_id) * self.cfg.settle_backup_delay
+            elif _paid_by_voucher(job.spec) and job.origin != self.node_id:
+                # A voucher-paid job settles in its executor's batch, which names no job: a bystander sees no
+                # chain event for it, so it forgets the job once verified.
+                job.finished_at = now
+                self._wake(job.job_id, now + self.cfg.forget_after)
         elif d.outcome is Outcome.FAILED:
             self._fail(job, d.reason, now, out)
         if job.phase != REVEALING:
@@ -973,6 +978,11 @@ class NodeCore:
                 }
                 out.append(Publish(m.EVIDENCE, body, job.shard))
             out.append(SubmitTx("slash", job.job_id, {"kind": kind.value, "node": accused, "evidence": ev}))
+
+
+def _paid_by_voucher(spec: JobSpec) -> bool:
+    """Paid from the origin's deposit by a voucher (no per-job escrow, so no chain event funds it)."""
+    return spec.pay == PAY_VOUCHER
 
 
 #: Handlers of the job-scoped message kinds (``_on_message`` dispatches by kind).

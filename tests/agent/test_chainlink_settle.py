@@ -42,3 +42,25 @@ def test_settle_skips_a_position_whose_commit_was_not_polled_yet() -> None:
         assert link.market.job(JID).state_name == "settled"
 
     trio.run(main)
+
+
+def test_settle_after_the_reveal_that_closed_a_k1_job_reads_nothing() -> None:
+    link = ChainLink({})  # the executor, on its own embedded chain
+    key = NodeKey.from_seed(b"\x07" * 32)
+    jid = b"\x43" * 32
+    link.market.as_(link.chain.dev_signers()[4]).post_job(jid, 1, 1, link.chain.now() + 500, 10**15)
+
+    async def main() -> None:
+        await link.join(key.node_id)
+        c = commitment(jid, key.node_id, ROOT, SALT)
+        await link.submit(key.node_id, SubmitTx("commit", jid, {"commitment": c, "usage_wei": 1000}))
+        await link.submit(key.node_id, SubmitTx("reveal", jid, {"root": ROOT, "salt": SALT, "usage_wei": 1000}))
+        assert link.market.job(jid).state_name == "settled"
+
+        def no_read(*a):  # the reveal's receipt said the job closed: no further RPC for the settle step
+            raise AssertionError("settle read the job again")
+
+        link.market.job = no_read  # type: ignore[method-assign]
+        assert await link.submit(key.node_id, SubmitTx("settle", jid, {"reveals": {}})) == "already closed"
+
+    trio.run(main)

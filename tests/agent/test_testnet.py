@@ -35,6 +35,28 @@ def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
     assert "mesh formed" in r.stderr and "stopping every node" in r.stderr
 
 
+def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
+    """k = 1 jobs paid by voucher: no per-job escrow; each settles once the executor's batch is paid out."""
+    r = subprocess.run(
+        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "3", "--jobs", "6", "--pay", "voucher",
+         "--json", "--data-dir", str(tmp_path / "net"), "--timeout", "120", "--job-size", "1000"],
+        capture_output=True, text=True, timeout=280,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["totals"]["settled"] == 6 and out["totals"]["not_settled"] == 0
+    for j in out["jobs"]:
+        assert j["state"] == "settled" and j["paid_wei"] > 0
+        assert set(j["trace_roots"].values()) == {j["accepted_root"]}
+    logs = "".join((tmp_path / "net" / f"node{i}" / "agent.log").read_text() for i in range(3))
+    assert "kind=commit receipt='voucher job" in logs and "queued for a batch" in logs
+    assert "kind=commit receipt=0x" not in logs and "kind=reveal receipt=0x" not in logs  # no per-job tx
+    assert "voucher-batch-failed" not in logs
+    r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--pay", "voucher",
+                        "--redundancy", "2"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--pay voucher is for --redundancy 1 only" in r.stderr
+
+
 def test_testnet_rejects_bad_arguments() -> None:
     r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--redundancy", "3"],
                        capture_output=True, text=True, timeout=60)

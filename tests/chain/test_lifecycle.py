@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from chain_world import ETH, PARAMS, h
+from hexbytes import HexBytes
 
 from sandrun_p2p.chain.events import EventPoller
-from sandrun_p2p.chain.market import STATE_FAILED, STATE_OPEN, STATE_SETTLED
+from sandrun_p2p.chain.market import STATE_FAILED, STATE_OPEN, STATE_SETTLED, Event
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -112,6 +113,38 @@ def test_event_poller_follows_a_job(w):
     assert [e.name for e in poller.poll()] == ["RefundClaimed"]
     only = EventPoller(w.market, from_block=0, names={"NodeRegistered"})
     assert len(only.poll()) == 5
+
+
+def test_event_poller_decodes_as_web3_does(w):
+    """The raw-log decoder (polls and receipts) gives what web3's process_log gives, for every kind a job, a slash
+    and a batch emit."""
+    first = w.chain.block_number() + 1
+    job_id, _ = w.post(k=3, q=2)
+    openings = w.commit_all(job_id, [h("r"), h("r"), h("dissent")], 5)
+    w.nodes[0].market.reveal(job_id, openings)
+    w.client.deposit(ETH)  # an address in a topic, a batch settled (address and root in the data)
+    v = w.client.sign_voucher(w.nodes[1].address, job_id, 1, 10, 10)
+    w.nodes[1].market.settle_batch(v, h("results root"))
+    logs = w.chain.w3.eth.get_logs({"address": w.market.address, "fromBlock": first, "toBlock": "latest"})
+    web3_events = {bytes(HexBytes(ev.topic)): ev for ev in (getattr(w.market.contract.events, i["name"])
+                                                 for i in w.market.artifact["abi"] if i["type"] == "event")}
+    want = []
+    for log in logs:
+        d = web3_events[bytes(log["topics"][0])].process_log(log)
+        want.append(Event(d["event"], dict(d["args"]), d["blockNumber"], "0x" + bytes(d["transactionHash"]).hex(),
+                          d["logIndex"]))
+    assert {e.name for e in want} >= {"JobPosted", "Committed", "Revealed", "JobClosed", "Slashed", "Deposited",
+                                      "BatchSettled"}
+    got = EventPoller(w.market, from_block=first).poll()
+    assert [(e.name, e.block_number, e.tx_hash, e.log_index) for e in got] == [
+        (e.name, e.block_number, e.tx_hash, e.log_index) for e in want]
+    for a, b in zip(got, want, strict=True):
+        assert a.args.keys() == b.args.keys()
+        for key in a.args:
+            assert a.args[key] == b.args[key] or tuple(a.args[key]) == tuple(b.args[key]), (a.name, key)
+    assert w.market.decode_logs(logs) == got
+    only = EventPoller(w.market, from_block=first, names={"JobClosed", "Slashed"}).poll()
+    assert [e.name for e in only] == [e.name for e in want if e.name in ("JobClosed", "Slashed")]
 
 
 def test_no_quorum_refunds_everything(w):

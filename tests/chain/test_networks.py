@@ -17,6 +17,7 @@ from sandrun_p2p.chain.crypto import ResultsTree, commitment
 from sandrun_p2p.chain.deployment import Deployment
 from sandrun_p2p.chain.devnet import start_local_chain
 from sandrun_p2p.chain.errors import ChainError
+from sandrun_p2p.chain.events import EventPoller
 from sandrun_p2p.chain.market import STATE_FAILED, STATE_SETTLED, Market, Opening
 
 
@@ -68,6 +69,10 @@ def lifecycle(chain: Chain, market: Market) -> None:
     bid = nodes[1][0].settle_batch(v, tree).event("BatchSettled")["batchId"]
     chain.advance(PARAMS.challenge_window + 1)
     assert market.as_(dev[5]).finalize_batch(bid).event("BatchPaid")["amount"] == 1000
+    # the raw-log poller (JSON-RPC hex fields) decodes what the receipts decoded
+    polled = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}).poll()
+    assert [(e.name, e.args.get("jobId", e.args.get("batchId"))) for e in polled] == [
+        ("JobClosed", job_id), ("JobClosed", job2), ("BatchPaid", bid)]
 
 
 @pytest.mark.anvil

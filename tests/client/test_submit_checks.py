@@ -141,6 +141,44 @@ async def test_peer_escrow_cannot_carry_a_bundle_key(tmp_path: Path, code: Path)
         await client_with(RecordingPeer(), tmp_path).submit(code, GOOD, escrow="peer")
 
 
+class PeerEscrowPeer(RecordingPeer):
+    """Also takes ``POST /v1/jobs`` (the peer escrows, or pays by voucher); records the body."""
+
+    bodies: list[dict[str, Any]]
+
+    async def submit_escrowed_by_peer(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.bodies = [*getattr(self, "bodies", []), body]
+        from sandrun_p2p.protocol.jobspec import JobSpec
+
+        spec = JobSpec.from_dict({"code_cid": body["code_cid"], "manifest": body["manifest"], "redundancy": 1,
+                                  "quorum": 1, "deadline": body["deadline"], "nonce": bytes.fromhex(body["nonce"]),
+                                  "payment_wei": body["payment_wei"], **({"pay": body["pay"]} if "pay" in body else {})})
+        return {"job_id": spec.job_id.hex()}
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"escrow": "client"}, "escrow='peer'"),
+    ({"escrow": "peer", "encrypt": False, "redundancy": 2}, "redundancy 1"),
+    ({"escrow": "peer", "encrypt": False, "pay_mode": "barter"}, "pay_mode must be"),
+])
+async def test_voucher_payment_is_refused_where_it_cannot_apply(tmp_path: Path, code: Path, kw: dict,
+                                                                message: str) -> None:
+    peer = RecordingPeer()
+    redundancy = kw.pop("redundancy", 1)
+    with pytest.raises(BadJob, match=message):
+        await client_with(peer, tmp_path).submit(code, GOOD, None, redundancy, **{"pay_mode": "voucher", **kw})
+    assert "put_blob" not in peer.calls
+
+
+async def test_voucher_payment_reaches_the_peer_and_the_job_id(tmp_path: Path, code: Path) -> None:
+    peer = PeerEscrowPeer()
+    c = client_with(peer, tmp_path)
+    rec = await c.submit(code, GOOD, escrow="peer", encrypt=False, pay_mode="voucher")
+    assert peer.bodies[-1]["pay"] == "voucher" and rec.job_spec().pay == "voucher"
+    await c.submit(code, GOOD, escrow="peer", encrypt=False)
+    assert "pay" not in peer.bodies[-1]  # escrow: the field a peer without vouchers would refuse is left out
+
+
 def test_encrypted_bundle_opens_only_with_its_key(code: Path) -> None:
     m = Manifest.from_dict(GOOD)
     p = prepare(code, m, encrypt=True)

@@ -1,5 +1,7 @@
 """NodeCore end to end on the in-memory network: claiming, fallback, quorum, evidence, refunds."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -236,6 +238,41 @@ def test_funding_gates_processing_when_escrow_is_required():
     assert jid in loop.settled
     executor = next(n for n, node in loop.nodes.items() if jid in node.executions)
     assert executor == claiming.rank(jid, chain_seed, ids)[0]
+
+
+class VoucherChain(Loop):
+    """As the chain reports a voucher job: only its executor and its origin (the payer) can map the batch that
+    paid it onto the job, so only they learn it settled."""
+
+    def broadcast_chain(self, ev: ChainUpdate) -> None:
+        if ev.kind != "job_settled":
+            return super().broadcast_chain(ev)
+        for nid, node in sorted(self.nodes.items()):
+            if ev.job_id in node.executions or ev.job_id in node.submitted:
+                self.push(self.now + 0.5, nid, ev)
+
+
+def test_voucher_job_needs_no_escrow_and_bystanders_forget_it():
+    cfg = CoreConfig(advert_interval=5, fallback_interval=1, commit_grace=3, reveal_window=2,
+                     require_escrow=True, forget_after=30)  # fmt: skip
+    loop = VoucherChain(4, seed=5, config=cfg)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    spec = dataclasses.replace(make_spec(11, k=1), pay="voucher")
+    for node in loop.nodes.values():
+        node.submitted = set()
+    loop.nodes[ids[0]].submitted.add(spec.job_id)
+    jid = loop.submit(ids[0], spec)
+    loop.run(20)  # no job_funded: the origin's deposit pays, so the job runs at once
+    assert jid in loop.settled
+    executor = next(n for n, node in loop.nodes.items() if jid in node.executions)
+    bystanders = [n for n in ids if n not in (executor, ids[0])]
+    assert bystanders and all(jid in loop.nodes[n].core.jobs for n in bystanders)
+    loop.run(60)  # past forget_after: bystanders dropped the verified job; its executor and origin settled it
+    assert all(jid not in loop.nodes[n].core.jobs for n in bystanders)
+    for n in {executor, ids[0]}:
+        assert [e.state for e in loop.nodes[n].events if e.job_id == jid and e.state == "settled"] == ["settled"]
 
 
 def test_late_dissent_after_acceptance_is_still_reported():

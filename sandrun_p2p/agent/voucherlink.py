@@ -1,0 +1,293 @@
+"""The voucher payment mode inside :class:`~sandrun_p2p.agent.chainlink.ChainLink` (``spec.pay = "voucher"``).
+
+NodeCore emits the same transactions for every k = 1 job (commit, reveal, settle, refund); for a voucher job
+the adaptor coalesces them instead of sending them one per job:
+
+* origin (payer): ``fund_job`` sends nothing per job: it tops up this account's deposit in chunks
+  (``voucher_deposit_wei``, default 64 job prices) and takes the ranking seed from the latest block hash. When
+  the executor whose reveal the origin saw asks for its voucher (the runtime serves ``voucher/<job>/<node>`` on
+  the fetch stream), :meth:`VoucherLink.issue` signs the next cumulative voucher for it, once per job;
+* executor: ``commit`` and ``settle`` send nothing; ``reveal`` fetches the voucher from the origin, checks it
+  (:meth:`BatchQueue.check`) and queues (job_id, trace_root); :meth:`VoucherLink.tick` (run by every chain
+  poll) sends one ``settleBatch`` per payer when ``voucher_batch_jobs`` (default 32) results wait or the oldest
+  waited ``voucher_batch_age_s`` (default 2 s), then ``finalizeBatch`` once the challenge window passed;
+* both: ``BatchSettled``/``BatchPaid``/``BatchVoided`` map back to jobs (the executor knows its batches; the
+  payer maps the batch's seq range onto the vouchers it signed), and a job counts as ``settled`` once its batch
+  is paid. A batch that reverts is reported (``on_error``) and retried; after ``MAX_BATCH_TRIES`` its jobs are
+  ``unpaid`` with the reason.
+
+Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
+gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from eth_utils import to_checksum_address
+
+from ..chain import Attestation, ChainError, ResultsTree, Voucher
+from ..protocol.claiming import widen_seed
+from ..protocol.events import ChainUpdate
+from ..protocol.jobspec import JobSpec
+from .vouchers import (
+    BatchQueue,
+    Pending,
+    VoucherBook,
+    VoucherError,
+    batch_of,
+    voucher_from_bytes,
+    voucher_to_bytes,
+)
+
+MAX_BATCH_TRIES = 3
+#: Events the voucher mode needs from the poller.
+BATCH_EVENTS = frozenset({"BatchSettled", "BatchPaid", "BatchVoided"})
+
+
+@dataclass
+class _Batch:
+    jobs: list[bytes]
+    amount: int
+    release_at: int
+    tree: ResultsTree | None = None
+
+
+class VoucherLink:
+    """State and calls of the voucher mode; ``link`` is the owning ChainLink (its market, lock, run helpers)."""
+
+    def __init__(self, link: Any, options: dict[str, Any]) -> None:
+        self.link = link
+        m = link.market
+        self.book = VoucherBook()
+        self.queue = BatchQueue(m.signer.address, link.chain_id, m.address,
+                                max_jobs=int(options.get("voucher_batch_jobs", 32)),
+                                max_age=float(options.get("voucher_batch_age_s", 2.0)))
+        self.deposit_chunk = int(options.get("voucher_deposit_wei", 0))
+        self.fetcher: Callable[[bytes, str], Awaitable[bytes | None]] | None = None  # set by the runtime
+        self.on_error: Callable[[str], None] = lambda msg: None
+        self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
+        self.prices: dict[bytes, int] = {}  # payer: job -> price
+        self.room = 0  # payer: deposit not yet promised
+        self._deposit_lock = trio.Lock()
+        self._seed: tuple[float, bytes] = (0.0, b"")
+        self.payer_seq: dict[str, int] = {}  # payer: executor -> last seq the chain settled
+        self.batches: dict[int, _Batch] = {}  # this node's batches (as executor) and its deposit's (as payer)
+        self.tries: dict[str, int] = {}
+        self.state: dict[bytes, dict[str, Any]] = {}  # job -> what job() reports
+        self.attested: dict[bytes, Attestation] = {}  # payer: job -> the executor's attestation of its reveal
+        self.updates: list[ChainUpdate] = []
+
+    # ------------------------------------------------------------------ payer
+
+    async def fund(self, spec: JobSpec) -> bytes:
+        """Reserve the job's price in this account's deposit (topping it up when short); return the seed."""
+        price = spec.payment_wei
+        async with self._deposit_lock:
+            if self.room < price:
+                amount = max(self.deposit_chunk or 64 * price, price - self.room)
+                await self.link._run(self.link.market.deposit, amount)
+                self.room += amount
+            self.room -= price
+        self.prices[spec.job_id] = price
+        self.state[spec.job_id] = {"state": "open", "pay": "voucher", "paid_wei": 0, "refunded_wei": 0}
+        return widen_seed(spec.job_id, await self._recent_seed())
+
+    async def _recent_seed(self) -> bytes:
+        """First 8 bytes of the latest block hash (read at most once a second)."""
+        at, seed = self._seed
+        if time.monotonic() - at > 1.0 or not seed:
+            chain = self.link.reader.chain
+            block = await self.link._read(lambda: chain.w3.eth.get_block("latest"))
+            seed = bytes(block["hash"])[:8]
+            self._seed = (time.monotonic(), seed)
+        return seed
+
+    async def issue(self, job_id: bytes, executor: str, attest: Attestation | None = None) -> bytes | None:
+        """The voucher for ``job_id`` to ``executor`` (signed once; the same bytes on every request), or None
+        when this node is not the job's voucher payer."""
+        price = self.prices.get(job_id)
+        if price is None:
+            return None
+        executor = to_checksum_address(executor)
+        market = self.link.market
+
+        def work() -> Voucher:
+            if not self.book.has_channel(executor):
+                paid, seq = market.channel(market.account, executor)
+                self.book.open_channel(executor, seq, paid)
+                self.payer_seq.setdefault(executor, seq)
+            terms = self.book.next_terms(executor, job_id, price)
+            if isinstance(terms, Voucher):
+                return terms
+            v = market.sign_voucher(executor, job_id, terms[0], price, terms[1])
+            self.book.record(v)
+            return v
+
+        v = await self.link._run(work)
+        if attest is not None:
+            self.attested[job_id] = attest
+        self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
+        return voucher_to_bytes(v)
+
+    # ------------------------------------------------------------------ executor
+
+    async def accept(self, job_id: bytes, args: dict[str, Any]) -> str:
+        """Fetch the voucher for this node's result from the job's origin, check it and queue the result."""
+        origin: bytes = args["origin"]
+        payer = self.link.accounts.get(origin)
+        if payer is None:
+            raise VoucherError(f"the origin {origin.hex()[:16]} has no account on chain")
+        v = await self._fetch(job_id, origin)
+        market = self.link.market
+
+        def check() -> None:
+            paid, seq = market.channel(payer, market.account)
+            balance, _ = market.deposit_of(payer)
+            self.queue.check(v, payer, job_id, int(args.get("price", 0)), seq, paid, balance)
+
+        try:
+            await self.link._read(check)
+        except VoucherError as e:
+            self.state[job_id] = {"state": "unpaid", "pay": "voucher", "reason": str(e), "paid_wei": 0}
+            raise
+        self.queue.add(v, payer, job_id, args["root"], time.monotonic())
+        self.state[job_id] = {"state": "batching", "pay": "voucher", "seq": v.seq, "paid_wei": 0,
+                              "refunded_wei": 0}
+        return f"voucher seq {v.seq} ({v.cumulative} wei in total) queued for a batch"
+
+    async def _fetch(self, job_id: bytes, origin: bytes) -> Voucher:
+        from .vouchers import voucher_name
+
+        name = voucher_name(job_id, self.link.node_id)
+        give_up = time.monotonic() + self.fetch_timeout
+        delay = 0.05
+        while True:
+            if origin == self.link.node_id:
+                data = await self.issue(job_id, self.link.market.account)
+            elif self.fetcher is not None:
+                data = await self.fetcher(origin, name)
+            else:
+                raise VoucherError("no way to reach the origin for a voucher")
+            if data:
+                return voucher_from_bytes(data)
+            if time.monotonic() > give_up:
+                raise VoucherError(f"the origin {origin.hex()[:16]} gave no voucher in {self.fetch_timeout:.0f}s")
+            await trio.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+    # ------------------------------------------------------------------ batches (run by every poll)
+
+    async def tick(self) -> None:
+        for payer in self.queue.due(time.monotonic()):
+            await self._settle(payer, self.queue.take(payer))
+        await self._finalize_due()
+
+    async def _settle(self, payer: str, p: Pending) -> None:
+        voucher, tree, jobs = batch_of(p)
+        try:
+            res = await self.link._run(self.link.market.settle_batch, voucher, tree)
+        except ChainError as e:
+            tries = self.tries[payer] = self.tries.get(payer, 0) + 1
+            msg = f"settleBatch of {len(jobs)} job(s) for {payer} failed ({tries}/{MAX_BATCH_TRIES}): {e}"
+            self.on_error(msg[:300])
+            if tries < MAX_BATCH_TRIES:
+                p.since = time.monotonic()
+                self.queue.put_back(payer, p)
+            else:
+                self.tries.pop(payer, None)
+                for jid in jobs:
+                    self.state[jid] = {"state": "unpaid", "pay": "voucher", "reason": str(e)[:200], "paid_wei": 0}
+            return
+        self.tries.pop(payer, None)
+        ev = res.event("BatchSettled")
+        bid = int(ev["batchId"])
+        self.batches[bid] = _Batch(jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+        for jid in jobs:
+            self.state[jid].update({"state": "batched", "batch": bid})
+
+    async def _finalize_due(self) -> None:
+        mine = [b for b, x in self.batches.items() if x.tree is not None]
+        if not mine:
+            return
+        # an idle development chain's clock lags the wall clock (it moves with blocks): judge by the later one,
+        # and mine a block when the chain still says TooEarly (as ChainLink._finalize does)
+        now = max(time.time(), await self.link._read(self.link.reader.chain.now))
+        for bid in mine:
+            if self.batches[bid].release_at > now:
+                continue
+            try:
+                await self.link._run(self.link.market.finalize_batch, bid)
+            except ChainError as e:
+                if "BatchNotPending" in f"{e.reason} {e}":
+                    self.batches[bid].tree = None  # paid or voided: its event says which
+                elif "TooEarly" in f"{e.reason} {e}" and self.link.chain.is_dev:
+                    await self.link._run(self.link.chain.mine)  # an idle dev chain's clock moves with blocks
+                else:
+                    self.on_error(f"finalizeBatch {bid}: {e}"[:300])
+                continue
+            self.batches[bid].tree = None
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, name: str, a: dict[str, Any]) -> None:
+        """Called by the poller thread for each batch event; appends job updates to ``self.updates``."""
+        bid = int(a["batchId"])
+        me = self.link.market.account
+        if name == "BatchSettled":
+            if to_checksum_address(a["client"]) == me and bid not in self.batches:
+                self._payer_batch(bid, a)
+            return
+        batch = self.batches.get(bid)
+        if batch is None:
+            return
+        if name == "BatchPaid":
+            share = batch.amount // max(1, len(batch.jobs))
+            for jid in batch.jobs:
+                self.state.setdefault(jid, {}).update({"state": "settled", "pay": "voucher", "batch": bid,
+                                                       "paid_wei": share})
+                self.updates.append(ChainUpdate("job_settled", jid))
+        elif name == "BatchVoided":
+            for jid in batch.jobs:
+                self.state.setdefault(jid, {}).update({"state": "voided", "pay": "voucher", "batch": bid,
+                                                       "reason": "batch voided by an equivocation proof"})
+        batch.tree = None
+
+    def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:
+        executor = self.link.account_of_index.get(int(a["node"]))
+        if executor is None:
+            return
+        first = self.payer_seq.get(executor, 0)
+        last = first + int(a["count"])
+        self.payer_seq[executor] = last
+        jobs = sorted((v.seq, jid) for jid, v in list(self.book.issued.items())  # issue() may add meanwhile
+                      if v.executor == executor and first < v.seq <= last)
+        self.batches[bid] = _Batch([jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
+        for _, jid in jobs:
+            self.state[jid].update({"state": "batched", "batch": bid})
+
+    def release(self, job_id: bytes) -> None:
+        """Payer: a voucher job failed before any voucher was signed; its price returns to the deposit room."""
+        price = self.prices.pop(job_id, None)
+        if price is not None and job_id not in self.book.issued:
+            self.room += price
+            self.state[job_id].update({"state": "refunded", "refunded_wei": price})
+        self.updates.append(ChainUpdate("job_refunded", job_id))
+
+    async def challenge(self, batch_id: int, tree: ResultsTree, job_id: bytes, other: Attestation) -> str:
+        """Void batch ``batch_id``: its leaf for ``job_id`` contradicts ``other``, an attestation its executor
+        signed (carried by its gossip reveal). The batch's amount returns to the payer's deposit."""
+        res = await self.link._run(self.link.market.challenge_batch, batch_id, tree, job_id, other)
+        return res.tx_hash
+
+    def drain(self) -> list[ChainUpdate]:
+        out, self.updates = self.updates, []
+        return out
+
+    def job(self, job_id: bytes) -> dict[str, Any] | None:
+        st = self.state.get(job_id)
+        return None if st is None else {"reason": "", "refunded_wei": 0, **st}

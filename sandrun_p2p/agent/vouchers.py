@@ -1,0 +1,186 @@
+"""Bookkeeping of the voucher payment mode (``spec.pay = "voucher"``, k = 1), both sides, without I/O.
+
+* The payer (the job's origin, paying from its deposit): :class:`VoucherBook` numbers the vouchers it signs
+  per executor (``seq`` + 1 and ``cumulative`` + the job's price per job; one voucher per job, signed once).
+* The executor: :class:`BatchQueue` checks each voucher it fetched before it counts on it (signature of the
+  payer, this executor, the job, a sequence number not used or settled before, the payer's deposit), keeps the
+  (job_id, trace_root) results per payer, and says when a batch is due (``max_jobs`` results, or the oldest
+  waiting ``max_age`` seconds). A batch settles with the payer's highest voucher (cumulative: it covers the
+  others) and a results tree of its jobs in ``seq`` order.
+
+Vouchers travel as canonical JSON (:func:`voucher_to_bytes`) over the direct fetch stream: the executor asks
+the origin for ``voucher/<job id hex>/<executor node id hex>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from eth_utils import to_checksum_address
+
+from ..chain.crypto import ResultsTree, Voucher
+
+VOUCHER_PREFIX = "voucher/"
+
+
+class VoucherError(ValueError):
+    """A voucher this executor refuses (the message says why); nothing was queued."""
+
+
+def voucher_name(job_id: bytes, executor_node: bytes) -> str:
+    """The fetch name under which a job's origin serves the voucher for ``executor_node``."""
+    return f"{VOUCHER_PREFIX}{job_id.hex()}/{executor_node.hex()}"
+
+
+def parse_voucher_name(name: str) -> tuple[bytes, bytes] | None:
+    """(job id, executor node id) of a voucher fetch name, or None when ``name`` is not one."""
+    if not name.startswith(VOUCHER_PREFIX):
+        return None
+    parts = name[len(VOUCHER_PREFIX) :].split("/")
+    try:
+        jid, node = (bytes.fromhex(p) for p in parts)
+    except ValueError:
+        return None
+    return (jid, node) if len(jid) == 32 and len(node) == 32 else None
+
+
+def voucher_to_bytes(v: Voucher) -> bytes:
+    d = {"client": v.client, "executor": v.executor, "job_id": v.job_id.hex(), "seq": v.seq,
+         "amount": str(v.amount), "cumulative": str(v.cumulative), "signature": v.signature.hex()}
+    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+
+def voucher_from_bytes(data: bytes) -> Voucher:
+    try:
+        d = json.loads(data)
+        return Voucher(to_checksum_address(d["client"]), to_checksum_address(d["executor"]),
+                       bytes.fromhex(d["job_id"]), int(d["seq"]), int(d["amount"]), int(d["cumulative"]),
+                       bytes.fromhex(d["signature"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise VoucherError(f"malformed voucher: {e}") from None
+
+
+# ----------------------------------------------------------------------------- payer side
+
+
+@dataclass
+class _Channel:
+    seq: int
+    cumulative: int
+
+
+class VoucherBook:
+    """The vouchers a payer signed: per executor the last (seq, cumulative), per job the voucher."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, _Channel] = {}
+        self.issued: dict[bytes, Voucher] = {}
+
+    def has_channel(self, executor: str) -> bool:
+        return to_checksum_address(executor) in self.channels
+
+    def open_channel(self, executor: str, settled_seq: int, settled_paid: int) -> None:
+        """Start numbering after what the chain already settled (a restarted payer must not reuse numbers)."""
+        self.channels.setdefault(to_checksum_address(executor), _Channel(settled_seq, settled_paid))
+
+    def next_terms(self, executor: str, job_id: bytes, amount: int) -> tuple[int, int] | Voucher:
+        """(seq, cumulative) of the voucher to sign for ``job_id``, or the voucher already signed for it."""
+        done = self.issued.get(job_id)
+        if done is not None:
+            return done
+        ch = self.channels[to_checksum_address(executor)]
+        return ch.seq + 1, ch.cumulative + amount
+
+    def record(self, v: Voucher) -> None:
+        ch = self.channels[to_checksum_address(v.executor)]
+        ch.seq, ch.cumulative = v.seq, v.cumulative
+        self.issued[v.job_id] = v
+
+    def outstanding(self, settled: dict[str, int]) -> int:
+        """Wei promised by vouchers beyond what the chain settled (``settled``: executor -> cumulative paid)."""
+        return sum(max(0, ch.cumulative - settled.get(ex, 0)) for ex, ch in self.channels.items())
+
+
+# ----------------------------------------------------------------------------- executor side
+
+
+@dataclass
+class Pending:
+    """Results of one payer waiting for a batch: seq -> (job id, trace root, voucher)."""
+
+    since: float
+    items: dict[int, tuple[bytes, bytes, Voucher]] = field(default_factory=dict)
+
+
+class BatchQueue:
+    """An executor's results paid by vouchers, per payer, until they are settled in a batch."""
+
+    def __init__(self, me: str, chain_id: int, contract: str, max_jobs: int = 32, max_age: float = 2.0) -> None:
+        self.me = to_checksum_address(me)
+        self.chain_id = chain_id
+        self.contract = contract
+        self.max_jobs = max_jobs
+        self.max_age = max_age
+        self.pending: dict[str, Pending] = {}
+        self.used: dict[tuple[str, int], bytes] = {}  # (payer, seq) -> job: a seq pays for one job only
+
+    def check(self, v: Voucher, payer: str, job_id: bytes, price: int, settled_seq: int, settled_paid: int,
+              deposit: int) -> None:
+        """Raise :class:`VoucherError` unless ``v`` pays this executor ``price`` for ``job_id`` from ``payer``
+        (``settled_*``: the chain's channel; ``deposit``: the payer's balance, which must cover what it owes)."""
+        payer = to_checksum_address(payer)
+        if to_checksum_address(v.client) != payer:
+            raise VoucherError(f"voucher is from {v.client}, the job's payer is {payer}")
+        if not v.is_valid(self.chain_id, self.contract):
+            raise VoucherError("voucher signature is not the payer's (bad signature)")
+        if to_checksum_address(v.executor) != self.me:
+            raise VoucherError(f"wrong executor: voucher names {v.executor}, not this node ({self.me})")
+        if v.job_id != job_id:
+            raise VoucherError(f"voucher is for job {v.job_id.hex()}, not {job_id.hex()}")
+        if v.amount < price:
+            raise VoucherError(f"voucher pays {v.amount} wei, the job's price is {price}")
+        prior = self.used.get((payer, v.seq))
+        if v.seq <= settled_seq or (prior is not None and prior != job_id):
+            raise VoucherError(f"replayed seq: voucher seq {v.seq} already pays another job or was settled")
+        owed = v.cumulative - settled_paid
+        if owed > deposit:
+            raise VoucherError(f"voucher over the deposit: {owed} wei owed, payer's deposit holds {deposit}")
+        held = self.pending.get(payer)
+        if held is not None:
+            for s, (_, _, other) in held.items.items():
+                if (s < v.seq and other.cumulative >= v.cumulative) or (s > v.seq and other.cumulative <= v.cumulative):
+                    raise VoucherError(f"voucher seq {v.seq} is out of order with held seq {s}")
+
+    def add(self, v: Voucher, payer: str, job_id: bytes, trace_root: bytes, now: float) -> None:
+        payer = to_checksum_address(payer)
+        p = self.pending.setdefault(payer, Pending(now))
+        if not p.items:
+            p.since = now
+        p.items[v.seq] = (job_id, trace_root, v)
+        self.used[(payer, v.seq)] = job_id
+
+    def due(self, now: float) -> list[str]:
+        return [payer for payer, p in self.pending.items()
+                if p.items and (len(p.items) >= self.max_jobs or now - p.since >= self.max_age)]
+
+    def next_due(self) -> float | None:
+        starts = [p.since for p in self.pending.values() if p.items]
+        return min(starts) + self.max_age if starts else None
+
+    def take(self, payer: str) -> Pending:
+        """Remove and return ``payer``'s waiting results (see :func:`batch_of`)."""
+        return self.pending.pop(to_checksum_address(payer))
+
+    def put_back(self, payer: str, p: Pending) -> None:
+        """Return a batch that could not be settled (retried once it is due again)."""
+        held = self.pending.setdefault(to_checksum_address(payer), Pending(p.since))
+        held.items.update(p.items)
+        held.since = min(held.since, p.since)
+
+
+def batch_of(p: Pending) -> tuple[Voucher, ResultsTree, list[bytes]]:
+    """The highest voucher (it covers the others), the results tree in seq order, and the jobs."""
+    seqs = sorted(p.items)
+    leaves = [(p.items[s][0], p.items[s][1]) for s in seqs]
+    return p.items[seqs[-1]][2], ResultsTree(leaves), [jid for jid, _ in leaves]

@@ -1,0 +1,220 @@
+"""The voucher payment mode through two ChainLinks (a payer origin and an executor) on one embedded chain.
+
+What a user relies on: a voucher the executor cannot cash is refused at once with the reason (and nothing else
+it holds is lost), results are settled in one batch per payer and paid the cumulative amount once the
+challenge window passed, a batch that reverts is reported and retried rather than dropped, and a batch that
+contradicts an attestation of its executor is voided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+import trio
+
+from sandrun_p2p.agent.chainlink import ChainLink
+from sandrun_p2p.agent.vouchers import VoucherError, parse_voucher_name, voucher_to_bytes
+from sandrun_p2p.chain.crypto import ResultsTree
+from sandrun_p2p.protocol.events import SubmitTx
+from sandrun_p2p.protocol.identity import NodeKey
+from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
+
+pytestmark = pytest.mark.timeout(120)
+
+PRICE = 10**15
+PAYER_NODE = NodeKey.from_seed(b"\x01" * 32).node_id
+EXEC_NODE = NodeKey.from_seed(b"\x02" * 32).node_id
+
+
+def h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def spec(i: int, deadline: int) -> JobSpec:
+    return JobSpec(code_cid="bafkqaaaaaaaa", manifest=Manifest("main.sh", "sh"), deadline=deadline,
+                   nonce=i.to_bytes(4, "big"), payment_wei=PRICE, pay="voucher")
+
+
+class Pair:
+    """A payer (the jobs' origin) and an executor; the executor fetches vouchers by calling the payer."""
+
+    def __init__(self, batch_jobs: int = 3) -> None:
+        self.payer = ChainLink({"voucher_deposit_wei": 10 * PRICE})
+        self.executor = ChainLink({"account_index": 2, "voucher_batch_jobs": batch_jobs,
+                                   "voucher_batch_age_s": 3600}, shared=self.payer)
+        self.errors: list[str] = []
+        self.executor.vouchers.on_error = self.errors.append
+        self.executor.vouchers.fetcher = self._fetch
+        self.forged: dict[bytes, bytes] = {}  # job -> the bytes the "origin" answers instead
+
+    async def _fetch(self, origin: bytes, name: str) -> bytes | None:
+        asked = parse_voucher_name(name)
+        assert asked is not None and origin == PAYER_NODE and asked[1] == EXEC_NODE
+        if asked[0] in self.forged:
+            return self.forged[asked[0]]
+        return await self.payer.vouchers.issue(asked[0], self.executor.market.account)
+
+    async def start(self) -> None:
+        await self.payer.join(PAYER_NODE)
+        await self.executor.join(EXEC_NODE)
+        await self.payer.poll()
+        await self.executor.poll()
+
+    async def job(self, i: int, root: bytes | None = None) -> tuple[bytes, str]:
+        """Fund job ``i`` at the payer and hand its result to the executor; (job id, the executor's answer)."""
+        s = spec(i, self.payer.chain.now() + 3000)
+        await self.payer.fund_job(s, PAYER_NODE)
+        args = {"root": root or h(f"root{i}"), "salt": h("salt"), "pay": "voucher", "origin": PAYER_NODE,
+                "price": PRICE}
+        return s.job_id, await self.executor.submit(EXEC_NODE, SubmitTx("reveal", s.job_id, args))
+
+    def earnings(self) -> int:
+        return self.executor.market.node().earnings
+
+
+def run(fn) -> None:
+    trio.run(fn)
+
+
+def test_batch_is_settled_then_paid_the_cumulative_amount() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=3)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(3)]
+        deposit_before = p.payer.market.deposit_of()[0]
+        assert deposit_before == 10 * PRICE  # one deposit (a chunk of voucher_deposit_wei) for every job
+        assert [p.executor.vouchers.state[j]["state"] for j in jobs] == ["batching"] * 3
+        await p.executor.poll()  # three results: one settleBatch for all of them
+        bids = {p.executor.vouchers.state[j]["batch"] for j in jobs}
+        assert len(bids) == 1
+        (bid,) = bids
+        batch = p.payer.market.batch(bid)
+        assert batch["amount"] == 3 * PRICE and batch["count"] == 3
+        assert batch["results_root"] == ResultsTree([(j, h(f"root{i}")) for i, j in enumerate(jobs)]).root
+        assert p.payer.market.deposit_of()[0] == deposit_before - 3 * PRICE
+        await p.payer.poll()  # the payer maps the batch's seq range onto its vouchers
+        assert {(await p.payer.job(j))["state"] for j in jobs} == {"batched"}
+        before = p.earnings()
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        updates = await p.executor.poll()  # finalizeBatch once the challenge window passed
+        assert sorted(u.job_id for u in updates if u.kind == "job_settled") == sorted(jobs)
+        assert p.earnings() - before == 3 * PRICE
+        settled = {u.job_id for u in await p.payer.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs)
+        info = await p.payer.job(jobs[0])
+        assert info["state"] == "settled" and info["paid_wei"] == PRICE
+        assert p.errors == []
+
+    run(main)
+
+
+@pytest.mark.parametrize("case", ["bad signature", "wrong executor", "replayed seq", "over the deposit"])
+def test_a_voucher_the_executor_cannot_cash_is_refused(case: str) -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        first, _ = await p.job(0)  # a good voucher already held: it must survive the refusal
+        s = spec(99, p.payer.chain.now() + 3000)
+        await p.payer.fund_job(s, PAYER_NODE)
+        me = p.executor.market.account
+        if case == "bad signature":  # signed by the executor itself, claiming to come from the payer
+            v = p.executor.market.sign_voucher(me, s.job_id, 2, PRICE, 2 * PRICE)
+            forged = replace(v, client=p.payer.market.account)
+        elif case == "wrong executor":
+            forged = p.payer.market.sign_voucher(p.payer.market.account, s.job_id, 2, PRICE, 2 * PRICE)
+        elif case == "replayed seq":  # the first job's seq again, for another job
+            forged = p.payer.market.sign_voucher(me, s.job_id, 1, PRICE, 2 * PRICE)
+        else:
+            forged = p.payer.market.sign_voucher(me, s.job_id, 2, PRICE, 10**22)
+        p.forged[s.job_id] = voucher_to_bytes(forged)
+        args = {"root": h("r99"), "salt": h("salt"), "pay": "voucher", "origin": PAYER_NODE, "price": PRICE}
+        with pytest.raises(VoucherError, match=case):
+            await p.executor.submit(EXEC_NODE, SubmitTx("reveal", s.job_id, args))
+        info = await p.executor.job(s.job_id)
+        assert info["state"] == "unpaid" and case in info["reason"]
+        # nothing lost: the good result is still queued and settles with the next one
+        second, _ = await p.job(2)
+        await p.executor.poll()
+        bid = p.executor.vouchers.state[first]["batch"]
+        assert p.executor.vouchers.state[second]["batch"] == bid
+        assert p.payer.market.batch(bid)["results_root"] == ResultsTree([(first, h("root0")), (second, h("root2"))]).root
+
+    run(main)
+
+
+def test_a_reverted_settle_batch_is_reported_and_retried_not_dropped() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=1)
+        await p.start()
+        p.executor.vouchers.queue.max_jobs = 99  # hold the result while the payer empties its deposit
+        jid, _ = await p.job(0)
+        p.payer.market.request_deposit_withdrawal()
+        p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
+        p.payer.market.withdraw_deposit()
+        p.executor.vouchers.queue.max_jobs = 1
+        await p.executor.poll()
+        assert len(p.errors) == 1 and "NothingToPay" in p.errors[0] and "1/3" in p.errors[0]
+        assert p.executor.vouchers.state[jid]["state"] == "batching"  # put back for a retry
+        p.payer.market.deposit(2 * PRICE)  # the payer tops up: the retry goes through
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = -1e9  # due now
+        await p.executor.poll()
+        assert len(p.errors) == 1
+        assert p.executor.vouchers.state[jid]["state"] == "batched"
+
+    run(main)
+
+
+def test_a_batch_that_never_settles_leaves_its_jobs_unpaid_with_the_reason() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=1)
+        await p.start()
+        p.executor.vouchers.queue.max_jobs = 99
+        jid, _ = await p.job(0)
+        p.payer.market.request_deposit_withdrawal()
+        p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
+        p.payer.market.withdraw_deposit()
+        p.executor.vouchers.queue.max_jobs = 1
+        for _ in range(3):
+            for pend in p.executor.vouchers.queue.pending.values():
+                pend.since = -1e9
+            await p.executor.poll()
+        assert len(p.errors) == 3
+        info = await p.executor.job(jid)
+        assert info["state"] == "unpaid" and "NothingToPay" in info["reason"]
+
+    run(main)
+
+
+def test_an_equivocating_executors_batch_is_challenged_and_voided() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        # the executor revealed (and attested) one root on gossip but puts another in its batch
+        jid, _ = await p.job(0, root=h("what it put in the batch"))
+        gossip = p.executor.market.attest(jid, h("what it revealed on gossip"))
+        await p.job(1)
+        deposit_before = p.payer.market.deposit_of()[0]
+        await p.executor.poll()
+        bid = p.executor.vouchers.state[jid]["batch"]
+        tree = p.executor.vouchers.batches[bid].tree  # the batch's leaves, as the executor serves them
+        assert tree is not None
+        await p.payer.vouchers.challenge(bid, tree, jid, gossip)
+        assert p.payer.market.batch(bid)["state"] == 3  # voided
+        assert p.payer.market.deposit_of()[0] == deposit_before
+        await p.executor.poll()
+        assert p.executor.vouchers.state[jid]["state"] == "voided"
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        assert not [u for u in await p.executor.poll() if u.kind == "job_settled"]
+
+    run(main)
+
+
+def test_a_voucher_job_is_only_for_k_1() -> None:
+    with pytest.raises(Exception, match="redundancy 1 only"):
+        JobSpec.from_dict({**spec(0, 10**10).to_dict(), "redundancy": 2, "quorum": 2})
+    with pytest.raises(VoucherError):
+        from sandrun_p2p.agent.vouchers import voucher_from_bytes
+
+        voucher_from_bytes(b"{}")

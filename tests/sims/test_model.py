@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 
 import pytest
 
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.claiming import Capabilities
-from sandrun_p2p.protocol.events import CapabilitiesChanged, ChainUpdate, Received, SetTimer, Start, Tick
+from sandrun_p2p.protocol.events import (
+    CapabilitiesChanged,
+    ChainUpdate,
+    Received,
+    SetTimer,
+    Start,
+    Tick,
+)
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.protocol.node import CoreConfig, NodeCore, _parse_spec
 from sandrun_p2p.protocol.verification import commitment
 from sims import scenario
 from sims.chain import GAS, MEASURED_PER_JOB, ChainModel
+from sims.engine import Simulator
 from sims.runner import run_scenario
 
 SCEN = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
@@ -111,3 +120,12 @@ def test_a_quiet_final_job_wakes_only_to_be_forgotten() -> None:
     assert spec.job_id in core.jobs
     core.handle(Tick(), 602.0)
     assert spec.job_id not in core.jobs
+
+
+def test_timer_events_run_after_the_other_events_of_their_instant_by_node() -> None:
+    """Their order must not depend on when NodeCore armed them (a dropped wake-up re-arms the next one early)."""
+    sim = Simulator(scenario.load(SCEN / "baseline.toml", {"nodes.0.count": 4}))
+    sim._apply(sim.nodes[1], [SetTimer(5.0)], 0.0)
+    sim._apply(sim.nodes[0], [SetTimer(5.0)], 0.0)
+    sim.call_at(5.0, print)
+    assert [heapq.heappop(sim.heap)[2] for _ in range(3)] == [-1, 0, 1]

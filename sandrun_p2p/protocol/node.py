@@ -655,6 +655,7 @@ class NodeCore:
                 job.settle_at = None
                 out.append(JobEvent(job.job_id, job.phase, ev.data.get("reason", "")))
                 self._wake(job.job_id, now + self.cfg.forget_after)
+                job.quiet = self._at_rest(job)
         elif ev.kind == "slashed":
             out.append(JobEvent(ev.job_id, "slashed", ev.data.get("reason", ""), ev.node))
 
@@ -692,7 +693,7 @@ class NodeCore:
         if job.phase in FINAL:
             if job.phase == SETTLED and job.accepted_root is None and job.reveals:
                 self._adopt_root(job)
-            if job.reveal_deadline is None or now >= job.reveal_deadline:
+            if job.reveal_deadline is None or now >= job.reveal_deadline or self._at_rest(job):
                 job.quiet = True
             return
         k = job.spec.redundancy
@@ -730,6 +731,26 @@ class NodeCore:
                 self._wake(job.job_id, job.settle_at)
         if deadline and job.phase in (OPEN, REVEALING):
             self._wake(job.job_id, deadline)
+
+    @staticmethod
+    def _at_rest(job: JobView) -> bool:
+        """A final job whose reveal window is open yet already has nothing left to judge there.
+
+        Revealing has begun (so no commitment can join and the phase cannot change), every commitment is
+        revealed (the silence check at the window's close finds nothing), the accepted root is known and
+        every reveal against it was judged: a step before or after the window's close changes nothing.
+        """
+        if job.reveal_started is None or job.phase not in FINAL:
+            return False
+        if job.accepted_root is None and job.phase == SETTLED:
+            return False  # a step may still adopt the root from the reveals
+        reveals = job.reveals
+        if any(n not in reveals for n in job.commits):
+            return False
+        root = job.accepted_root
+        return root is None or all(
+            r == root or (EvidenceKind.DISSENT.value, n) in job.evidence_sent for n, (r, _) in reveals.items()
+        )
 
     def _lapse_claims(self, job: JobView, now: float, out: list[Action]) -> None:
         for n, c in job.claims.items():

@@ -309,7 +309,13 @@ class Simulator:
     def _apply(self, node: SimNode, actions: list, t: float) -> None:
         for a in actions:
             ta = type(a)
-            if ta is Publish:
+            if ta is JobEvent:  # the most common action (every node of a shard reports every step of a job)
+                self.job_states[a.state] = self.job_states.get(a.state, 0) + 1
+                if a.state == "failed":
+                    rec = self.by_jid.get(a.job_id)
+                    if rec is not None and not rec.fail_detail:
+                        rec.fail_detail = a.detail
+            elif ta is Publish:
                 self._publish(node, a, t)
             elif ta is SetTimer:
                 at = a.at
@@ -324,12 +330,6 @@ class Simulator:
                         at = t
                 node.timer_at = at
                 heapq.heappush(self.heap, (at, TICK_SEQ + node.idx, node.idx, TICK))
-            elif ta is JobEvent:
-                self.job_states[a.state] = self.job_states.get(a.state, 0) + 1
-                if a.state == "failed":
-                    rec = self.by_jid.get(a.job_id)
-                    if rec is not None and not rec.fail_detail:
-                        rec.fail_detail = a.detail
             elif ta is StartExecution:
                 self._start_exec(node, a, t)
             elif ta is CancelExecution:

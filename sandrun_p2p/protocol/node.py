@@ -261,13 +261,17 @@ class NodeCore:
 
     def _arm(self, out: list[Action]) -> None:
         timers = self._timers
+        jobs = self.jobs
         while timers:  # drop the quiet jobs' wake-ups from the front (stepping them would do nothing)
             at, jid = timers[0]
-            job = self.jobs.get(jid)
+            job = jobs.get(jid)
             if job is None or not job.quiet or at >= job.finished_at + self.cfg.forget_after:
                 break
             self._pending.discard(heapq.heappop(timers))
-        nd = self.next_deadline()
+        nd = timers[0][0] if timers else None  # next_deadline(), inlined
+        a = self._next_advert
+        if a is not None and (nd is None or a < nd):
+            nd = a
         if nd is not None and nd != self._armed:
             self._armed = nd
             out.append(SetTimer(nd))

@@ -144,12 +144,12 @@ class JobView:
     claimed: bool = False
     executing: bool = False
     granted: bytes = b""
-    grants_sent: set[bytes] = field(default_factory=set)
+    grants_sent: frozenset[bytes] = frozenset()  # (rarely non-empty: shared empty, replaced when it grows)
     result: ExecutionDone | None = None
     revealed: bool = False
     accepted_root: bytes | None = None
     settle_at: float | None = None
-    evidence_sent: set[tuple[str, bytes]] = field(default_factory=set)
+    evidence_sent: frozenset[tuple[str, bytes]] = frozenset()  # (likewise)
     finished_at: float | None = None
     no_eligible_reason: str = ""
     fail_reason: str = ""
@@ -570,7 +570,7 @@ class NodeCore:
             )
             return
         job.reveals[msg.sender] = (b["root"], msg.raw)
-        job.reveal_msgs[msg.sender] = dict(b)
+        job.reveal_msgs[msg.sender] = b  # message bodies are never mutated (shared, not copied)
         if job.reveal_started is None:
             self._begin_reveal(job, now)
         out.append(JobEvent(job.job_id, "revealed", b["root"].hex(), msg.sender))
@@ -590,7 +590,7 @@ class NodeCore:
     def _on_evidence(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
         key = (msg.body["kind"], msg.body["accused"])
         if key not in job.evidence_sent:
-            job.evidence_sent.add(key)
+            job.evidence_sent |= {key}
             out.append(JobEvent(job.job_id, "evidence", msg.body["kind"], msg.body["accused"]))
 
     # ------------------------------------------------------------ local execution
@@ -716,7 +716,7 @@ class NodeCore:
             if job.origin == self.node_id and job.spec.encrypted:
                 new = tuple(w for w in winners if w not in job.grants_sent)
                 if new:
-                    job.grants_sent.update(new)
+                    job.grants_sent |= set(new)
                     out.append(RequestGrant(job.job_id, new))
             self._maybe_begin_reveal(job, now)
         if job.phase == REVEALING:
@@ -982,7 +982,7 @@ class NodeCore:
         key = (kind.value, accused)
         if key in job.evidence_sent:
             return
-        job.evidence_sent.add(key)
+        job.evidence_sent |= {key}
         ev = Evidence(kind, job.job_id, accused, tuple(i for i in items if i), job.accepted_root or b"")
         out.append(JobEvent(job.job_id, "evidence", kind.value, accused))
         # Only the executors that agreed (or, for equivocation, anyone who saw both messages) post it.

@@ -1,7 +1,8 @@
 """The discrete-event engine: one NodeCore per node, a gossip/network model, executors, a chain, churn.
 
 Deterministic: one seeded ``random.Random`` drives every draw, heap ties break by insertion
-order, and nothing iterates a hash-ordered container, so a seed gives the same run bit for bit.
+order (timer events last, by node), and nothing iterates a hash-ordered container, so a seed gives
+the same run bit for bit.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ HONEST = "honest"
 CHEATING_KINDS = ("lazy", "copy", "wrong", "colluder", "noreveal", "sybil")
 TICK = Tick()
 PAST_TIMER_DELAY = 0.25  # seconds; see _apply
+#: Timer events sort after every other event of their instant, among themselves by node: their order does
+#: not depend on when NodeCore armed them (a wake-up it drops or moves cannot reorder simultaneous events).
+TICK_SEQ = 1 << 62
 
 
 @dataclass(eq=False)
@@ -305,7 +309,13 @@ class Simulator:
     def _apply(self, node: SimNode, actions: list, t: float) -> None:
         for a in actions:
             ta = type(a)
-            if ta is Publish:
+            if ta is JobEvent:  # the most common action (every node of a shard reports every step of a job)
+                self.job_states[a.state] = self.job_states.get(a.state, 0) + 1
+                if a.state == "failed":
+                    rec = self.by_jid.get(a.job_id)
+                    if rec is not None and not rec.fail_detail:
+                        rec.fail_detail = a.detail
+            elif ta is Publish:
                 self._publish(node, a, t)
             elif ta is SetTimer:
                 at = a.at
@@ -319,13 +329,7 @@ class Simulator:
                     else:
                         at = t
                 node.timer_at = at
-                self.push(at, node.idx, TICK)
-            elif ta is JobEvent:
-                self.job_states[a.state] = self.job_states.get(a.state, 0) + 1
-                if a.state == "failed":
-                    rec = self.by_jid.get(a.job_id)
-                    if rec is not None and not rec.fail_detail:
-                        rec.fail_detail = a.detail
+                heapq.heappush(self.heap, (at, TICK_SEQ + node.idx, node.idx, TICK))
             elif ta is StartExecution:
                 self._start_exec(node, a, t)
             elif ta is CancelExecution:

@@ -117,16 +117,35 @@ _SCORE_CACHE: dict[tuple[bytes, bytes], dict[bytes, bytes]] = {}
 _SCORE_CACHE_JOBS = 4096
 
 
+#: Rankings of recently ranked node sets (every node of a shard that knows the same eligible nodes ranks
+#: the same set, in its own order; the ranking does not depend on it). Shared: callers must not mutate it.
+_RANK_CACHE: dict[tuple[bytes, bytes, frozenset[bytes]], list[bytes]] = {}
+
+
 def rank(job_id: bytes, seed: bytes, node_ids: Iterable[bytes]) -> list[bytes]:
-    """Node ids ordered best first."""
+    """Node ids ordered best first (a list the caller must not mutate)."""
+    nodes = list(node_ids)
+    if len(nodes) < 2:
+        return nodes
+    members = frozenset(nodes)
+    if len(members) != len(nodes):  # repeated ids: ranked as given
+        return _rank(job_id, seed, nodes)
+    memo = (job_id, seed, members)
+    ranked = _RANK_CACHE.get(memo)
+    if ranked is None:
+        if len(_RANK_CACHE) >= _SCORE_CACHE_JOBS:
+            del _RANK_CACHE[next(iter(_RANK_CACHE))]
+        ranked = _RANK_CACHE[memo] = _rank(job_id, seed, nodes)
+    return ranked
+
+
+def _rank(job_id: bytes, seed: bytes, nodes: list[bytes]) -> list[bytes]:
     key = (job_id, seed)
     scores = _SCORE_CACHE.get(key)
     if scores is None:
         if len(_SCORE_CACHE) >= _SCORE_CACHE_JOBS:
             del _SCORE_CACHE[next(iter(_SCORE_CACHE))]
         scores = _SCORE_CACHE[key] = {}
-
-    nodes = list(node_ids)
     for n in nodes:
         if n not in scores:
             scores[n] = hrw_score(job_id, seed, n)

@@ -144,12 +144,12 @@ class JobView:
     claimed: bool = False
     executing: bool = False
     granted: bytes = b""
-    grants_sent: set[bytes] = field(default_factory=set)
+    grants_sent: frozenset[bytes] = frozenset()  # (rarely non-empty: shared empty, replaced when it grows)
     result: ExecutionDone | None = None
     revealed: bool = False
     accepted_root: bytes | None = None
     settle_at: float | None = None
-    evidence_sent: set[tuple[str, bytes]] = field(default_factory=set)
+    evidence_sent: frozenset[tuple[str, bytes]] = frozenset()  # (likewise)
     finished_at: float | None = None
     no_eligible_reason: str = ""
     fail_reason: str = ""
@@ -261,13 +261,17 @@ class NodeCore:
 
     def _arm(self, out: list[Action]) -> None:
         timers = self._timers
+        jobs = self.jobs
         while timers:  # drop the quiet jobs' wake-ups from the front (stepping them would do nothing)
             at, jid = timers[0]
-            job = self.jobs.get(jid)
+            job = jobs.get(jid)
             if job is None or not job.quiet or at >= job.finished_at + self.cfg.forget_after:
                 break
             self._pending.discard(heapq.heappop(timers))
-        nd = self.next_deadline()
+        nd = timers[0][0] if timers else None  # next_deadline(), inlined
+        a = self._next_advert
+        if a is not None and (nd is None or a < nd):
+            nd = a
         if nd is not None and nd != self._armed:
             self._armed = nd
             out.append(SetTimer(nd))
@@ -566,7 +570,7 @@ class NodeCore:
             )
             return
         job.reveals[msg.sender] = (b["root"], msg.raw)
-        job.reveal_msgs[msg.sender] = dict(b)
+        job.reveal_msgs[msg.sender] = b  # message bodies are never mutated (shared, not copied)
         if job.reveal_started is None:
             self._begin_reveal(job, now)
         out.append(JobEvent(job.job_id, "revealed", b["root"].hex(), msg.sender))
@@ -586,7 +590,7 @@ class NodeCore:
     def _on_evidence(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
         key = (msg.body["kind"], msg.body["accused"])
         if key not in job.evidence_sent:
-            job.evidence_sent.add(key)
+            job.evidence_sent |= {key}
             out.append(JobEvent(job.job_id, "evidence", msg.body["kind"], msg.body["accused"]))
 
     # ------------------------------------------------------------ local execution
@@ -655,6 +659,7 @@ class NodeCore:
                 job.settle_at = None
                 out.append(JobEvent(job.job_id, job.phase, ev.data.get("reason", "")))
                 self._wake(job.job_id, now + self.cfg.forget_after)
+                job.quiet = self._at_rest(job)
         elif ev.kind == "slashed":
             out.append(JobEvent(ev.job_id, "slashed", ev.data.get("reason", ""), ev.node))
 
@@ -692,7 +697,7 @@ class NodeCore:
         if job.phase in FINAL:
             if job.phase == SETTLED and job.accepted_root is None and job.reveals:
                 self._adopt_root(job)
-            if job.reveal_deadline is None or now >= job.reveal_deadline:
+            if job.reveal_deadline is None or now >= job.reveal_deadline or self._at_rest(job):
                 job.quiet = True
             return
         k = job.spec.redundancy
@@ -711,7 +716,7 @@ class NodeCore:
             if job.origin == self.node_id and job.spec.encrypted:
                 new = tuple(w for w in winners if w not in job.grants_sent)
                 if new:
-                    job.grants_sent.update(new)
+                    job.grants_sent |= set(new)
                     out.append(RequestGrant(job.job_id, new))
             self._maybe_begin_reveal(job, now)
         if job.phase == REVEALING:
@@ -730,6 +735,26 @@ class NodeCore:
                 self._wake(job.job_id, job.settle_at)
         if deadline and job.phase in (OPEN, REVEALING):
             self._wake(job.job_id, deadline)
+
+    @staticmethod
+    def _at_rest(job: JobView) -> bool:
+        """A final job whose reveal window is open yet already has nothing left to judge there.
+
+        Revealing has begun (so no commitment can join and the phase cannot change), every commitment is
+        revealed (the silence check at the window's close finds nothing), the accepted root is known and
+        every reveal against it was judged: a step before or after the window's close changes nothing.
+        """
+        if job.reveal_started is None or job.phase not in FINAL:
+            return False
+        if job.accepted_root is None and job.phase == SETTLED:
+            return False  # a step may still adopt the root from the reveals
+        reveals = job.reveals
+        if any(n not in reveals for n in job.commits):
+            return False
+        root = job.accepted_root
+        return root is None or all(
+            r == root or (EvidenceKind.DISSENT.value, n) in job.evidence_sent for n, (r, _) in reveals.items()
+        )
 
     def _lapse_claims(self, job: JobView, now: float, out: list[Action]) -> None:
         for n, c in job.claims.items():
@@ -962,7 +987,7 @@ class NodeCore:
         key = (kind.value, accused)
         if key in job.evidence_sent:
             return
-        job.evidence_sent.add(key)
+        job.evidence_sent |= {key}
         ev = Evidence(kind, job.job_id, accused, tuple(i for i in items if i), job.accepted_root or b"")
         out.append(JobEvent(job.job_id, "evidence", kind.value, accused))
         # Only the executors that agreed (or, for equivocation, anyone who saw both messages) post it.

@@ -8,7 +8,6 @@ peer never verifies for the copier.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -58,7 +57,9 @@ def decide(reveals: dict[bytes, bytes], redundancy: int, quorum: int, final: boo
     """
     if not (redundancy // 2 < quorum <= redundancy):
         raise ProtocolError("bad-quorum", f"quorum {quorum} is not a strict majority of {redundancy}")
-    counts = Counter(reveals.values())
+    counts: dict[bytes, int] = {}
+    for r in reveals.values():
+        counts[r] = counts.get(r, 0) + 1
     if counts:
         root, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
         if n >= quorum:

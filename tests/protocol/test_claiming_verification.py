@@ -29,6 +29,15 @@ def test_ranking_depends_on_the_seed_the_client_cannot_choose():
     assert sorted(a) == sorted(b) and a != b
 
 
+def test_a_set_ranked_in_any_order_is_ranked_once_and_repeated_ids_are_kept():
+    job, seed = b"m" * 32, b"\x03" * 32
+    nodes = [bytes([i]) * 32 for i in range(20)]
+    a = claiming.rank(job, seed, nodes)
+    assert claiming.rank(job, seed, nodes[::-1]) is a  # shared by the nodes of a shard (in one process)
+    assert a == sorted(nodes, key=lambda n: claiming.hrw_score(job, seed, n), reverse=True)
+    assert sorted(claiming.rank(job, seed, nodes[:3] + nodes[:1])) == sorted(nodes[:3] + nodes[:1])
+
+
 def test_fallback_schedule():
     assert [claiming.claim_delay(p, 2, 1.5) for p in range(5)] == [0, 0, 1.5, 3.0, 4.5]
 

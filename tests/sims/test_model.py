@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import heapq
 from pathlib import Path
 
 import pytest
 
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.claiming import Capabilities
-from sandrun_p2p.protocol.events import CapabilitiesChanged, ChainUpdate, Received, SetTimer, Start, Tick
+from sandrun_p2p.protocol.events import (
+    CapabilitiesChanged,
+    ChainUpdate,
+    JobEvent,
+    Received,
+    SetTimer,
+    Start,
+    Tick,
+)
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.protocol.node import CoreConfig, NodeCore, _parse_spec
 from sandrun_p2p.protocol.verification import commitment
 from sims import scenario
 from sims.chain import GAS, MEASURED_PER_JOB, ChainModel
+from sims.engine import Simulator
 from sims.runner import run_scenario
 
 SCEN = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
@@ -111,3 +121,38 @@ def test_a_quiet_final_job_wakes_only_to_be_forgotten() -> None:
     assert spec.job_id in core.jobs
     core.handle(Tick(), 602.0)
     assert spec.job_id not in core.jobs
+
+
+@pytest.mark.parametrize("revealed", [True, False])
+def test_a_job_settled_with_every_commitment_revealed_is_quiet_at_once(revealed: bool) -> None:
+    """Nothing is left to judge when the reveal window closes: its wake-up is dropped at settlement. A
+    commitment still unrevealed keeps it, and the close reports the silence."""
+    origin, winner = b"\x02" * 32, b"\x03" * 32
+    core = NodeCore(b"\x01" * 32, None, CoreConfig(advert_interval=10, forget_after=600))  # a bystander
+    spec = JobSpec(SPEC.code_cid, SPEC.manifest, deadline=1000, nonce=b"\x05")
+    jid, root, salt = spec.job_id, b"r" * 32, b"s" * 32
+    _announce(core, spec, origin, 1.0)
+    core.handle(Received(m.Message(m.CLAIM, winner, 1, 0, {"job": jid, "caps": _caps(4).to_dict()}, b"")), 1.1)
+    body = {"job": jid, "commitment": commitment(jid, winner, root, salt)}
+    core.handle(Received(m.Message(m.COMMIT, winner, 2, 0, body, b"")), 30.0)
+    assert core.jobs[jid].reveal_deadline == 40.0
+    if revealed:
+        body = {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}
+        core.handle(Received(m.Message(m.REVEAL, winner, 3, 0, body, b"")), 30.5)
+    core.handle(ChainUpdate("job_settled", jid, data={"root": root}), 33.0)
+    if revealed:
+        assert core.next_deadline() == 633.0  # only forgetting is left
+        return
+    states = []
+    while (t := core.next_deadline()) is not None and t <= 40.0:  # earlier wake-ups of the open job, then 40
+        states += [a.state for a in core.handle(Tick(), t) if isinstance(a, JobEvent)]
+    assert states == ["evidence"] and core.next_deadline() == 633.0
+
+
+def test_timer_events_run_after_the_other_events_of_their_instant_by_node() -> None:
+    """Their order must not depend on when NodeCore armed them (a dropped wake-up re-arms the next one early)."""
+    sim = Simulator(scenario.load(SCEN / "baseline.toml", {"nodes.0.count": 4}))
+    sim._apply(sim.nodes[1], [SetTimer(5.0)], 0.0)
+    sim._apply(sim.nodes[0], [SetTimer(5.0)], 0.0)
+    sim.call_at(5.0, print)
+    assert [heapq.heappop(sim.heap)[2] for _ in range(3)] == [-1, 0, 1]

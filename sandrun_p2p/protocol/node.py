@@ -878,7 +878,8 @@ class NodeCore:
     def _begin_reveal(self, job: JobView, now: float) -> None:
         job.reveal_started = now
         job.reveal_deadline = now + self.cfg.reveal_window
-        job.phase = REVEALING
+        if job.phase not in FINAL:  # a job the chain closed stays closed; its window still judges dissent/silence
+            job.phase = REVEALING
         self._wake(job.job_id, job.reveal_deadline)
 
     def _my_reveal(self, job: JobView, now: float, out: list[Action]) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sandrun_p2p.protocol import claiming
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.encoding import sha256
-from sandrun_p2p.protocol.events import ChainUpdate, Received, SubmitJob, SubmitTx
+from sandrun_p2p.protocol.events import ChainUpdate, JobEvent, Received, SubmitJob, SubmitTx, Tick
 from sandrun_p2p.protocol.identity import NodeKey
 from sandrun_p2p.protocol.memnet import CPU, Loop, make_spec
 from sandrun_p2p.protocol.node import CoreConfig, NodeCore
@@ -390,3 +390,30 @@ def test_a_node_that_learns_the_settlement_from_the_chain_first_still_learns_the
     out = a.handle(Received(m.decode(reveal)), 1.2)
     assert a.jobs[jid].accepted_root == root and a.jobs[jid].phase == "settled"
     assert not [x for x in out if isinstance(x, SubmitTx)]  # nothing more is sent for a settled job
+
+
+def test_a_job_settled_before_its_commitment_arrives_stays_settled():
+    """Gossip can trail the chain: a commitment and reveal that arrive after the settlement give the root, but must
+    not reopen the job (it went settled -> revealing -> accepted, emitting "accepted" after "settled")."""
+    ka, a = _core(1)
+    kb, _ = _core(2)
+    a.caps = None
+    spec = make_spec(34, k=1)
+    jid = spec.job_id
+    a.handle(SubmitJob(spec, SEED), 0.0)
+    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    a.handle(ChainUpdate("job_settled", jid, data={}), 0.5)
+    root, salt = b"\x07" * 32, b"\x08" * 32
+    from sandrun_p2p.protocol.verification import commitment
+
+    out = a.handle(Received(m.decode(m.encode(kb, m.COMMIT, {"job": jid, "commitment": commitment(
+        jid, kb.node_id, root, salt)}, 2, 0))), 1.0)
+    reveal = m.encode(
+        kb, m.REVEAL, {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}, 3, 0
+    )
+    out += a.handle(Received(m.decode(reveal)), 1.2)
+    for t in (2.0, 20.0, 60.0):
+        out += a.handle(Tick(), t)
+    assert a.jobs[jid].phase == "settled" and a.jobs[jid].accepted_root == root
+    assert not [x for x in out if isinstance(x, SubmitTx)]
+    assert "accepted" not in [x.state for x in out if isinstance(x, JobEvent)]

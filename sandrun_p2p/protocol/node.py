@@ -878,7 +878,8 @@ class NodeCore:
     def _begin_reveal(self, job: JobView, now: float) -> None:
         job.reveal_started = now
         job.reveal_deadline = now + self.cfg.reveal_window
-        if job.phase not in FINAL:  # a job the chain closed stays closed; its window still judges dissent/silence
+        # a job the chain closed stays closed; its window still judges dissent and silence
+        if job.phase not in FINAL:
             job.phase = REVEALING
         self._wake(job.job_id, job.reveal_deadline)
 

@@ -320,14 +320,19 @@ def test_jobs_wait_for_busy_nodes_instead_of_timing_out():
     assert all(j in loop.settled for j in jids)
 
 
-def test_a_reveal_that_overtakes_its_commitment_is_held_not_rejected():
-    ka, a = _core(1)
+def _watching(n: int) -> tuple[NodeCore, NodeKey, bytes]:
+    """Node a (running nothing) originates k=1 job ``n``; node b's claim on it has arrived."""
+    _, a = _core(1)
     kb, _ = _core(2)
     a.caps = None
-    spec = make_spec(32, k=1)
-    jid = spec.job_id
+    spec = make_spec(n, k=1)
     a.handle(SubmitJob(spec, SEED), 0.0)
-    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": spec.job_id, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    return a, kb, spec.job_id
+
+
+def test_a_reveal_that_overtakes_its_commitment_is_held_not_rejected():
+    a, kb, jid = _watching(32)
     root, salt = b"\x05" * 32, b"\x06" * 32
     from sandrun_p2p.protocol.verification import commitment
 
@@ -370,13 +375,7 @@ def test_job_found_unrunnable_after_its_deadline_is_refunded_at_once():
 def test_a_node_that_learns_the_settlement_from_the_chain_first_still_learns_the_accepted_root():
     """The origin's clients fetch the result by its accepted root: a settlement polled from the chain before the
     reveals arrived on gossip must not leave the root unknown (settled jobs take no further decisions)."""
-    ka, a = _core(1)
-    kb, _ = _core(2)
-    a.caps = None
-    spec = make_spec(33, k=1)
-    jid = spec.job_id
-    a.handle(SubmitJob(spec, SEED), 0.0)
-    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    a, kb, jid = _watching(33)
     root, salt = b"\x07" * 32, b"\x08" * 32
     from sandrun_p2p.protocol.verification import commitment
 
@@ -395,13 +394,7 @@ def test_a_node_that_learns_the_settlement_from_the_chain_first_still_learns_the
 def test_a_job_settled_before_its_commitment_arrives_stays_settled():
     """Gossip can trail the chain: a commitment and reveal that arrive after the settlement give the root, but must
     not reopen the job (it went settled -> revealing -> accepted, emitting "accepted" after "settled")."""
-    ka, a = _core(1)
-    kb, _ = _core(2)
-    a.caps = None
-    spec = make_spec(34, k=1)
-    jid = spec.job_id
-    a.handle(SubmitJob(spec, SEED), 0.0)
-    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    a, kb, jid = _watching(34)
     a.handle(ChainUpdate("job_settled", jid, data={}), 0.5)
     root, salt = b"\x07" * 32, b"\x08" * 32
     from sandrun_p2p.protocol.verification import commitment

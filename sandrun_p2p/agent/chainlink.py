@@ -30,7 +30,6 @@ deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addre
 from __future__ import annotations
 
 import dataclasses
-import os
 import stat
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import trio
 
+from ..private_files import write_private
 from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate, SubmitTx
 from ..protocol.jobspec import PAY_VOUCHER, JobSpec
@@ -59,9 +59,7 @@ def read_key_file(path: Path) -> str:
 
 
 def write_key_file(path: Path, key_hex: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key_hex + "\n")
+    write_private(path, key_hex + "\n")
 
 
 class ChainLink:

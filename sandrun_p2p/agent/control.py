@@ -72,6 +72,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
+from ..private_files import write_private
 from ..protocol import node as corenode
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import JobSpec, Manifest
@@ -102,9 +103,7 @@ class HttpError(Exception):
 def write_token(data_dir: Path) -> str:
     path = data_dir / TOKEN_FILE
     token = secrets.token_hex(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    write_private(path, token + "\n")
     return token
 
 

@@ -16,10 +16,10 @@ ciphertext, so the result CID is of the ciphertext. The trace itself is also sto
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from ..private_files import write_private
 from ..protocol.jobspec import JobSpec
 from ..store import bundle as store_bundle
 from ..store import crypto
@@ -47,11 +47,7 @@ class KeyStore:
             raise ValueError(f"a bundle key is {crypto.KEY_BYTES} bytes")
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._path(job_id)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        os.replace(tmp, path)
+        write_private(path, key)
         return path
 
     def get(self, job_id: bytes) -> bytes | None:
@@ -75,11 +71,14 @@ class KeyStore:
             return 0
         n = 0
         for p in self.dir.iterdir():
+            hex_id, _, kind = p.name.partition(".")
+            if kind not in ("key", "key.tmp", "tmp"):  # "<job>.tmp": written by earlier versions
+                continue
             try:
-                job_id = bytes.fromhex(p.stem) if p.suffix in (".key", ".tmp") else None
+                job_id = bytes.fromhex(hex_id)
             except ValueError:
                 continue
-            if job_id is not None and (p.suffix == ".tmp" or job_id not in open_jobs):
+            if kind != "key" or job_id not in open_jobs:
                 p.unlink(missing_ok=True)
                 n += 1
         return n

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..private_files import write_private
 from ..protocol import trust
 from ..protocol.encoding import decode_canonical
 from ..protocol.trace import Trace, computation_digest
@@ -72,11 +73,7 @@ class TrustStore:
         """Write atomically with mode 0600 (the secret decides which results are checked)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         nodes = {n.hex(): [r.verified, r.unverified, r.faults] for n, r in sorted(self.book.records.items())}
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"secret": self.secret.hex(), "nodes": nodes}, f, indent=1)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({"secret": self.secret.hex(), "nodes": nodes}, indent=1))
 
     def table(self) -> list[dict[str, Any]]:
         """Every known node with its record and trust, most trusted first."""

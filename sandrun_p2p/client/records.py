@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..private_files import write_private
 from ..protocol.jobspec import JobSpec
 from .errors import UnknownJob
 
@@ -97,11 +98,7 @@ class RecordStore:
         """Write atomically with mode 0600 (the record holds the escrow, bundle and result keys)."""
         self._ensure()
         final = self.path(rec.job_id)
-        tmp = final.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(rec), f, indent=1, sort_keys=True)
-        os.replace(tmp, final)
+        write_private(final, json.dumps(asdict(rec), indent=1, sort_keys=True))
 
     def load(self, job_id: str) -> JobRecord:
         job_id = job_id.lower().removeprefix("0x")

@@ -7,11 +7,11 @@ it as an identity multihash.
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Any
 
+from ..private_files import write_private
 from ..protocol.identity import NodeKey
 
 KEY_FILE = "node.key"
@@ -43,13 +43,7 @@ def load_or_create_key(data_dir: Path) -> NodeKey:
         except ValueError as e:
             raise KeyFileError(f"{path} is corrupt: {e}") from None
     key = NodeKey.generate()
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(_HEADER + key.seed.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, _HEADER + key.seed.hex() + "\n", fsync=True)
     return key
 
 

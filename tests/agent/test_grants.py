@@ -48,6 +48,15 @@ def test_keys_of_ended_jobs_are_deleted(tmp_path) -> None:
     assert KeyStore(tmp_path / "fresh").sweep(set()) == 0
 
 
+def test_a_key_write_cut_short_is_swept_even_for_an_open_job(tmp_path) -> None:
+    ks = KeyStore(tmp_path)
+    jid = b"\x04" * 32
+    ks.put(jid, crypto.new_bundle_key())
+    (ks.dir / f"{jid.hex()}.key.tmp").write_bytes(b"half")  # write_private's temporary file
+    assert ks.sweep({jid}) == 1
+    assert sorted(p.name for p in ks.dir.iterdir()) == [f"{jid.hex()}.key"]
+
+
 def test_grant_bodies_split_by_eight_and_pass_the_validator() -> None:
     key = crypto.new_bundle_key()
     nodes = [NodeKey.generate() for _ in range(MAX_GRANTS + 3)]

@@ -137,6 +137,8 @@ def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", colour="red")
     with pytest.raises(ControlError, match="HTTP 400.*executors\\[\\] must be 32 bytes"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", executors=["ab"])
+    with pytest.raises(ControlError, match="HTTP 400.*executors must be a list"):
+        api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", executors="ab")
     with pytest.raises(ControlError, match="HTTP 400.*fewer than redundancy"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", redundancy=2,
                    executors=[cluster.nodes[1].node_id.hex()])

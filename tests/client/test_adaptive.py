@@ -198,3 +198,19 @@ async def test_no_verdict_after_the_tiebreaks_is_undecided(tmp_path: Path) -> No
     rec = await v.submit("code", MANIFEST, value_usd=0.05)
     out = await v.verify(rec.job_id)
     assert out.verdict == "undecided" and out.result_job == "" and not out.caught
+
+
+def test_cli_refuses_adaptive_with_a_fixed_redundancy(tmp_path: Path) -> None:
+    """--verify adaptive picks k itself: a --redundancy next to it is bad input, refused before any peer is asked."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-m", "sandrun_p2p", "submit", "--code", "x.py", "--manifest", "job.json",
+                        "--verify", "adaptive", "--redundancy", "2", "--peer", "http://127.0.0.1:9", "--json"],
+                       cwd=tmp_path, env={"PYTHONPATH": str(root), "SANDRUN_P2P_HOME": str(tmp_path), "PATH": ""},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    out = json.loads(p.stdout)
+    assert out["error"] == "BadJob" and "leave --redundancy out" in out["message"]

@@ -27,10 +27,11 @@ from typing import Any
 import trio
 
 from ..chain.crypto import Attestation
+from ..exec.capabilities import caps_from_exec
 from ..net.host import NetConfig, Network
 from ..net.topics import topic_for
 from ..protocol import messages as m
-from ..protocol.claiming import Capabilities, Gpu
+from ..protocol.claiming import Capabilities
 from ..protocol.encoding import canonical, sha256
 from ..protocol.errors import ProtocolError
 from ..protocol.events import (
@@ -64,38 +65,6 @@ from .ports import ChainPort
 from .vouchers import parse_voucher_name
 
 log = logging.getLogger("sandrun_p2p.agent")
-
-#: Capability values short enough to list in an advert's "enforced" field.
-_MAX_ENFORCED = 32
-
-
-def caps_from_exec(d: dict[str, Any], overrides: dict[str, Any], max_jobs: int) -> Capabilities:
-    """Turn exec's capability dict (plus operator overrides) into the advert's :class:`Capabilities`."""
-    d = {**d, **overrides}
-    gpus = tuple(
-        Gpu(
-            str(g.get("model", ""))[:64],
-            int(g.get("vram_mb", 0)),
-            str(g.get("compute_capability", g.get("cc", "")))[:8],
-            str(g.get("cuda_version", g.get("cuda", "")))[:8],
-        )
-        for g in d.get("gpus", [])
-    )
-    enforced = d.get("enforced", {})
-    if isinstance(enforced, dict):
-        enforced = [k for k, v in sorted(enforced.items()) if v and k != "probe_error"]
-    cpus = max(1, int(d.get("cpus", 1)))
-    jobs = int(overrides.get("max_jobs", 0)) or max_jobs or cpus
-    return Capabilities(
-        cpus=cpus,
-        mem_mb=int(d.get("mem_mb", 0)),
-        disk_mb=int(d.get("disk_mb", 0)),
-        gpus=gpus,
-        enforced=frozenset(str(e)[:32] for e in list(enforced)[:_MAX_ENFORCED]),
-        executor=str(d.get("executor", "local"))[:32],
-        max_jobs=min(jobs, 4096),
-    )
-
 
 def job_id_of(msg: m.Message) -> bytes | None:
     """The job a message belongs to (None for adverts); raises ProtocolError for a bad job spec."""

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..protocol.claiming import Capabilities, Gpu
 from ..protocol.jobspec import GpuRequirement, version_tuple
 from .errors import ExecError
 
@@ -75,6 +76,31 @@ def gpus() -> list[dict[str, Any]]:
     return out
 
 
+def driver_lib_dirs() -> list[str]:
+    """Folders holding the NVIDIA driver's user-space libraries (``libcuda``, ``libnvidia-ml``) on this host.
+
+    Read from where NVML's library is mapped once loaded: driver installs differ (``/usr/lib/x86_64-linux-gnu``,
+    ``/usr/local/nvidia/lib64`` in containers, ...) and a GPU job's sandbox must see the same ones.
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no pynvml, no library, no driver
+        return []
+    dirs: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = line.split(maxsplit=5)[-1]
+            if "/libnvidia-ml.so" in path or "/libcuda.so" in path:
+                d = str(Path(path).parent)
+                if d not in dirs:
+                    dirs.append(d)
+    with contextlib.suppress(Exception):
+        pynvml.nvmlShutdown()
+    return dirs
+
+
 def check_gpu(req: GpuRequirement, available: list[dict[str, Any]]) -> None:
     """Raise :class:`ExecError` unless ``available`` has ``req.count`` GPUs meeting ``req``."""
     if not req.required:
@@ -108,3 +134,35 @@ def capabilities(executor: Any | None = None, *, work_root: Path | None = None) 
         "enforced": dict(getattr(executor, "enforced", {}) or {}),
         "executor": getattr(executor, "kind", "local"),
     }
+
+
+#: Capability values short enough to list in an advert's "enforced" field.
+_MAX_ENFORCED = 32
+
+
+def caps_from_exec(d: dict[str, Any], overrides: dict[str, Any], max_jobs: int) -> Capabilities:
+    """Turn exec's capability dict (plus operator overrides) into the advert's :class:`Capabilities`."""
+    d = {**d, **overrides}
+    gpus = tuple(
+        Gpu(
+            str(g.get("model", ""))[:64],
+            int(g.get("vram_mb", 0)),
+            str(g.get("compute_capability", g.get("cc", "")))[:8],
+            str(g.get("cuda_version", g.get("cuda", "")))[:8],
+        )
+        for g in d.get("gpus", [])
+    )
+    enforced = d.get("enforced", {})
+    if isinstance(enforced, dict):
+        enforced = [k for k, v in sorted(enforced.items()) if v and k != "probe_error"]
+    cpus = max(1, int(d.get("cpus", 1)))
+    jobs = int(overrides.get("max_jobs", 0)) or max_jobs or cpus
+    return Capabilities(
+        cpus=cpus,
+        mem_mb=int(d.get("mem_mb", 0)),
+        disk_mb=int(d.get("disk_mb", 0)),
+        gpus=gpus,
+        enforced=frozenset(str(e)[:32] for e in list(enforced)[:_MAX_ENFORCED]),
+        executor=str(d.get("executor", "local"))[:32],
+        max_jobs=min(jobs, 4096),
+    )

@@ -30,7 +30,7 @@ from ..protocol.jobspec import Manifest
 from . import checkpoint as ckpt
 from . import environment
 from .bundles import safe_extract
-from .capabilities import check_gpu, gpus
+from .capabilities import check_gpu, driver_lib_dirs, gpus
 from .cgroups import CgroupHost, JobCgroup
 from .errors import BundleError, ExecError
 from .result import ExecResult
@@ -137,6 +137,7 @@ class LocalExecutor:
         self.bwrap = shutil.which("bwrap")
         self.cgroups = CgroupHost.detect()
         self.gpus = gpus() if detect_gpus else []
+        self.gpu_lib_dirs = driver_lib_dirs() if self.gpus else []
         self._counter = 0
         self.enforced = self._probe()
         if not self.enforced["network"] and not allow_unsafe:
@@ -197,12 +198,21 @@ class LocalExecutor:
         if manifest.gpu.required:
             for dev in sorted(Path("/dev").glob("nvidia*")):
                 a += ["--dev-bind", str(dev), str(dev)]
-            for p in ("/proc/driver/nvidia", "/sys/module/nvidia", "/sys/bus/pci", "/sys/devices"):
+            for p in ("/proc/driver/nvidia", "/sys/module/nvidia", "/sys/bus/pci", "/sys/devices",
+                      *self.gpu_lib_dirs):
                 a += ["--ro-bind-try", p, p]
         a += ["--remount-ro", "/", "--chdir", environment.WORKDIR, "--clearenv"]
-        for k, v in sorted(environment.job_env(manifest).items()):
+        for k, v in sorted(self._job_env(manifest).items()):
             a += ["--setenv", k, v]
         return a + ["--", *command]
+
+    def _job_env(self, manifest: Manifest) -> dict[str, str]:
+        """The job's environment; a GPU job also gets the driver's library folders (node plumbing, kept out
+        of the environment digest: they differ between hosts, the results must not)."""
+        env = environment.job_env(manifest)
+        if manifest.gpu.required and self.gpu_lib_dirs:
+            env["LD_LIBRARY_PATH"] = ":".join(self.gpu_lib_dirs)
+        return env
 
     # ---------------------------------------------------------------- running a job
     async def run(self, job_dir: Path | bytes, manifest: Manifest, job_id: bytes, *,
@@ -283,7 +293,7 @@ class LocalExecutor:
         command = [manifest.interpreter, manifest.entrypoint, *manifest.args]
         if self.unsafe:  # no sandbox at all (operator passed allow_unsafe on a host without bwrap)
             argv, cwd = command, str(work)
-            env = {**environment.job_env(manifest), "HOME": str(work), "SANDRUN_CHECKPOINT_DIR": str(ckdir)}
+            env = {**self._job_env(manifest), "HOME": str(work), "SANDRUN_CHECKPOINT_DIR": str(ckdir)}
         else:
             argv, cwd, env = self._bwrap_argv(work, ckdir, manifest, command), None, {}
         out_path, err_path = run_root / "stdout", run_root / "stderr"

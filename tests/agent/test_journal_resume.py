@@ -11,7 +11,8 @@ import trio
 
 from sandrun_p2p.agent.config import AgentConfig, ConfigError, build
 from sandrun_p2p.agent.journal import Journal
-from sandrun_p2p.agent.runtime import Agent, caps_from_exec
+from sandrun_p2p.agent.runtime import Agent
+from sandrun_p2p.exec.capabilities import caps_from_exec
 from sandrun_p2p.net.keys import KeyFileError, load_or_create_key
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.identity import NodeKey

@@ -35,8 +35,9 @@ print("== NVML", gpus(), "driver libs:", driver_lib_dirs())
 PY
 timeout 400 python3 -m pytest -p no:cacheprovider -q -rs tests/exec > "$OUT/pytest.txt" 2>&1
 echo "pytest rc=$?" >> "$OUT/pytest.txt"
-start=$(date +%s.%N)
+start=$(date +%s%N)
 python3 -m sandrun_p2p exec --code examples/gpu-cuda --manifest examples/gpu-cuda/job.json \
   --json --work-root /tmp/gpu-runs > "$OUT/exec.json" 2> "$OUT/exec.stderr.txt"
-echo "exec rc=$? wall_s=$(echo "$(date +%s.%N) - $start" | bc)" >> "$OUT/exec.stderr.txt"
+echo "exec rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/exec.stderr.txt"
+cat /tmp/gpu-runs/results/*/stdout /tmp/gpu-runs/results/*/stderr >> "$OUT/exec.stderr.txt" 2>/dev/null
 tail -3 "$OUT/pytest.txt"; cat "$OUT/machine.txt" | head -40

@@ -11,6 +11,7 @@ host (the node's keys, config, journal, home) is mounted. The job directory is a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -41,8 +42,50 @@ RUNTIME_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
              "/etc/localtime", "/etc/mime.types")
 SANDBOX_UID = 65534
+#: A root agent starts each job's sandbox as its own unprivileged host uid, JOB_UID_BASE + slot: a sandbox
+#: escape is not host root, jobs cannot signal each other, and RLIMIT_NPROC caps a fork bomb per job where no
+#: pids cgroup does (the kernel exempts uid 0 from RLIMIT_NPROC). Far above the uids of real accounts.
+JOB_UID_BASE = 2_000_000_000
+JOB_UID_SLOTS = 100_000
 
 CheckpointSink = Callable[[ckpt.Checkpoint], Awaitable[None] | None]
+
+
+def _drop_to(uid: int, *, nproc: int | None) -> Callable[[], None]:
+    """A pre-exec hook that makes the child ``uid`` (group too, no supplementary groups), capped at ``nproc``
+    processes: bubblewrap then builds the sandbox without privileges, mapping SANDBOX_UID to ``uid``."""
+
+    def hook() -> None:
+        if nproc is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    return hook
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    """Give ``root`` and everything under it to ``uid`` (links themselves, never what they point to)."""
+    os.chown(root, uid, uid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            os.chown(os.path.join(dirpath, n), uid, uid, follow_symlinks=False)
+
+
+def _reachable_by_all(path: Path) -> bool:
+    """Whether any uid can walk down to ``path`` (every folder above it is world-searchable)."""
+    return all(os.stat(p).st_mode & 0o001 for p in path.resolve().parents)
+
+
+def _run_area(work_root: Path) -> Path:
+    """Where a root agent keeps job runs: ``work_root``, or, when folders above it are closed to other users
+    (``/root/.sandrun-p2p``), a folder of its own in the system's temporary directory, so that each job can
+    run as its own unprivileged uid (bubblewrap opens the job's folders as that uid)."""
+    if os.geteuid() != 0 or _reachable_by_all(work_root):
+        return work_root
+    tag = hashlib.sha256(str(work_root.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"sandrun-p2p-runs-{tag}"
 
 
 def _tmpfs_mount(path: Path, size_bytes: int) -> bool:
@@ -126,19 +169,23 @@ class LocalExecutor:
                  allow_unsafe: bool = False, disk_mb: int = 1024, tmp_mb: int = 64,
                  max_output_bytes: int = 64 * MiB, max_pids: int = 256, grace_s: float = 2.0,
                  detect_gpus: bool = True) -> None:
-        self.work_root = Path(work_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec")
-        self.results_root = Path(results_root or self.work_root / "results")
+        configured = Path(work_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec")
+        self.results_root = Path(results_root or configured / "results")
+        self.bwrap = shutil.which("bwrap")
+        self.work_root = _run_area(configured) if self.bwrap else configured  # where job runs are made
         self.work_root.mkdir(parents=True, exist_ok=True)
         self.results_root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.work_root, 0o700)
-        self.swept = sweep_stale_runs(self.work_root)  # what a SIGKILLed earlier process left mounted
+        # searchable (not listable) by the jobs' own uids when the probe lets them run unprivileged
+        os.chmod(self.work_root, 0o711 if os.geteuid() == 0 and self.bwrap else 0o700)
+        # what a SIGKILLed earlier process left mounted (also in the configured folder, where runs used to be)
+        self.swept = sum(sweep_stale_runs(r) for r in {configured, self.work_root})
         self.disk_mb, self.tmp_mb = disk_mb, tmp_mb
         self.max_output_bytes, self.max_pids, self.grace_s = max_output_bytes, max_pids, grace_s
-        self.bwrap = shutil.which("bwrap")
         self.cgroups = CgroupHost.detect()
         self.gpus = gpus() if detect_gpus else []
         self.gpu_lib_dirs = driver_lib_dirs() if self.gpus else []
         self._counter = 0
+        self.job_uids = False  # set by the probe: each job runs as its own unprivileged host uid
         self.enforced = self._probe()
         if not self.enforced["network"] and not allow_unsafe:
             raise ExecError("unsafe-host", "no network isolation on this host (is bubblewrap installed and "
@@ -166,14 +213,24 @@ class LocalExecutor:
             code = ("import json,os,socket;print(json.dumps({'ifaces':[n for _,n in socket.if_nameindex()],"
                     "'usr_w':os.access('/usr',os.W_OK),'uid':os.getuid(),"
                     f"'secret':os.path.exists({str(d / 'secret')!r}),'host':socket.gethostname()}}))")
-            work = d / "w"
-            work.mkdir()
-            argv = self._bwrap_argv(work, d / "c", Manifest(entrypoint="x"), ["python3", "-c", code])
+            (d / "w").mkdir()
             (d / "c").mkdir()
-            r = subprocess.run(argv, capture_output=True, timeout=30)
+            argv = self._bwrap_argv(d / "w", d / "c", Manifest(entrypoint="x"), ["python3", "-c", code])
+            r = None
+            if os.geteuid() == 0 and _reachable_by_all(self.work_root):  # an unprivileged uid first, else root
+                os.chmod(d, 0o711)
+                r = subprocess.run(argv, capture_output=True, timeout=30,
+                                   preexec_fn=_drop_to(JOB_UID_BASE, nproc=None))
+                self.job_uids = r.returncode == 0
+            if not self.job_uids:
+                os.chmod(self.work_root, 0o700)
+                r = subprocess.run(argv, capture_output=True, timeout=30)
         if r.returncode != 0:
             enforced["probe_error"] = r.stderr.decode(errors="replace").strip()[-300:]
             return enforced
+        if self.job_uids:
+            enforced["host_uid"] = "per-job"
+            enforced["pids"] = enforced["pids"] or "rlimit-nproc"
         info = json.loads(r.stdout)
         enforced["network"] = set(info["ifaces"]) <= {"lo"}
         enforced["filesystem"] = not info["usr_w"] and not info["secret"]
@@ -242,13 +299,16 @@ class LocalExecutor:
             self._place_code(job_dir, work, manifest)
             if checkpoint_from is not None:
                 ckpt.restore(checkpoint_from, ckdir)
+            uid = JOB_UID_BASE + self._counter % JOB_UID_SLOTS if self.job_uids else None
             for d in (work, ckdir):
-                os.chmod(d, 0o777)  # owned by host root; the sandbox uid maps to it but be explicit
+                os.chmod(d, 0o777)
+                if uid is not None:  # the job's own files, as they were when its sandbox uid mapped to root
+                    _chown_tree(d, uid)
             cg = JobCgroup(self.cgroups, name) if (self.cgroups.v1 or self.cgroups.v2) else None
             limits = cg.limit(memory_bytes=manifest.memory_mb * MiB, pids=self.max_pids,
                               cpus=manifest.cpu) if cg else {}
             return await self._execute(run_root, work, ckdir, manifest, job_id, cg, limits,
-                                       stop, on_checkpoint)
+                                       stop, on_checkpoint, uid)
         finally:
             with trio.CancelScope(shield=True):
                 if cg is not None:
@@ -271,9 +331,15 @@ class LocalExecutor:
         if not is_regular(work / manifest.entrypoint):
             raise BundleError(f"entrypoint '{manifest.entrypoint}' is not a regular file in the bundle")
 
-    def _preexec(self, procs_files: list[str], memory_bytes: int) -> Callable[[], None]:
+    def _preexec(self, procs_files: list[str], memory_bytes: int, gpu: bool,
+                 uid: int | None) -> Callable[[], None]:
         fsize = self.max_output_bytes
-        use_as = self.enforced["memory"] == "rlimit-as"
+        # Without a memory cgroup, an address-space cap; a GPU job gets a data-segment cap instead: the CUDA
+        # driver reserves far more address space than it uses and fails to start under RLIMIT_AS.
+        mem_rlimit = None
+        if self.enforced["memory"] == "rlimit-as":
+            mem_rlimit = resource.RLIMIT_DATA if gpu else resource.RLIMIT_AS
+        drop = _drop_to(uid, nproc=self.max_pids) if uid is not None else None
 
         def hook() -> None:
             pid = str(os.getpid())
@@ -282,27 +348,30 @@ class LocalExecutor:
                     fh.write(pid)
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if use_as:
-                resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+            if mem_rlimit is not None:
+                resource.setrlimit(mem_rlimit, (memory_bytes, memory_bytes))
+            if drop is not None:
+                drop()
 
         return hook
 
     async def _execute(self, run_root: Path, work: Path, ckdir: Path, manifest: Manifest, job_id: bytes,
                        cg: JobCgroup | None, limits: dict[str, bool], stop: trio.Event | None,
-                       on_checkpoint: CheckpointSink | None) -> ExecResult:
+                       on_checkpoint: CheckpointSink | None, uid: int | None) -> ExecResult:
         command = [manifest.interpreter, manifest.entrypoint, *manifest.args]
+        out_path, err_path = run_root / "stdout", run_root / "stderr"
+        started = time.monotonic()
+        state = {"timed_out": False, "stopped": False}
         if self.unsafe:  # no sandbox at all (operator passed allow_unsafe on a host without bwrap)
             argv, cwd = command, str(work)
             env = {**self._job_env(manifest), "HOME": str(work), "SANDRUN_CHECKPOINT_DIR": str(ckdir)}
         else:
             argv, cwd, env = self._bwrap_argv(work, ckdir, manifest, command), None, {}
-        out_path, err_path = run_root / "stdout", run_root / "stderr"
-        started = time.monotonic()
-        state = {"timed_out": False, "stopped": False}
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = await trio.lowlevel.open_process(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,
-                preexec_fn=self._preexec(cg.procs_files() if cg else [], manifest.memory_mb * MiB),
+                preexec_fn=self._preexec(cg.procs_files() if cg else [], manifest.memory_mb * MiB,
+                                         manifest.gpu.required, uid),
             )
         try:
             async with trio.open_nursery() as nursery:

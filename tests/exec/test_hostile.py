@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from pathlib import Path
 
+import pytest
 import trio
 from exec_helpers import JOB_ID, make_job, manifest
 
 from sandrun_p2p.exec import LocalExecutor
+from sandrun_p2p.exec.cgroups import CgroupHost
+from sandrun_p2p.exec.sandbox import JOB_UID_BASE
 
 
 def _procs_with(marker: str) -> list[int]:
@@ -69,7 +73,7 @@ async def test_cannot_connect_to_host_listener(executor: LocalExecutor, tmp_path
     assert accepted == []
 
 
-async def test_fork_bomb_is_capped(executor: LocalExecutor, tmp_path: Path) -> None:
+async def _assert_fork_bomb_capped(executor: LocalExecutor, tmp_path: Path) -> None:
     job = make_job(tmp_path, """
         import os, time
         n = 0
@@ -91,6 +95,51 @@ async def test_fork_bomb_is_capped(executor: LocalExecutor, tmp_path: Path) -> N
     assert int(out.split()[1]) < executor.max_pids
     assert r.trace.status == "exited"
     assert time.monotonic() - t < 20  # children died with the job, no timeout needed
+
+
+async def test_fork_bomb_is_capped(executor: LocalExecutor, tmp_path: Path) -> None:
+    await _assert_fork_bomb_capped(executor, tmp_path)
+
+
+@pytest.fixture
+def cgroupless_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalExecutor:
+    """A host with no cgroups at all (what a Firecracker GPU machine looked like): only rlimits are left."""
+    if os.geteuid() != 0:
+        pytest.skip("per-job host uids need a root agent")
+    monkeypatch.setattr(CgroupHost, "detect", classmethod(lambda cls: cls()))
+    ex = LocalExecutor(work_root=tmp_path / "runs", disk_mb=32, tmp_mb=8, max_pids=64, detect_gpus=False)
+    if not ex.job_uids:
+        pytest.skip(f"this host refuses unprivileged bubblewrap: {ex.enforced.get('probe_error', '')}")
+    return ex
+
+
+async def test_fork_bomb_is_capped_without_a_pids_cgroup(cgroupless_executor: LocalExecutor,
+                                                          tmp_path: Path) -> None:
+    assert cgroupless_executor.enforced["pids"] == "rlimit-nproc"
+    assert cgroupless_executor.enforced["host_uid"] == "per-job"
+    await _assert_fork_bomb_capped(cgroupless_executor, tmp_path)
+
+
+async def test_job_runs_as_its_own_unprivileged_host_uid(cgroupless_executor: LocalExecutor,
+                                                         tmp_path: Path) -> None:
+    marker = f"whoami-{uuid.uuid4().hex}"
+    job = make_job(tmp_path, f"""
+        import os
+        os.execvp("python3", ["python3", "-c", "import time; time.sleep(120)", {marker!r}])
+    """)
+    uids: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cgroupless_executor.run, job, manifest(timeout=60), JOB_ID)
+        with trio.fail_after(15):
+            while not uids:  # poll /proc until the job's process shows up, then read its host uid
+                for pid in _procs_with(marker):
+                    with contextlib.suppress(OSError):
+                        status = Path(f"/proc/{pid}/status").read_text()
+                        uids.add(int(next(x for x in status.splitlines() if x.startswith("Uid:")).split()[1]))
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert uids and min(uids) >= JOB_UID_BASE  # not root: an escape is not host root, RLIMIT_NPROC applies
+    assert _procs_with(marker) == []
 
 
 async def test_memory_hog_is_oom_killed(executor: LocalExecutor, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 {
   echo "== machine"; uname -r; id; python3 -V; command -v python3
   nvidia-smi --query-gpu=name,memory.total,compute_cap,driver_version --format=csv
-  ls -d /dev/nvidia* 2>&1; ldconfig -p | grep -E "libcuda\.so|libnvidia-ml\.so" || echo "driver libraries not in the ld cache"
+  ls -ld /dev/nvidia* 2>&1; cat /proc/sys/kernel/unprivileged_userns_clone /proc/sys/user/max_user_namespaces 2>&1; ldconfig -p | grep -E "libcuda\.so|libnvidia-ml\.so" || echo "driver libraries not in the ld cache"
 } > "$OUT/machine.txt" 2>&1
 if ! command -v bwrap >/dev/null; then
   rm -rf /tmp/bw && dpkg -x .devcarry/bubblewrap_*.deb /tmp/bw && cp /tmp/bw/usr/bin/bwrap /usr/local/bin/bwrap

@@ -7,9 +7,14 @@
 #       --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .devcarry/wheels \
 #       cbor2 pynacl cffi pycparser trio outcome sniffio pytest-trio
 #   (cd .devcarry && apt-get download bubblewrap)
+# For the network phase also (a cp312 wheelhouse of the agent's dependencies, built here with pyenv's 3.12):
+#   python3.12 -m venv /tmp/v312 && /tmp/v312/bin/pip wheel -w .devcarry/full libp2p==0.8.1 web3 \
+#       'eth-tester[py-evm]' coincurve aioipfs aleph-cid multiaddr cbor2 pynacl trio pytest-trio httpx
 # then run this script there with .devcarry carried. It prints what the machine has, installs bubblewrap and the
 # wheels, and runs tests/exec (test_gpu.py: NVML detection, a CUDA job in the sandbox, isolation) and the
-# full-size examples/gpu-cuda job through `sandrun-p2p exec`. Results go to $OUT (or ./gpu-check).
+# full-size examples/gpu-cuda job through `sandrun-p2p exec`; with .devcarry/full, a 2-node `sandrun-p2p testnet`
+# (embedded chain) that runs examples/gpu-cuda with redundancy 2 and settles it (JOB=name picks another example,
+# e.g. JOB=primes to try the phase on a machine without a GPU). Results go to $OUT (or ./gpu-check).
 set -u
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
@@ -40,4 +45,25 @@ python3 -m sandrun_p2p exec --code examples/gpu-cuda --manifest examples/gpu-cud
   --json --work-root /tmp/gpu-runs > "$OUT/exec.json" 2> "$OUT/exec.stderr.txt"
 echo "exec rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/exec.stderr.txt"
 cat /tmp/gpu-runs/results/*/stdout /tmp/gpu-runs/results/*/stderr >> "$OUT/exec.stderr.txt" 2>/dev/null
+if [ -d .devcarry/full ]; then
+  JOB=${JOB:-gpu-cuda}
+  NET=$(mktemp -d /tmp/gnet.XXXXXX); export SANDRUN_P2P_HOME=$NET/client
+  python3 -m pip install -q --no-index --find-links .devcarry/full libp2p==0.8.1 web3 'eth-tester[py-evm]' \
+    coincurve aioipfs aleph-cid multiaddr httpx > "$OUT/net-install.txt" 2>&1
+  python3 -m sandrun_p2p testnet --nodes 2 --data-dir "$NET/net" --timeout 180 > "$OUT/testnet.log" 2>&1 &
+  TP=$!
+  for _ in $(seq 1 240); do
+    grep -q "running; press Ctrl-C" "$OUT/testnet.log" && break
+    kill -0 $TP 2>/dev/null || break
+    sleep 0.5
+  done
+  start=$(date +%s%N)
+  timeout 200 python3 -m sandrun_p2p submit --code "examples/$JOB" --manifest "examples/$JOB/job.json" --redundancy 2 \
+    --peer "$NET/net/node0" --escrow auto --wait --json --out "$NET/out" > "$OUT/submit.json" 2> "$OUT/submit.stderr.txt"
+  echo "submit rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/submit.stderr.txt"
+  cat "$NET/out"/*.json >> "$OUT/submit.stderr.txt" 2>/dev/null
+  python3 -m sandrun_p2p nodes --data-dir "$NET/net/node1" --json > "$OUT/nodes.json" 2>&1
+  kill -TERM $TP; wait $TP
+  tail -3 "$OUT/submit.stderr.txt"
+fi
 tail -3 "$OUT/pytest.txt"; cat "$OUT/machine.txt" | head -40

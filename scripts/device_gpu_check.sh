@@ -31,7 +31,7 @@ fi
   bwrap --unshare-all --unshare-user --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
     --symlink usr/bin /bin --proc /proc --dev /dev -- /bin/sh -c 'echo sandbox ok; ls /sys/class/net 2>/dev/null'
   echo "== wheels"
-  python3 -m pip install -q --no-index --find-links .devcarry/wheels cbor2 pynacl trio pytest-trio 2>&1 | tail -3
+  python3 -m pip install -q --no-index --find-links .devcarry/wheels --find-links .devcarry/full cbor2 pynacl trio pytest-trio 2>&1 | tail -3
 } >> "$OUT/machine.txt" 2>&1
 export PYTHONPATH=$PWD
 python3 - >> "$OUT/machine.txt" 2>&1 <<'PY'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,15 @@ def gpus() -> list[dict[str, Any]]:
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            out.append({
+            g = {
                 "model": name.decode() if isinstance(name, bytes) else str(name),
                 "vram_mb": int(pynvml.nvmlDeviceGetMemoryInfo(h).total) // (1 << 20),
                 "compute_capability": f"{major}.{minor}",
                 "cuda_version": cuda_s,
-            })
+            }
+            with contextlib.suppress(Exception):  # /dev/nvidia<minor> is this GPU's device node
+                g["minor"] = int(pynvml.nvmlDeviceGetMinorNumber(h))
+            out.append(g)
     except Exception:
         return out
     finally:
@@ -101,17 +105,33 @@ def driver_lib_dirs() -> list[str]:
     return dirs
 
 
-def check_gpu(req: GpuRequirement, available: list[dict[str, Any]]) -> None:
-    """Raise :class:`ExecError` unless ``available`` has ``req.count`` GPUs meeting ``req``."""
-    if not req.required:
-        return
-    ok = [
-        g for g in available
+def fitting_gpus(req: GpuRequirement, available: list[dict[str, Any]]) -> list[int]:
+    """Indices of the GPUs in ``available`` that meet ``req`` (memory, compute capability, CUDA version)."""
+    return [
+        i for i, g in enumerate(available)
         if g["vram_mb"] >= req.min_vram_gb * 1024
         and version_tuple(g["compute_capability"]) >= version_tuple(req.compute_capability)
         and version_tuple(g["cuda_version"]) >= version_tuple(req.cuda_version)
     ]
-    if len(ok) < req.count:
+
+
+def gpu_device_nodes(leased: list[dict[str, Any]], dev: Path = Path("/dev")) -> list[Path]:
+    """The device nodes a job holding the ``leased`` GPUs gets: the driver's shared nodes (``nvidiactl``,
+    ``nvidia-uvm``, ...) and ``nvidia<minor>`` of its own GPUs only; all GPUs where a minor number is unknown."""
+    minors = {g.get("minor") for g in leased}
+    out = []
+    for node in sorted(dev.glob("nvidia*")):
+        m = re.fullmatch(r"nvidia(\d+)", node.name)
+        if m is None or None in minors or int(m.group(1)) in minors:
+            out.append(node)
+    return out
+
+
+def check_gpu(req: GpuRequirement, available: list[dict[str, Any]]) -> None:
+    """Raise :class:`ExecError` unless ``available`` has ``req.count`` GPUs meeting ``req``."""
+    if not req.required:
+        return
+    if len(fitting_gpus(req, available)) < req.count:
         have = ", ".join(f"{g['model']} ({g['vram_mb']} MB, cc {g['compute_capability']})" for g in available)
         raise ExecError(
             "gpu-unavailable",

@@ -21,17 +21,17 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..protocol.jobspec import Manifest
+from ..protocol.jobspec import GpuRequirement, Manifest
 from . import checkpoint as ckpt
 from . import environment
 from .bundles import safe_extract
-from .capabilities import check_gpu, driver_lib_dirs, gpus
+from .capabilities import check_gpu, driver_lib_dirs, fitting_gpus, gpu_device_nodes, gpus
 from .cgroups import CgroupHost, JobCgroup
 from .errors import BundleError, ExecError
 from .result import ExecResult
@@ -184,6 +184,8 @@ class LocalExecutor:
         self.cgroups = CgroupHost.detect()
         self.gpus = gpus() if detect_gpus else []
         self.gpu_lib_dirs = driver_lib_dirs() if self.gpus else []
+        self._gpus_held: set[int] = set()  # indices into self.gpus leased to running jobs
+        self._gpus_released: trio.Event | None = None
         self._counter = 0
         self.job_uids = False  # set by the probe: each job runs as its own unprivileged host uid
         self.enforced = self._probe()
@@ -239,7 +241,8 @@ class LocalExecutor:
         return enforced
 
     # ---------------------------------------------------------------- sandbox command line
-    def _bwrap_argv(self, work: Path, ckdir: Path, manifest: Manifest, command: list[str]) -> list[str]:
+    def _bwrap_argv(self, work: Path, ckdir: Path, manifest: Manifest, command: list[str],
+                    gpus: Sequence[int] = ()) -> list[str]:
         a = [self.bwrap or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
              "--gid", str(SANDBOX_UID), "--disable-userns", "--die-with-parent", "--new-session",
              "--cap-drop", "ALL", "--hostname", environment.HOSTNAME, "--ro-bind", "/usr", "/usr"]
@@ -253,7 +256,7 @@ class LocalExecutor:
         a += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--size", str(self.tmp_mb * MiB), "--tmpfs", "/tmp",
               "--bind", str(work), environment.WORKDIR, "--bind", str(ckdir), environment.CHECKPOINT_DIR]
         if manifest.gpu.required:
-            for dev in sorted(Path("/dev").glob("nvidia*")):
+            for dev in gpu_device_nodes([self.gpus[i] for i in gpus]):
                 a += ["--dev-bind", str(dev), str(dev)]
             for p in ("/proc/driver/nvidia", "/sys/module/nvidia", "/sys/bus/pci", "/sys/devices",
                       *self.gpu_lib_dirs):
@@ -283,6 +286,35 @@ class LocalExecutor:
         ``on_checkpoint``: called with each periodic snapshot (``manifest.checkpoint_interval``).
         """
         check_gpu(manifest.gpu, self.gpus)
+        gpus = await self._lease_gpus(manifest.gpu) if manifest.gpu.required else []
+        try:
+            return await self._run_leased(job_dir, manifest, job_id, checkpoint_from, stop, on_checkpoint, gpus)
+        finally:
+            self._release_gpus(gpus)
+
+    async def _lease_gpus(self, req: GpuRequirement) -> list[int]:
+        """``req.count`` GPUs that meet ``req`` and no other running job holds (waits until enough are free:
+        each GPU job gets GPUs of its own; its timeout starts when it starts)."""
+        fitting = fitting_gpus(req, self.gpus)
+        while True:
+            free = [i for i in fitting if i not in self._gpus_held]
+            if len(free) >= req.count:
+                self._gpus_held.update(free[:req.count])
+                return free[:req.count]
+            if self._gpus_released is None:
+                self._gpus_released = trio.Event()
+            await self._gpus_released.wait()
+
+    def _release_gpus(self, gpus: list[int]) -> None:
+        if gpus:
+            self._gpus_held.difference_update(gpus)
+            if self._gpus_released is not None:
+                self._gpus_released.set()
+                self._gpus_released = None
+
+    async def _run_leased(self, job_dir: Path | bytes, manifest: Manifest, job_id: bytes,
+                          checkpoint_from: Path | ckpt.Checkpoint | bytes | None, stop: trio.Event | None,
+                          on_checkpoint: CheckpointSink | None, gpus: list[int]) -> ExecResult:
         self._counter += 1
         name = f"{job_id.hex()[:16]}-{os.getpid()}-{self._counter}"
         run_root = self.work_root / name
@@ -308,7 +340,7 @@ class LocalExecutor:
             limits = cg.limit(memory_bytes=manifest.memory_mb * MiB, pids=self.max_pids,
                               cpus=manifest.cpu) if cg else {}
             return await self._execute(run_root, work, ckdir, manifest, job_id, cg, limits,
-                                       stop, on_checkpoint, uid)
+                                       stop, on_checkpoint, uid, gpus)
         finally:
             with trio.CancelScope(shield=True):
                 if cg is not None:
@@ -357,7 +389,8 @@ class LocalExecutor:
 
     async def _execute(self, run_root: Path, work: Path, ckdir: Path, manifest: Manifest, job_id: bytes,
                        cg: JobCgroup | None, limits: dict[str, bool], stop: trio.Event | None,
-                       on_checkpoint: CheckpointSink | None, uid: int | None) -> ExecResult:
+                       on_checkpoint: CheckpointSink | None, uid: int | None,
+                       gpus: Sequence[int]) -> ExecResult:
         command = [manifest.interpreter, manifest.entrypoint, *manifest.args]
         out_path, err_path = run_root / "stdout", run_root / "stderr"
         started = time.monotonic()
@@ -366,7 +399,7 @@ class LocalExecutor:
             argv, cwd = command, str(work)
             env = {**self._job_env(manifest), "HOME": str(work), "SANDRUN_CHECKPOINT_DIR": str(ckdir)}
         else:
-            argv, cwd, env = self._bwrap_argv(work, ckdir, manifest, command), None, {}
+            argv, cwd, env = self._bwrap_argv(work, ckdir, manifest, command, gpus), None, {}
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = await trio.lowlevel.open_process(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env,

@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import trio
 from exec_helpers import JOB_ID, make_job, manifest
 
 from sandrun_p2p.exec import LocalExecutor
-from sandrun_p2p.exec.capabilities import capabilities, caps_from_exec, gpus
+from sandrun_p2p.exec.capabilities import capabilities, caps_from_exec, gpu_device_nodes, gpus
 from sandrun_p2p.protocol.claiming import eligible, ineligibility
 from sandrun_p2p.protocol.jobspec import Manifest
 
@@ -109,3 +110,31 @@ def test_advert_makes_this_node_eligible_for_gpu_jobs(gpu_executor: LocalExecuto
     assert eligible(caps, example_manifest())
     too_big = example_manifest(gpu={"required": True, "min_vram_gb": caps.gpus[0].vram_mb // 1024 + 1})
     assert ineligibility(caps, too_big) == "0 fitting GPU(s) < 1"
+
+
+async def test_gpu_job_gets_its_own_gpu_device_nodes_only(gpu_executor: LocalExecutor, tmp_path: Path) -> None:
+    probe = make_job(tmp_path, "import os\nprint(sorted(d for d in os.listdir('/dev') if 'nvidia' in d))\n")
+    r = await gpu_executor.run(probe, manifest(gpu={"required": True}), JOB_ID)
+    want = sorted(p.name for p in gpu_device_nodes([gpu_executor.gpus[0]]))
+    assert "minor" in gpu_executor.gpus[0] and f"nvidia{gpu_executor.gpus[0]['minor']}" in want
+    assert r.stdout.read_text().strip() == str(want)
+
+
+async def test_two_gpu_jobs_on_a_one_gpu_node_take_turns(gpu_executor: LocalExecutor, tmp_path: Path) -> None:
+    if len(gpu_executor.gpus) != 1:
+        pytest.skip("the node has more than one GPU")
+    code = "import time\nt = time.time()\ntime.sleep(1)\nprint(t, time.time())\n"
+    spans: list[tuple[float, float]] = []
+
+    async def one(i: int) -> None:
+        d = tmp_path / str(i)
+        d.mkdir()
+        r = await gpu_executor.run(make_job(d, code), manifest(gpu={"required": True}), JOB_ID)
+        a, b = r.stdout.read_text().split()
+        spans.append((float(a), float(b)))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(2):
+            nursery.start_soon(one, i)
+    first, second = sorted(spans)
+    assert first[1] <= second[0]  # the second started only once the first had released the GPU

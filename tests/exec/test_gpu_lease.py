@@ -1,0 +1,66 @@
+"""GPU allocation on a multi-GPU node, without a GPU: each GPU job gets GPUs of its own and only their devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from sandrun_p2p.exec import LocalExecutor
+from sandrun_p2p.exec.capabilities import gpu_device_nodes
+from sandrun_p2p.protocol.jobspec import GpuRequirement
+
+A100 = {"model": "A100", "vram_mb": 40960, "compute_capability": "8.0", "cuda_version": "12.4"}
+T4 = {"model": "T4", "vram_mb": 15360, "compute_capability": "7.5", "cuda_version": "12.4"}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> LocalExecutor:
+    ex = LocalExecutor(work_root=tmp_path / "runs", detect_gpus=False, allow_unsafe=True)
+    ex.gpus = [{**T4, "minor": 0}, {**A100, "minor": 1}, {**A100, "minor": 2}]
+    return ex
+
+
+async def test_concurrent_jobs_get_distinct_fitting_gpus_and_wait_for_a_free_one(node: LocalExecutor) -> None:
+    big = GpuRequirement(required=True, min_vram_gb=32)
+    first = await node._lease_gpus(big)
+    second = await node._lease_gpus(big)
+    assert sorted(first + second) == [1, 2]  # the two A100s, never the T4 that does not fit
+    got: list[list[int]] = []
+
+    async def third() -> None:
+        got.append(await node._lease_gpus(big))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(third)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # both fitting GPUs are held: the third job waits
+        node._release_gpus(first)
+    assert got == [first]
+    assert await node._lease_gpus(GpuRequirement(required=True)) == [0]  # any GPU: the T4 is still free
+
+
+async def test_a_two_gpu_job_waits_until_two_are_free(node: LocalExecutor) -> None:
+    one = await node._lease_gpus(GpuRequirement(required=True, min_vram_gb=32))
+    got: list[list[int]] = []
+
+    async def pair() -> None:
+        got.append(await node._lease_gpus(GpuRequirement(required=True, min_vram_gb=32, count=2)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pair)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        node._release_gpus(one)
+    assert got == [[1, 2]]
+
+
+def test_a_job_gets_the_shared_driver_nodes_and_its_own_gpus_only(tmp_path: Path) -> None:
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps"):
+        (tmp_path / name).touch()
+    got = {p.name for p in gpu_device_nodes([{**A100, "minor": 1}], tmp_path)}
+    assert got == {"nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps"}
+    unknown = {p.name for p in gpu_device_nodes([A100], tmp_path)}  # no minor number: every GPU, as before
+    assert {"nvidia0", "nvidia1", "nvidia2"} <= unknown

@@ -17,12 +17,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sandrun-url", help="run jobs on this sandrun server instead of the local sandbox")
     p.add_argument("--blockchain-rpc", help="JSON-RPC URL of the settlement chain (default: embedded chain)")
     p.add_argument("--ipfs-api", help="IPFS RPC API (multiaddr or URL) instead of the embedded store")
+    p.add_argument("--gpus", type=_gpu_list, metavar="LIST",
+                   help="GPUs this node offers, by index as nvidia-smi numbers them: '0,2', or 'none' "
+                        "(default: all it has)")
     p.add_argument("--control-port", type=int, help="local control API port on 127.0.0.1 (default: any free)")
     p.add_argument("--allow-unsafe-sandbox", action="store_true", default=None,
                    help="run jobs even where the sandbox cannot isolate the network (testing only)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="write logs here instead of stderr")
     p.add_argument("--test-faulty-executor", action="store_true", default=None, help=argparse.SUPPRESS)
+
+
+def _gpu_list(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give GPU indices like 0,2 or 'none'") from None
+    if not out or min(out) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give GPU indices like 0,2 or 'none'")
+    return out
 
 
 def config_from_args(args: argparse.Namespace):  # -> AgentConfig
@@ -41,6 +56,7 @@ def config_from_args(args: argparse.Namespace):  # -> AgentConfig
         "ipfs_api": args.ipfs_api,
         "control_port": args.control_port,
         "allow_unsafe_sandbox": args.allow_unsafe_sandbox,
+        "gpus": args.gpus,
         "log_level": args.log_level,
         "log_file": args.log_file,
         "test_faulty_executor": args.test_faulty_executor,

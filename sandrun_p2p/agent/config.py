@@ -46,6 +46,7 @@ class AgentConfig:
     chain: dict[str, Any] = field(default_factory=dict)
     chain_factory: str = DEFAULT_CHAIN_FACTORY
     allow_unsafe_sandbox: bool = False
+    gpus: list[int] | None = None  # NVML indices of the GPUs this node offers (None: all it has; []: none)
     shutdown_grace_s: float = 10.0
     fetch_timeout_s: float = 60.0
     chain_poll_s: float = 0.25
@@ -75,6 +76,9 @@ class AgentConfig:
             raise ConfigError("control_port must be a TCP port number")
         if self.control_host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigError("the control API only listens on loopback (control_host 127.0.0.1)")
+        if self.gpus is not None and (not isinstance(self.gpus, list) or any(
+                not isinstance(g, int) or isinstance(g, bool) or g < 0 for g in self.gpus)):
+            raise ConfigError("gpus must be a list of GPU indices (as nvidia-smi numbers them), e.g. [0, 2]")
         if not self.shards or any(not isinstance(s, int) or s < 0 for s in self.shards):
             raise ConfigError("shards must be a non-empty list of shard numbers")
         bits = self.core_config().shard_bits

@@ -65,6 +65,17 @@ def _drop_to(uid: int, *, nproc: int | None) -> Callable[[], None]:
     return hook
 
 
+def _offered(detected: list[dict[str, Any]], indices: Sequence[int] | None) -> list[dict[str, Any]]:
+    """The GPUs the operator offers (``indices`` as NVML and nvidia-smi number them; None: all of them)."""
+    if indices is None:
+        return detected
+    missing = sorted(set(indices) - set(range(len(detected))))
+    if missing:
+        raise ExecError("gpu-unavailable", f"no GPU with index {missing} on this node "
+                        f"(it has {len(detected)}: {', '.join(g['model'] for g in detected) or 'none'})")
+    return [g for i, g in enumerate(detected) if i in set(indices)]
+
+
 def _chown_tree(root: Path, uid: int) -> None:
     """Give ``root`` and everything under it to ``uid`` (links themselves, never what they point to)."""
     os.chown(root, uid, uid)
@@ -168,7 +179,7 @@ class LocalExecutor:
     def __init__(self, *, work_root: Path | None = None, results_root: Path | None = None,
                  allow_unsafe: bool = False, disk_mb: int = 1024, tmp_mb: int = 64,
                  max_output_bytes: int = 64 * MiB, max_pids: int = 256, grace_s: float = 2.0,
-                 detect_gpus: bool = True) -> None:
+                 detect_gpus: bool = True, gpu_indices: Sequence[int] | None = None) -> None:
         configured = Path(work_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec")
         self.results_root = Path(results_root or configured / "results")
         self.bwrap = shutil.which("bwrap")
@@ -182,7 +193,7 @@ class LocalExecutor:
         self.disk_mb, self.tmp_mb = disk_mb, tmp_mb
         self.max_output_bytes, self.max_pids, self.grace_s = max_output_bytes, max_pids, grace_s
         self.cgroups = CgroupHost.detect()
-        self.gpus = gpus() if detect_gpus else []
+        self.gpus = _offered(gpus() if detect_gpus else [], gpu_indices)
         self.gpu_lib_dirs = driver_lib_dirs() if self.gpus else []
         self._gpus_held: set[int] = set()  # indices into self.gpus leased to running jobs
         self._gpus_released: trio.Event | None = None

@@ -3,6 +3,7 @@ without executing again; an execution interrupted by a crash is released; the jo
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -158,3 +159,17 @@ def test_caps_from_exec_maps_gpus_and_enforcement() -> None:
     assert caps.enforced == frozenset({"network", "memory"})
     assert caps.max_jobs == 2  # one per CPU by default
     assert caps_from_exec(CAPS, {"max_jobs": 5}, 0).max_jobs == 5
+
+
+def test_gpus_setting_from_file_and_flag(tmp_path: Path) -> None:
+    from sandrun_p2p.agent.cli_agent import add_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert config_from_args(p.parse_args(["--data-dir", str(tmp_path), "--gpus", "0,2"])).gpus == [0, 2]
+    assert config_from_args(p.parse_args(["--data-dir", str(tmp_path), "--gpus", "none"])).gpus == []
+    assert config_from_args(p.parse_args(["--data-dir", str(tmp_path)])).gpus is None  # all it has
+    with pytest.raises(SystemExit):
+        p.parse_args(["--gpus", "first"])
+    with pytest.raises(ConfigError, match="GPU indices"):
+        build(tmp_path, {"gpus": ["0"]}, {}).validate()

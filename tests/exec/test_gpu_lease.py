@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from sandrun_p2p.exec import LocalExecutor
-from sandrun_p2p.exec.capabilities import gpu_device_nodes
+from sandrun_p2p.exec import ExecError, LocalExecutor
+from sandrun_p2p.exec.capabilities import capabilities, gpu_device_nodes
 from sandrun_p2p.protocol.jobspec import GpuRequirement
 
 A100 = {"model": "A100", "vram_mb": 40960, "compute_capability": "8.0", "cuda_version": "12.4"}
@@ -64,3 +64,15 @@ def test_a_job_gets_the_shared_driver_nodes_and_its_own_gpus_only(tmp_path: Path
     assert got == {"nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps"}
     unknown = {p.name for p in gpu_device_nodes([A100], tmp_path)}  # no minor number: every GPU, as before
     assert {"nvidia0", "nvidia1", "nvidia2"} <= unknown
+
+
+def test_operator_offers_some_gpus_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    detected = [{**T4, "minor": 0}, {**A100, "minor": 1}, {**A100, "minor": 2}]
+    monkeypatch.setattr("sandrun_p2p.exec.sandbox.gpus", lambda: detected)
+    ex = LocalExecutor(work_root=tmp_path / "a", gpu_indices=[0, 2])
+    assert ex.gpus == [detected[0], detected[2]]
+    assert capabilities(ex)["gpus"] == ex.gpus  # the advert offers what the executor will lease
+    assert LocalExecutor(work_root=tmp_path / "b", gpu_indices=[]).gpus == []
+    assert LocalExecutor(work_root=tmp_path / "c").gpus == detected
+    with pytest.raises(ExecError, match=r"no GPU with index \[5\]"):
+        LocalExecutor(work_root=tmp_path / "d", gpu_indices=[1, 5])

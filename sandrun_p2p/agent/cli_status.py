@@ -12,6 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def render_gpus(gpus: list[dict[str, Any]]) -> str:
+    """``0 NVIDIA H200 (143771 MB) busy; 1 ...``, or ``none``."""
+    return "; ".join(f"{g['index']} {g['model']} ({g['vram_mb']} MB) {'busy' if g['busy'] else 'free'}"
+                     for g in gpus) or "none"
+
+
 def render(s: dict[str, Any]) -> str:
     acct = s.get("account", {})
     lines = [
@@ -26,6 +32,7 @@ def render(s: dict[str, Any]) -> str:
         f"earnings  earned {wei(acct.get('earned_wei', 0))}, withdrawable {wei(acct.get('withdrawable_wei', 0))}, "
         f"stake {wei(acct.get('stake_wei', 0))}",
         "sandbox   " + ", ".join(f"{k}={v}" for k, v in sorted(s["enforced"].items())),
+        "gpus      " + render_gpus(s.get("gpus", [])),
         f"gossip    accepted {s['net']['accepted']}, rejected {sum(s['net']['rejected'].values())} "
         f"{s['net']['rejected'] or ''}, published {s['net']['published']}",
     ]

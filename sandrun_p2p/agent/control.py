@@ -13,8 +13,8 @@ Endpoints
     ``{"node_id", "peer_id", "eth", "addrs": [multiaddr...], "uptime_s", "chain": "embedded"|"anvil"|...,
     "peers": [{"peer_id", "node_id", "score", "mesh_topics"}], "mesh": {topic: n_peers},
     "jobs_by_state": {state: n}, "running": n, "max_jobs": n, "caps": {advert caps}, "enforced": {exec's
-    enforced limits}, "account": {stake, earned, withdrawable...}, "net": {accepted, rejected{reason:n},
-    published...}, "chain_errors": [...], "chain_info": {"rpc", "market", "kind", "chain_id"}}``
+    enforced limits}, "gpus": [{"index", "model", "vram_mb", "busy"}], "account": {stake, earned,
+    withdrawable...}, "net": {accepted, rejected{reason:n}, published...}, "chain_errors": [...], "chain_info": {"rpc", "market", "kind", "chain_id"}}``
     (``chain_info`` lets a client given only this URL find the chain; ``rpc`` is null for an in-process chain)
 ``GET  /v1/nodes``
     ``{"nodes": [{"node_id", "caps", "shards", "eth", "staked", "last_advert_s", "fresh"}]}`` (this node first)
@@ -263,6 +263,7 @@ class ControlServer:
             "max_jobs": a.caps.max_jobs,
             "caps": a.caps.to_dict(),
             "enforced": dict(a.exec_caps.get("enforced", {})),
+            "gpus": a.executor.gpu_status() if hasattr(a.executor, "gpu_status") else [],
             "account": account,
             "net": {"accepted": net.stats.accepted, "rejected": dict(net.stats.rejected),
                     "published": net.stats.published, "paced_waits": net.stats.paced_waits,

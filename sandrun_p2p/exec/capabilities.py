@@ -64,6 +64,7 @@ def gpus() -> list[dict[str, Any]]:
             name = pynvml.nvmlDeviceGetName(h)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
             g = {
+                "index": i,  # NVML's (and nvidia-smi's) number for it
                 "model": name.decode() if isinstance(name, bytes) else str(name),
                 "vram_mb": int(pynvml.nvmlDeviceGetMemoryInfo(h).total) // (1 << 20),
                 "compute_capability": f"{major}.{minor}",

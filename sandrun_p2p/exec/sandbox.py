@@ -316,6 +316,11 @@ class LocalExecutor:
                 self._gpus_released = trio.Event()
             await self._gpus_released.wait()
 
+    def gpu_status(self) -> list[dict[str, Any]]:
+        """The offered GPUs and whether a running job holds each (for ``sandrun-p2p status``)."""
+        return [{"index": g.get("index", i), "model": g["model"], "vram_mb": g["vram_mb"],
+                 "busy": i in self._gpus_held} for i, g in enumerate(self.gpus)]
+
     def _release_gpus(self, gpus: list[int]) -> None:
         if gpus:
             self._gpus_held.difference_update(gpus)

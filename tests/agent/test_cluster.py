@@ -179,9 +179,9 @@ def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
 
     st = json.loads(cli("status", "--data-dir", d, "--json").stdout)
     assert st["node_id"] == cluster.nodes[0].node_id.hex() and st["chain"] == "fake"
-    assert "network" in st["enforced"]
+    assert "network" in st["enforced"] and st["gpus"] == []
     text = cli("status", "--data-dir", d).stdout
-    assert "peers" in text and "sandbox" in text
+    assert "peers" in text and "sandbox" in text and "gpus      none" in text
     nodes = json.loads(cli("nodes", "--data-dir", d, "--json").stdout)["nodes"]
     assert len(nodes) == len(cluster.nodes)
     jobs = json.loads(cli("jobs", "--data-dir", d, "--json").stdout)["jobs"]

@@ -76,3 +76,14 @@ def test_operator_offers_some_gpus_only(tmp_path: Path, monkeypatch: pytest.Monk
     assert LocalExecutor(work_root=tmp_path / "c").gpus == detected
     with pytest.raises(ExecError, match=r"no GPU with index \[5\]"):
         LocalExecutor(work_root=tmp_path / "d", gpu_indices=[1, 5])
+
+
+async def test_status_shows_which_gpus_are_busy(node: LocalExecutor) -> None:
+    from sandrun_p2p.agent.cli_status import render_gpus
+
+    held = await node._lease_gpus(GpuRequirement(required=True, min_vram_gb=32))
+    st = node.gpu_status()
+    assert [(g["model"], g["busy"]) for g in st] == [("T4", False), ("A100", True), ("A100", False)]
+    assert render_gpus(st) == "0 T4 (15360 MB) free; 1 A100 (40960 MB) busy; 2 A100 (40960 MB) free"
+    node._release_gpus(held)
+    assert not any(g["busy"] for g in node.gpu_status())

@@ -191,6 +191,7 @@ class NodeCore:
         self.jobs: dict[bytes, JobView] = {}
         self.funded: dict[bytes, bytes] = {}  # job -> chain seed, for funding seen before the announcement
         self.running = 0
+        self.gpus_busy = 0  # GPUs held by running GPU jobs: no GPU-job claim beyond caps.gpus
         self.orphans: dict[bytes, list[m.Message]] = {}
         self._deferred: dict[bytes, None] = {}  # jobs passed over while every slot was busy (ordered set)
         self._timers: list[tuple[float, bytes]] = []
@@ -595,12 +596,21 @@ class NodeCore:
 
     # ------------------------------------------------------------ local execution
 
+    def _start_executing(self, job: JobView) -> None:
+        job.executing = True
+        self.running += 1
+        self.gpus_busy += _gpus_needed(job.spec)
+
+    def _stop_executing(self, job: JobView) -> None:
+        job.executing = False
+        self.running = max(0, self.running - 1)
+        self.gpus_busy = max(0, self.gpus_busy - _gpus_needed(job.spec))
+
     def _on_done(self, ev: ExecutionDone, now: float, out: list[Action]) -> None:
         job = self.jobs.get(ev.job_id)
         if job is None or not job.executing:
             return
-        job.executing = False
-        self.running = max(0, self.running - 1)
+        self._stop_executing(job)
         if job.phase != OPEN:
             return
         job.result = ev
@@ -616,8 +626,7 @@ class NodeCore:
         if job is None or not job.claimed:
             return
         if job.executing:
-            job.executing = False
-            self.running = max(0, self.running - 1)
+            self._stop_executing(job)
         self._release(job, ev.reason, now, out)
         self._step(job, now, out)
 
@@ -651,8 +660,7 @@ class NodeCore:
             job = self.jobs.get(ev.job_id)
             if job is not None and job.phase not in FINAL:
                 if job.executing:
-                    job.executing = False
-                    self.running = max(0, self.running - 1)
+                    self._stop_executing(job)
                     out.append(CancelExecution(job.job_id, "job closed on chain"))
                 job.phase = SETTLED if ev.kind == "job_settled" else REFUNDED
                 job.finished_at = now
@@ -772,8 +780,7 @@ class NodeCore:
                     job.epoch = now
                     out.append(JobEvent(job.job_id, "lapsed", "no commitment by the execution deadline", n))
                     if n == self.node_id and job.executing:
-                        job.executing = False
-                        self.running = max(0, self.running - 1)
+                        self._stop_executing(job)
                         out.append(CancelExecution(job.job_id, "execution deadline passed"))
                 else:
                     self._wake(job.job_id, dl)
@@ -794,8 +801,9 @@ class NodeCore:
             ranked = self.eligible_nodes(job, now)
             if self.node_id not in ranked:
                 return
-            if self.running >= self.caps.max_jobs:
-                self._deferred[job.job_id] = None  # looked at again when a slot frees
+            gpus = _gpus_needed(job.spec)
+            if self.running >= self.caps.max_jobs or (gpus and self.gpus_busy + gpus > len(self.caps.gpus)):
+                self._deferred[job.job_id] = None  # looked at again when a slot (or a GPU) frees
                 return
             if len(valid) >= k:
                 return
@@ -827,14 +835,12 @@ class NodeCore:
                 else:
                     self._wake(job.job_id, start + self.cfg.grant_timeout)
                 return
-            job.executing = True
-            self.running += 1
+            self._start_executing(job)
             out.append(StartExecution(job.job_id, job.spec, job.granted))
             out.append(JobEvent(job.job_id, "running", "", self.node_id))
             self._wake(job.job_id, self._lapse_deadline(job, mine))
         elif not is_winner and job.executing:
-            job.executing = False
-            self.running = max(0, self.running - 1)
+            self._stop_executing(job)
             out.append(CancelExecution(job.job_id, "outranked by other claimants; standing by"))
             out.append(JobEvent(job.job_id, "standby", "outranked by other claimants", self.node_id))
 
@@ -966,8 +972,7 @@ class NodeCore:
         job.phase = FAILED
         job.fail_reason = reason
         if job.executing:
-            job.executing = False
-            self.running = max(0, self.running - 1)
+            self._stop_executing(job)
             out.append(CancelExecution(job.job_id, reason))
         out.append(JobEvent(job.job_id, "failed", reason))
         # Anyone may trigger the refund after the deadline; the origin first, executors as backups.
@@ -1005,6 +1010,12 @@ class NodeCore:
                 }
                 out.append(Publish(m.EVIDENCE, body, job.shard))
             out.append(SubmitTx("slash", job.job_id, {"kind": kind.value, "node": accused, "evidence": ev}))
+
+
+def _gpus_needed(spec: JobSpec) -> int:
+    """GPUs a job holds while it runs (0 for CPU jobs)."""
+    gpu = spec.manifest.gpu
+    return gpu.count if gpu.required else 0
 
 
 def _paid_by_voucher(spec: JobSpec) -> bool:

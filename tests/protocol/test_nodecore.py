@@ -94,6 +94,28 @@ def test_gpu_job_in_a_cpu_mesh_fails_with_the_reason_and_is_refunded_after_the_d
     assert refunders == [ids[0]]
 
 
+def test_a_one_gpu_node_claims_one_gpu_job_at_a_time_and_the_next_goes_to_another_gpu_node():
+    gpu = dataclasses.replace(CPU, gpus=(claiming.Gpu("A100", 40960, "8.0", "12.4"),), max_jobs=4)
+    loop = Loop(3, seed=9, caps=[gpu, gpu, CPU], run_time=10)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    gpu_nodes = ids[:2]
+    # two GPU jobs that both rank the same GPU node first: before, it claimed and ran both at once
+    specs = [make_spec(i, k=1, gpu={"required": True, "min_vram_gb": 16}) for i in range(40)]
+    first = {s.job_id: claiming.rank(s.job_id, SEED, gpu_nodes)[0] for s in specs}
+    a, b = [s for s in specs if first[s.job_id] == gpu_nodes[0]][:2]
+    for s in (a, b):
+        loop.submit(ids[2], s)
+    loop.run(5)  # both announced and claimed, the first still running (10 s)
+    busy = loop.nodes[gpu_nodes[0]]
+    assert busy.executions == [a.job_id] or busy.executions == [b.job_id]
+    assert loop.nodes[gpu_nodes[1]].executions == [b.job_id if busy.executions == [a.job_id] else a.job_id]
+    loop.run(120)
+    assert a.job_id in loop.settled and b.job_id in loop.settled
+    assert busy.core.gpus_busy == 0 and busy.core.running == 0
+
+
 def test_wrong_result_is_outvoted_and_reported_for_slashing():
     loop = Loop(5, seed=2)
     loop.start()

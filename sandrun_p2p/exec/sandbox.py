@@ -18,6 +18,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -82,6 +83,14 @@ def _chown_tree(root: Path, uid: int) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
             os.chown(os.path.join(dirpath, n), uid, uid, follow_symlinks=False)
+
+
+def _check_owned(path: Path) -> None:
+    """Refuse a run folder that another user could have planted (a shared /tmp): not a link, ours."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise ExecError("unsafe-host", f"{path} is not a folder owned by this user (uid {os.geteuid()}): "
+                        "another user may have made it; remove it or choose another work root")
 
 
 def _reachable_by_all(path: Path) -> bool:
@@ -184,7 +193,9 @@ class LocalExecutor:
         self.results_root = Path(results_root or configured / "results")
         self.bwrap = shutil.which("bwrap")
         self.work_root = _run_area(configured) if self.bwrap else configured  # where job runs are made
-        self.work_root.mkdir(parents=True, exist_ok=True)
+        for root in {configured, self.work_root}:
+            root.mkdir(parents=True, exist_ok=True)
+            _check_owned(root)
         self.results_root.mkdir(parents=True, exist_ok=True)
         # searchable (not listable) by the jobs' own uids when the probe lets them run unprivileged
         os.chmod(self.work_root, 0o711 if os.geteuid() == 0 and self.bwrap else 0o700)

@@ -12,9 +12,9 @@ import pytest
 import trio
 from exec_helpers import JOB_ID, make_job, manifest
 
-from sandrun_p2p.exec import LocalExecutor
+from sandrun_p2p.exec import ExecError, LocalExecutor
 from sandrun_p2p.exec.cgroups import CgroupHost
-from sandrun_p2p.exec.sandbox import JOB_UID_BASE
+from sandrun_p2p.exec.sandbox import JOB_UID_BASE, _run_area
 
 
 def _procs_with(marker: str) -> list[int]:
@@ -242,3 +242,27 @@ async def test_cancelling_run_kills_the_job(executor: LocalExecutor, tmp_path: P
     with trio.move_on_after(1.0):
         await executor.run(job, manifest(timeout=60), JOB_ID)
     assert _procs_with(marker) == []
+
+
+def test_a_run_folder_planted_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to plant a folder as another user")
+    planted = tmp_path / "runs"
+    planted.mkdir()
+    os.chown(planted, 12345, 12345)  # e.g. made in a shared /tmp before the agent started
+    with pytest.raises(ExecError, match="not a folder owned by this user"):
+        LocalExecutor(work_root=planted, detect_gpus=False)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ExecError, match="not a folder owned by this user"):
+        LocalExecutor(work_root=link, detect_gpus=False)
+    area = _run_area(tmp_path / "exec")  # the runs of a data dir others cannot reach go to a shared /tmp
+    if area != tmp_path / "exec":
+        area.mkdir()
+        os.chown(area, 12345, 12345)
+        try:
+            with pytest.raises(ExecError, match="not a folder owned by this user"):
+                LocalExecutor(work_root=tmp_path / "exec", detect_gpus=False)
+        finally:
+            area.rmdir()

@@ -122,12 +122,18 @@ _SCORE_CACHE_JOBS = 4096
 _RANK_CACHE: dict[tuple[bytes, bytes, frozenset[bytes]], list[bytes]] = {}
 
 
-def rank(job_id: bytes, seed: bytes, node_ids: Iterable[bytes]) -> list[bytes]:
-    """Node ids ordered best first (a list the caller must not mutate)."""
+def rank(
+    job_id: bytes, seed: bytes, node_ids: Iterable[bytes], members: frozenset[bytes] | None = None
+) -> list[bytes]:
+    """Node ids ordered best first (a list the caller must not mutate).
+
+    ``members``: ``frozenset(node_ids)`` when the caller keeps one (it saves building and hashing it).
+    """
     nodes = list(node_ids)
     if len(nodes) < 2:
         return nodes
-    members = frozenset(nodes)
+    if members is None:
+        members = frozenset(nodes)
     if len(members) != len(nodes):  # repeated ids: ranked as given
         return _rank(job_id, seed, nodes)
     memo = (job_id, seed, members)

@@ -57,6 +57,9 @@ _RX_STAT = {
     for k in (m.ADVERT, m.JOB, m.CLAIM, m.RELEASE, m.COMMIT, m.REVEAL, m.CHECKPOINT, m.EVIDENCE, m.GRANT)
 }
 
+#: The reveals passed to :func:`decide` when there are none (read only).
+_NO_REVEALS: dict[bytes, bytes] = {}
+
 #: Eligible pools a node keeps, one per (manifest, shard) seen recently (oldest dropped first).
 _POOL_CACHE_SIZE = 64
 
@@ -199,7 +202,9 @@ class NodeCore:
         self._armed: float | None = None
         self._adv_version = 0
         self._next_advert: float | None = None
-        self._pools: dict[tuple[Manifest, int], tuple[int, Capabilities | None, float, list[bytes]]] = {}
+        self._pools: dict[
+            tuple[Manifest, int], tuple[int, Capabilities | None, float, list[bytes], frozenset[bytes]]
+        ] = {}
         self.stats: dict[str, int] = {}
 
     # ------------------------------------------------------------------ driving API
@@ -307,15 +312,18 @@ class NodeCore:
         cached = job.eligible_cache
         if cached is not None and cached[0] == self._adv_version and now <= cached[1]:
             return cached[2]
-        valid_until, ok = self._eligible_pool(job.spec.manifest, job.shard, now)
+        valid_until, ok, members = self._eligible_pool(job.spec.manifest, job.shard, now)
         if job.spec.executors:
             ok = [n for n in ok if n in job.spec.executors]
-        ranked = claiming.rank(job.job_id, job.seed, ok)
+            members = None
+        ranked = claiming.rank(job.job_id, job.seed, ok, members)
         job.eligible_cache = (self._adv_version, valid_until, ranked)
         return ranked
 
-    def _eligible_pool(self, manifest: Manifest, shard: int, now: float) -> tuple[float, list[bytes]]:
-        """Unranked eligible nodes for a manifest and shard, and until when that holds.
+    def _eligible_pool(
+        self, manifest: Manifest, shard: int, now: float
+    ) -> tuple[float, list[bytes], frozenset[bytes]]:
+        """Unranked eligible nodes for a manifest and shard (as a list and a set), and until when that holds.
 
         Shared by the jobs with equal manifests in one shard, and valid under the same condition as a
         job's cache: no advert, stake or own capability changed and no eligible advert expired since.
@@ -323,7 +331,7 @@ class NodeCore:
         key = (manifest, shard)
         hit = self._pools.get(key)
         if hit is not None and hit[0] == self._adv_version and hit[1] is self.caps and now <= hit[2]:
-            return hit[2], hit[3]
+            return hit[2], hit[3], hit[4]
         nodes = [n for n in self.adverts if n != self.node_id]
         if self.caps is not None:
             nodes.append(self.node_id)
@@ -342,8 +350,9 @@ class NodeCore:
                     valid_until = min(valid_until, a.at + a.interval * self.cfg.advert_ttl)
         if len(self._pools) >= _POOL_CACHE_SIZE and key not in self._pools:
             del self._pools[next(iter(self._pools))]
-        self._pools[key] = (self._adv_version, self.caps, valid_until, ok)
-        return valid_until, ok
+        members = frozenset(ok)
+        self._pools[key] = (self._adv_version, self.caps, valid_until, ok, members)
+        return valid_until, ok, members
 
     def _why_none_eligible(self, job: JobView, now: float) -> str:
         reasons: dict[str, int] = {}
@@ -712,8 +721,7 @@ class NodeCore:
         if job.phase == OPEN and not job.claims and not self.eligible_nodes(job, now):
             self._no_eligible(job, now, out)  # fails the job once the grace passes (refund below)
         elif job.phase == OPEN:
-            self._lapse_claims(job, now, out)
-            valid = self._valid_claims(job, now)
+            valid = self._lapse_claims(job, now, out)
             winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
             for w in winners:
                 c = job.claims[w]
@@ -764,9 +772,17 @@ class NodeCore:
             r == root or (EvidenceKind.DISSENT.value, n) in job.evidence_sent for n, (r, _) in reveals.items()
         )
 
-    def _lapse_claims(self, job: JobView, now: float, out: list[Action]) -> None:
+    def _lapse_claims(self, job: JobView, now: float, out: list[Action]) -> list[bytes]:
+        """Lapse the claims of silent claimants and of winners past their deadline; the valid claims after
+        (as :meth:`_valid_claims` would list them)."""
+        valid: list[bytes] = []
+        commits = job.commits
         for n, c in job.claims.items():
-            if c.lapsed or c.released or n in job.commits:
+            if c.lapsed or c.released:
+                continue
+            if n in commits:
+                if self._claimant_alive(n, c, now):
+                    valid.append(n)
                 continue
             if not self._claimant_alive(n, c, now):
                 c.lapsed = True
@@ -789,6 +805,9 @@ class NodeCore:
                 self._wake(job.job_id, a.at + a.interval * self.cfg.advert_ttl + 1e-6)
             elif n != self.node_id:
                 self._wake(job.job_id, c.at + self.cfg.advert_interval * self.cfg.advert_ttl + 1e-6)
+            if not c.lapsed:
+                valid.append(n)
+        return valid
 
     def _my_claim_and_execution(
         self, job: JobView, valid: list[bytes], winners: tuple[bytes, ...], now: float, out: list[Action]
@@ -919,7 +938,7 @@ class NodeCore:
 
     def _decide(self, job: JobView, now: float, out: list[Action]) -> None:
         final = job.reveal_deadline is not None and now >= job.reveal_deadline
-        reveals = {n: root for n, (root, _) in job.reveals.items()}
+        reveals = {n: root for n, (root, _) in job.reveals.items()} if job.reveals else _NO_REVEALS
         d = decide(reveals, job.spec.redundancy, job.spec.quorum, final=final)
         if d.outcome is Outcome.ACCEPTED:
             job.phase = ACCEPTED

@@ -57,6 +57,8 @@ def decide(reveals: dict[bytes, bytes], redundancy: int, quorum: int, final: boo
     """
     if not (redundancy // 2 < quorum <= redundancy):
         raise ProtocolError("bad-quorum", f"quorum {quorum} is not a strict majority of {redundancy}")
+    if not reveals and not final and redundancy >= quorum:
+        return _PENDING  # the common case while waiting for the first reveal (what the general path returns)
     counts: dict[bytes, int] = {}
     for r in reveals.values():
         counts[r] = counts.get(r, 0) + 1
@@ -72,6 +74,9 @@ def decide(reveals: dict[bytes, bytes], redundancy: int, quorum: int, final: boo
         reason = f"no quorum: {len(reveals)} of {redundancy} revealed, best agreement {best}, quorum {quorum}"
         return Decision(Outcome.FAILED, None, (), tuple(sorted(reveals)), reason)
     return Decision(Outcome.PENDING, None, (), ())
+
+
+_PENDING = Decision(Outcome.PENDING, None, (), ())
 
 
 class EvidenceKind(StrEnum):

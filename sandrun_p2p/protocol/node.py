@@ -156,7 +156,7 @@ class JobView:
     finished_at: float | None = None
     no_eligible_reason: str = ""
     fail_reason: str = ""
-    held_reveals: dict[bytes, m.Message] = field(default_factory=dict)
+    held_reveals: dict[bytes, m.Message] | None = None  # (rarely needed: made on first use)
     eligible_cache: tuple[int, float, list[bytes]] | None = None
     # Final and past its reveal window as of the last step: a step now changes nothing unless the view
     # changes, and every change comes with its own step, so its timers (but forgetting) need not fire.
@@ -216,6 +216,8 @@ class NodeCore:
             self._on_message(event.msg, now, out)
         elif te is Tick:
             self._on_tick(now, out)
+        elif te is ChainUpdate:
+            self._on_chain(event, now, out)
         elif isinstance(event, Received):
             self._on_message(event.msg, now, out)
         elif isinstance(event, Tick):
@@ -382,8 +384,11 @@ class NodeCore:
 
     def _claimant_alive(self, node: bytes, c: Claim, now: float) -> bool:
         """A claimant is alive while its advert is fresh; one not yet advertised gets one advert lifetime."""
-        if node == self.node_id or node in self.adverts:
-            return self.advert_fresh(node, now)
+        if node == self.node_id:
+            return self.caps is not None
+        a = self.adverts.get(node)  # advert_fresh(), inlined (hot)
+        if a is not None:
+            return now <= a.at + a.interval * self.cfg.advert_ttl
         return now <= c.at + self.cfg.advert_interval * self.cfg.advert_ttl
 
     def _valid_claims(self, job: JobView, now: float) -> list[bytes]:
@@ -556,7 +561,7 @@ class NodeCore:
             return  # not a current winner, or too late: reveals may already be public
         job.commits[msg.sender] = (msg.body["commitment"], msg.raw, now)
         out.append(JobEvent(job.job_id, "committed", "", msg.sender))
-        held = job.held_reveals.pop(msg.sender, None)
+        held = job.held_reveals.pop(msg.sender, None) if job.held_reveals else None
         if held is not None:
             self._on_reveal(job, held, now, out)
 
@@ -569,9 +574,10 @@ class NodeCore:
             return
         commit = job.commits.get(msg.sender)
         if commit is None and msg.sender in job.claims and job.reveal_started is None:
-            job.held_reveals[msg.sender] = (
-                msg  # gossip let it overtake its commitment: judge it when that arrives
-            )
+            # gossip let it overtake its commitment: judge it when that arrives
+            if job.held_reveals is None:
+                job.held_reveals = {}
+            job.held_reveals[msg.sender] = msg
             return
         if commit is None or not reveal_matches(commit[0], job.job_id, msg.sender, b["root"], b["salt"]):
             self._count("reveal_rejected")
@@ -817,6 +823,8 @@ class NodeCore:
             return
         mine = job.claims.get(self.node_id)
         if mine is None:
+            if len(valid) >= k and self.running < self.caps.max_jobs:
+                return  # what the checks below conclude, without ranking (watchers take this path)
             ranked = self.eligible_nodes(job, now)
             if self.node_id not in ranked:
                 return

@@ -8,7 +8,7 @@ from sandrun_p2p.protocol import claiming
 from sandrun_p2p.protocol.claiming import Capabilities, Gpu
 from sandrun_p2p.protocol.errors import ProtocolError
 from sandrun_p2p.protocol.jobspec import Manifest
-from sandrun_p2p.protocol.verification import Outcome, commitment, decide, reveal_matches
+from sandrun_p2p.protocol.verification import Decision, Outcome, commitment, decide, reveal_matches
 
 h32 = st.binary(min_size=32, max_size=32)
 SAFE = frozenset({"network"})
@@ -34,6 +34,7 @@ def test_a_set_ranked_in_any_order_is_ranked_once_and_repeated_ids_are_kept():
     nodes = [bytes([i]) * 32 for i in range(20)]
     a = claiming.rank(job, seed, nodes)
     assert claiming.rank(job, seed, nodes[::-1]) is a  # shared by the nodes of a shard (in one process)
+    assert claiming.rank(job, seed, nodes[::-1], frozenset(nodes)) is a  # a caller may pass the set it keeps
     assert a == sorted(nodes, key=lambda n: claiming.hrw_score(job, seed, n), reverse=True)
     assert sorted(claiming.rank(job, seed, nodes[:3] + nodes[:1])) == sorted(nodes[:3] + nodes[:1])
 
@@ -116,6 +117,10 @@ def test_decide_cases():
     d = decide({a: b"R" * 32, b: b"S" * 32, c: b"R" * 32}, 3, 2)
     assert (d.outcome, d.root, d.dissenting) == (Outcome.ACCEPTED, b"R" * 32, (b,))
     assert decide({a: b"R" * 32}, 3, 2, final=True).outcome is Outcome.FAILED
+    # no reveal yet (the shortcut): pending, or failed once final
+    assert decide({}, 3, 2) == Decision(Outcome.PENDING, None, (), ())
+    d = decide({}, 1, 1, final=True)
+    assert d.outcome is Outcome.FAILED and d.reason == "no quorum: 0 of 1 revealed, best agreement 0, quorum 1"
     with pytest.raises(ProtocolError):
         decide({}, 3, 1)
 

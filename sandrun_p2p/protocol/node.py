@@ -823,13 +823,16 @@ class NodeCore:
             return
         mine = job.claims.get(self.node_id)
         if mine is None:
-            if len(valid) >= k and self.running < self.caps.max_jobs:
+            gpus = _gpus_needed(job.spec)
+            full = self.running >= self.caps.max_jobs or (
+                gpus > 0 and self.gpus_busy + gpus > len(self.caps.gpus)
+            )
+            if len(valid) >= k and not full:
                 return  # what the checks below conclude, without ranking (watchers take this path)
             ranked = self.eligible_nodes(job, now)
             if self.node_id not in ranked:
                 return
-            gpus = _gpus_needed(job.spec)
-            if self.running >= self.caps.max_jobs or (gpus and self.gpus_busy + gpus > len(self.caps.gpus)):
+            if full:
                 self._deferred[job.job_id] = None  # looked at again when a slot (or a GPU) frees
                 return
             if len(valid) >= k:

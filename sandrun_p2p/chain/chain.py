@@ -109,6 +109,7 @@ class Chain:
         receipt_timeout: float = 120.0,
         gas_margin: float = 1.2,
         decoder: RevertDecoder | None = None,
+        fee_ttl_s: float = 1.0,
     ) -> None:
         self.w3 = w3
         self.kind = kind
@@ -116,6 +117,8 @@ class Chain:
         self.poll_latency = poll_latency
         self.receipt_timeout = receipt_timeout
         self.gas_margin = gas_margin
+        self.fee_ttl_s = fee_ttl_s
+        self._fee_cache: tuple[float, dict] | None = None
         self.decoder = decoder or RevertDecoder()
         self._nonces: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -268,6 +271,7 @@ class Chain:
             raise ChainError("rpc", f"evm_revert({snapshot_id}) refused")
         with self._lock:
             self._nonces.clear()
+        self._fee_cache = None
 
     # ---------------------------------------------------------------- transactions
 
@@ -280,6 +284,17 @@ class Chain:
         return n
 
     def _fees(self) -> dict:
+        """Fee fields for a transaction, reused for ``fee_ttl_s`` (two reads per transaction otherwise). A cached
+        ``maxFeePerGas`` of twice the base fee stays valid: the base fee rises at most 12.5% a block."""
+        hit = self._fee_cache
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.fee_ttl_s:
+            return dict(hit[1])
+        fees = self._read_fees()
+        self._fee_cache = (now, fees)
+        return dict(fees)
+
+    def _read_fees(self) -> dict:
         block = self._read(lambda: self.w3.eth.get_block("latest"))
         base = block.get("baseFeePerGas")
         if base is None:

@@ -96,6 +96,11 @@ def load_signer(
     raise ChainError("no-key", "give --key-env VAR or --keystore FILE")
 
 
+#: web3's default middleware this client does without: ENS names (never used), a gas price strategy and a gas
+#: estimate for transactions without one (:meth:`Chain.send` always sets gas and fees).
+UNUSED_MIDDLEWARE = ("ens_name_to_address", "gas_price_strategy", "gas_estimate")
+
+
 class Chain:
     """One chain connection: reads, transactions, and (on development chains) time travel and snapshots."""
 
@@ -138,6 +143,8 @@ class Chain:
         # eth_chainId is cached: web3's validation middleware asks for it before every eth_call and estimateGas
         w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}, cache_allowed_requests=True,
                                cacheable_requests={"eth_chainId"}))
+        for name in UNUSED_MIDDLEWARE:  # each walks every request; this client never needs them
+            w3.middleware_onion.remove(name)
         chain = cls(w3, kind, url=url, **kw)
         try:
             chain.chain_id  # noqa: B018 - fail early when nothing answers

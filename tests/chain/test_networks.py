@@ -12,7 +12,7 @@ from chain_world import ETH, PARAMS, ensure_contract_packages, h
 
 from sandrun_p2p.chain import cli
 from sandrun_p2p.chain.anvil import Anvil, find_anvil
-from sandrun_p2p.chain.chain import Chain, Signer, load_signer
+from sandrun_p2p.chain.chain import UNUSED_MIDDLEWARE, Chain, Signer, load_signer
 from sandrun_p2p.chain.crypto import ResultsTree, commitment
 from sandrun_p2p.chain.deployment import Deployment
 from sandrun_p2p.chain.devnet import start_local_chain
@@ -120,6 +120,8 @@ def test_embedded_chain_shared_over_json_rpc(tmp_path):
         assert rc == 0
         dep = Deployment.load(out)
         market = Market(Chain.connect(local.url, kind="devnet"), dep.market_address)
+        names = {name for _, name in market.chain.w3.middleware_onion.middleware}
+        assert not names & set(UNUSED_MIDDLEWARE)  # the whole lifecycle runs without them
         lifecycle(market.chain, market)
         # another process sees the same chain through the addresses file
         code = (

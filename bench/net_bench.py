@@ -245,7 +245,8 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     with ThreadPoolExecutor(max_workers=len(per_node)) as pool:
         ids = [x for xs in pool.map(submit, list(per_node)) for x in xs]
     t_sub = time.monotonic() - t0
-    # wait on each origin's event stream (long polls), not by hammering the job endpoint
+    # wait on each origin's event stream (long polls lingering 0.2 s, so a busy stream comes in fewer answers),
+    # not by hammering the job endpoint
     by_node: dict[int, set[str]] = {}
     for idx, jid in ids:
         by_node.setdefault(idx, set()).add(jid)
@@ -255,7 +256,7 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     def follow(idx: int) -> None:
         want, since = by_node[idx], 0
         while want - set(states) and time.monotonic() < deadline:
-            r = clients[idx].events(since=since, wait=2)
+            r = clients[idx].events(since=since, wait=2, linger=0.2)
             since = r["last"]
             for e in r["events"]:
                 if e["job_id"] in want and e["state"] in ("settled", "refunded"):

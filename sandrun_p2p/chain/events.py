@@ -48,7 +48,9 @@ class EventPoller:
     def poll(self) -> list[Event]:
         if self.head_every > 0 and self.confirmations == 0 and 0 < self._polls < self.head_every:
             self._polls += 1
-            events = self._logs(self.position, "latest")
+            # from one block back: a range that starts past the head is an error (anvil: BlockOutOfRange)
+            events = [ev for ev in self._logs(max(0, self.position - 1), "latest")
+                      if ev.block_number >= self.position]
             if events:
                 self.position = events[-1].block_number + 1
             return [ev for ev in events if self.names is None or ev.name in self.names]

@@ -73,6 +73,14 @@ def lifecycle(chain: Chain, market: Market) -> None:
     polled = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}).poll()
     assert [(e.name, e.args.get("jobId", e.args.get("batchId"))) for e in polled] == [
         ("JobClosed", job_id), ("JobClosed", job2), ("BatchPaid", bid)]
+    # polls to "latest" right after reading the head (nothing mined since) answer, and find what follows
+    fast = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}, head_every=8)
+    assert len(fast.poll()) == 3 and fast.poll() == [] and fast.poll() == []
+    job3 = h("net-job-3")
+    client.post_job(job3, 1, 1, chain.now() + 100, ETH)
+    chain.advance(200)
+    market.as_(dev[5]).finalize(job3)
+    assert [(e.name, e.args["jobId"]) for e in fast.poll()] == [("JobClosed", job3)] and fast.poll() == []
 
 
 @pytest.mark.anvil

@@ -195,15 +195,18 @@ def profile_node0(testnet_module, out: Path, gate: Path) -> None:
         Popen=popen, STDOUT=real.STDOUT, DEVNULL=real.DEVNULL, TimeoutExpired=real.TimeoutExpired)
 
 
-def gossip_counts(clients) -> dict[str, int]:
+def gossip_counts(clients) -> dict[str, float]:
     """Gossip counters summed over the nodes since they started (payloads published, of which batches;
-    protocol messages accepted, batches received); the claim phase's few jobs are included."""
+    protocol messages accepted, batches received; the claim phase's few jobs are included), and the mean number
+    of mesh peers per node and topic now."""
     out = {"published": 0, "batches_out": 0, "accepted": 0, "batches_in": 0}
+    mesh: list[int] = []
     for c in clients:
-        net = c.status()["net"]
+        st = c.status()
         for k in out:
-            out[k] += int(net.get(k, 0))
-    return out
+            out[k] += int(st["net"].get(k, 0))
+        mesh.extend(st.get("mesh", {}).values())
+    return {**out, "mesh_peers_mean": round(statistics.mean(mesh), 2) if mesh else 0.0}
 
 
 def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
@@ -242,7 +245,8 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     with ThreadPoolExecutor(max_workers=len(per_node)) as pool:
         ids = [x for xs in pool.map(submit, list(per_node)) for x in xs]
     t_sub = time.monotonic() - t0
-    # wait on each origin's event stream (long polls), not by hammering the job endpoint
+    # wait on each origin's event stream (long polls lingering 0.2 s, so a busy stream comes in fewer answers),
+    # not by hammering the job endpoint
     by_node: dict[int, set[str]] = {}
     for idx, jid in ids:
         by_node.setdefault(idx, set()).add(jid)
@@ -252,7 +256,7 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     def follow(idx: int) -> None:
         want, since = by_node[idx], 0
         while want - set(states) and time.monotonic() < deadline:
-            r = clients[idx].events(since=since, wait=2)
+            r = clients[idx].events(since=since, wait=2, linger=0.2)
             since = r["last"]
             for e in r["events"]:
                 if e["job_id"] in want and e["state"] in ("settled", "refunded"):
@@ -381,7 +385,7 @@ def main() -> int:
             g2 = t["gossip"]
             print(f"gossip until the end of this run (all nodes, earlier phases included): {g2['published']} "
                   f"payloads published, {g2['batches_out']} of them batches; {g2['accepted']} messages accepted, "
-                  f"{g2['batches_in']} batches received")
+                  f"{g2['batches_in']} batches received; {g2['mesh_peers_mean']} mesh peers per node and topic")
         runs = ag["throughput_by_pay"]
         if len(runs) == 2:
             e, v = runs["escrow"], runs["voucher"]

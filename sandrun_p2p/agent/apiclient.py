@@ -70,8 +70,11 @@ class ControlClient:
         """``POST /v1/jobs/batch``: one answer per body, in order (``{"job_id", "error"}`` where escrow failed)."""
         return self._call("POST", "/v1/jobs/batch", json={"jobs": bodies})["jobs"]
 
-    def events(self, since: int = 0, job: str | None = None, wait: float = 0) -> dict[str, Any]:
+    def events(self, since: int = 0, job: str | None = None, wait: float = 0, linger: float = 0) -> dict[str, Any]:
+        """Events after ``since``; ``wait``: long poll; ``linger``: once one came, wait this much more for others."""
         params: dict[str, Any] = {"since": since, "wait": wait}
+        if linger:
+            params["linger"] = linger
         if job:
             params["job"] = job
         return self._call("GET", "/v1/events", params=params)

@@ -105,7 +105,9 @@ class ChainLink:
         self.reader = (dep.market(Chain.connect(rpc, kind=options.get("kind", "rpc")), self.signer) if rpc
                        else self.market)
         self._read_lock = trio.Lock() if rpc else None
-        self.poller = EventPoller(self.reader, from_block=self.deploy_block, names=set(POLLED_EVENTS | BATCH_EVENTS))
+        # one eth_getLogs per poll; the head is read every 16th
+        self.poller = EventPoller(self.reader, from_block=self.deploy_block, names=set(POLLED_EVENTS | BATCH_EVENTS),
+                                  head_every=16)
         # the addresses file records the deployment parameters (Market.params() needs eth_call without "from",
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())

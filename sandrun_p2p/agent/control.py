@@ -47,9 +47,10 @@ Endpoints
     under ``<data_dir>/keys``, never in a sandbox; sealed to each winner in GRANT messages) and announces the
     job as its origin. Answer 201 ``{"job_id", "seed", "deadline"}``; 400 without ``spec`` (so ``{}`` probes
     for the endpoint) or with a bad field; 409 for a job this node already knows.
-``GET  /v1/events?since=<event id>&job=<job_id>&wait=<seconds <= 30>``
+``GET  /v1/events?since=<event id>&job=<job_id>&wait=<seconds <= 30>&linger=<seconds <= wait>``
     ``{"events": [{"id", "job_id", "state", "detail", "node", "at"}], "last": id}``; with ``wait`` the call
-    returns as soon as there is a newer event (long poll).
+    returns as soon as there is a newer event (long poll); with ``linger`` it then waits that much longer, so
+    a busy stream comes in fewer, larger answers.
 ``POST /v1/blobs``
     raw body -> stored as one file: ``{"cid"}``.
 ``GET  /v1/blobs/<cid>``
@@ -471,14 +472,18 @@ class ControlServer:
         try:
             since = int(q.get("since", "0"))
             wait = min(30.0, float(q.get("wait", "0")))
+            linger = max(0.0, min(wait, float(q.get("linger", "0"))))
         except ValueError:
-            raise HttpError(400, "since must be an integer and wait a number") from None
+            raise HttpError(400, "since must be an integer, wait and linger numbers") from None
         jid = _unhex(q["job"], "job", 32) if "job" in q else None
         evs = a.journal.events(jid, since)
         if not evs and wait > 0:
             deadline = trio.current_time() + wait
             while not evs and trio.current_time() < deadline:
                 await a.wait_events(deadline - trio.current_time())
+                evs = a.journal.events(jid, since)
+            if evs and linger > 0:
+                await trio.sleep(linger)  # more events join this answer
                 evs = a.journal.events(jid, since)
         return {"events": evs, "last": evs[-1]["id"] if evs else since}
 

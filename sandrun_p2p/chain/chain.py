@@ -96,6 +96,11 @@ def load_signer(
     raise ChainError("no-key", "give --key-env VAR or --keystore FILE")
 
 
+#: web3's default middleware this client does without: ENS names (never used), a gas price strategy and a gas
+#: estimate for transactions without one (:meth:`Chain.send` always sets gas and fees).
+UNUSED_MIDDLEWARE = ("ens_name_to_address", "gas_price_strategy", "gas_estimate")
+
+
 class Chain:
     """One chain connection: reads, transactions, and (on development chains) time travel and snapshots."""
 
@@ -109,6 +114,7 @@ class Chain:
         receipt_timeout: float = 120.0,
         gas_margin: float = 1.2,
         decoder: RevertDecoder | None = None,
+        fee_ttl_s: float = 1.0,
     ) -> None:
         self.w3 = w3
         self.kind = kind
@@ -116,6 +122,8 @@ class Chain:
         self.poll_latency = poll_latency
         self.receipt_timeout = receipt_timeout
         self.gas_margin = gas_margin
+        self.fee_ttl_s = fee_ttl_s
+        self._fee_cache: tuple[float, dict] | None = None
         self.decoder = decoder or RevertDecoder()
         self._nonces: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -135,6 +143,8 @@ class Chain:
         # eth_chainId is cached: web3's validation middleware asks for it before every eth_call and estimateGas
         w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}, cache_allowed_requests=True,
                                cacheable_requests={"eth_chainId"}))
+        for name in UNUSED_MIDDLEWARE:  # each walks every request; this client never needs them
+            w3.middleware_onion.remove(name)
         chain = cls(w3, kind, url=url, **kw)
         try:
             chain.chain_id  # noqa: B018 - fail early when nothing answers
@@ -268,6 +278,7 @@ class Chain:
             raise ChainError("rpc", f"evm_revert({snapshot_id}) refused")
         with self._lock:
             self._nonces.clear()
+        self._fee_cache = None
 
     # ---------------------------------------------------------------- transactions
 
@@ -280,6 +291,17 @@ class Chain:
         return n
 
     def _fees(self) -> dict:
+        """Fee fields for a transaction, reused for ``fee_ttl_s`` (two reads per transaction otherwise). A cached
+        ``maxFeePerGas`` of twice the base fee stays valid: the base fee rises at most 12.5% a block."""
+        hit = self._fee_cache
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.fee_ttl_s:
+            return dict(hit[1])
+        fees = self._read_fees()
+        self._fee_cache = (now, fees)
+        return dict(fees)
+
+    def _read_fees(self) -> dict:
         block = self._read(lambda: self.w3.eth.get_block("latest"))
         base = block.get("baseFeePerGas")
         if base is None:

@@ -176,7 +176,7 @@ class JobCgroup:
         return done
 
     def procs_files(self) -> list[str]:
-        """The cgroup.procs files a new process writes its pid into (in its preexec hook)."""
+        """The cgroup.procs files a new process's pid is written into (before it runs the job)."""
         return [str(d / "cgroup.procs") for d in self.dirs.values()]
 
     def pids(self) -> list[int]:

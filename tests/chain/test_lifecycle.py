@@ -159,3 +159,40 @@ def test_no_quorum_refunds_everything(w):
         info = w.market.node(n.index)
         assert (info.failed, info.stake, info.open_jobs) == (1, 2 * ETH, 0)
     assert w.client.claim_refund(job_id).event("RefundClaimed")["amount"] == price
+
+
+def test_event_poller_without_the_head_sees_each_event_once(w, monkeypatch):
+    """``head_every``: most polls are one eth_getLogs to ``latest``; every event still comes once, in order, and the
+    position catches up with the head at the n-th poll even when nothing happened."""
+    first = w.chain.block_number() + 1
+    fast = EventPoller(w.market, from_block=first, head_every=4)
+    heads, starts = [], []
+    real = w.chain.block_number
+    monkeypatch.setattr(w.chain, "block_number", lambda: heads.append(1) or real())
+    real_get = fast._get_logs
+
+    def get_logs(q: dict) -> dict:
+        if q["toBlock"] == "latest":
+            starts.append((int(q["fromBlock"], 16), real()))
+        return real_get(q)
+
+    monkeypatch.setattr(fast, "_get_logs", get_logs)
+    got = fast.poll()  # the first poll reads the head
+    assert fast.poll() == []  # nothing mined since: the range must still start at or before the head
+    for label in ("a", "b"):
+        job_id, _ = w.post(k=1, q=1)
+        w.commit_all(job_id, [h(label)], 5)
+        got += fast.poll()
+    assert len(heads) == 1
+    got += fast.poll()  # the 4th poll since the head was read reads it again
+    assert len(heads) == 2
+    assert fast.position == real() + 1
+    want = EventPoller(w.market, from_block=first).poll()
+    assert [(e.name, e.block_number, e.log_index) for e in got] == [
+        (e.name, e.block_number, e.log_index) for e in want]
+    assert [e.name for e in got].count("JobPosted") == 2
+    w.chain.mine(5)  # nothing of ours in these blocks
+    for _ in range(3):
+        assert fast.poll() == [] and fast.position < real() + 1  # no head read: it stays behind
+    assert fast.poll() == [] and fast.position == real() + 1  # the 4th caught up
+    assert starts and all(start <= head for start, head in starts)

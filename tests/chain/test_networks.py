@@ -12,7 +12,7 @@ from chain_world import ETH, PARAMS, ensure_contract_packages, h
 
 from sandrun_p2p.chain import cli
 from sandrun_p2p.chain.anvil import Anvil, find_anvil
-from sandrun_p2p.chain.chain import Chain, Signer, load_signer
+from sandrun_p2p.chain.chain import UNUSED_MIDDLEWARE, Chain, Signer, load_signer
 from sandrun_p2p.chain.crypto import ResultsTree, commitment
 from sandrun_p2p.chain.deployment import Deployment
 from sandrun_p2p.chain.devnet import start_local_chain
@@ -73,6 +73,14 @@ def lifecycle(chain: Chain, market: Market) -> None:
     polled = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}).poll()
     assert [(e.name, e.args.get("jobId", e.args.get("batchId"))) for e in polled] == [
         ("JobClosed", job_id), ("JobClosed", job2), ("BatchPaid", bid)]
+    # polls to "latest" right after reading the head (nothing mined since) answer, and find what follows
+    fast = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}, head_every=8)
+    assert len(fast.poll()) == 3 and fast.poll() == [] and fast.poll() == []
+    job3 = h("net-job-3")
+    client.post_job(job3, 1, 1, chain.now() + 100, ETH)
+    chain.advance(200)
+    market.as_(dev[5]).finalize(job3)
+    assert [(e.name, e.args["jobId"]) for e in fast.poll()] == [("JobClosed", job3)] and fast.poll() == []
 
 
 @pytest.mark.anvil
@@ -120,6 +128,8 @@ def test_embedded_chain_shared_over_json_rpc(tmp_path):
         assert rc == 0
         dep = Deployment.load(out)
         market = Market(Chain.connect(local.url, kind="devnet"), dep.market_address)
+        names = {name for _, name in market.chain.w3.middleware_onion.middleware}
+        assert not names & set(UNUSED_MIDDLEWARE)  # the whole lifecycle runs without them
         lifecycle(market.chain, market)
         # another process sees the same chain through the addresses file
         code = (

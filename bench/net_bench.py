@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,7 @@ def gossip_phase(n: int, msgs: int, rate: float) -> dict:
             if p.poll() is None:
                 p.kill()
     results = [json.loads((d / f"lat{i}.json").read_text()) for i in range(n)]
+    shutil.rmtree(d, ignore_errors=True)
     lat = [x for r in results for x in r["lat"]]
     cpu = sum(r["cpu_s"] for r in results)
     expected = msgs * n * (n - 1)
@@ -326,7 +328,8 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
                           "p99_ms": pct(lats, 99) * 1000, "mean_ms": statistics.mean(lats) * 1000},
                 "throughput": runs[pays[-1]], "throughput_by_pay": runs, "chain": net.chain_kind}
     finally:
-        net.stop()
+        net.stop(remove_state=True)
+        shutil.rmtree(gate.parent, ignore_errors=True)
 
 
 def main() -> int:

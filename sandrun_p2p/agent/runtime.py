@@ -570,6 +570,8 @@ class Agent:
                     await self.chain.close()
                 with _suppress():
                     await self.store.close()
+                with _suppress():
+                    getattr(self.executor, "close", lambda: None)()
                 self.journal.close()
                 self._log("stopped", None)
 

@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,7 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=0, help="submit this many sample jobs, wait, summarise, exit")
     p.add_argument("--redundancy", type=int, default=1, help="executors per sample job (k)")
     p.add_argument("--json", action="store_true", help="print the job summary as JSON")
-    p.add_argument("--data-dir", type=Path, help="where the nodes keep their state (default: a new temp dir)")
+    p.add_argument("--data-dir", type=Path, help="where the nodes keep their state (default: a new temp dir, "
+                   "removed when the run ends well; kept after a failure or with --keep)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (node state and logs) in any case")
     p.add_argument("--chain", choices=["auto", "anvil", "embedded"], default="auto",
                    help="auto: anvil when installed, else the embedded chain served to all nodes")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the mesh and for the jobs")
@@ -110,6 +113,7 @@ class Testnet:
         self.args = args
         self.faulty = faulty
         self.say = say
+        self.own_root = not args.data_dir  # a temp dir of its own: removed by stop(remove_state=True)
         self.root = Path(args.data_dir or tempfile.mkdtemp(prefix="sandrun-testnet-")).resolve()
         self.procs: list[subprocess.Popen] = []
         self.nodes: list[dict[str, Any]] = []
@@ -287,7 +291,8 @@ class Testnet:
 
     # ------------------------------------------------------------------ stop
 
-    def stop(self) -> None:
+    def stop(self, remove_state: bool = False) -> None:
+        """Stop every agent and the chain (by PID); with ``remove_state``, then remove the temp dir it made."""
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -302,6 +307,8 @@ class Testnet:
                 p.wait()
         if self.local is not None:
             self.local.stop()
+        if remove_state and self.own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -338,6 +345,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     net = Testnet(args, say)
     _set_stop_signals(_interrupt)
+    rc = 1
     try:
         net.start()
         clients = net.wait_mesh()
@@ -351,23 +359,27 @@ def run(args: argparse.Namespace) -> int:
             else:
                 t = summary["totals"]
                 say(f"{t['settled']} of {t['jobs']} jobs settled; paid {t['paid_wei']} wei; wall {summary['wall_s']}s")
-            return 0 if summary["totals"]["not_settled"] == 0 else 1
+            rc = 0 if summary["totals"]["not_settled"] == 0 else 1
+            return rc
         say("running; press Ctrl-C to stop every node")
         with contextlib.suppress(KeyboardInterrupt):
             while all(p.poll() is None for p in net.procs):
                 time.sleep(0.5)
-        return 0
+        rc = 0
+        return rc
     except KeyboardInterrupt:
-        return 130
+        rc = 130
+        return rc
     except Exception as e:
         print(f"sandrun-p2p testnet: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        return rc
     finally:
         _set_stop_signals(signal.SIG_IGN)  # a second signal must not cut the cleanup short
         say("stopping every node (by PID)")
-        net.stop()
+        remove = rc in (0, 130) and not getattr(args, "keep", False)
+        net.stop(remove_state=remove)
         _set_stop_signals(signal.SIG_DFL)
-        say("stopped")
+        say("stopped" + ("" if remove or not net.own_root else f"; node state and logs kept in {net.root}"))
 
 
 def main(argv: list[str] | None = None) -> int:

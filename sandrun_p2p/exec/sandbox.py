@@ -187,6 +187,7 @@ class LocalExecutor:
         configured = Path(work_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec")
         self.results_root = Path(results_root or configured / "results")
         self.bwrap = shutil.which("bwrap")
+        self._configured_root = configured
         self.work_root = _run_area(configured) if self.bwrap else configured  # where job runs are made
         for root in {configured, self.work_root}:
             root.mkdir(parents=True, exist_ok=True)
@@ -320,6 +321,12 @@ class LocalExecutor:
             if self._gpus_released is None:
                 self._gpus_released = trio.Event()
             await self._gpus_released.wait()
+
+    def close(self) -> None:
+        """Remove the run area when it is a temporary one of its own and no run is left in it."""
+        if self.work_root != self._configured_root:
+            with contextlib.suppress(OSError):
+                self.work_root.rmdir()
 
     def gpu_status(self) -> list[dict[str, Any]]:
         """The offered GPUs and whether a running job holds each (for ``sandrun-p2p status``)."""

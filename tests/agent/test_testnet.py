@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,12 +13,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
+    tmp = tmp_path / "tmp"  # no --data-dir: the testnet makes its own temp dir, and removes it after a good run
+    tmp.mkdir()
     r = subprocess.run(
         [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "3", "--jobs", "3", "--redundancy", "2",
-         "--json", "--data-dir", str(tmp_path / "net"), "--timeout", "120"],
-        capture_output=True, text=True, timeout=280,
+         "--json", "--timeout", "120"],
+        capture_output=True, text=True, timeout=280, env={**os.environ, "TMPDIR": str(tmp)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "sandrun-testnet-" in r.stderr and not list(tmp.glob("sandrun-testnet-*"))
     out = json.loads(r.stdout)
     assert out["chain"] in ("anvil", "embedded")
     assert out["chain"] in r.stderr  # the progress output says which chain it used
@@ -138,3 +142,11 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_testnet_keeps_its_state_after_a_failure(tmp_path) -> None:
+    r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--timeout", "0.5"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert r.returncode == 1 and "node state and logs kept in" in r.stdout + r.stderr
+    kept = list(tmp_path.glob("sandrun-testnet-*"))
+    assert len(kept) == 1 and (kept[0] / "node0").is_dir()

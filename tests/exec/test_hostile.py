@@ -266,3 +266,12 @@ def test_a_run_folder_planted_by_another_user_is_refused(tmp_path: Path) -> None
                 LocalExecutor(work_root=tmp_path / "exec", detect_gpus=False)
         finally:
             area.rmdir()
+
+
+def test_a_temporary_run_area_is_removed_on_close(tmp_path: Path) -> None:
+    ex = LocalExecutor(work_root=tmp_path / "exec", detect_gpus=False)
+    if ex.work_root == tmp_path / "exec":
+        pytest.skip("the run area is the work root itself here")
+    assert ex.work_root.is_dir()
+    ex.close()
+    assert not ex.work_root.exists() and (tmp_path / "exec").is_dir()  # results stay in the data dir

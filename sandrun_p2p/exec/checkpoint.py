@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,16 @@ class Checkpoint:
 
 
 def snapshot(root: Path) -> Checkpoint:
+    """Pack the checkpoint dir, and take its chain from what was packed: the job may be adding or writing an
+    entry meanwhile, and a chain read from the live dir could then name entries the tar does not hold."""
     entries = set(_entries(root))
     # what a job wrote: never refused here (links, FIFOs are left out; no caps, as before the merge);
     # restore() applies the bundle caps to what it is given
     data = pack_dir(root, include=lambda rel: rel.split("/", 1)[0] in entries,
                     max_entries=sys.maxsize, max_bytes=sys.maxsize)
-    return Checkpoint(data, chain(root))
+    with tempfile.TemporaryDirectory(prefix="sandrun-ckpt-") as td:
+        safe_extract(data, Path(td), max_entries=sys.maxsize, max_bytes=sys.maxsize)
+        return Checkpoint(data, chain(Path(td)))
 
 
 def restore(source: Path | Checkpoint | bytes, dest: Path) -> tuple[bytes, ...]:

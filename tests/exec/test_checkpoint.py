@@ -9,6 +9,7 @@ import trio
 from exec_helpers import JOB_ID, make_job, manifest
 
 from sandrun_p2p.exec import BundleError, Checkpoint, LocalExecutor
+from sandrun_p2p.exec import checkpoint as ckpt
 from sandrun_p2p.exec.checkpoint import chain
 
 # The checkpointing example users submit is the job under test.
@@ -100,3 +101,23 @@ def test_snapshot_is_not_capped_but_restore_is(tmp_path: Path) -> None:
         safe_extract(snap.tar, tmp_path / "small", max_entries=10)
     (tmp_path / "r").mkdir()
     assert restore(snap, tmp_path / "r") == snap.chain
+
+
+def test_snapshot_chain_is_that_of_the_packed_entries_while_the_job_writes(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "ck"
+    root.mkdir()
+    (root / "0001").write_text("one")
+    real_pack = ckpt.pack_dir
+
+    def pack_then_job_writes(*a: object, **kw: object) -> bytes:
+        data = real_pack(*a, **kw)
+        (root / "0002").write_text("two")  # the job adds an entry just after the tar was made
+        return data
+
+    monkeypatch.setattr(ckpt, "pack_dir", pack_then_job_writes)
+    snap = ckpt.snapshot(root)
+    assert len(snap.chain) == 1  # before: 2, a notice naming 2 entries for a tar holding 1 (peers skip it)
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    assert ckpt.restore(snap, dest) == snap.chain

@@ -195,6 +195,7 @@ class NodeCore:
         self.funded: dict[bytes, bytes] = {}  # job -> chain seed, for funding seen before the announcement
         self.running = 0
         self.gpus_busy = 0  # GPUs held by running GPU jobs: no GPU-job claim beyond caps.gpus
+        self._freed = False  # a slot or a GPU freed (or the caps changed) since deferred jobs were looked at
         self.orphans: dict[bytes, list[m.Message]] = {}
         self._deferred: dict[bytes, None] = {}  # jobs passed over while every slot was busy (ordered set)
         self._timers: list[tuple[float, bytes]] = []
@@ -234,10 +235,12 @@ class NodeCore:
             self._advertise(now, out)
         elif isinstance(event, CapabilitiesChanged):
             self.caps = event.caps
+            self._freed = True
             self._advertise(now, out)
         else:  # pragma: no cover - typing guards this
             raise TypeError(f"unknown event {event!r}")
-        if self._deferred and self.caps is not None and self.running < self.caps.max_jobs:
+        if self._deferred and self._freed and self.caps is not None and self.running < self.caps.max_jobs:
+            self._freed = False
             self._retry_deferred(now, out)
         self._arm(out)
         return out
@@ -620,6 +623,7 @@ class NodeCore:
         job.executing = False
         self.running = max(0, self.running - 1)
         self.gpus_busy = max(0, self.gpus_busy - _gpus_needed(job.spec))
+        self._freed = True
 
     def _on_done(self, ev: ExecutionDone, now: float, out: list[Action]) -> None:
         job = self.jobs.get(ev.job_id)

@@ -111,7 +111,13 @@ def test_a_one_gpu_node_claims_one_gpu_job_at_a_time_and_the_next_goes_to_anothe
     busy = loop.nodes[gpu_nodes[0]]
     assert busy.executions == [a.job_id] or busy.executions == [b.job_id]
     assert loop.nodes[gpu_nodes[1]].executions == [b.job_id if busy.executions == [a.job_id] else a.job_id]
+    retries = []
+    real = busy.core._retry_deferred
+    busy.core._retry_deferred = lambda now, out: (retries.append(now), real(now, out))[1]
+    loop.run(9)  # messages keep arriving; the deferred job is not looked at again while its GPU stays busy
+    assert retries == []
     loop.run(120)
+    assert retries  # once the GPU freed
     assert a.job_id in loop.settled and b.job_id in loop.settled
     assert busy.core.gpus_busy == 0 and busy.core.running == 0
 

@@ -50,6 +50,8 @@ def main() -> None:
     interp = "/usr/bin/python3"  # the interpreter the sandbox resolves for "python3"
     with tempfile.TemporaryDirectory() as td:
         ex = LocalExecutor(work_root=Path(td) / "runs", detect_gpus=args.gpu)
+        if args.gpu and not ex.gpus:
+            raise SystemExit("exec_overhead.py --gpu: no NVIDIA GPU seen through NVML on this machine")
         if args.gpu:
             job = Path(td) / "job"
             shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "gpu-cuda", job)

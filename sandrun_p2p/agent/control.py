@@ -14,7 +14,8 @@ Endpoints
     "peers": [{"peer_id", "node_id", "score", "mesh_topics"}], "mesh": {topic: n_peers},
     "jobs_by_state": {state: n}, "running": n, "max_jobs": n, "caps": {advert caps}, "enforced": {exec's
     enforced limits}, "gpus": [{"index", "model", "vram_mb", "busy"}], "account": {stake, earned,
-    withdrawable...}, "net": {accepted, rejected{reason:n}, published...}, "chain_errors": [...], "chain_info": {"rpc", "market", "kind", "chain_id"}}``
+    withdrawable...}, "net": {accepted, rejected{reason:n}, published...}, "chain_errors": [...],
+    "chain_info": {"rpc", "market", "kind", "chain_id"}}``
     (``chain_info`` lets a client given only this URL find the chain; ``rpc`` is null for an in-process chain)
 ``GET  /v1/nodes``
     ``{"nodes": [{"node_id", "caps", "shards", "eth", "staked", "last_advert_s", "fresh"}]}`` (this node first)

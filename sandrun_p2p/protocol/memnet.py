@@ -82,6 +82,8 @@ class Loop:
         self.txs: list[tuple[bytes, SubmitTx]] = []
         self.settled: dict[bytes, bytes] = {}
         self.refunded: set[bytes] = set()
+        self.slashed: set[tuple[bytes, bytes]] = set()  # (job, node); a second report reverts
+        self.reverted: list[tuple[bytes, SubmitTx]] = []
         for i in range(n):
             key = NodeKey.from_seed(sha256(b"node", bytes([seed % 256, i])))
             c = caps[i] if isinstance(caps, list) else caps
@@ -170,6 +172,13 @@ class Loop:
                 if a.kind == "refund" and a.job_id not in self.refunded:
                     self.refunded.add(a.job_id)
                     self.broadcast_chain(ChainUpdate("job_refunded", a.job_id))
+                if a.kind == "slash":
+                    if (a.job_id, a.args["node"]) in self.slashed:
+                        self.reverted.append((node.key.node_id, a))  # AlreadySlashed
+                    else:
+                        self.slashed.add((a.job_id, a.args["node"]))
+                        reason = {"reason": a.args["kind"]}
+                        self.broadcast_chain(ChainUpdate("slashed", a.job_id, a.args["node"], reason))
             elif isinstance(a, JobEvent):
                 node.events.append(a)
 

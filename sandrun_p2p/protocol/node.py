@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 from . import claiming
 from . import messages as m
 from .claiming import Capabilities
+from .encoding import sha256
 from .errors import ProtocolError
 from .events import (
     Action,
@@ -50,6 +51,8 @@ FAILED = "failed"
 SETTLED = "settled"
 REFUNDED = "refunded"
 FINAL = (SETTLED, REFUNDED)
+#: Observers of an equivocation post it in turns (see ``NodeCore._poster_turn``); later ones share this turn.
+MAX_POSTER_TURN = 8
 T = TypeVar("T")
 
 _RX_STAT = {
@@ -110,6 +113,7 @@ class CoreConfig:
     require_stake: bool = False  # only staked nodes are eligible
     require_escrow: bool = False  # only funded jobs are processed (seed taken from the chain)
     forget_after: float = 600.0  # drop a finished job's bookkeeping after this long
+    evidence_stagger: float = 5.0  # seconds between observers' turns to post equivocation on chain
     max_orphan_jobs: int = 1024  # messages held for jobs not yet announced here: this many jobs
     max_orphan_msgs: int = 32  # ... and this many messages per job
 
@@ -153,6 +157,8 @@ class JobView:
     accepted_root: bytes | None = None
     settle_at: float | None = None
     evidence_sent: frozenset[tuple[str, bytes]] = frozenset()  # (likewise)
+    # equivocation this node posts later, unless the chain reports the slash first: accused -> (at, tx, gossip)
+    slash_due: dict[bytes, tuple[float, SubmitTx, Publish | None]] | None = None
     finished_at: float | None = None
     no_eligible_reason: str = ""
     fail_reason: str = ""
@@ -689,6 +695,9 @@ class NodeCore:
                 job.quiet = self._at_rest(job)
         elif ev.kind == "slashed":
             out.append(JobEvent(ev.job_id, "slashed", ev.data.get("reason", ""), ev.node))
+            job = self.jobs.get(ev.job_id)
+            if job is not None and job.slash_due and job.slash_due.pop(ev.node, None) is not None:
+                self._count("evidence_left_to_others")
 
     # ------------------------------------------------------------------- timers
 
@@ -707,7 +716,11 @@ class NodeCore:
             job = self.jobs.get(jid)
             if job is None:
                 continue
-            if job.finished_at is not None and now >= job.finished_at + self.cfg.forget_after:
+            if (
+                job.finished_at is not None
+                and now >= job.finished_at + self.cfg.forget_after
+                and not job.slash_due
+            ):
                 del self.jobs[jid]
                 continue
             self._step(job, now, out)
@@ -716,6 +729,8 @@ class NodeCore:
 
     def _step(self, job: JobView, now: float, out: list[Action]) -> None:
         """Re-evaluate one job; every rule below is a function of the view and ``now``."""
+        if job.slash_due:
+            self._post_due_evidence(job, now, out)
         if not job.funded:
             return
         if job.reveal_deadline is not None and job.phase != REVEALING:
@@ -724,7 +739,9 @@ class NodeCore:
         if job.phase in FINAL:
             if job.phase == SETTLED and job.accepted_root is None and job.reveals:
                 self._adopt_root(job)
-            if job.reveal_deadline is None or now >= job.reveal_deadline or self._at_rest(job):
+            if not job.slash_due and (
+                job.reveal_deadline is None or now >= job.reveal_deadline or self._at_rest(job)
+            ):
                 job.quiet = True
             return
         k = job.spec.redundancy
@@ -1034,6 +1051,7 @@ class NodeCore:
         # Only the executors that agreed (or, for equivocation, anyone who saw both messages) post it.
         poster = self.node_id in job.commits or self.node_id == job.origin  # k=1: the origin reports
         if kind is EvidenceKind.EQUIVOCATION or (poster and self.node_id != accused):
+            gossip = None
             if ev.items:
                 body = {
                     "kind": kind.value,
@@ -1042,8 +1060,54 @@ class NodeCore:
                     "items": list(ev.items),
                     "root": ev.accepted_root,
                 }
-                out.append(Publish(m.EVIDENCE, body, job.shard))
-            out.append(SubmitTx("slash", job.job_id, {"kind": kind.value, "node": accused, "evidence": ev}))
+                gossip = Publish(m.EVIDENCE, body, job.shard)
+            tx = SubmitTx("slash", job.job_id, {"kind": kind.value, "node": accused, "evidence": ev})
+            if kind is EvidenceKind.EQUIVOCATION:
+                turn = self._poster_turn(job, accused, now)
+                if turn:  # not first: post only if the chain has not reported the slash by then
+                    at = now + turn * self.cfg.evidence_stagger
+                    job.slash_due = {**(job.slash_due or {}), accused: (at, tx, gossip)}
+                    job.quiet = False
+                    self._wake(job.job_id, at)
+                    return
+            if gossip is not None:
+                out.append(gossip)
+            out.append(tx)
+
+    def _poster_turn(self, job: JobView, accused: bytes, now: float) -> int:
+        """This node's turn (0 = first) to post equivocation against ``accused`` on chain.
+
+        Every observer may post, but only the first report pays (later ones revert with ``AlreadySlashed``
+        and waste gas), so observers take turns ``evidence_stagger`` apart and skip theirs once the chain
+        reports the slash: the job's origin first, then the other committed executors, then the eligible
+        nodes, each group in an order keyed on (job, accused, node) so that no node is always first. Turns
+        stop growing at :data:`MAX_POSTER_TURN`: if that many observers were all silent, the rest post.
+        """
+        me = self.node_id
+        if me == job.origin:
+            return 0
+
+        def order(n: bytes) -> bytes:
+            return sha256(job.job_id, accused, n)
+
+        committed = sorted((n for n in job.commits if n != accused and n != job.origin), key=order)
+        if me in committed:
+            return min(1 + committed.index(me), MAX_POSTER_TURN)
+        skip = {accused, job.origin, *committed}
+        rest = sorted({me, *(n for n in self.eligible_nodes(job, now) if n not in skip)}, key=order)
+        return min(1 + len(committed) + rest.index(me), MAX_POSTER_TURN)
+
+    def _post_due_evidence(self, job: JobView, now: float, out: list[Action]) -> None:
+        """Post the equivocation evidence whose turn came (the chain did not report the slash before it)."""
+        due = job.slash_due or {}
+        for accused in [a for a, (at, _, _) in due.items() if at <= now]:
+            _, tx, gossip = due.pop(accused)
+            if gossip is not None:
+                out.append(gossip)
+            out.append(tx)
+        job.slash_due = due or None
+        if job.slash_due is None and job.finished_at is not None:  # forgetting was held back for it
+            self._wake(job.job_id, max(now, job.finished_at + self.cfg.forget_after))
 
 
 def _gpus_needed(spec: JobSpec) -> int:

@@ -248,6 +248,66 @@ def test_reveal_without_commitment_is_rejected_and_a_second_reveal_is_equivocati
     assert ("evidence", "equivocation", executor) in events
 
 
+def _equivocation_seen_by_all(loop: Loop, origin_alive: bool = True) -> tuple[bytes, bytes, bytes]:
+    """A k=1 job settles; then its executor sends every other node a second reveal of another root."""
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    spec = make_spec(8, k=1)
+    jid = loop.submit(ids[0], spec)
+    executor = claiming.rank(jid, b"\x07" * 32, ids)[0]
+    loop.run(5)
+    assert loop.settled[jid] == sha256(b"right", jid)
+    origin = ids[0]
+    assert executor != origin  # (so for this seed: the origin is an observer)
+    if not origin_alive:
+        loop.kill(origin)
+    body = {"job": jid, "root": b"\x09" * 32, "salt": b"\x00" * 32, "trace_cid": "x", "result_cid": "y"}
+    raw = m.encode(loop.nodes[executor].key, m.REVEAL, body, 900, int(loop.now * 1000))
+    for n in ids:
+        if n != executor:
+            loop.push(loop.now, n, raw)
+    return jid, executor, origin
+
+
+def test_equivocation_is_posted_once_not_by_every_observer():
+    """Every observer sees the conflicting reveals, but only the first in turn (the origin) posts the slash:
+    the others skip their turn once the chain reports it (before: one transaction per observer, all but
+    one reverting with AlreadySlashed)."""
+    loop = Loop(6, seed=9)
+    jid, executor, origin = _equivocation_seen_by_all(loop)
+    loop.run(loop.now + 60)
+    slashes = [(n, tx) for n, tx in loop.txs if tx.kind == "slash"]
+    assert [(n, tx.args["node"], tx.args["kind"]) for n, tx in slashes] == [
+        (origin, executor, "equivocation")
+    ]
+    assert loop.reverted == []
+    for n, node in loop.nodes.items():
+        if n != executor:
+            events = [(e.state, e.node) for e in node.events if e.job_id == jid]
+            assert ("evidence", executor) in events and ("slashed", executor) in events
+            assert jid not in node.core.jobs or not node.core.jobs[jid].slash_due
+
+
+def test_equivocation_is_still_posted_when_the_first_in_turn_is_down():
+    loop = Loop(6, seed=9)
+    jid, executor, origin = _equivocation_seen_by_all(loop, origin_alive=False)
+    t_seen = loop.now
+    stagger = loop.cfg.evidence_stagger
+    loop.run(t_seen + stagger - 0.1)
+    assert [tx for _, tx in loop.txs if tx.kind == "slash"] == []  # the origin's turn, and it is down
+    loop.run(t_seen + 60)
+    slashes = [(n, tx) for n, tx in loop.txs if tx.kind == "slash"]
+    assert len(slashes) == 1 and slashes[0][1].args["node"] == executor and loop.reverted == []
+    poster = slashes[0][0]
+    turns = {
+        n: loop.nodes[n].core._poster_turn(loop.nodes[n].core.jobs[jid], executor, t_seen)
+        for n in loop.nodes
+        if n not in (executor, origin) and jid in loop.nodes[n].core.jobs
+    }
+    assert turns[poster] == 1 and sorted(turns.values()) == list(range(1, len(turns) + 1))
+
+
 def test_funding_gates_processing_when_escrow_is_required():
     cfg = CoreConfig(
         advert_interval=5, fallback_interval=1, commit_grace=3, reveal_window=2, require_escrow=True
@@ -300,7 +360,9 @@ def test_voucher_job_needs_no_escrow_and_bystanders_forget_it():
     loop.run(60)  # past forget_after: bystanders dropped the verified job; its executor and origin settled it
     assert all(jid not in loop.nodes[n].core.jobs for n in bystanders)
     for n in {executor, ids[0]}:
-        assert [e.state for e in loop.nodes[n].events if e.job_id == jid and e.state == "settled"] == ["settled"]
+        assert [e.state for e in loop.nodes[n].events if e.job_id == jid and e.state == "settled"] == [
+            "settled"
+        ]
 
 
 def test_late_dissent_after_acceptance_is_still_reported():
@@ -355,7 +417,9 @@ def _watching(n: int) -> tuple[NodeCore, NodeKey, bytes]:
     a.caps = None
     spec = make_spec(n, k=1)
     a.handle(SubmitJob(spec, SEED), 0.0)
-    a.handle(Received(m.decode(m.encode(kb, m.CLAIM, {"job": spec.job_id, "caps": CPU.to_dict()}, 1, 0))), 0.1)
+    a.handle(
+        Received(m.decode(m.encode(kb, m.CLAIM, {"job": spec.job_id, "caps": CPU.to_dict()}, 1, 0))), 0.1
+    )
     return a, kb, spec.job_id
 
 
@@ -427,8 +491,16 @@ def test_a_job_settled_before_its_commitment_arrives_stays_settled():
     root, salt = b"\x07" * 32, b"\x08" * 32
     from sandrun_p2p.protocol.verification import commitment
 
-    out = a.handle(Received(m.decode(m.encode(kb, m.COMMIT, {"job": jid, "commitment": commitment(
-        jid, kb.node_id, root, salt)}, 2, 0))), 1.0)
+    out = a.handle(
+        Received(
+            m.decode(
+                m.encode(
+                    kb, m.COMMIT, {"job": jid, "commitment": commitment(jid, kb.node_id, root, salt)}, 2, 0
+                )
+            )
+        ),
+        1.0,
+    )
     reveal = m.encode(
         kb, m.REVEAL, {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}, 3, 0
     )

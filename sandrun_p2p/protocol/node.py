@@ -53,6 +53,8 @@ REFUNDED = "refunded"
 FINAL = (SETTLED, REFUNDED)
 #: Observers of an equivocation post it in turns (see ``NodeCore._poster_turn``); later ones share this turn.
 MAX_POSTER_TURN = 8
+#: Timer key of the sweep that forgets decided jobs the chain never closed (job ids are 32 bytes).
+_SWEEP = b""
 T = TypeVar("T")
 
 _RX_STAT = {
@@ -209,6 +211,8 @@ class NodeCore:
         self._armed: float | None = None
         self._adv_version = 0
         self._next_advert: float | None = None
+        self._next_sweep: float | None = None
+        self._awaiting: dict[bytes, None] = {}  # decided jobs the chain has not closed yet (ordered set)
         self._pools: dict[
             tuple[Manifest, int], tuple[int, Capabilities | None, float, list[bytes], frozenset[bytes]]
         ] = {}
@@ -281,6 +285,12 @@ class NodeCore:
         jobs = self.jobs
         while timers:  # drop the quiet jobs' wake-ups from the front (stepping them would do nothing)
             at, jid = timers[0]
+            if jid == _SWEEP:
+                if self._awaiting:
+                    break
+                self._next_sweep = None  # nothing left for it
+                self._pending.discard(heapq.heappop(timers))
+                continue
             job = jobs.get(jid)
             if job is None or not job.quiet or at >= job.finished_at + self.cfg.forget_after:
                 break
@@ -688,6 +698,7 @@ class NodeCore:
                     self._stop_executing(job)
                     out.append(CancelExecution(job.job_id, "job closed on chain"))
                 job.phase = SETTLED if ev.kind == "job_settled" else REFUNDED
+                self._awaiting.pop(job.job_id, None)
                 job.finished_at = now
                 job.settle_at = None
                 out.append(JobEvent(job.job_id, job.phase, ev.data.get("reason", "")))
@@ -715,6 +726,8 @@ class NodeCore:
         for jid in due:
             job = self.jobs.get(jid)
             if job is None:
+                if jid == _SWEEP:
+                    self._sweep(now)
                 continue
             if (
                 job.finished_at is not None
@@ -722,8 +735,39 @@ class NodeCore:
                 and not job.slash_due
             ):
                 del self.jobs[jid]
+                self._awaiting.pop(jid, None)
                 continue
             self._step(job, now, out)
+
+    def _await_chain(self, job: JobView, now: float) -> None:
+        """``job`` was decided here (accepted or failed) and waits for the chain to close it: make sure a
+        sweep is due, in case the chain never does (or this node misses it)."""
+        self._awaiting[job.job_id] = None
+        if self._next_sweep is None:
+            self._next_sweep = now + self.cfg.forget_after
+            self._wake(_SWEEP, self._next_sweep)
+
+    def _sweep(self, now: float) -> None:
+        """Forget the decided jobs no settlement or refund closed by ``forget_after`` past their deadline.
+
+        Without it a node kept them for good: a job whose refund nobody sent (its origin and claimants gone),
+        or an accepted one whose settlement event this node missed. Nothing can still happen to such a job
+        but on chain, and the chain answers for it.
+        """
+        self._next_sweep = None
+        for jid in list(self._awaiting):
+            job = self.jobs.get(jid)
+            if job is None or job.phase not in (ACCEPTED, FAILED):
+                del self._awaiting[jid]
+                continue
+            dl = job.spec.deadline
+            if dl and now >= dl + self.cfg.forget_after and not job.executing and not job.slash_due:
+                del self.jobs[jid]
+                del self._awaiting[jid]
+                self._count("forgotten_unclosed")
+        if self._awaiting:
+            self._next_sweep = now + self.cfg.forget_after
+            self._wake(_SWEEP, self._next_sweep)
 
     # ------------------------------------------------------------- the job rules
 
@@ -975,6 +1019,7 @@ class NodeCore:
         if d.outcome is Outcome.ACCEPTED:
             job.phase = ACCEPTED
             job.accepted_root = d.root
+            self._await_chain(job, now)
             out.append(JobEvent(job.job_id, "accepted", d.root.hex() if d.root else ""))
             if self.node_id in d.agreeing:
                 # Settling order: HRW rank among all committers (the same on every node once commitments are in).
@@ -1022,6 +1067,7 @@ class NodeCore:
             return
         job.phase = FAILED
         job.fail_reason = reason
+        self._await_chain(job, now)
         if job.executing:
             self._stop_executing(job)
             out.append(CancelExecution(job.job_id, reason))

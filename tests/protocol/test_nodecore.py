@@ -410,6 +410,49 @@ def test_jobs_wait_for_busy_nodes_instead_of_timing_out():
     assert all(j in loop.settled for j in jids)
 
 
+class DeafChain(Loop):
+    """A chain whose closing events (settled, refunded) never reach the nodes: a missed event, or a refund
+    nobody sends."""
+
+    def broadcast_chain(self, ev: ChainUpdate) -> None:
+        if ev.kind not in ("job_settled", "job_refunded"):
+            super().broadcast_chain(ev)
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["accepted", "failed"])
+def test_a_decided_job_the_chain_never_closes_is_forgotten_after_its_deadline(gpu):
+    """Before, such a view stayed for good on every node (a slow leak in a long-running agent)."""
+    cfg = CoreConfig(advert_interval=5, fallback_interval=1, commit_grace=3, reveal_window=2, forget_after=30)
+    loop = DeafChain(4, seed=5, config=cfg)
+    loop.start()
+    loop.run(1)
+    ids = sorted(loop.nodes)
+    extra = {"gpu": {"required": True, "min_vram_gb": 16}} if gpu else {}
+    spec = make_spec(3, k=1, deadline=40, **extra)
+    jid = loop.submit(ids[0], spec)
+    loop.run(39)
+    phases = {loop.nodes[n].core.jobs[jid].phase for n in ids}
+    assert phases == ({"failed"} if gpu else {"accepted"})
+    loop.run(40 + 30 - 0.5)  # kept until forget_after past the deadline (a late chain event still counts)
+    assert all(jid in loop.nodes[n].core.jobs for n in ids)
+    loop.run(40 + 30 + 31)  # the sweep runs forget_after apart
+    assert all(jid not in loop.nodes[n].core.jobs for n in ids)
+    assert all(loop.nodes[n].core.stats.get("forgotten_unclosed") == 1 for n in ids)
+
+
+def test_a_settled_job_is_not_swept_before_its_own_forgetting():
+    cfg = CoreConfig(advert_interval=5, fallback_interval=1, commit_grace=3, reveal_window=2, forget_after=30)
+    loop = Loop(4, seed=5, config=cfg)
+    loop.start()
+    loop.run(1)
+    jid = loop.submit(sorted(loop.nodes)[0], make_spec(3, k=1, deadline=40))
+    loop.run(120)
+    assert jid in loop.settled
+    assert all(
+        jid not in n.core.jobs and "forgotten_unclosed" not in n.core.stats for n in loop.nodes.values()
+    )
+
+
 def _watching(n: int) -> tuple[NodeCore, NodeKey, bytes]:
     """Node a (running nothing) originates k=1 job ``n``; node b's claim on it has arrived."""
     _, a = _core(1)

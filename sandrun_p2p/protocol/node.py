@@ -469,6 +469,19 @@ class NodeCore:
         raw = b["caps"]
         caps = prev.caps if prev is not None and prev.caps_raw == raw else _parse_caps(raw)
         interval = float(b["interval"])
+        eth = b["eth"]
+        if (
+            prev is not None
+            and prev.caps is caps
+            and prev.shards == shards
+            and prev.interval == interval
+            and prev.eth == eth
+        ):
+            # the same advert again (the common case): refreshed in place, its pools change only if it had expired
+            if now > prev.at + interval * self.cfg.advert_ttl:
+                self._adv_version += 1
+            prev.at = now
+            return
         if (
             prev is None
             or prev.caps != caps
@@ -477,7 +490,7 @@ class NodeCore:
             or not self.advert_fresh(msg.sender, now)
         ):
             self._adv_version += 1
-        self.adverts[msg.sender] = Advert(caps, now, interval, shards, b["eth"], raw)
+        self.adverts[msg.sender] = Advert(caps, now, interval, shards, eth, raw)
 
     # ------------------------------------------------------------------- messages
 
@@ -809,7 +822,11 @@ class NodeCore:
             self._no_eligible(job, now, out)  # fails the job once the grace passes (refund below)
         elif job.phase == OPEN:
             valid = self._lapse_claims(job, now, out)
-            winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
+            # (one valid claim or none: that is the ranking, whatever k >= 1; the common case)
+            if len(valid) < 2 and k > 0:
+                winners = tuple(valid)
+            else:
+                winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
             for w in winners:
                 c = job.claims[w]
                 if c.winner_since is None:

@@ -110,6 +110,21 @@ def test_eligible_pool_follows_own_capabilities_and_adverts() -> None:
     assert core.eligible_nodes(core.jobs[spec3.job_id], 5.0) == [peer]
 
 
+def test_a_repeated_advert_is_refreshed_in_place() -> None:
+    """The same advert again updates its time in place; the eligible pools change only if it had expired."""
+    me, peer = b"\x01" * 32, b"\x02" * 32
+    core = NodeCore(me, _caps(4), CoreConfig(advert_interval=10))
+    advert = {"caps": _caps(8).to_dict(), "shard_bits": 0, "shards": [], "eth": b"", "interval": 10, "load": 0}
+    core.handle(Received(m.Message(m.ADVERT, peer, 1, 0, advert, b"")), 0.0)
+    a, version = core.adverts[peer], core._adv_version
+    core.handle(Received(m.Message(m.ADVERT, peer, 2, 0, {**advert, "caps": _caps(8).to_dict()}, b"")), 10.0)
+    assert core.adverts[peer] is a and a.at == 10.0 and core._adv_version == version
+    core.handle(Received(m.Message(m.ADVERT, peer, 3, 0, {**advert, "load": 1}, b"")), 50.0)  # expired at 40
+    assert core.adverts[peer] is a and a.at == 50.0 and core._adv_version == version + 1
+    core.handle(Received(m.Message(m.ADVERT, peer, 4, 0, {**advert, "caps": _caps(2).to_dict()}, b"")), 51.0)
+    assert core.adverts[peer] is not a and core._adv_version == version + 2  # new capabilities: a new advert
+
+
 def test_a_quiet_final_job_wakes_only_to_be_forgotten() -> None:
     """Once final and stepped, a job's pending wake-ups (here: its deadline) are dropped; forgetting stays."""
     origin = b"\x02" * 32

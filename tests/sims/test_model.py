@@ -167,17 +167,18 @@ def test_a_job_settled_with_every_commitment_revealed_is_quiet_at_once(revealed:
     assert states == ["evidence"] and core.next_deadline() == 750.0
 
 
-def _settle_one(core: NodeCore, nonce: bytes, settled: float) -> bytes:
-    """A k=1 job through a bystander: announced at 1, claimed at 1.1, committed at 30, revealed, settled."""
+def _settle_one(core: NodeCore, nonce: bytes, settled: float, t0: float = 0.0, deadline: int = 1000) -> bytes:
+    """A k=1 job through a bystander: announced at t0 + 1, claimed at + 1.1, committed at + 30, revealed, settled."""
     origin, winner = b"\x02" * 32, b"\x03" * 32
-    spec = JobSpec(SPEC.code_cid, SPEC.manifest, deadline=1000, nonce=nonce)
+    spec = JobSpec(SPEC.code_cid, SPEC.manifest, deadline=int(t0) + deadline, nonce=nonce)
     jid, root, salt = spec.job_id, b"r" * 32, b"s" * 32
-    _announce(core, spec, origin, 1.0)
-    core.handle(Received(m.Message(m.CLAIM, winner, 1, 0, {"job": jid, "caps": _caps(4).to_dict()}, b"")), 1.1)
+    _announce(core, spec, origin, t0 + 1.0)
+    claim = {"job": jid, "caps": _caps(4).to_dict()}
+    core.handle(Received(m.Message(m.CLAIM, winner, 1, 0, claim, b"")), t0 + 1.1)
     body = {"job": jid, "commitment": commitment(jid, winner, root, salt)}
-    core.handle(Received(m.Message(m.COMMIT, winner, 2, 0, body, b"")), 30.0)
+    core.handle(Received(m.Message(m.COMMIT, winner, 2, 0, body, b"")), t0 + 30.0)
     body = {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}
-    core.handle(Received(m.Message(m.REVEAL, winner, 3, 0, body, b"")), 30.5)
+    core.handle(Received(m.Message(m.REVEAL, winner, 3, 0, body, b"")), t0 + 30.5)
     core.handle(ChainUpdate("job_settled", jid, data={"root": root}), settled)
     return jid
 
@@ -201,6 +202,19 @@ def test_a_forgotten_jobs_leftover_wake_ups_are_dropped() -> None:
     assert (1000, jid) in core._pending
     assert core.handle(Tick(), 55.0) == []  # forgotten; nothing left to wake for (was: SetTimer(1000))
     assert jid not in core.jobs and core.next_deadline() is None
+
+
+def test_wake_ups_that_would_do_nothing_do_not_pile_up() -> None:
+    """Each job's deadline wake-up (a day ahead) outlives the job: they are purged, not queued until due."""
+    core = NodeCore(b"\x01" * 32, None, CoreConfig(advert_interval=10, forget_after=20))  # a bystander
+    for i in range(300):
+        t0 = 40.0 * i
+        while (t := core.next_deadline()) is not None and t <= t0:
+            core.handle(Tick(), t)
+        _settle_one(core, i.to_bytes(4, "big"), t0 + 33.0, t0, deadline=86_400)
+    assert len(core.jobs) <= 2
+    assert len(core._timers) <= 64 and core._pending == set(core._timers)  # (was: one per job, 300)
+    assert core.next_deadline() == 11975.0  # forgetting the last job but one (settled at 11,953; + 20, rounded up)
 
 
 def test_timer_events_run_after_the_other_events_of_their_instant_by_node() -> None:

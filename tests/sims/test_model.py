@@ -204,6 +204,15 @@ def test_a_forgotten_jobs_leftover_wake_ups_are_dropped() -> None:
     assert jid not in core.jobs and core.next_deadline() is None
 
 
+def test_a_quiet_jobs_only_wake_up_left_is_its_forgetting() -> None:
+    """Its deadline (a day ahead) would find it forgotten: purged while the view is still there."""
+    core = NodeCore(b"\x01" * 32, None, CoreConfig(advert_interval=10, forget_after=20))  # a bystander
+    jids = [_settle_one(core, bytes([i]) * 4, 33.0, deadline=86_400) for i in range(3)]
+    assert all(core.jobs[j].quiet for j in jids) and len(core._timers) > 3
+    core._purge_timers()
+    assert sorted(core._timers) == sorted((55.0, j) for j in jids) and core._pending == set(core._timers)
+
+
 def test_wake_ups_that_would_do_nothing_do_not_pile_up() -> None:
     """Each job's deadline wake-up (a day ahead) outlives the job: they are purged, not queued until due."""
     core = NodeCore(b"\x01" * 32, None, CoreConfig(advert_interval=10, forget_after=20))  # a bystander

@@ -305,7 +305,10 @@ class NodeCore:
 
     def _droppable(self, at: float, jid: bytes) -> bool:
         """A wake-up that would do nothing: a forgotten job's, or a quiet job's but its forgetting (those after it
-        find the job forgotten; a job announced again once forgotten gets a fresh view, with its own wake-ups)."""
+        find the job forgotten; a job announced again once forgotten gets a fresh view, with its own wake-ups).
+        The sweep's wake-up is left to :meth:`_arm` (dropped at the front once nothing awaits the chain)."""
+        if jid == _SWEEP:
+            return False
         job = self.jobs.get(jid)
         return job is None or (job.quiet and at != job.forget_at)
 

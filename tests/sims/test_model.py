@@ -167,7 +167,9 @@ def test_a_job_settled_with_every_commitment_revealed_is_quiet_at_once(revealed:
     assert states == ["evidence"] and core.next_deadline() == 750.0
 
 
-def _settle_one(core: NodeCore, nonce: bytes, settled: float, t0: float = 0.0, deadline: int = 1000) -> bytes:
+def _settle_one(
+    core: NodeCore, nonce: bytes, settled: float | None, t0: float = 0.0, deadline: int = 1000
+) -> bytes:
     """A k=1 job through a bystander: announced at t0 + 1, claimed at + 1.1, committed at + 30, revealed, settled."""
     origin, winner = b"\x02" * 32, b"\x03" * 32
     spec = JobSpec(SPEC.code_cid, SPEC.manifest, deadline=int(t0) + deadline, nonce=nonce)
@@ -179,7 +181,8 @@ def _settle_one(core: NodeCore, nonce: bytes, settled: float, t0: float = 0.0, d
     core.handle(Received(m.Message(m.COMMIT, winner, 2, 0, body, b"")), t0 + 30.0)
     body = {"job": jid, "root": root, "salt": salt, "trace_cid": "t", "result_cid": "r"}
     core.handle(Received(m.Message(m.REVEAL, winner, 3, 0, body, b"")), t0 + 30.5)
-    core.handle(ChainUpdate("job_settled", jid, data={"root": root}), settled)
+    if settled is not None:
+        core.handle(ChainUpdate("job_settled", jid, data={"root": root}), settled)
     return jid
 
 
@@ -211,6 +214,16 @@ def test_a_quiet_jobs_only_wake_up_left_is_its_forgetting() -> None:
     assert all(core.jobs[j].quiet for j in jids) and len(core._timers) > 3
     core._purge_timers()
     assert sorted(core._timers) == sorted((55.0, j) for j in jids) and core._pending == set(core._timers)
+
+
+def test_the_sweeps_wake_up_survives_a_purge() -> None:
+    """A job accepted here that the chain has not closed yet keeps the sweep armed (its key names no job)."""
+    core = NodeCore(b"\x01" * 32, None, CoreConfig(advert_interval=10, forget_after=20))  # a bystander
+    _settle_one(core, b"\x09", None)
+    sweeps = [key for key in core._timers if key[1] == b""]
+    assert sweeps
+    core._purge_timers()
+    assert [key for key in core._timers if key[1] == b""] == sweeps
 
 
 def test_wake_ups_that_would_do_nothing_do_not_pile_up() -> None:

@@ -10,12 +10,12 @@ peaks). Shards are sized to ~20 nodes (shard_bits = round(log2(N / 20))), one sh
 metrics for any --workers; the sizes are split over --workers processes by shard group (sims.runner).
 Ratios are against the baseline size measured in the same invocation (per job: wall and events).
 
-Nodes forget a settled job after 60 s (``forget_after``; the 600 s default outlasts the 10k x 100k run, so every
-view stayed live: 5.4 GB, and the CPU per event grew with it); the metrics are the same either way.
+Nodes forget a settled job 60 s after settlement (``forget_after``, rounded up to 15 s by NodeCore; the 600 s
+default outlasts the 10k x 100k run, so every view stayed live: 5.4 GB, and the CPU per event grew with it);
+the metrics are the same either way.
 
-Latest figures, bounds and what was tried: README.md, "Simulator" (*Scale*). 10k x 100k is ~14.7 M events
-(one forgetting tick per node and job included) at ~37 us of CPU each on the 2-core machine (~270 s wall with 2
-processes, 2.25 GB); the goal needs ~8 us.
+Latest figures, bounds and what was tried: README.md, "Simulator" (*Scale*). 10k x 100k is ~11.8 M events at
+28-32 us of CPU each on the 2-core machine (171-195 s wall with 2 processes, 1.7 GB); the goal needs ~10 us.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def scenario(nodes: int, jobs: int) -> dict:
         "rng_streams": "node",
         # forget_after: a node drops a settled job's view 60 s after settlement (default 600 s, longer than the
         # 10k x 100k run, so every view stayed live: 5.4 GB, and per-event cost grew with it); nothing arrives
-        # for a job that late here, so the metrics are the same (tests/sims/test_model.py), at one more tick
-        # per node and job
+        # for a job that late here, so the metrics are the same (tests/sims/test_model.py), at about one more
+        # tick per node and 15 s (one tick forgets the jobs settled within a quarter of forget_after)
         "protocol": {"shard_bits": bits, "advert_interval": 60, "fallback_interval": 2, "commit_grace": 10,
                      "reveal_window": 10, "require_stake": True, "forget_after": FORGET_AFTER},
         "nodes": [{"count": nodes, "max_jobs": 2}],

@@ -9,13 +9,14 @@ contradicts an attestation of its executor is voided.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import replace
 
 import pytest
 import trio
 
 from sandrun_p2p.agent.chainlink import ChainLink
-from sandrun_p2p.agent.vouchers import VoucherError, parse_voucher_name, voucher_to_bytes
+from sandrun_p2p.agent.vouchers import VoucherError, parse_voucher_name, voucher_from_bytes, voucher_to_bytes
 from sandrun_p2p.chain.crypto import ResultsTree
 from sandrun_p2p.protocol.events import SubmitTx
 from sandrun_p2p.protocol.identity import NodeKey
@@ -218,3 +219,43 @@ def test_a_voucher_job_is_only_for_k_1() -> None:
         from sandrun_p2p.agent.vouchers import voucher_from_bytes
 
         voucher_from_bytes(b"{}")
+
+
+def test_vouchers_signed_at_once_for_one_executor_get_distinct_seqs() -> None:
+    """The payer's chain calls run in several worker threads at once (``max_inflight_txs``, 8 on an RPC
+    chain): two executors' fetches arriving together must not both be numbered with the next seq (the executor
+    would refuse one as replayed and the job would stay unpaid)."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=3)
+        await p.start()
+        p.payer._lock = trio.CapacityLimiter(8)  # as on an RPC chain
+        specs = [spec(i, p.payer.chain.now() + 3000) for i in range(3)]
+        for s in specs:
+            await p.payer.fund_job(s, PAYER_NODE)
+        executor = p.executor.market.account
+        await p.payer.vouchers.issue(specs[0].job_id, executor)  # opens the channel (a chain read)
+        real = p.payer.market.sign_voucher
+        inside, second = [0], threading.Event()
+
+        def sign(*args):
+            inside[0] += 1
+            if inside[0] == 1:
+                second.wait(timeout=1.0)  # a second signer while this one holds its seq: the bug
+            else:
+                second.set()
+            return real(*args)
+
+        p.payer.market.sign_voucher = sign
+        out: dict[bytes, bytes | None] = {}
+
+        async def issue(jid: bytes) -> None:
+            out[jid] = await p.payer.vouchers.issue(jid, executor)
+
+        async with trio.open_nursery() as n:
+            for s in specs[1:]:
+                n.start_soon(issue, s.job_id)
+        seqs = sorted(voucher_from_bytes(v).seq for v in out.values() if v)
+        assert seqs == [2, 3]
+
+    run(main)

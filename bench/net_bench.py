@@ -297,7 +297,8 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
 
 
 def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path | None = None,
-                 batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",)) -> dict:
+                 batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",),
+                 shard_bits: int = 0) -> dict:
     from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
 
@@ -306,7 +307,7 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
         profile_node0(testnet, profile, gate)
 
     args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
-                              timeout=180.0, job_size=0, pay="escrow")
+                              timeout=180.0, job_size=0, pay="escrow", shard_bits=shard_bits)
     net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
     try:
         net.start()
@@ -354,6 +355,8 @@ def main() -> int:
     p.add_argument("--pay", choices=["escrow", "voucher", "both"], default="escrow",
                    help="how the throughput jobs are paid: per-job escrow, vouchers settled in batches, or both "
                         "(escrow first, then voucher, on the same mesh; prints the ratio)")
+    p.add_argument("--shard-bits", type=int, default=0,
+                   help="agent phases: 2**B job topics, contiguous blocks of nodes serving one each (default 0)")
     p.add_argument("--profile", type=Path, help="sample node 0's stacks (all threads) during the throughput phase; JSON written here")
     a = p.parse_args()
     t0 = time.monotonic()
@@ -362,7 +365,7 @@ def main() -> int:
           "rate_msgs_per_s": a.gossip_rate, "p50_ms": float("nan"), "p99_ms": float("nan")})
     pays = ("escrow", "voucher") if a.pay == "both" else (a.pay,)
     ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap,
-                      pays)
+                      pays, a.shard_bits)
     out = {"machine": {"cpus": os.cpu_count()}, "gossip": g, **ag,
            "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
                       "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},

@@ -66,6 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pay", choices=["escrow", "voucher"], default="escrow",
                    help="how sample jobs are paid: per-job escrow (default) or vouchers settled in batches (k = 1)")
     p.add_argument("--job-size", type=int, default=200_000, help="work per sample job (loop length)")
+    p.add_argument("--publish-batch-window", type=float, default=0.0,
+                   help="each agent's publish_batch_window_s (default 0: publish at once)")
     p.add_argument("--shard-bits", type=int, default=0,
                    help="2**B job topics; contiguous blocks of nodes serve one each (default 0: one topic)")
 
@@ -184,6 +186,8 @@ class Testnet:
                 "shutdown_grace_s": 5.0,
                 "chain_poll_s": 1.0,  # and at once when an unfunded job is announced
             }
+            if getattr(a, "publish_batch_window", 0):
+                cfg["publish_batch_window_s"] = float(a.publish_batch_window)
             (d / "agent.toml").write_text(_toml(cfg))
             argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",
                     str(d / "agent.toml"), "--log-file", str(d / "agent.log")]

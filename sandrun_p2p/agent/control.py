@@ -264,6 +264,8 @@ class ControlServer:
             "jobs_by_state": a.journal.count_by_state(),
             "running": len(a._running),
             "max_jobs": a.caps.max_jobs,
+            "shard_bits": a.core.cfg.shard_bits,
+            "shards": sorted(a.cfg.shards),
             "caps": a.caps.to_dict(),
             "enforced": dict(a.exec_caps.get("enforced", {})),
             "gpus": a.executor.gpu_status() if hasattr(a.executor, "gpu_status") else [],

@@ -214,6 +214,19 @@ class VoucherLink:
         for jid in jobs:
             self.state[jid].update({"state": "batched", "batch": bid})
 
+    def poll_in(self) -> float | None:
+        """Seconds until something here can move: a waiting batch comes of age, or one of this node's batches
+        reaches its release time (then ``finalizeBatch`` can pay it). None: nothing waits. The runtime polls
+        then rather than at its next regular poll (up to ``chain_poll_s`` later)."""
+        mono, wall = time.monotonic(), time.time()
+        times = []
+        due = self.queue.next_due()
+        if due is not None and due > mono:
+            times.append(due - mono)
+        times.extend(b.release_at - wall for b in self.batches.values()
+                     if b.tree is not None and b.release_at > wall)
+        return min(times) if times else None
+
     async def _finalize_due(self) -> None:
         mine = [b for b, x in self.batches.items() if x.tree is not None]
         if not mine:

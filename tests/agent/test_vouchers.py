@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -257,5 +258,26 @@ def test_vouchers_signed_at_once_for_one_executor_get_distinct_seqs() -> None:
                 n.start_soon(issue, s.job_id)
         seqs = sorted(voucher_from_bytes(v).seq for v in out.values() if v)
         assert seqs == [2, 3]
+
+    run(main)
+
+
+def test_poll_in_says_when_a_batch_comes_of_age_or_can_be_paid() -> None:
+    """The runtime polls when a waiting batch comes of age or an own batch reaches its release time, not up to
+    a whole ``chain_poll_s`` later (a voucher job's settlement waits for both)."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        p.executor.vouchers.queue.max_age = 30.0
+        await p.start()
+        assert p.executor.poll_in() is None  # nothing waits
+        await p.job(0)
+        assert 29.0 < p.executor.poll_in() <= 30.0  # the batch comes of age in 30 s
+        await p.job(1)
+        await p.executor.poll()  # two results: settled at once
+        (batch,) = p.executor.vouchers.batches.values()
+        left = batch.release_at - time.time()
+        wake = p.executor.poll_in()
+        assert (wake is None) if left <= 0 else (abs(wake - left) < 1.0)
 
     run(main)

@@ -9,8 +9,14 @@
    reveal on chain (anvil when installed) and the chain's settlement checked per job; by default each node
    gets its share in one ``POST /v1/jobs/batch``; CPU seconds of every process during this phase.
 
+The agent phases run with two job shards by default (``--shard-bits 1``: nodes 0-4 serve job topic 0, nodes 5-9
+topic 1, adverts stay global; a job's messages reach only its shard's five nodes, and each origin submits into
+its own shard). ``--shard-bits 0`` is the single-topic mesh that earlier figures (before branch agent25) used.
+The configuration is printed first.
+
     python bench/net_bench.py [--nodes 10] [--gossip-msgs 40] [--claim-jobs 20] [--jobs 100] [--json]
-                              [--one-by-one] [--skip-gossip] [--profile OUT.json]
+                              [--one-by-one] [--skip-gossip] [--profile OUT.json] [--shard-bits 1]
+                              [--pay escrow|voucher|both] [--origins N] [--publish-batch-window S]
 
 Prints the figures and the ratios against the goals (claim p99 <= 2 x gossip p99; >= 25 jobs/s).
 """
@@ -223,15 +229,25 @@ def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
     raise RuntimeError(f"job {job_id} did not get {k} claims in {timeout}s")
 
 
-def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gate: Path, profile_run: int) -> dict:
-    """Submit ``jobs`` trivial k=1 jobs paid by ``pay`` through all nodes at once; wait for every settlement
-    (``settled``: the per-job escrow paid out, or the voucher batch holding the job finalized)."""
+def origin_nodes(n: int, origins: int) -> list[int]:
+    """The nodes the throughput jobs are submitted through: ``origins`` of the ``n``, spread evenly (so one per
+    block of nodes, i.e. one per shard, when ``origins`` is the number of shards)."""
+    origins = max(1, min(n, origins or n))
+    return sorted({i * n // origins for i in range(origins)})
+
+
+def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gate: Path, profile_run: int,
+               origins: int = 0) -> dict:
+    """Submit ``jobs`` trivial k=1 jobs paid by ``pay`` through ``origins`` nodes (0: all) at once; wait for
+    every settlement (``settled``: the per-job escrow paid out, or the voucher batch holding the job
+    finalized)."""
     cpu0 = cpu_snapshot(net)
     if profile_run == 0:
         gate.write_text("1")
     t0 = time.monotonic()
-    per_node = {idx: [job_body(i + 1000 * profile_run, 1, pay) for i in range(jobs) if i % n == idx]
-                for idx in range(min(n, jobs))}
+    through = origin_nodes(n, origins)
+    per_node = {idx: [job_body(i + 1000 * profile_run, 1, pay) for i in range(jobs)
+                      if through[i % len(through)] == idx] for idx in through[:jobs]}
 
     def submit(idx: int) -> list[tuple[int, str]]:
         if not batch:
@@ -253,6 +269,7 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     for idx, jid in ids:
         by_node.setdefault(idx, set()).add(jid)
     states: dict[str, str] = {}
+    first: dict[tuple[str, str], float] = {}  # (job, state) -> when the origin first recorded it
     deadline = time.monotonic() + 300
 
     def follow(idx: int) -> None:
@@ -261,12 +278,20 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
             r = clients[idx].events(since=since, wait=2, linger=0.2)
             since = r["last"]
             for e in r["events"]:
-                if e["job_id"] in want and e["state"] in ("settled", "refunded"):
-                    states[e["job_id"]] = e["state"]
+                if e["job_id"] in want:
+                    first.setdefault((e["job_id"], e["state"]), e["at"])
+                    if e["state"] in ("settled", "refunded"):
+                        states[e["job_id"]] = e["state"]
 
     with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
         list(pool.map(follow, list(by_node)))
     pending = [jid for _, jid in ids if jid not in states]
+    # where a job's time goes, as its origin saw it (medians over the settled jobs, ms)
+    steps = (("announced", "claimed"), ("claimed", "committed"), ("committed", "accepted"), ("accepted", "settled"))
+    phases = {}
+    for a_, b_ in steps:
+        xs = [first[(j, b_)] - first[(j, a_)] for j in states if (j, a_) in first and (j, b_) in first]
+        phases[f"{a_}->{b_}"] = round(1000 * statistics.median(xs), 1) if xs else None
     wall = time.monotonic() - t0
     cpu1 = cpu_snapshot(net)
     gate.unlink(missing_ok=True)
@@ -292,12 +317,14 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     return {"pay": pay, "jobs": jobs, "settled": settled, "not_finished": len(pending),
             "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
             "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
-            "submission": "batch per node" if batch else "one request per job",
+            "submission": "batch per node" if batch else "one request per job", "origins": through,
+            "phase_median_ms": phases,
             "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary, "gossip": gossip}
 
 
 def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path | None = None,
-                 batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",)) -> dict:
+                 batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",),
+                 shard_bits: int = 0, origins: int = 0, batch_window: float = 0.0) -> dict:
     from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
 
@@ -306,7 +333,8 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
         profile_node0(testnet, profile, gate)
 
     args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
-                              timeout=180.0, job_size=0, pay="escrow")
+                              timeout=180.0, job_size=0, pay="escrow", shard_bits=shard_bits,
+                              publish_batch_window=batch_window)
     net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
     try:
         net.start()
@@ -321,7 +349,7 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
             lats.append(claim_latency(api, r["job_id"], k_claim))
             if claim_quiet:
                 api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
-        runs = {pay: throughput(net, clients, n, jobs, batch, pay, gate, i)
+        runs = {pay: throughput(net, clients, n, jobs, batch, pay, gate, i, origins)
                 for i, pay in enumerate(pays)}
         return {"claim": {"jobs": claim_jobs, "k": k_claim, "p50_ms": pct(lats, 50) * 1000,
                           "after_previous_settled": claim_quiet,
@@ -354,16 +382,28 @@ def main() -> int:
     p.add_argument("--pay", choices=["escrow", "voucher", "both"], default="escrow",
                    help="how the throughput jobs are paid: per-job escrow, vouchers settled in batches, or both "
                         "(escrow first, then voucher, on the same mesh; prints the ratio)")
+    p.add_argument("--shard-bits", type=int, default=1,
+                   help="agent phases: 2**B job topics, contiguous blocks of nodes serving one each (default 1: "
+                        "two shards of five nodes; 0: one topic for all)")
+    p.add_argument("--publish-batch-window", type=float, default=0.0,
+                   help="agents' publish_batch_window_s: wait this long to batch queued gossip (default 0)")
+    p.add_argument("--origins", type=int, default=0,
+                   help="submit the throughput jobs through this many nodes, spread evenly (default 0: all)")
     p.add_argument("--profile", type=Path, help="sample node 0's stacks (all threads) during the throughput phase; JSON written here")
     a = p.parse_args()
     t0 = time.monotonic()
+    config = {"nodes": a.nodes, "shard_bits": a.shard_bits, "pay": a.pay, "origins": a.origins or a.nodes,
+              "publish_batch_window_s": a.publish_batch_window, "jobs": a.jobs,
+              "submission": "one request per job" if a.one_by_one else "batch per node"}
+    if not a.json:
+        print("configuration: " + ", ".join(f"{k} {v}" for k, v in config.items()), flush=True)
     g = (gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate) if not a.skip_gossip else
          {"nodes": a.nodes, "messages": 0, "deliveries": 0, "expected_deliveries": 0,
           "rate_msgs_per_s": a.gossip_rate, "p50_ms": float("nan"), "p99_ms": float("nan")})
     pays = ("escrow", "voucher") if a.pay == "both" else (a.pay,)
     ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap,
-                      pays)
-    out = {"machine": {"cpus": os.cpu_count()}, "gossip": g, **ag,
+                      pays, a.shard_bits, a.origins, a.publish_batch_window)
+    out = {"machine": {"cpus": os.cpu_count()}, "config": config, "gossip": g, **ag,
            "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
                       "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},
            "wall_s": round(time.monotonic() - t0, 1)}
@@ -385,6 +425,8 @@ def main() -> int:
                   f"{cpu['ms_per_settled_job']} ms per settled job (agents {cpu['agents_s']} s, of which their trio "
                   f"loops {cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
                   f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, bench client {cpu['bench_s']} s)")
+            print(f"  through {len(t['origins'])} origin node(s); median ms per step at the origin: "
+                  + ", ".join(f"{k} {v}" for k, v in t["phase_median_ms"].items()))
             g2 = t["gossip"]
             print(f"gossip until the end of this run (all nodes, earlier phases included): {g2['published']} "
                   f"payloads published, {g2['batches_out']} of them batches; {g2['accepted']} messages accepted, "

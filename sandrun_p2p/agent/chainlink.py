@@ -331,6 +331,10 @@ class ChainLink:
             nid = self.node_ids[idx] = self.reader.node(idx).node_id
         return nid
 
+    def poll_in(self) -> float | None:
+        """Seconds until a poll has work beyond reading events (a voucher batch due or payable), or None."""
+        return self.vouchers.poll_in()
+
     async def poll(self) -> list[ChainUpdate]:
         await self.vouchers.tick()
 

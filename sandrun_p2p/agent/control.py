@@ -76,6 +76,7 @@ import trio
 
 from ..private_files import write_private
 from ..protocol import node as corenode
+from ..protocol.claiming import shard_of
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import JobSpec, Manifest
 from ..protocol.pricing import quote
@@ -263,6 +264,8 @@ class ControlServer:
             "jobs_by_state": a.journal.count_by_state(),
             "running": len(a._running),
             "max_jobs": a.caps.max_jobs,
+            "shard_bits": a.core.cfg.shard_bits,
+            "shards": sorted(a.cfg.shards),
             "caps": a.caps.to_dict(),
             "enforced": dict(a.exec_caps.get("enforced", {})),
             "gpus": a.executor.gpu_status() if hasattr(a.executor, "gpu_status") else [],
@@ -437,8 +440,14 @@ class ControlServer:
             elif isinstance(k, int) and 1 <= k <= 5:
                 spec_d["payment_wei"] = quote(manifest, k).wei
             spec = JobSpec.from_dict(spec_d)
+            if "nonce" not in body:
+                spec = _in_served_shard(spec, spec_d, a.core)
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
+        if not a.core.serves(shard_of(spec.job_id, a.core.cfg.shard_bits)):
+            raise HttpError(400, f"the job falls in shard {shard_of(spec.job_id, a.core.cfg.shard_bits)}, which this "
+                            f"node does not serve (it would not see the job's claims): choose another nonce, or "
+                            f"leave it out and the node picks one")
         return spec
 
     async def announce(self, body: Any) -> dict[str, Any]:
@@ -517,6 +526,17 @@ class ControlServer:
 def _submitted(spec: JobSpec, jid: bytes) -> dict[str, Any]:
     return {"job_id": jid.hex(), "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
             "deadline": spec.deadline}
+
+
+def _in_served_shard(spec: JobSpec, spec_d: dict[str, Any], core: Any) -> JobSpec:
+    """``spec``, or the same job with another random nonce, so that its id falls in a job shard this node
+    serves: the origin must read the job's topic to see its claims, commitments and reveals. With
+    ``2**shard_bits`` shards and this node serving ``s`` of them a nonce fits with chance ``s / 2**shard_bits``
+    (a few hashes; the nonce is the client's free choice, so this changes nothing else)."""
+    bits = core.cfg.shard_bits
+    while not core.serves(shard_of(spec.job_id, bits)):
+        spec = JobSpec.from_dict({**spec_d, "nonce": os.urandom(16)})
+    return spec
 
 
 def _spec_from_json(d: Any) -> JobSpec:

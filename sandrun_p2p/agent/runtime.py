@@ -444,7 +444,11 @@ class Agent:
                 self.chain_errors.append(f"poll: {type(e).__name__}: {e}"[:300])
                 self._log("chain-poll-failed", None, error=f"{type(e).__name__}: {e}")
                 await trio.sleep(2)
-            with trio.move_on_after(self.cfg.chain_poll_s):
+            wait = self.cfg.chain_poll_s
+            sooner = getattr(self.chain, "poll_in", None)
+            if sooner is not None and (at := sooner()) is not None:
+                wait = min(wait, at)  # e.g. a voucher batch comes of age: settle it then, not up to a poll later
+            with trio.move_on_after(wait):
                 await self._poll_now.wait()
 
     async def _caps_watcher(self, detect: Any) -> None:

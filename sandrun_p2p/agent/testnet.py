@@ -66,6 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pay", choices=["escrow", "voucher"], default="escrow",
                    help="how sample jobs are paid: per-job escrow (default) or vouchers settled in batches (k = 1)")
     p.add_argument("--job-size", type=int, default=200_000, help="work per sample job (loop length)")
+    p.add_argument("--publish-batch-window", type=float, default=0.0,
+                   help="each agent's publish_batch_window_s (default 0: publish at once)")
+    p.add_argument("--shard-bits", type=int, default=0,
+                   help="2**B job topics; contiguous blocks of nodes serve one each (default 0: one topic)")
 
 
 def _free_port() -> int:
@@ -86,12 +90,30 @@ def _bundle(n: int) -> bytes:
     return buf.getvalue()
 
 
-def dial_plan(i: int, n: int) -> list[int]:
+def shard_groups(n: int, shard_bits: int) -> list[list[int]]:
+    """The job shards node ``i`` of ``n`` serves in a testnet of ``2**shard_bits`` shards: contiguous blocks of
+    nodes share a shard (nodes 0-4 shard 0, 5-9 shard 1 for 10 nodes and one bit); every shard gets a node
+    (with more shards than nodes, a node serves several)."""
+    s = 2**shard_bits
+    if s <= n:
+        return [[i * s // n] for i in range(n)]
+    return [[x for x in range(s) if x * n // s == i] for i in range(n)]
+
+
+def dial_plan(i: int, n: int, shard_bits: int = 0) -> list[int]:
     """Whom node ``i`` dials: a ring plus a chord (no single hub), each pair dialled from one side only
-    (simultaneous dials in both directions leave py-libp2p with a half-usable connection)."""
+    (simultaneous dials in both directions leave py-libp2p with a half-usable connection). With job shards
+    (:func:`shard_groups`), also a ring inside each shard's block of nodes, so that every job topic's mesh is
+    connected without going through nodes of other shards (gossip reaches only a topic's subscribers)."""
+    groups = shard_groups(n, shard_bits)
 
     def wants(a: int) -> set[int]:
-        return {(a + 1) % n, (a + n // 2) % n} - {a} if n > 1 else set()
+        out = {(a + 1) % n, (a + n // 2) % n} if n > 1 else set()
+        if shard_bits:
+            block = [b for b in range(n) if groups[b] == groups[a]]
+            if len(block) > 1:
+                out.add(block[(block.index(a) + 1) % len(block)])
+        return out - {a}
 
     return sorted(j for j in wants(i) if not (i in wants(j) and i > j))
 
@@ -149,18 +171,23 @@ class Testnet:
             write_key_file(d / "chain.key", acct.private_key.hex() if isinstance(acct.private_key, bytes)
                            else str(acct.private_key))
             infos.append((d, _free_port(), key.node_id, str(peer_id_of_node(key.node_id)), acct.address))
+        bits = int(getattr(a, "shard_bits", 0) or 0)
+        groups = shard_groups(a.nodes, bits)
         for i, (d, port, nid, pid, address) in enumerate(infos):
-            peers = dial_plan(i, a.nodes)
+            peers = dial_plan(i, a.nodes, bits)
             cfg = {
                 "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
                 "bootstrap": [f"/ip4/127.0.0.1/tcp/{infos[j][1]}/p2p/{infos[j][3]}" for j in peers],
                 "mdns": False,
-                "core": TESTNET_CORE,
+                "core": {**TESTNET_CORE, "shard_bits": bits},
+                "shards": groups[i],
                 "chain": {"rpc": self.local.url, "kind": self.local.kind, "addresses_file": str(addresses),
                           "key_file": str(d / "chain.key")},
                 "shutdown_grace_s": 5.0,
                 "chain_poll_s": 1.0,  # and at once when an unfunded job is announced
             }
+            if getattr(a, "publish_batch_window", 0):
+                cfg["publish_batch_window_s"] = float(a.publish_batch_window)
             (d / "agent.toml").write_text(_toml(cfg))
             argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",
                     str(d / "agent.toml"), "--log-file", str(d / "agent.log")]

@@ -74,6 +74,9 @@ class VoucherLink:
         self.prices: dict[bytes, int] = {}  # payer: job -> price
         self.room = 0  # payer: deposit not yet promised
         self._deposit_lock = trio.Lock()
+        # issue() numbers vouchers in a worker thread; ChainLink runs several at once, so two vouchers for one
+        # executor could both take the same next seq (the executor then refuses one as replayed)
+        self._issue_lock = trio.Lock()
         self._seed: tuple[float, bytes] = (0.0, b"")
         self.payer_seq: dict[str, int] = {}  # payer: executor -> last seq the chain settled
         self.batches: dict[int, _Batch] = {}  # this node's batches (as executor) and its deposit's (as payer)
@@ -128,7 +131,8 @@ class VoucherLink:
             self.book.record(v)
             return v
 
-        v = await self.link._run(work)
+        async with self._issue_lock:
+            v = await self.link._run(work)
         if attest is not None:
             self.attested[job_id] = attest
         self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
@@ -209,6 +213,19 @@ class VoucherLink:
         self.batches[bid] = _Batch(jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
         for jid in jobs:
             self.state[jid].update({"state": "batched", "batch": bid})
+
+    def poll_in(self) -> float | None:
+        """Seconds until something here can move: a waiting batch comes of age, or one of this node's batches
+        reaches its release time (then ``finalizeBatch`` can pay it). None: nothing waits. The runtime polls
+        then rather than at its next regular poll (up to ``chain_poll_s`` later)."""
+        mono, wall = time.monotonic(), time.time()
+        times = []
+        due = self.queue.next_due()
+        if due is not None and due > mono:
+            times.append(due - mono)
+        times.extend(b.release_at - wall for b in self.batches.values()
+                     if b.tree is not None and b.release_at > wall)
+        return min(times) if times else None
 
     async def _finalize_due(self) -> None:
         mine = [b for b, x in self.batches.items() if x.tree is not None]

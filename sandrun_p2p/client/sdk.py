@@ -27,7 +27,7 @@ from typing import Any
 import trio
 from nacl.signing import SigningKey
 
-from ..protocol.claiming import Capabilities, ineligibility
+from ..protocol.claiming import Capabilities, ineligibility, shard_of
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import MAX_REDUNDANCY, JobSpec, Manifest, default_quorum
 from ..protocol.pricing import Quote
@@ -145,6 +145,18 @@ def eligible_nodes(nodes: list[dict[str, Any]], manifest: Manifest) -> tuple[lis
         else:
             why[reason] = why.get(reason, 0) + 1
     return ok, why
+
+
+def _in_peer_shard(spec: JobSpec, fields: dict[str, Any], status: dict[str, Any]) -> JobSpec:
+    """``spec`` with a nonce that puts it in a job shard the peer serves (its status says which; a peer that
+    serves every shard, or an older one that does not say, takes any): the peer is the job's origin and reads
+    only its shards' topics, so it would never see the claims of a job elsewhere."""
+    bits, shards = int(status.get("shard_bits") or 0), set(status.get("shards") or [])
+    if not bits or not shards or shards >= set(range(2**bits)):
+        return spec
+    while shard_of(spec.job_id, bits) not in shards:
+        spec = JobSpec.from_dict({**fields, "nonce": os.urandom(16)})
+    return spec
 
 
 class Client:
@@ -299,6 +311,7 @@ class Client:
             fields["result_key"] = bytes(SigningKey(result_seed).verify_key)
         try:
             spec = JobSpec.from_dict(fields)
+            spec = _in_peer_shard(spec, fields, status)
         except ProtocolError as e:
             raise BadJob(f"bad job: {e.detail or e}") from None
         rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url, code=code,

@@ -494,13 +494,20 @@ class Network:
             return None
 
     async def fetch_any(self, cid: str, prefer: list[bytes] = ()) -> bytes | None:  # type: ignore[assignment]
-        """Ask ``prefer`` first, then every connected peer, one at a time, until one has ``cid``."""
+        """Ask ``prefer`` first, then every connected peer, one at a time, until one has ``cid``; then ``prefer``
+        once more."""
         order = list(dict.fromkeys(prefer))
         for p in self.connected_peers():
             nid = node_id_of_peer(p)
             if nid and nid not in order:
                 order.append(nid)
         for nid in order:
+            data = await self.fetch_from(nid, cid)
+            if data is not None:
+                return data
+        # the preferred peers (a job's origin) hold it: a stream that failed to open there (py-libp2p's mplex
+        # under load loses a multistream handshake now and then) is worth one more try before the job is released
+        for nid in dict.fromkeys(prefer):
             data = await self.fetch_from(nid, cid)
             if data is not None:
                 return data

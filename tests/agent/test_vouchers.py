@@ -9,13 +9,15 @@ contradicts an attestation of its executor is voided.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from dataclasses import replace
 
 import pytest
 import trio
 
 from sandrun_p2p.agent.chainlink import ChainLink
-from sandrun_p2p.agent.vouchers import VoucherError, parse_voucher_name, voucher_to_bytes
+from sandrun_p2p.agent.vouchers import VoucherError, parse_voucher_name, voucher_from_bytes, voucher_to_bytes
 from sandrun_p2p.chain.crypto import ResultsTree
 from sandrun_p2p.protocol.events import SubmitTx
 from sandrun_p2p.protocol.identity import NodeKey
@@ -218,3 +220,64 @@ def test_a_voucher_job_is_only_for_k_1() -> None:
         from sandrun_p2p.agent.vouchers import voucher_from_bytes
 
         voucher_from_bytes(b"{}")
+
+
+def test_vouchers_signed_at_once_for_one_executor_get_distinct_seqs() -> None:
+    """The payer's chain calls run in several worker threads at once (``max_inflight_txs``, 8 on an RPC
+    chain): two executors' fetches arriving together must not both be numbered with the next seq (the executor
+    would refuse one as replayed and the job would stay unpaid)."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=3)
+        await p.start()
+        p.payer._lock = trio.CapacityLimiter(8)  # as on an RPC chain
+        specs = [spec(i, p.payer.chain.now() + 3000) for i in range(3)]
+        for s in specs:
+            await p.payer.fund_job(s, PAYER_NODE)
+        executor = p.executor.market.account
+        await p.payer.vouchers.issue(specs[0].job_id, executor)  # opens the channel (a chain read)
+        real = p.payer.market.sign_voucher
+        inside, second = [0], threading.Event()
+
+        def sign(*args):
+            inside[0] += 1
+            if inside[0] == 1:
+                second.wait(timeout=1.0)  # a second signer while this one holds its seq: the bug
+            else:
+                second.set()
+            return real(*args)
+
+        p.payer.market.sign_voucher = sign
+        out: dict[bytes, bytes | None] = {}
+
+        async def issue(jid: bytes) -> None:
+            out[jid] = await p.payer.vouchers.issue(jid, executor)
+
+        async with trio.open_nursery() as n:
+            for s in specs[1:]:
+                n.start_soon(issue, s.job_id)
+        seqs = sorted(voucher_from_bytes(v).seq for v in out.values() if v)
+        assert seqs == [2, 3]
+
+    run(main)
+
+
+def test_poll_in_says_when_a_batch_comes_of_age_or_can_be_paid() -> None:
+    """The runtime polls when a waiting batch comes of age or an own batch reaches its release time, not up to
+    a whole ``chain_poll_s`` later (a voucher job's settlement waits for both)."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        p.executor.vouchers.queue.max_age = 30.0
+        await p.start()
+        assert p.executor.poll_in() is None  # nothing waits
+        await p.job(0)
+        assert 29.0 < p.executor.poll_in() <= 30.0  # the batch comes of age in 30 s
+        await p.job(1)
+        await p.executor.poll()  # two results: settled at once
+        (batch,) = p.executor.vouchers.batches.values()
+        left = batch.release_at - time.time()
+        wake = p.executor.poll_in()
+        assert (wake is None) if left <= 0 else (abs(wake - left) < 1.0)
+
+    run(main)

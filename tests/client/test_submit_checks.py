@@ -21,7 +21,8 @@ from sandrun_p2p.client import (
 from sandrun_p2p.client.bundle import prepare
 from sandrun_p2p.client.peer import PeerError
 from sandrun_p2p.client.records import JobRecord
-from sandrun_p2p.protocol.jobspec import Manifest
+from sandrun_p2p.protocol.claiming import shard_of
+from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
 from sandrun_p2p.store import crypto
 from sandrun_p2p.store.errors import DecryptionError
 
@@ -205,3 +206,31 @@ def test_records_are_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(store.jobs_dir).st_mode) == 0o700
     assert store.load("abab").escrow_key == "11" * 32  # prefix lookup
     assert "escrow_key" not in rec.public() and "bundle_key" not in rec.public()
+
+
+class ShardedPeer(RecordingPeer):
+    """A peer that serves job shard 5 of 8 and escrows the job itself; records the body it was asked to announce."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[dict[str, Any]] = []
+
+    async def status(self) -> dict[str, Any]:
+        self.calls.append("status")
+        return {"chain": "anvil", "shard_bits": 3, "shards": [5]}
+
+    async def submit_escrowed_by_peer(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.bodies.append(body)
+        spec = JobSpec.from_dict({**body, "nonce": bytes.fromhex(body["nonce"])})
+        return {"job_id": spec.job_id.hex()}
+
+
+async def test_a_job_is_numbered_into_a_shard_its_peer_serves(tmp_path: Path, code: Path) -> None:
+    """The peer is the job's origin and reads only its shards' topics: a job elsewhere would never see its
+    claims. 1 in 8 random nonces fits; ten jobs in a row all land in shard 5."""
+    peer = ShardedPeer()
+    c = client_with(peer, tmp_path)
+    for _ in range(10):
+        rec = await c.submit(code, GOOD, escrow="peer", encrypt=False)
+        assert shard_of(bytes.fromhex(rec.job_id), 3) == 5
+    assert len(peer.bodies) == 10

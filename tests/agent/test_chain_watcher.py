@@ -1,0 +1,49 @@
+"""The agent's chain watcher polls when its chain adaptor says something is due (a voucher batch coming of age or
+reaching its release time), not only every ``chain_poll_s``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from sandrun_p2p.agent.config import AgentConfig
+from sandrun_p2p.agent.runtime import Agent
+from sandrun_p2p.protocol.identity import NodeKey
+
+from .test_journal_resume import CAPS, NoExecutor, NoStore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class SoonChain:
+    """A chain adaptor that asks to be polled every 0.1 s."""
+
+    kind = "none"
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    async def poll(self) -> list:
+        self.polls += 1
+        return []
+
+    def poll_in(self) -> float:
+        return 0.1
+
+
+async def test_the_chain_is_polled_when_it_asks(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    chain = SoonChain()
+    cfg = AgentConfig(data_dir=tmp_path, mdns=False, chain_poll_s=5.0)
+    agent = Agent(
+        cfg, key=NodeKey.generate(), executor=NoExecutor(), store=NoStore(), chain=chain, exec_caps=CAPS
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent._chain_watcher)
+            await trio.sleep(1.05)
+            nursery.cancel_scope.cancel()
+        assert chain.polls >= 10  # every 0.1 s (virtual clock), not once per 5 s
+    finally:
+        agent.journal.close()

@@ -444,10 +444,7 @@ class ControlServer:
                 spec = _in_served_shard(spec, spec_d, a.core)
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
-        if not a.core.serves(shard_of(spec.job_id, a.core.cfg.shard_bits)):
-            raise HttpError(400, f"the job falls in shard {shard_of(spec.job_id, a.core.cfg.shard_bits)}, which this "
-                            f"node does not serve (it would not see the job's claims): choose another nonce, or "
-                            f"leave it out and the node picks one")
+        _check_served_shard(spec, a.core, "or leave it out and the node picks one")
         return spec
 
     async def announce(self, body: Any) -> dict[str, Any]:
@@ -458,6 +455,7 @@ class ControlServer:
         if extra:
             raise HttpError(400, f"unknown field(s) {extra}")
         spec = _spec_from_json(body["spec"])
+        _check_served_shard(spec, a.core, "the client chooses it; a peer's status lists its shards")
         key = _unhex(body["bundle_key"], "bundle_key", 32) if body.get("bundle_key") else b""
         if spec.encrypted and not key:
             raise HttpError(400, "spec.encrypted is set but no bundle_key was given: nobody could run the job")
@@ -526,6 +524,14 @@ class ControlServer:
 def _submitted(spec: JobSpec, jid: bytes) -> dict[str, Any]:
     return {"job_id": jid.hex(), "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
             "deadline": spec.deadline}
+
+
+def _check_served_shard(spec: JobSpec, core: Any, hint: str) -> None:
+    """400 unless ``spec``'s job falls in a job shard this node serves (else it would not see the claims)."""
+    shard = shard_of(spec.job_id, core.cfg.shard_bits)
+    if not core.serves(shard):
+        raise HttpError(400, f"the job falls in shard {shard}, which this node does not serve (it would not see "
+                             f"the job's claims): choose another nonce ({hint})")
 
 
 def _in_served_shard(spec: JobSpec, spec_d: dict[str, Any], core: Any) -> JobSpec:

@@ -68,6 +68,29 @@ async def test_a_nonce_outside_the_served_shards_is_refused(tmp_path: Path) -> N
         agent.journal.close()
 
 
+async def test_an_announced_job_outside_the_served_shards_is_refused(tmp_path: Path) -> None:
+    """/v1/announce (the client escrowed the job itself and chose its nonce) checks the shard as well."""
+    from sandrun_p2p.client.records import JobRecord
+    from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
+
+    agent = agent_serving(tmp_path, [5])
+    try:
+        server = ControlServer(agent)
+        for i in range(40):
+            spec = JobSpec("bafkreiexamplecode", Manifest(entrypoint="main.py"), deadline=2_000_000_000,
+                           nonce=i.to_bytes(4, "big"))
+            if shard_of(spec.job_id, BITS) != 5:
+                break
+        else:
+            raise AssertionError("no nonce outside shard 5 among 40")
+        with pytest.raises(HttpError) as e:
+            await server.announce({"spec": JobRecord.spec_dict(spec)})
+        assert e.value.status == 400 and "does not serve" in str(e.value)
+        assert spec.job_id not in agent.core.jobs
+    finally:
+        agent.journal.close()
+
+
 @pytest.mark.parametrize(("n", "bits"), [(10, 0), (10, 1), (10, 2), (3, 2), (7, 1), (16, 3)])
 def test_testnet_shards_cover_every_shard_and_each_shard_is_connected(n: int, bits: int) -> None:
     groups = shard_groups(n, bits)

@@ -14,7 +14,7 @@ Nodes forget a settled job 60 s after settlement (``forget_after``, rounded up t
 default outlasts the 10k x 100k run, so every view stayed live: 5.4 GB, and the CPU per event grew with it);
 the metrics are the same either way.
 
-Latest figures, bounds and what was tried: README.md, "Simulator" (*Scale*). 10k x 100k is ~11.8 M events at
+Latest figures: README.md, "Simulator" (*Scale*); bounds and what was tried: docs/performance.md. 10k x 100k is ~11.8 M events at
 28-32 us of CPU each on the 2-core machine (171-195 s wall with 2 processes, 1.7 GB); the goal needs ~10 us.
 """
 

@@ -70,12 +70,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="each agent's publish_batch_window_s (default 0: publish at once)")
     p.add_argument("--shard-bits", type=int, default=0,
                    help="2**B job topics; contiguous blocks of nodes serve one each (default 0: one topic)")
+    p.add_argument("--transport", choices=["tcp", "quic"], default="tcp",
+                   help="what the nodes listen on and dial: TCP (Noise, mplex; default) or QUIC (TLS 1.3)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
+def _free_port(transport: str = "tcp") -> int:
+    with socket.socket(type=socket.SOCK_DGRAM if transport == "quic" else socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _addr(transport: str, port: int) -> str:
+    """A loopback listen address (without /p2p) for ``transport``."""
+    return f"/ip4/127.0.0.1/udp/{port}/quic-v1" if transport == "quic" else f"/ip4/127.0.0.1/tcp/{port}"
 
 
 def _bundle(n: int) -> bytes:
@@ -163,6 +170,7 @@ class Testnet:
         dep = deploy(chain, funder, params, out=str(addresses))
         self.say(f"contracts: SandrunMarket at {dep.market_address} (addresses in {addresses})")
         infos = []
+        transport = getattr(a, "transport", "tcp") or "tcp"
         for i in range(a.nodes):
             d = self.root / f"node{i}"
             d.mkdir(exist_ok=True)
@@ -170,14 +178,14 @@ class Testnet:
             acct = chain.new_account(fund=10 * 10**18, funder=funder)
             write_key_file(d / "chain.key", acct.private_key.hex() if isinstance(acct.private_key, bytes)
                            else str(acct.private_key))
-            infos.append((d, _free_port(), key.node_id, str(peer_id_of_node(key.node_id)), acct.address))
+            infos.append((d, _free_port(transport), key.node_id, str(peer_id_of_node(key.node_id)), acct.address))
         bits = int(getattr(a, "shard_bits", 0) or 0)
         groups = shard_groups(a.nodes, bits)
         for i, (d, port, nid, pid, address) in enumerate(infos):
             peers = dial_plan(i, a.nodes, bits)
             cfg = {
-                "listen": [f"/ip4/127.0.0.1/tcp/{port}"],
-                "bootstrap": [f"/ip4/127.0.0.1/tcp/{infos[j][1]}/p2p/{infos[j][3]}" for j in peers],
+                "listen": [_addr(transport, port)],
+                "bootstrap": [f"{_addr(transport, infos[j][1])}/p2p/{infos[j][3]}" for j in peers],
                 "mdns": False,
                 "core": {**TESTNET_CORE, "shard_bits": bits},
                 "shards": groups[i],
@@ -197,7 +205,7 @@ class Testnet:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs.append(proc)
             self.nodes.append({"index": i, "data_dir": str(d), "pid": proc.pid, "node_id": nid.hex(),
-                               "peer_id": pid, "addr": f"/ip4/127.0.0.1/tcp/{port}/p2p/{pid}", "eth": address})
+                               "peer_id": pid, "addr": f"{_addr(transport, port)}/p2p/{pid}", "eth": address})
 
     def clients(self) -> list[Any]:
         from .apiclient import ControlClient

@@ -39,6 +39,20 @@ def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
     assert "mesh formed" in r.stderr and "stopping every node" in r.stderr
 
 
+def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
+    """The same network on QUIC listen and bootstrap addresses (TLS 1.3 instead of Noise over TCP)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "3", "--jobs", "2", "--redundancy", "2",
+         "--transport", "quic", "--json", "--timeout", "120", "--data-dir", str(tmp_path / "net")],
+        capture_output=True, text=True, timeout=280,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    nodes = [line for line in r.stderr.splitlines() if line.lstrip().startswith("node") and " pid " in line]
+    assert len(nodes) == 3 and all("/udp/" in line and "/quic-v1/p2p/" in line for line in nodes), nodes
+    out = json.loads(r.stdout)
+    assert out["totals"]["settled"] == 2 and all(len(j["claimants"]) == 2 for j in out["jobs"])
+
+
 def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     """k = 1 jobs paid by voucher: no per-job escrow; each settles once the executor's batch is paid out."""
     r = subprocess.run(

@@ -76,7 +76,7 @@ import trio
 
 from ..private_files import write_private
 from ..protocol import node as corenode
-from ..protocol.claiming import shard_of
+from ..protocol.claiming import in_shards, shard_of
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import JobSpec, Manifest
 from ..protocol.pricing import quote
@@ -441,7 +441,7 @@ class ControlServer:
                 spec_d["payment_wei"] = quote(manifest, k).wei
             spec = JobSpec.from_dict(spec_d)
             if "nonce" not in body:
-                spec = _in_served_shard(spec, spec_d, a.core)
+                spec = in_shards(spec, spec_d, a.core.cfg.shard_bits, a.core.serves)
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
         _check_served_shard(spec, a.core, "or leave it out and the node picks one")
@@ -532,17 +532,6 @@ def _check_served_shard(spec: JobSpec, core: Any, hint: str) -> None:
     if not core.serves(shard):
         raise HttpError(400, f"the job falls in shard {shard}, which this node does not serve (it would not see "
                              f"the job's claims): choose another nonce ({hint})")
-
-
-def _in_served_shard(spec: JobSpec, spec_d: dict[str, Any], core: Any) -> JobSpec:
-    """``spec``, or the same job with another random nonce, so that its id falls in a job shard this node
-    serves: the origin must read the job's topic to see its claims, commitments and reveals. With
-    ``2**shard_bits`` shards and this node serving ``s`` of them a nonce fits with chance ``s / 2**shard_bits``
-    (a few hashes; the nonce is the client's free choice, so this changes nothing else)."""
-    bits = core.cfg.shard_bits
-    while not core.serves(shard_of(spec.job_id, bits)):
-        spec = JobSpec.from_dict({**spec_d, "nonce": os.urandom(16)})
-    return spec
 
 
 def _spec_from_json(d: Any) -> JobSpec:

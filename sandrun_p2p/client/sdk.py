@@ -27,7 +27,7 @@ from typing import Any
 import trio
 from nacl.signing import SigningKey
 
-from ..protocol.claiming import Capabilities, ineligibility, shard_of
+from ..protocol.claiming import Capabilities, in_shards, ineligibility
 from ..protocol.errors import ProtocolError
 from ..protocol.jobspec import MAX_REDUNDANCY, JobSpec, Manifest, default_quorum
 from ..protocol.pricing import Quote
@@ -154,9 +154,7 @@ def _in_peer_shard(spec: JobSpec, fields: dict[str, Any], status: dict[str, Any]
     bits, shards = int(status.get("shard_bits") or 0), set(status.get("shards") or [])
     if not bits or not shards or shards >= set(range(2**bits)):
         return spec
-    while shard_of(spec.job_id, bits) not in shards:
-        spec = JobSpec.from_dict({**fields, "nonce": os.urandom(16)})
-    return spec
+    return in_shards(spec, fields, bits, shards.__contains__)
 
 
 class Client:

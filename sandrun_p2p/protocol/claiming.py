@@ -7,12 +7,12 @@ on anyone's view, so when views differ the claimants can still be ordered the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .encoding import sha256
-from .jobspec import Manifest, version_tuple
+from .jobspec import JobSpec, Manifest, version_tuple
 
 #: What an executor must enforce to be trusted with anonymous code.
 REQUIRED_ENFORCEMENT = frozenset({"network"})
@@ -177,3 +177,18 @@ def shard_of(job_id: bytes, shard_bits: int) -> int:
     if shard_bits == 0:
         return 0
     return int.from_bytes(job_id[:2], "big") >> (16 - shard_bits)
+
+
+def in_shards(
+    spec: JobSpec, fields: dict[str, Any], shard_bits: int, serves: Callable[[int], bool]
+) -> JobSpec:
+    """``spec``, or the same job (``fields``: its ``JobSpec.from_dict`` input) with another nonce, so that its id
+    falls in a shard ``serves`` accepts: a job's origin reads only its shards' topics, so it would never see the
+    claims of a job elsewhere. The nonce is the client's free choice: the next ones are hashed from the first
+    (random when the caller made it so); with s of 2**shard_bits shards served one fits with chance
+    s / 2**shard_bits. ``serves`` must accept at least one shard."""
+    first, i = spec.nonce, 0
+    while not serves(shard_of(spec.job_id, shard_bits)):
+        i += 1
+        spec = JobSpec.from_dict({**fields, "nonce": sha256(first, i.to_bytes(4, "big"))[:16]})
+    return spec

@@ -141,3 +141,16 @@ def test_computation_digest_ignores_only_the_job_id():
     assert computation_digest(a) == computation_digest(same_run_other_job)
     other_output = Trace(b"\x01" * 32, b"e" * 32, "exited", 0, b"o" * 32, b"r" * 32, (OutputFile("x", 1, b"i" * 32),))
     assert computation_digest(other_output) != computation_digest(a)
+
+
+def test_in_shards_picks_a_nonce_in_a_served_shard_deterministically():
+    from sandrun_p2p.protocol.jobspec import JobSpec
+
+    fields = {"code_cid": "bafkreiexamplecode", "manifest": {"entrypoint": "main.py"}, "deadline": 2_000_000_000,
+              "nonce": b"\x01" * 16}
+    spec = JobSpec.from_dict(fields)
+    served = {claiming.shard_of(spec.job_id, 4) ^ 1}  # not the shard the first nonce gives
+    got = claiming.in_shards(spec, fields, 4, served.__contains__)
+    assert claiming.shard_of(got.job_id, 4) in served and got.nonce != spec.nonce
+    assert claiming.in_shards(spec, fields, 4, served.__contains__) == got  # the next nonces hash from the first
+    assert claiming.in_shards(spec, fields, 4, lambda s: True) is spec  # already fits: unchanged

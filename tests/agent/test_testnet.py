@@ -50,7 +50,9 @@ def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
     nodes = [line for line in r.stderr.splitlines() if line.lstrip().startswith("node") and " pid " in line]
     assert len(nodes) == 3 and all("/udp/" in line and "/quic-v1/p2p/" in line for line in nodes), nodes
     out = json.loads(r.stdout)
-    assert out["totals"]["settled"] == 2 and all(len(j["claimants"]) == 2 for j in out["jobs"])
+    assert out["totals"]["settled"] == 2
+    for j in out["jobs"]:  # (exactly-k claiming is the TCP test's; here a late claim may bring a fallback in)
+        assert len(j["claimants"]) >= 2 and set(j["trace_roots"].values()) == {j["accepted_root"]}
 
 
 def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:

@@ -94,7 +94,13 @@ def test_restarted_claimant_resumes_from_journal(cluster: Cluster) -> None:
     j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 90)
     assert j["state"] == "settled", j
     evs = j["events"]
-    # the restarted node released its claim (from its journal) and the next rank took over
+    # the restarted node released its claim (from its journal) and a fallback rank took over: the second
+    # rank normally, the third when the release reached the second late (it cannot then claim before the
+    # third's fallback delay runs out; exact fallback order is the SIGKILL test's check above)
     assert any(e["state"] == "released" and e["node"] == top.node_id.hex() and "restart" in e["detail"] for e in evs)
-    assert list(j["chain"]["paid"]) == [order[1].hex()], (
+    paid = list(j["chain"]["paid"])
+    assert len(paid) == 1 and paid[0] in (order[1].hex(), order[2].hex()), (
         [n.hex()[:12] for n in order], [(e["state"], e["node"][:12], e["detail"][:40]) for e in evs])
+    # the one paid is the one that ran it, and the top rank never ran it to the end: not executed twice
+    assert any(e["state"] == "committed" and e["node"] == paid[0] for e in evs)
+    assert f"event=executed job={r['job_id'][:16]}" not in (top.data_dir / "agent.log").read_text()

@@ -2,7 +2,7 @@
 
 Modules: :mod:`config` (settings, TOML), :mod:`journal` (SQLite WAL), :mod:`runtime` (:class:`Agent`),
 :mod:`control` (local HTTP API, endpoints documented there), :mod:`ports` (what the agent needs from a
-chain), :mod:`chainlink` (the project's chain client behind that port), :mod:`build`, :mod:`apiclient`
-(client of the control API), the CLI modules ``cli_agent``, ``cli_status``, ``cli_nodes``, ``cli_jobs``
-and ``testnet``. Importing the package is cheap: nothing here imports libp2p or web3 until used.
+chain), :mod:`chainlink` (the project's chain client behind that port), :mod:`build`, the CLI modules ``cli_agent``, ``cli_status``, ``cli_nodes``, ``cli_jobs``
+and ``testnet`` (their client of the control API is
+:class:`sandrun_p2p.client.peer.ControlClient`). Importing the package is cheap: nothing here imports libp2p or web3 until used.
 """

@@ -15,14 +15,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def client(args: argparse.Namespace) -> Any:
-    from .apiclient import ControlClient
+    from ..client.peer import ControlClient
     from .build import data_dir_default
 
     return ControlClient.from_data_dir(args.data_dir or data_dir_default(), timeout=15)
 
 
 def run_command(args: argparse.Namespace, fetch: Any, render: Any, prog: str) -> int:
-    from .apiclient import ControlError
+    from ..client.errors import PeerUnavailable
 
     try:
         api = client(args)
@@ -30,7 +30,7 @@ def run_command(args: argparse.Namespace, fetch: Any, render: Any, prog: str) ->
             data = fetch(api)
         finally:
             api.close()
-    except ControlError as e:
+    except PeerUnavailable as e:
         print(f"sandrun-p2p {prog}: {e}", file=sys.stderr)
         return 1
     if args.json:

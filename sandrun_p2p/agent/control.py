@@ -74,6 +74,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import trio
 
+from ..client.peer import INFO_FILE, TOKEN_FILE
 from ..private_files import write_private
 from ..protocol import node as corenode
 from ..protocol.claiming import in_shards, shard_of
@@ -89,8 +90,6 @@ log = logging.getLogger("sandrun_p2p.agent.control")
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER = 16 * 1024
-TOKEN_FILE = "control.token"
-INFO_FILE = "control.json"
 MAX_BATCH_JOBS = 64  # jobs in one POST /v1/jobs/batch (as many messages as one gossip batch carries)
 REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",

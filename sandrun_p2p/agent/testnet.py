@@ -208,12 +208,13 @@ class Testnet:
                                "peer_id": pid, "addr": f"{_addr(transport, port)}/p2p/{pid}", "eth": address})
 
     def clients(self) -> list[Any]:
-        from .apiclient import ControlClient
+        from ..client.peer import ControlClient
 
         return [ControlClient.from_data_dir(Path(n["data_dir"])) for n in self.nodes]
 
     def wait_mesh(self) -> list[Any]:
-        from .apiclient import ControlClient, ControlError
+        from ..client.errors import PeerUnavailable
+        from ..client.peer import ControlClient
 
         deadline = time.monotonic() + self.args.timeout
         clients: list[Any] = [None] * len(self.nodes)
@@ -230,7 +231,7 @@ class Testnet:
                         clients[i] = ControlClient.from_data_dir(Path(n["data_dir"]))
                 if all(ids <= {d["node_id"] for d in c.nodes() if d["fresh"] and d["staked"]} for c in clients):
                     return clients
-            except ControlError:
+            except PeerUnavailable:
                 pass
             time.sleep(0.25)
         raise RuntimeError(f"the mesh did not form within {self.args.timeout}s (see {self.root}/node*/agent.log)")

@@ -1,4 +1,6 @@
-"""The peer a client talks to: any node's control API (HTTP + JSON, bearer token), async over httpx/trio.
+"""The one client of a node's control API (HTTP + JSON, bearer token): :class:`Peer` (async, trio; the SDK)
+and :class:`ControlClient` (blocking; the CLI, the testnet and the tests). Both share how a peer is named,
+how an answer is decoded and what an error says.
 
 A peer is named by its agent data directory (``control.json`` and ``control.token`` are read from it),
 or by a URL plus a token (``token=`` or ``$SANDRUN_P2P_PEER_TOKEN``). Without a name, the local agent's
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,8 @@ import httpx
 
 from .errors import PeerUnavailable
 
-INFO_FILE = "control.json"  # written by the agent (sandrun_p2p/agent/control.py)
-TOKEN_FILE = "control.token"
+INFO_FILE = "control.json"  # the agent's control API address, written by sandrun_p2p/agent/control.py
+TOKEN_FILE = "control.token"  # its bearer token (mode 0600)
 TOKEN_ENV = "SANDRUN_P2P_PEER_TOKEN"
 
 
@@ -57,12 +60,38 @@ def resolve(peer: str | None, token: str | None = None) -> tuple[str, str]:
         tok = token or (d / TOKEN_FILE).read_text().strip()
     except FileNotFoundError:
         raise PeerUnavailable(
-            f"no running agent in {d} (no {INFO_FILE}); start one with `sandrun-p2p agent`, run "
-            "`sandrun-p2p testnet`, or give --peer DATA_DIR or --peer URL"
+            f"no running agent in {d} (no {INFO_FILE}); start one with `sandrun-p2p agent` or "
+            "`sandrun-p2p testnet`, or name a running agent's data dir (or, for a client, its URL)"
         ) from None
     except ValueError:
         raise PeerUnavailable(f"{d / INFO_FILE} is not valid JSON; is the agent still starting?") from None
     return str(info["url"]).rstrip("/"), tok
+
+
+def _unreachable(url: str, e: httpx.HTTPError) -> PeerUnavailable:
+    return PeerUnavailable(f"peer {url} not reachable ({type(e).__name__}: {e}); is its agent running?")
+
+
+def _answer(url: str, method: str, path: str, r: httpx.Response) -> Any:
+    """The decoded body of a control API answer (JSON, else bytes); :class:`PeerError` for an HTTP error."""
+    if r.status_code >= 400:
+        try:
+            msg = r.json().get("error", r.text)
+        except ValueError:
+            msg = r.text
+        raise PeerError(r.status_code, f"peer {url}: {method} {path}: HTTP {r.status_code}: {msg}")
+    if r.headers.get("content-type", "").startswith("application/json"):
+        return r.json()
+    return r.content
+
+
+def _events_params(job_id: str | None, since: int, wait: float, linger: float) -> dict[str, Any]:
+    params: dict[str, Any] = {"since": since, "wait": wait}
+    if linger:
+        params["linger"] = linger
+    if job_id:
+        params["job"] = job_id
+    return params
 
 
 class Peer:
@@ -93,16 +122,8 @@ class Peer:
         try:
             r = await self._http.request(method, path, **kw)
         except httpx.HTTPError as e:
-            raise PeerUnavailable(f"peer {self.url} not reachable ({type(e).__name__}: {e}); is its agent running?") from None
-        if r.status_code >= 400:
-            try:
-                msg = r.json().get("error", r.text)
-            except ValueError:
-                msg = r.text
-            raise PeerError(r.status_code, f"peer {self.url}: {method} {path}: HTTP {r.status_code}: {msg}")
-        if r.headers.get("content-type", "").startswith("application/json"):
-            return r.json()
-        return r.content
+            raise _unreachable(self.url, e) from None
+        return _answer(self.url, method, path, r)
 
     async def status(self) -> dict[str, Any]:
         return await self._call("GET", "/v1/status")
@@ -114,9 +135,7 @@ class Peer:
         return await self._call("GET", f"/v1/jobs/{job_id}")
 
     async def events(self, job_id: str | None = None, since: int = 0, wait: float = 0) -> dict[str, Any]:
-        params: dict[str, Any] = {"since": since, "wait": wait}
-        if job_id:
-            params["job"] = job_id
+        params = _events_params(job_id, since, wait, 0)
         return await self._call("GET", "/v1/events", params=params, timeout=wait + 30)
 
     async def put_blob(self, data: bytes) -> str:
@@ -135,3 +154,84 @@ class Peer:
     async def submit_escrowed_by_peer(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/jobs: the peer escrows from its own account and announces (not anonymous)."""
         return await self._call("POST", "/v1/jobs", json=body)
+
+
+class ControlClient:
+    """Blocking client of one node's control API (the CLI's, the testnet's and the tests')."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path | str, timeout: float = 30.0) -> ControlClient:
+        return cls(*resolve(str(data_dir)), timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise _unreachable(self.url, e) from None
+        return _answer(self.url, method, path, r)
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/status")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/nodes")["nodes"]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/jobs")["jobs"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        """``POST /v1/jobs``: the node escrows from its own account and announces."""
+        return self._call("POST", "/v1/jobs", json=body)
+
+    def submit_many(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /v1/jobs/batch``: one answer per body, in order (``{"job_id", "error"}`` where escrow failed)."""
+        return self._call("POST", "/v1/jobs/batch", json={"jobs": bodies})["jobs"]
+
+    def events(
+        self, since: int = 0, job: str | None = None, wait: float = 0, linger: float = 0
+    ) -> dict[str, Any]:
+        """Events after ``since``; ``wait``: long poll; ``linger``: once one came, wait this much more for others."""
+        return self._call(
+            "GET", "/v1/events", params=_events_params(job, since, wait, linger), timeout=wait + 30
+        )
+
+    def put_blob(self, data: bytes) -> str:
+        return self._call("POST", "/v1/blobs", content=data)["cid"]
+
+    def blob(self, cid: str, tar: bool = False) -> bytes:
+        return self._call("GET", f"/v1/blobs/{cid}", params={"format": "tar"} if tar else None)
+
+    def wait_job(self, job_id: str, states: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        """Poll until the job reaches one of ``states`` (by this node's view); PeerUnavailable on timeout."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                last = self.job(job_id)
+            except PeerError as e:
+                if e.status != 404:
+                    raise
+            else:
+                if last.get("state") in states:
+                    return last
+            self.events(
+                job=job_id,
+                since=(last.get("events") or [{"id": 0}])[-1]["id"],
+                wait=min(2.0, max(0.05, deadline - time.monotonic())),
+            )
+        raise PeerUnavailable(
+            f"job {job_id} did not reach {states} in {timeout}s; last state "
+            f"{last.get('state')!r}: {last.get('reason', '')}"
+        )

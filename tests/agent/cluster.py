@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandrun_p2p.agent.apiclient import ControlClient, ControlError
+from sandrun_p2p.client.errors import PeerUnavailable
+from sandrun_p2p.client.peer import ControlClient
 from sandrun_p2p.exec.sandbox import sweep_stale_runs
 from sandrun_p2p.net.keys import load_or_create_key, peer_id_of_node
 
@@ -57,7 +58,7 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.05) -> Any:
             v = pred()
             if v:
                 return v
-        except (ControlError, OSError) as e:
+        except (PeerUnavailable, OSError) as e:
             last_err = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))

@@ -126,37 +126,37 @@ def test_faulty_executor_outvoted_and_slashed(cluster: Cluster) -> None:
 
 
 def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
-    from sandrun_p2p.agent.apiclient import ControlError
+    from sandrun_p2p.client.peer import PeerError
 
     api = cluster.nodes[0].api
-    with pytest.raises(ControlError, match="HTTP 400.*timeout"):
+    with pytest.raises(PeerError, match="HTTP 400.*timeout"):
         api.submit(manifest={"entrypoint": "main.py", "timeout": 0}, bundle_b64=base64.b64encode(HELLO).decode())
-    with pytest.raises(ControlError, match="exactly one of code_cid or bundle_b64"):
+    with pytest.raises(PeerError, match="exactly one of code_cid or bundle_b64"):
         api.submit(manifest={"entrypoint": "main.py"})
-    with pytest.raises(ControlError, match="unknown field"):
+    with pytest.raises(PeerError, match="unknown field"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", colour="red")
-    with pytest.raises(ControlError, match="HTTP 400.*executors\\[\\] must be 32 bytes"):
+    with pytest.raises(PeerError, match="HTTP 400.*executors\\[\\] must be 32 bytes"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", executors=["ab"])
-    with pytest.raises(ControlError, match="HTTP 400.*executors must be a list"):
+    with pytest.raises(PeerError, match="HTTP 400.*executors must be a list"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", executors="ab")
-    with pytest.raises(ControlError, match="HTTP 400.*fewer than redundancy"):
+    with pytest.raises(PeerError, match="HTTP 400.*fewer than redundancy"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", redundancy=2,
                    executors=[cluster.nodes[1].node_id.hex()])
-    with pytest.raises(ControlError, match="HTTP 404"):
+    with pytest.raises(PeerError, match="HTTP 404"):
         api.job("00" * 32)
-    with pytest.raises(ControlError, match="HTTP 400.*hex"):
+    with pytest.raises(PeerError, match="HTTP 400.*hex"):
         api.job("zz")
 
 
 def test_batch_submission_settles_every_job_and_checks_every_body_first(cluster: Cluster) -> None:
-    from sandrun_p2p.agent.apiclient import ControlError
+    from sandrun_p2p.client.peer import PeerError
 
     api = cluster.nodes[1].api
     known = {j["job_id"] for j in api.jobs()}
     good = [hello_job(nonce=f"ba{i:02d}") for i in range(3)]
-    with pytest.raises(ControlError, match=r"HTTP 400.*jobs\[1\].*timeout"):
+    with pytest.raises(PeerError, match=r"HTTP 400.*jobs\[1\].*timeout"):
         api.submit_many([good[0], hello_job(manifest={"entrypoint": "main.py", "timeout": 0}), good[2]])
-    with pytest.raises(ControlError, match="same job twice"):
+    with pytest.raises(PeerError, match="same job twice"):
         api.submit_many([good[0], good[0]])
     assert {j["job_id"] for j in api.jobs()} == known  # nothing was escrowed or announced
     answers = api.submit_many(good)
@@ -188,7 +188,7 @@ def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
     assert all("reason" in j and "state" in j for j in jobs)
     assert "job" in cli("jobs", "--data-dir", d).stdout
     bad = cli("status", "--data-dir", str(cluster.root / "nowhere"))
-    assert bad.returncode == 1 and "no running agent found" in bad.stderr
+    assert bad.returncode == 1 and "no running agent in" in bad.stderr
 
 
 def _announce(api, body: dict) -> dict:
@@ -231,27 +231,27 @@ def test_announce_client_escrowed_encrypted_job(cluster: Cluster) -> None:
     import os
     import stat
 
-    from sandrun_p2p.agent.apiclient import ControlError
+    from sandrun_p2p.client.peer import PeerError
     from sandrun_p2p.store import crypto
 
     origin = cluster.nodes[0]
     api = origin.api
-    with pytest.raises(ControlError, match="HTTP 400.*spec"):
+    with pytest.raises(PeerError, match="HTTP 400.*spec"):
         _announce(api, {})
     key = crypto.new_bundle_key()
     code_cid = api.put_blob(crypto.seal_bundle(HELLO, key))
     spec = _client_spec(cluster, code_cid, {0, FAULTY}, encrypted=True)
-    with pytest.raises(ControlError, match="HTTP 400.*bundle_key"):
+    with pytest.raises(PeerError, match="HTTP 400.*bundle_key"):
         _announce(api, {"spec": _wire(spec)})  # encrypted, no key: nobody could run it
-    with pytest.raises(ControlError, match="HTTP 400.*bundle_key must be"):
+    with pytest.raises(PeerError, match="HTTP 400.*bundle_key must be"):
         _announce(api, {"spec": _wire(spec), "bundle_key": "zz"})
-    with pytest.raises(ControlError, match="HTTP 400.*nonce must be hex"):
+    with pytest.raises(PeerError, match="HTTP 400.*nonce must be hex"):
         _announce(api, {"spec": {**_wire(spec), "nonce": "xyz"}, "bundle_key": key.hex()})
-    with pytest.raises(ControlError, match="HTTP 409.*not funded"):
+    with pytest.raises(PeerError, match="HTTP 409.*not funded"):
         _announce(api, {"spec": _wire(spec), "bundle_key": key.hex()})
     cheap = _client_spec(cluster, code_cid, set(), encrypted=True, payment_wei=2 * 10**15)
     _fund(cluster, cheap, 10**15)
-    with pytest.raises(ControlError, match=r"HTTP 409.*not funded.*escrow: chain 1000000000000000 wei"):
+    with pytest.raises(PeerError, match=r"HTTP 409.*not funded.*escrow: chain 1000000000000000 wei"):
         _announce(api, {"spec": _wire(cheap), "bundle_key": key.hex()})
 
     _fund(cluster, spec, spec.payment_wei)
@@ -259,7 +259,7 @@ def test_announce_client_escrowed_encrypted_job(cluster: Cluster) -> None:
     assert r == {"job_id": spec.job_id.hex(), "seed": fake_seed(spec.job_id).hex(), "deadline": spec.deadline}
     kf = origin.data_dir / "keys" / f"{spec.job_id.hex()}.key"
     assert kf.read_bytes() == key and stat.S_IMODE(os.stat(kf).st_mode) == 0o600
-    with pytest.raises(ControlError, match="HTTP 409.*already known"):
+    with pytest.raises(PeerError, match="HTTP 409.*already known"):
         _announce(api, {"spec": _wire(spec), "bundle_key": key.hex()})
     j = api.wait_job(spec.job_id.hex(), ("settled", "refunded", "failed"), 60)
     assert j["state"] == "settled", j

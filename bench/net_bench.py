@@ -17,6 +17,9 @@ The configuration is printed first.
     python bench/net_bench.py [--nodes 10] [--gossip-msgs 40] [--claim-jobs 20] [--jobs 100] [--json]
                               [--one-by-one] [--skip-gossip] [--profile OUT.json] [--shard-bits 1]
                               [--pay escrow|voucher|both] [--origins N] [--publish-batch-window S]
+                              [--transport tcp|quic]
+
+``--transport quic`` runs every phase over QUIC (py-libp2p's QUIC transport, TLS 1.3) instead of TCP (Noise, mplex).
 
 Prints the figures and the ratios against the goals (claim p99 <= 2 x gossip p99; >= 25 jobs/s).
 """
@@ -52,10 +55,10 @@ def pct(xs: list[float], p: float) -> float:
 # ----------------------------------------------------------------------------- gossip worker (one process)
 
 
-def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float) -> None:
+def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float, transport: str = "tcp") -> None:
     import trio
 
-    from sandrun_p2p.agent.testnet import dial_plan
+    from sandrun_p2p.agent.testnet import _addr, dial_plan
     from sandrun_p2p.net.host import NetConfig, Network
     from sandrun_p2p.net.topics import job_topic
     from sandrun_p2p.protocol import messages as m
@@ -71,7 +74,7 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float) -> None:
     key = NodeKey.generate()
 
     async def main() -> None:
-        net = Network(key, NetConfig(mdns=False), on_msg)  # the agent's own settings
+        net = Network(key, NetConfig(mdns=False, listen=[_addr(transport, 0)]), on_msg)  # the agent's own settings
         async with trio.open_nursery() as nursery:
             await nursery.start(net.run)
             (d / f"addr{index}").write_text(net.addrs()[0])
@@ -104,10 +107,10 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float) -> None:
     trio.run(main)
 
 
-def gossip_phase(n: int, msgs: int, rate: float) -> dict:
+def gossip_phase(n: int, msgs: int, rate: float, transport: str = "tcp") -> dict:
     d = Path(tempfile.mkdtemp(prefix="gossip-bench-"))
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(d), str(i), str(n), str(msgs), str(rate)])
-             for i in range(n)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(d), str(i), str(n), str(msgs), str(rate),
+                               transport]) for i in range(n)]
     try:
         deadline = time.monotonic() + 120
         while len(list(d.glob("ready*"))) < n:
@@ -324,7 +327,7 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
 
 def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path | None = None,
                  batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",),
-                 shard_bits: int = 0, origins: int = 0, batch_window: float = 0.0) -> dict:
+                 shard_bits: int = 0, origins: int = 0, batch_window: float = 0.0, transport: str = "tcp") -> dict:
     from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
 
@@ -334,7 +337,7 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
 
     args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
                               timeout=180.0, job_size=0, pay="escrow", shard_bits=shard_bits,
-                              publish_batch_window=batch_window)
+                              publish_batch_window=batch_window, transport=transport)
     net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
     try:
         net.start()
@@ -362,8 +365,8 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        d, i, n, msgs, rate = sys.argv[2:7]
-        gossip_worker(Path(d), int(i), int(n), int(msgs), float(rate))
+        d, i, n, msgs, rate, transport = sys.argv[2:8]
+        gossip_worker(Path(d), int(i), int(n), int(msgs), float(rate), transport)
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=10)
@@ -389,20 +392,22 @@ def main() -> int:
                    help="agents' publish_batch_window_s: wait this long to batch queued gossip (default 0)")
     p.add_argument("--origins", type=int, default=0,
                    help="submit the throughput jobs through this many nodes, spread evenly (default 0: all)")
+    p.add_argument("--transport", choices=["tcp", "quic"], default="tcp",
+                   help="every phase over TCP (Noise, mplex; default) or QUIC (TLS 1.3)")
     p.add_argument("--profile", type=Path, help="sample node 0's stacks (all threads) during the throughput phase; JSON written here")
     a = p.parse_args()
     t0 = time.monotonic()
     config = {"nodes": a.nodes, "shard_bits": a.shard_bits, "pay": a.pay, "origins": a.origins or a.nodes,
-              "publish_batch_window_s": a.publish_batch_window, "jobs": a.jobs,
+              "publish_batch_window_s": a.publish_batch_window, "jobs": a.jobs, "transport": a.transport,
               "submission": "one request per job" if a.one_by_one else "batch per node"}
     if not a.json:
         print("configuration: " + ", ".join(f"{k} {v}" for k, v in config.items()), flush=True)
-    g = (gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate) if not a.skip_gossip else
+    g = (gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate, a.transport) if not a.skip_gossip else
          {"nodes": a.nodes, "messages": 0, "deliveries": 0, "expected_deliveries": 0,
           "rate_msgs_per_s": a.gossip_rate, "p50_ms": float("nan"), "p99_ms": float("nan")})
     pays = ("escrow", "voucher") if a.pay == "both" else (a.pay,)
     ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap,
-                      pays, a.shard_bits, a.origins, a.publish_batch_window)
+                      pays, a.shard_bits, a.origins, a.publish_batch_window, a.transport)
     out = {"machine": {"cpus": os.cpu_count()}, "config": config, "gossip": g, **ag,
            "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
                       "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},

@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS txs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, job_id BLOB NOT NULL, kind TEXT NOT NULL,
     status TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vouchers (
+    job_id BLOB NOT NULL, role TEXT NOT NULL, price TEXT, voucher BLOB, root BLOB,
+    batch INTEGER, PRIMARY KEY (job_id, role)
+);
+CREATE TABLE IF NOT EXISTS voucher_batches (
+    batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL
+);
 """
 
 #: Job states after which nothing more happens to a job.
@@ -248,6 +255,44 @@ class Journal:
     def txs(self, job_id: bytes) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT kind, status, detail, at FROM txs WHERE job_id=? ORDER BY id", (job_id,))
         return [{"kind": k, "status": s, "detail": d, "at": a} for k, s, d, a in rows]
+
+    # ------------------------------------------------------------------ vouchers (voucherlink.py)
+    # role "payer": a voucher job this node funds (its price), then the voucher it signed for it (written and
+    # committed before the voucher leaves); role "executor": a voucher this node holds with its result's root,
+    # then the batch that settled it. Rows go once their batch is paid or voided. Amounts are decimal text
+    # (wei overflow SQLite's 64-bit integers).
+    def voucher_put(self, job_id: bytes, role: str, *, price: int | None = None, voucher: bytes | None = None,
+                    root: bytes | None = None, batch: int | None = None) -> None:
+        """Create or update a voucher row (the fields given; the others keep their value): one statement."""
+        self._w(
+            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(job_id, role) DO UPDATE SET price=COALESCE(excluded.price, price), "
+            "voucher=COALESCE(excluded.voucher, voucher), root=COALESCE(excluded.root, root), "
+            "batch=COALESCE(excluded.batch, batch)",
+            (job_id, role, None if price is None else str(price), voucher, root, batch),
+        )
+
+    def voucher_rows(self, role: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT job_id, price, voucher, root, batch FROM vouchers WHERE role=?", (role,))
+        return [{"job_id": bytes(j), "price": int(p or 0), "voucher": bytes(v) if v is not None else None,
+                 "root": bytes(r) if r is not None else None, "batch": b} for j, p, v, r, b in rows]
+
+    def voucher_forget(self, job_ids: list[bytes], role: str) -> None:
+        for jid in job_ids:
+            self._w("DELETE FROM vouchers WHERE job_id=? AND role=?", (jid, role))
+
+    def voucher_batch(self, batch_id: int, payer: str, amount: int, release_at: int) -> None:
+        self._w("INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at) VALUES (?, ?, ?, ?)",
+                (batch_id, payer, str(amount), release_at))
+
+    def voucher_batches(self) -> list[tuple[int, str, int, int]]:
+        rows = self.db.execute("SELECT batch_id, payer, amount, release_at FROM voucher_batches ORDER BY batch_id")
+        return [(b, p, int(a), r) for b, p, a, r in rows]
+
+    def voucher_batch_done(self, batch_id: int) -> None:
+        """Forget a paid or voided batch of this executor, with its jobs' rows."""
+        self._w("DELETE FROM vouchers WHERE role='executor' AND batch=?", (batch_id,))
+        self._w("DELETE FROM voucher_batches WHERE batch_id=?", (batch_id,))
 
     # ------------------------------------------------------------------ pruning
     def forget_final(self, older_than_s: float) -> int:

@@ -99,6 +99,9 @@ class Agent:
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
         self._commit_due = trio.Event()
         self.journal = Journal(cfg.data_dir / "journal.sqlite", group_commit=True, on_begin=self._commit_due.set)
+        vouchers = getattr(chain, "vouchers", None)
+        if vouchers is not None:
+            vouchers.attach(self.journal)  # signed and held vouchers, batches not yet paid: kept across restarts
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
         self.checkpoints = Checkpoints(store, lambda jid, body: self._do(

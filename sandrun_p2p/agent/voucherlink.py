@@ -16,6 +16,15 @@ the adaptor coalesces them instead of sending them one per job:
   is paid. A batch that reverts is reported (``on_error``) and retried; after ``MAX_BATCH_TRIES`` its jobs are
   ``unpaid`` with the reason.
 
+Restarts (:meth:`VoucherLink.attach`, given the agent's journal): the payer journals each voucher job's price
+and, committed before the voucher leaves, the voucher it signed, so a restarted payer serves the same voucher
+for a job again and numbers the next one after the later of the chain's channel and its own vouchers; the
+executor journals each voucher it queued and each batch it settled, so a restarted executor sends its queued
+results and finalizes its pending batches. On the first poll after a restart the chain wins: results its
+channel already settled are not sent again (the replayed ``BatchSettled`` whose results root they make gives
+them their batch back) and batches no longer pending are not finalized. Rows go once their batch is paid or
+voided.
+
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
 gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
 """
@@ -25,7 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from eth_utils import to_checksum_address
@@ -40,9 +49,13 @@ from .vouchers import (
     VoucherBook,
     VoucherError,
     batch_of,
+    take_batch,
     voucher_from_bytes,
     voucher_to_bytes,
 )
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 MAX_BATCH_TRIES = 3
 #: Events the voucher mode needs from the poller.
@@ -84,6 +97,67 @@ class VoucherLink:
         self.state: dict[bytes, dict[str, Any]] = {}  # job -> what job() reports
         self.attested: dict[bytes, Attestation] = {}  # payer: job -> the executor's attestation of its reveal
         self.updates: list[ChainUpdate] = []
+        self.journal: Journal | None = None
+        self._writes: list[Callable[[Journal], None]] = []  # from the poller thread, written by drain()
+        self._resumed = True  # False: state restored from the journal, not yet reconciled with the chain
+        self.orphans: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}  # payer -> results settled unseen
+
+    # ------------------------------------------------------------------ journal
+
+    def attach(self, journal: Journal) -> None:
+        """Keep this node's voucher state in ``journal`` from now on, and restore what it holds (the agent
+        calls this before it polls or serves anything)."""
+        self.journal = journal
+        for row in journal.voucher_rows("payer"):
+            jid = row["job_id"]
+            self.prices[jid] = row["price"]
+            st: dict[str, Any] = {"state": "open", "pay": "voucher", "paid_wei": 0, "refunded_wei": 0}
+            if row["voucher"] is not None:
+                v = voucher_from_bytes(row["voucher"])
+                self.book.restore(v)
+                st.update({"state": "voucher-signed", "executor": v.executor, "seq": v.seq})
+            self.state[jid] = st
+        by_batch: dict[int, list[tuple[int, bytes, bytes]]] = {}
+        now = time.monotonic()
+        for row in journal.voucher_rows("executor"):
+            jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
+            self.queue.restore(v, v.client, jid, row["root"], bid, now)
+            self.state[jid] = {"state": "batching" if bid is None else "batched", "pay": "voucher", "seq": v.seq,
+                               "paid_wei": 0, "refunded_wei": 0, **({} if bid is None else {"batch": bid})}
+            if bid is not None:
+                by_batch.setdefault(bid, []).append((v.seq, jid, row["root"]))
+        for bid, _payer, amount, release_at in journal.voucher_batches():
+            leaves = sorted(by_batch.get(bid, []))
+            tree = ResultsTree([(jid, root) for _, jid, root in leaves]) if leaves else None
+            self.batches[bid] = _Batch([jid for _, jid, _ in leaves], amount, release_at, tree)
+        self._resumed = not (self.queue.pending or self.batches)
+
+    def _write(self, op: Callable[[Journal], None] | None, commit: bool = False) -> None:
+        """Run ``op`` on the journal (from the trio thread only), committing at once when ``commit``."""
+        if self.journal is not None:
+            if op is not None:
+                op(self.journal)
+            if commit:
+                self.journal.commit()
+
+    async def _resume(self) -> None:
+        """After a restart, reconcile the restored executor state with the chain (the chain wins)."""
+        market = self.link.market
+        payers, bids = list(self.queue.pending), list(self.batches)
+
+        def work() -> tuple[dict[str, int], dict[int, int]]:
+            return ({p: market.channel(p, market.account)[1] for p in payers},
+                    {b: int(market.batch(b)["state"]) for b in bids})
+
+        settled, states = await self.link._read(work)
+        for payer, seq in settled.items():
+            gone = self.queue.settled_by_chain(payer, seq)
+            if gone is not None:
+                self.orphans.setdefault(payer, {}).update(gone.items)
+        for bid, st in states.items():
+            if st != 1:  # paid or voided meanwhile: its event (the poller reads them all again) says which
+                self.batches[bid].tree = None
+        self._resumed = True
 
     # ------------------------------------------------------------------ payer
 
@@ -98,6 +172,7 @@ class VoucherLink:
             self.room -= price
         self.prices[spec.job_id] = price
         self.state[spec.job_id] = {"state": "open", "pay": "voucher", "paid_wei": 0, "refunded_wei": 0}
+        self._write(lambda j: j.voucher_put(spec.job_id, "payer", price=price))
         return widen_seed(spec.job_id, await self._recent_seed())
 
     async def _recent_seed(self) -> bytes:
@@ -119,20 +194,25 @@ class VoucherLink:
         executor = to_checksum_address(executor)
         market = self.link.market
 
-        def work() -> Voucher:
+        def work() -> tuple[Voucher, bool]:
             if not self.book.has_channel(executor):
+                # after the later of the chain's channel and the vouchers restored from the journal; payer_seq
+                # (which maps batches onto vouchers) follows the BatchSettled events only: the poller reads them
+                # all from the deployment on, also after a restart
                 paid, seq = market.channel(market.account, executor)
                 self.book.open_channel(executor, seq, paid)
-                self.payer_seq.setdefault(executor, seq)
             terms = self.book.next_terms(executor, job_id, price)
             if isinstance(terms, Voucher):
-                return terms
+                return terms, False
             v = market.sign_voucher(executor, job_id, terms[0], price, terms[1])
             self.book.record(v)
-            return v
+            return v, True
 
         async with self._issue_lock:
-            v = await self.link._run(work)
+            v, new = await self.link._run(work)
+            if new:  # durable before it leaves: a restarted payer serves it again and numbers after it
+                self._write(lambda j: j.voucher_put(job_id, "payer", price=price, voucher=voucher_to_bytes(v)),
+                            commit=True)
         if attest is not None:
             self.attested[job_id] = attest
         self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
@@ -143,6 +223,9 @@ class VoucherLink:
     async def accept(self, job_id: bytes, args: dict[str, Any]) -> str:
         """Fetch the voucher for this node's result from the job's origin, check it and queue the result."""
         origin: bytes = args["origin"]
+        held = self.state.get(job_id, {})
+        if held.get("state") in ("batching", "batched", "settled"):  # e.g. a reveal sent again after a restart
+            return f"voucher seq {held.get('seq')} already held ({held['state']})"
         payer = self.link.accounts.get(origin)
         if payer is None:
             raise VoucherError(f"the origin {origin.hex()[:16]} has no account on chain")
@@ -160,6 +243,8 @@ class VoucherLink:
             self.state[job_id] = {"state": "unpaid", "pay": "voucher", "reason": str(e), "paid_wei": 0}
             raise
         self.queue.add(v, payer, job_id, args["root"], time.monotonic())
+        self._write(lambda j: j.voucher_put(job_id, "executor", voucher=voucher_to_bytes(v), root=args["root"]),
+                    commit=True)
         self.state[job_id] = {"state": "batching", "pay": "voucher", "seq": v.seq, "paid_wei": 0,
                               "refunded_wei": 0}
         return f"voucher seq {v.seq} ({v.cumulative} wei in total) queued for a batch"
@@ -187,12 +272,15 @@ class VoucherLink:
     # ------------------------------------------------------------------ batches (run by every poll)
 
     async def tick(self) -> None:
+        if not self._resumed:
+            await self._resume()
         for payer in self.queue.due(time.monotonic()):
             await self._settle(payer, self.queue.take(payer))
         await self._finalize_due()
 
     async def _settle(self, payer: str, p: Pending) -> None:
         voucher, tree, jobs = batch_of(p)
+        self._write(None, commit=True)  # what the batch covers is durable before it is sent
         try:
             res = await self.link._run(self.link.market.settle_batch, voucher, tree)
         except ChainError as e:
@@ -206,13 +294,34 @@ class VoucherLink:
                 self.tries.pop(payer, None)
                 for jid in jobs:
                     self.state[jid] = {"state": "unpaid", "pay": "voucher", "reason": str(e)[:200], "paid_wei": 0}
+                self._write(lambda j: j.voucher_forget(jobs, "executor"))
             return
         self.tries.pop(payer, None)
         ev = res.event("BatchSettled")
         bid = int(ev["batchId"])
-        self.batches[bid] = _Batch(jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+        self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+        self._flush(commit=True)
+
+    def _adopt(self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int,
+               tree: ResultsTree) -> None:
+        """Record this executor's batch ``bid`` (journaled by the next :meth:`_flush`)."""
+        self.batches[bid] = _Batch(jobs, amount, release_at, tree)
         for jid in jobs:
-            self.state[jid].update({"state": "batched", "batch": bid})
+            self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
+                {"state": "batched", "batch": bid})
+
+        def op(j: Journal) -> None:
+            j.voucher_batch(bid, payer, amount, release_at)
+            for jid in jobs:
+                j.voucher_put(jid, "executor", batch=bid)
+
+        self._writes.append(op)
+
+    def _flush(self, commit: bool = False) -> None:
+        ops, self._writes = self._writes, []
+        for op in ops:
+            self._write(op)
+        self._write(None, commit=commit)
 
     def poll_in(self) -> float | None:
         """Seconds until something here can move: a waiting batch comes of age, or one of this node's batches
@@ -256,7 +365,10 @@ class VoucherLink:
         bid = int(a["batchId"])
         me = self.link.market.account
         if name == "BatchSettled":
-            if to_checksum_address(a["client"]) == me and bid not in self.batches:
+            client = to_checksum_address(a["client"])
+            if bid not in self.batches and self.link.account_of_index.get(int(a["node"])) == me:
+                self._own_batch(bid, client, a)
+            if client == me and bid not in self.batches:
                 self._payer_batch(bid, a)
             return
         batch = self.batches.get(bid)
@@ -273,6 +385,23 @@ class VoucherLink:
                 self.state.setdefault(jid, {}).update({"state": "voided", "pay": "voucher", "batch": bid,
                                                        "reason": "batch voided by an equivocation proof"})
         batch.tree = None
+        jobs = list(batch.jobs)
+
+        def op(j: Journal) -> None:
+            j.voucher_batch_done(bid)
+            j.voucher_forget(jobs, "payer")
+
+        self._writes.append(op)
+
+    def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> None:
+        """A batch of this executor's that it does not know: sent before a restart, receipt not journaled.
+        Its results are those restored here that the chain had already settled (:meth:`_resume`) whose tree
+        has the batch's results root."""
+        held = self.orphans.get(payer)
+        got = take_batch(held, bytes(a["resultsRoot"])) if held else None
+        if got is not None:
+            _, tree, jobs = batch_of(got)
+            self._adopt(bid, payer, jobs, int(a["amount"]), int(a["releaseAt"]), tree)
 
     def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:
         executor = self.link.account_of_index.get(int(a["node"]))
@@ -285,7 +414,8 @@ class VoucherLink:
                       if v.executor == executor and first < v.seq <= last)
         self.batches[bid] = _Batch([jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
         for _, jid in jobs:
-            self.state[jid].update({"state": "batched", "batch": bid})
+            self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
+                {"state": "batched", "batch": bid})
 
     def release(self, job_id: bytes) -> None:
         """Payer: a voucher job failed before any voucher was signed; its price returns to the deposit room."""
@@ -293,6 +423,7 @@ class VoucherLink:
         if price is not None and job_id not in self.book.issued:
             self.room += price
             self.state[job_id].update({"state": "refunded", "refunded_wei": price})
+            self._write(lambda j: j.voucher_forget([job_id], "payer"))
         self.updates.append(ChainUpdate("job_refunded", job_id))
 
     async def challenge(self, batch_id: int, tree: ResultsTree, job_id: bytes, other: Attestation) -> str:
@@ -302,6 +433,8 @@ class VoucherLink:
         return res.tx_hash
 
     def drain(self) -> list[ChainUpdate]:
+        """The job updates of the last poll (in the trio thread: the poller's journal writes are made here)."""
+        self._flush()
         out, self.updates = self.updates, []
         return out
 

@@ -8,6 +8,10 @@
   waiting ``max_age`` seconds). A batch settles with the payer's highest voucher (cumulative: it covers the
   others) and a results tree of its jobs in ``seq`` order.
 
+Both are rebuilt after a restart from the agent's journal (``restore``; see voucherlink.py): the payer's book
+numbers after the later of the chain's channel and the vouchers it signed, and the executor's queue takes its
+held vouchers back.
+
 Vouchers travel as canonical JSON (:func:`voucher_to_bytes`) over the direct fetch stream: the executor asks
 the origin for ``voucher/<job id hex>/<executor node id hex>``.
 """
@@ -81,8 +85,22 @@ class VoucherBook:
         return to_checksum_address(executor) in self.channels
 
     def open_channel(self, executor: str, settled_seq: int, settled_paid: int) -> None:
-        """Start numbering after what the chain already settled (a restarted payer must not reuse numbers)."""
-        self.channels.setdefault(to_checksum_address(executor), _Channel(settled_seq, settled_paid))
+        """Start numbering after what the chain already settled or this book already signed (restored from the
+        journal), whichever is later: a restarted payer must not reuse numbers. Where the two disagree on a seq
+        the chain wins; at the same seq the higher cumulative (a batch short of deposit settled less than its
+        voucher promised, and the next voucher still owes the rest)."""
+        executor = to_checksum_address(executor)
+        if executor in self.channels:
+            return
+        last = (settled_seq, settled_paid)
+        for v in self.issued.values():
+            if to_checksum_address(v.executor) == executor:
+                last = max(last, (v.seq, v.cumulative))
+        self.channels[executor] = _Channel(*last)
+
+    def restore(self, v: Voucher) -> None:
+        """A voucher signed before a restart (from the journal): served again as is for its job."""
+        self.issued[v.job_id] = v
 
     def next_terms(self, executor: str, job_id: bytes, amount: int) -> tuple[int, int] | Voucher:
         """(seq, cumulative) of the voucher to sign for ``job_id``, or the voucher already signed for it."""
@@ -172,6 +190,31 @@ class BatchQueue:
         """Remove and return ``payer``'s waiting results (see :func:`batch_of`)."""
         return self.pending.pop(to_checksum_address(payer))
 
+    def restore(self, v: Voucher, payer: str, job_id: bytes, trace_root: bytes, batch: int | None, now: float) -> None:
+        """A voucher held before a restart (from the journal): queued again (it has waited: due at once), or
+        only remembered as used when a batch already settled it."""
+        if batch is None:
+            self.add(v, payer, job_id, trace_root, now - self.max_age)
+        else:
+            self.used[(to_checksum_address(payer), v.seq)] = job_id
+
+    def settled_by_chain(self, payer: str, settled_seq: int) -> Pending | None:
+        """Remove and return ``payer``'s waiting results the chain already settled (seq <= ``settled_seq``): a
+        batch sent before a restart whose receipt the journal missed. They must not be sent again (it would
+        revert); :meth:`take_batch` gives them back when the batch's event names them."""
+        payer = to_checksum_address(payer)
+        p = self.pending.get(payer)
+        if p is None:
+            return None
+        gone = {s: it for s, it in p.items.items() if s <= settled_seq}
+        if not gone:
+            return None
+        for s in gone:
+            del p.items[s]
+        if not p.items:
+            del self.pending[payer]
+        return Pending(p.since, gone)
+
     def put_back(self, payer: str, p: Pending) -> None:
         """Return a batch that could not be settled (retried once it is due again)."""
         held = self.pending.setdefault(to_checksum_address(payer), Pending(p.since))
@@ -184,3 +227,14 @@ def batch_of(p: Pending) -> tuple[Voucher, ResultsTree, list[bytes]]:
     seqs = sorted(p.items)
     leaves = [(p.items[s][0], p.items[s][1]) for s in seqs]
     return p.items[seqs[-1]][2], ResultsTree(leaves), [jid for jid, _ in leaves]
+
+
+def take_batch(held: dict[int, tuple[bytes, bytes, Voucher]], results_root: bytes) -> Pending | None:
+    """Remove and return the results in ``held`` (seq -> item) that a batch with ``results_root`` settled: the
+    lowest seqs whose results tree has that root (a batch covers every result waiting when it was sent, and a
+    later voucher has a higher seq). None when no prefix matches."""
+    seqs = sorted(held)
+    for n in range(1, len(seqs) + 1):
+        if ResultsTree([(held[s][0], held[s][1]) for s in seqs[:n]]).root == results_root:
+            return Pending(0.0, {s: held.pop(s) for s in seqs[:n]})
+    return None

@@ -1,0 +1,212 @@
+"""The voucher payment mode across restarts: the payer and the executor keep their voucher state in the agent's
+journal (SQLite), so nothing is lost or paid twice when either is restarted before a batch is paid.
+
+A restart here is a crash: the journal's open (uncommitted) transaction is rolled back and its connection
+closed, and a new ChainLink for the same account (on the same embedded chain) attaches the reopened journal,
+as the agent does on start. Its event poller reads the chain's events from the deployment on again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from sandrun_p2p.agent.chainlink import ChainLink
+from sandrun_p2p.agent.journal import Journal
+from sandrun_p2p.agent.vouchers import VoucherBook, voucher_from_bytes, voucher_to_bytes
+from sandrun_p2p.chain.crypto import ResultsTree, Voucher
+from sandrun_p2p.protocol.events import SubmitTx
+
+from .test_journal_resume import CAPS, NoExecutor, NoStore
+from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def crash(j: Journal) -> None:
+    """Lose what was not committed, as a SIGKILL would."""
+    if j.db.in_transaction:
+        j.db.execute("ROLLBACK")
+    j.db.close()
+
+
+class JournaledPair(Pair):
+    """:class:`Pair` whose payer and executor journal their voucher state (group commit, as in the agent)."""
+
+    def __init__(self, data: Path, batch_jobs: int = 3) -> None:
+        super().__init__(batch_jobs)
+        self.data = data
+        self.batch_jobs = batch_jobs
+        self.payer_journal = self._journal("payer")
+        self.executor_journal = self._journal("executor")
+        self.payer.vouchers.attach(self.payer_journal)
+        self.executor.vouchers.attach(self.executor_journal)
+
+    def _journal(self, who: str) -> Journal:
+        return Journal(self.data / f"{who}.sqlite", group_commit=True)
+
+    async def restart_payer(self) -> None:
+        crash(self.payer_journal)
+        self.payer = ChainLink({"voucher_deposit_wei": 10 * PRICE}, shared=self.payer)
+        self.payer_journal = self._journal("payer")
+        self.payer.vouchers.attach(self.payer_journal)
+        await self.payer.join(PAYER_NODE)
+        await self.payer.poll()
+
+    async def restart_executor(self) -> None:
+        crash(self.executor_journal)
+        self.executor = ChainLink({"account_index": 2, "voucher_batch_jobs": self.batch_jobs,
+                                   "voucher_batch_age_s": 3600}, shared=self.payer)
+        self.executor.vouchers.on_error = self.errors.append
+        self.executor.vouchers.fetcher = self._fetch
+        self.executor_journal = self._journal("executor")
+        self.executor.vouchers.attach(self.executor_journal)
+        await self.executor.join(EXEC_NODE)
+
+    def held(self, job_id: bytes) -> bytes:
+        """The voucher bytes the executor holds for ``job_id`` (waiting for a batch)."""
+        for p in self.executor.vouchers.queue.pending.values():
+            for jid, _, v in p.items.values():
+                if jid == job_id:
+                    return voucher_to_bytes(v)
+        raise KeyError(job_id.hex())
+
+    def pay_out(self) -> None:
+        self.payer.chain.advance(self.payer.market.params().challenge_window + 1)
+
+
+def run(fn) -> None:
+    trio.run(fn)
+
+
+def test_a_restarted_payer_continues_its_numbering_and_serves_the_same_voucher(tmp_path: Path) -> None:
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        first, _ = await p.job(0)  # the payer signed seq 1; the executor holds it, no batch yet
+        signed = p.held(first)
+        await p.restart_payer()  # nothing settled on chain: the chain's channel still says seq 0
+        # the same job is served the same voucher (not a new one with the next number)
+        assert await p.payer.vouchers.issue(first, p.executor.market.account) == signed
+        second, answer = await p.job(1)  # the next job gets the next seq, not seq 1 again
+        assert "seq 2" in answer and p.errors == []
+        assert voucher_from_bytes(p.held(second)).cumulative == 2 * PRICE
+        await p.executor.poll()  # two results: one batch pays both
+        bid = p.executor.vouchers.state[first]["batch"]
+        assert p.executor.vouchers.state[second]["batch"] == bid
+        batch = p.payer.market.batch(bid)
+        assert batch["amount"] == 2 * PRICE and batch["count"] == 2
+        assert batch["results_root"] == ResultsTree([(first, h("root0")), (second, h("root1"))]).root
+        before = p.earnings()
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == {first, second} and p.earnings() - before == 2 * PRICE
+        # the restarted payer maps the batch onto the vouchers it signed before and after its restart
+        assert {u.job_id for u in await p.payer.poll() if u.kind == "job_settled"} == {first, second}
+        assert p.payer_journal.voucher_rows("payer") == []  # paid: nothing left to keep
+        assert p.errors == []
+
+    run(main)
+
+
+def test_a_restarted_executor_settles_and_finalizes_its_queued_vouchers(tmp_path: Path) -> None:
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=3)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]  # two results wait for a third (or an hour)
+        await p.executor.poll()
+        assert not p.executor.vouchers.batches
+        await p.restart_executor()
+        # the restarted agent may send a job's reveal again: the voucher it holds is not fetched twice
+        args = {"root": h("root0"), "salt": h("salt"), "pay": "voucher", "origin": PAYER_NODE, "price": PRICE}
+        assert "already held" in await p.executor.submit(EXEC_NODE, SubmitTx("reveal", jobs[0], args))
+        await p.executor.poll()  # the restored results have waited already: settled at once
+        bids = {p.executor.vouchers.state[j].get("batch") for j in jobs}
+        assert len(bids) == 1 and None not in bids
+        (bid,) = bids
+        assert p.payer.market.batch(bid)["amount"] == 2 * PRICE
+        before = p.earnings()
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
+        assert p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        assert p.errors == []
+
+    run(main)
+
+
+def test_a_restarted_executor_finalizes_its_settled_batch(tmp_path: Path) -> None:
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        await p.executor.poll()  # settleBatch: the challenge window runs
+        (bid,) = p.executor.vouchers.batches
+        await p.restart_executor()
+        before = p.earnings()
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert p.payer.market.batch(bid)["state"] == 2  # paid
+        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
+        assert p.errors == []
+
+    run(main)
+
+
+def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_path: Path) -> None:
+    """The chain wins: the executor crashed after its settleBatch was mined, before the batch was journaled.
+    Its restored results are already settled on chain; the replayed BatchSettled gives them their batch."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        p.executor.vouchers.journal = None  # the receipt of the next settleBatch never reaches the journal
+        await p.executor.poll()
+        (bid,) = p.executor.vouchers.batches
+        await p.restart_executor()
+        await p.executor.poll()
+        assert p.executor.vouchers.batches.keys() == {bid} and p.errors == []  # not sent again (it would revert)
+        assert p.payer.market._call("batchCount") == bid  # no second batch
+        before = p.earnings()
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
+        assert p.errors == []
+
+    run(main)
+
+
+def test_a_restarted_book_numbers_after_the_later_of_the_chain_and_its_vouchers() -> None:
+    ex = "0x" + "22" * 20
+    signed = Voucher("0x" + "11" * 20, ex, b"\x01" * 32, 3, 5, 15, b"")
+    for chain, want in (((2, 10), (4, 20)), ((5, 25), (6, 30)), ((3, 12), (4, 20))):
+        book = VoucherBook()
+        book.restore(signed)
+        book.open_channel(ex, *chain)
+        assert book.next_terms(ex, b"\x02" * 32, 5) == want  # (3, 12): a batch short of deposit paid 12 of 15
+        assert book.next_terms(ex, signed.job_id, 5) == signed
+
+
+def test_the_agent_hands_its_journal_to_the_voucher_mode(tmp_path: Path) -> None:
+    from sandrun_p2p.agent.config import AgentConfig
+    from sandrun_p2p.agent.runtime import Agent
+    from sandrun_p2p.protocol.identity import NodeKey
+
+    class Vouchers:
+        journal = None
+
+        def attach(self, journal: Journal) -> None:
+            self.journal = journal
+
+    class Chain:
+        kind = "none"
+        vouchers = Vouchers()
+
+    chain = Chain()
+    agent = Agent(AgentConfig(data_dir=tmp_path, mdns=False), key=NodeKey.from_seed(b"\x05" * 32),
+                  executor=NoExecutor(), store=NoStore(), chain=chain, exec_caps=CAPS)
+    assert chain.vouchers.journal is agent.journal
+    agent.journal.close()

@@ -22,8 +22,11 @@ for a job again and numbers the next one after the later of the chain's channel 
 executor journals each voucher it queued and each batch it settled, so a restarted executor sends its queued
 results and finalizes its pending batches. On the first poll after a restart the chain wins: results its
 channel already settled are not sent again (the replayed ``BatchSettled`` whose results root they make gives
-them their batch back) and batches no longer pending are not finalized. Rows go once their batch is paid or
-voided.
+them their batch back) and batches no longer pending are not finalized. A batch sent before the crash may also
+be mined after that first poll: the restarted executor's settleBatch of the same results then reverts
+(``VoucherSpent``), or settles only the results queued after it (its ``count`` is short); either way the
+results the chain's channel settled go to that batch's ``BatchSettled`` (kept when read before them), not to a
+failed try. Rows go once their batch is paid or voided.
 
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
 gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
@@ -101,6 +104,11 @@ class VoucherLink:
         self._writes: list[Callable[[Journal], None]] = []  # from the poller thread, written by drain()
         self._resumed = True  # False: state restored from the journal, not yet reconciled with the chain
         self.orphans: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}  # payer -> results settled unseen
+        # executor, after a restart: payers some of whose results were restored unbatched (a settleBatch of theirs
+        # may have been in flight at the crash and be mined later), and their own BatchSettled events that matched
+        # no orphan yet (the orphans may come later: :meth:`_orphan`)
+        self._restored: set[str] = set()
+        self._unmatched: dict[str, dict[int, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -126,6 +134,8 @@ class VoucherLink:
                                "paid_wei": 0, "refunded_wei": 0, **({} if bid is None else {"batch": bid})}
             if bid is not None:
                 by_batch.setdefault(bid, []).append((v.seq, jid, row["root"]))
+            else:
+                self._restored.add(to_checksum_address(v.client))
         for bid, _payer, amount, release_at in journal.voucher_batches():
             leaves = sorted(by_batch.get(bid, []))
             tree = ResultsTree([(jid, root) for _, jid, root in leaves]) if leaves else None
@@ -153,7 +163,8 @@ class VoucherLink:
         for payer, seq in settled.items():
             gone = self.queue.settled_by_chain(payer, seq)
             if gone is not None:
-                self.orphans.setdefault(payer, {}).update(gone.items)
+                self._orphan(payer, gone.items)
+            self._settled_restored(payer)
         for bid, st in states.items():
             if st != 1:  # paid or voided meanwhile: its event (the poller reads them all again) says which
                 self.batches[bid].tree = None
@@ -284,6 +295,8 @@ class VoucherLink:
         try:
             res = await self.link._run(self.link.market.settle_batch, voucher, tree)
         except ChainError as e:
+            if payer in self._restored and await self._settled_meanwhile(payer, p):
+                return
             tries = self.tries[payer] = self.tries.get(payer, 0) + 1
             msg = f"settleBatch of {len(jobs)} job(s) for {payer} failed ({tries}/{MAX_BATCH_TRIES}): {e}"
             self.on_error(msg[:300])
@@ -295,12 +308,55 @@ class VoucherLink:
                 for jid in jobs:
                     self.state[jid] = {"state": "unpaid", "pay": "voucher", "reason": str(e)[:200], "paid_wei": 0}
                 self._write(lambda j: j.voucher_forget(jobs, "executor"))
+                self._settled_restored(payer)
             return
         self.tries.pop(payer, None)
         ev = res.event("BatchSettled")
         bid = int(ev["batchId"])
-        self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+        early = len(jobs) - int(ev["count"])
+        if early > 0 and payer in self._restored:
+            # a batch sent before a restart, mined after the chain was consulted, settled the lowest of these
+            # results (this one then settled only the rest: the count says how many)
+            seqs = sorted(p.items)
+            jobs = jobs[early:]
+            self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+            self._orphan(payer, {s: p.items[s] for s in seqs[:early]})
+        else:
+            self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+        self._settled_restored(payer)
         self._flush(commit=True)
+
+    async def _settled_meanwhile(self, payer: str, p: Pending) -> bool:
+        """A settleBatch of restored results reverted: did the chain settle some of them meanwhile (a batch sent
+        before the restart, mined after it)? Those go to the orphans (its replayed ``BatchSettled`` gives them
+        their batch), the rest waits for the next batch; False when the chain settled none of them."""
+        market = self.link.market
+        try:
+            _, seq = await self.link._read(market.channel, payer, market.account)
+        except ChainError:
+            return False
+        gone = {s: it for s, it in p.items.items() if s <= seq}
+        if not gone:
+            return False
+        rest = Pending(p.since, {s: it for s, it in p.items.items() if s > seq})
+        if rest.items:
+            self.queue.put_back(payer, rest)
+        self._orphan(payer, gone)
+        return True
+
+    def _settled_restored(self, payer: str) -> None:
+        """``payer``'s restored results are all in a batch, matched or given up: none can be orphaned any more."""
+        if payer in self._restored and payer not in self.queue.pending:
+            self._restored.discard(payer)
+            self._unmatched.pop(payer, None)
+
+    def _orphan(self, payer: str, items: dict[int, tuple[bytes, bytes, Voucher]]) -> None:
+        """Results of ``payer`` the chain settled in a batch this node does not know (sent before a restart);
+        matched to the batch's ``BatchSettled`` now if it was already read, else when it is."""
+        self.orphans.setdefault(payer, {}).update(items)
+        for bid, a in sorted(self._unmatched.get(payer, {}).items()):
+            if self._own_batch(bid, payer, a):
+                del self._unmatched[payer][bid]
 
     def _adopt(self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int,
                tree: ResultsTree) -> None:
@@ -393,15 +449,20 @@ class VoucherLink:
 
         self._writes.append(op)
 
-    def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> None:
+    def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> bool:
         """A batch of this executor's that it does not know: sent before a restart, receipt not journaled.
-        Its results are those restored here that the chain had already settled (:meth:`_resume`) whose tree
-        has the batch's results root."""
+        Its results are those restored here that the chain settled (:meth:`_resume`, :meth:`_settled_meanwhile`)
+        whose tree has the batch's results root. While such results may still turn up, an event that matches
+        none is kept for them."""
         held = self.orphans.get(payer)
         got = take_batch(held, bytes(a["resultsRoot"])) if held else None
-        if got is not None:
-            _, tree, jobs = batch_of(got)
-            self._adopt(bid, payer, jobs, int(a["amount"]), int(a["releaseAt"]), tree)
+        if got is None:
+            if payer in self._restored:
+                self._unmatched.setdefault(payer, {})[bid] = a
+            return False
+        _, tree, jobs = batch_of(got)
+        self._adopt(bid, payer, jobs, int(a["amount"]), int(a["releaseAt"]), tree)
+        return True
 
     def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:
         executor = self.link.account_of_index.get(int(a["node"]))

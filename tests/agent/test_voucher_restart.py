@@ -15,7 +15,7 @@ import trio
 
 from sandrun_p2p.agent.chainlink import ChainLink
 from sandrun_p2p.agent.journal import Journal
-from sandrun_p2p.agent.vouchers import VoucherBook, voucher_from_bytes, voucher_to_bytes
+from sandrun_p2p.agent.vouchers import VoucherBook, batch_of, voucher_from_bytes, voucher_to_bytes
 from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 from sandrun_p2p.protocol.events import SubmitTx
 
@@ -210,3 +210,105 @@ def test_the_agent_hands_its_journal_to_the_voucher_mode(tmp_path: Path) -> None
                   executor=NoExecutor(), store=NoStore(), chain=chain, exec_caps=CAPS)
     assert chain.vouchers.journal is agent.journal
     agent.journal.close()
+
+
+def mined_late(p: JournaledPair, voucher: Voucher, tree: ResultsTree) -> None:
+    """The settleBatch (``voucher``, ``tree``) the executor sent before it crashed is mined just before the next
+    one the restarted executor sends (the same account: its lower nonce goes first)."""
+    market = p.executor.market
+    send = market.settle_batch
+    old: list[tuple[Voucher, ResultsTree]] = [(voucher, tree)]
+
+    def settle_batch(v: Voucher, t: ResultsTree):  # noqa: ANN202
+        while old:
+            send(*old.pop())
+        return send(v, t)
+
+    market.settle_batch = settle_batch  # type: ignore[method-assign]
+
+
+def test_a_batch_mined_after_the_restart_is_not_counted_as_a_failed_try(tmp_path: Path) -> None:
+    """The executor crashed while its settleBatch was unmined; it is mined after the restart, so the restarted
+    executor's settleBatch of the same results reverts (VoucherSpent). The chain settled them: they get the
+    first batch (its replayed BatchSettled), are paid once and reported settled, not retried nor "unpaid"."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        payer = p.payer.market.account
+        voucher, tree, _ = batch_of(p.executor.vouchers.queue.pending[payer])  # in flight at the crash
+        await p.restart_executor()
+        mined_late(p, voucher, tree)
+        await p.executor.poll()
+        assert p.errors == []
+        assert p.payer.market._call("batchCount") == 1  # the batch sent before the crash, once
+        assert {p.executor.vouchers.state[j]["state"] for j in jobs} == {"batched"}
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
+        before = p.earnings()
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
+        assert p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        assert p.errors == []
+
+    run(main)
+
+
+def test_results_queued_after_a_batch_in_flight_at_the_crash_are_settled_on_their_own(tmp_path: Path) -> None:
+    """As above, but a third result was queued after the in-flight batch (of the first two) was sent: the
+    restarted executor's batch of all three settles only the third (the chain's count says so). The first two
+    get the first batch, the third the second; each is paid once."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=3)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        payer = p.payer.market.account
+        voucher, tree, _ = batch_of(p.executor.vouchers.queue.pending[payer])
+        jobs.append((await p.job(2))[0])
+        await p.restart_executor()
+        mined_late(p, voucher, tree)
+        await p.executor.poll()
+        assert p.errors == []
+        assert p.payer.market._call("batchCount") == 2
+        assert [p.executor.vouchers.state[j]["batch"] for j in jobs] == [1, 1, 2]
+        assert p.executor.vouchers.batches[2].jobs == [jobs[2]]
+        before = p.earnings()
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs) and p.earnings() - before == 3 * PRICE
+        assert {p.executor.vouchers.state[j]["paid_wei"] for j in jobs} == {PRICE}
+        assert p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        assert p.errors == []
+
+    run(main)
+
+
+def test_a_late_batch_whose_event_was_read_first_still_gets_its_results(tmp_path: Path) -> None:
+    """The batch in flight at the crash is mined after the restarted executor consulted the chain, and its
+    BatchSettled is read before the executor resends (and learns its results were settled): the event is kept
+    until they are, then matched."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=3)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        payer = p.payer.market.account
+        voucher, tree, _ = batch_of(p.executor.vouchers.queue.pending[payer])
+        old_market = p.executor.market
+        await p.restart_executor()
+        queue = p.executor.vouchers.queue
+        await p.executor.vouchers._resume()  # the chain settled nothing yet
+        queue.pending[payer].since = float("inf")  # not due at the next poll
+        old_market.settle_batch(voucher, tree)  # mined now
+        await p.executor.poll()  # reads its BatchSettled
+        queue.pending[payer].since = 0.0
+        await p.executor.poll()  # resends: reverts, and the chain says why
+        assert p.errors == [] and p.payer.market._call("batchCount") == 1
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
+        p.pay_out()
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs) and p.errors == []
+
+    run(main)

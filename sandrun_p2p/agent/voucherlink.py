@@ -89,6 +89,7 @@ class VoucherLink:
         self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
         self.prices: dict[bytes, int] = {}  # payer: job -> price
         self.room = 0  # payer: deposit not yet promised
+        self._room_known = False  # read from the chain by the first fund() (the deposit may hold some already)
         self._deposit_lock = trio.Lock()
         # issue() numbers vouchers in a worker thread; ChainLink runs several at once, so two vouchers for one
         # executor could both take the same next seq (the executor then refuses one as replayed)
@@ -176,6 +177,8 @@ class VoucherLink:
         """Reserve the job's price in this account's deposit (topping it up when short); return the seed."""
         price = spec.payment_wei
         async with self._deposit_lock:
+            if not self._room_known:
+                await self._read_room()
             if self.room < price:
                 amount = max(self.deposit_chunk or 64 * price, price - self.room)
                 await self.link._run(self.link.market.deposit, amount)
@@ -185,6 +188,28 @@ class VoucherLink:
         self.state[spec.job_id] = {"state": "open", "pay": "voucher", "paid_wei": 0, "refunded_wei": 0}
         self._write(lambda j: j.voucher_put(spec.job_id, "payer", price=price))
         return widen_seed(spec.job_id, await self._recent_seed())
+
+    async def _read_room(self) -> None:
+        """What this account's deposit holds beyond its promises: the chain's balance less what its vouchers
+        promise beyond their channels' settled amounts (:meth:`VoucherBook.outstanding`) and the prices of the
+        jobs funded but not signed yet (both restored from the journal after a restart), so that a restarted
+        payer does not lock another chunk while its deposit still covers the job."""
+        market = self.link.market
+
+        def work() -> tuple[int, dict[str, int]]:
+            settled = {}
+            for ex in {to_checksum_address(v.executor) for v in self.book.issued.values()} | set(self.book.channels):
+                paid, seq = market.channel(market.account, ex)
+                self.book.open_channel(ex, seq, paid)
+                settled[ex] = paid
+            return market.deposit_of()[0], settled
+
+        async with self._issue_lock:  # issue() numbers in the book meanwhile otherwise
+            balance, settled = await self.link._read(work)
+            owed = self.book.outstanding(settled)
+            reserved = sum(p for jid, p in self.prices.items() if jid not in self.book.issued)
+        self.room = max(0, balance - owed - reserved)
+        self._room_known = True
 
     async def _recent_seed(self) -> bytes:
         """First 8 bytes of the latest block hash (read at most once a second)."""

@@ -20,7 +20,7 @@ from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 from sandrun_p2p.protocol.events import SubmitTx
 
 from .test_journal_resume import CAPS, NoExecutor, NoStore
-from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h
+from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h, spec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -310,5 +310,28 @@ def test_a_late_batch_whose_event_was_read_first_still_gets_its_results(tmp_path
         p.pay_out()
         settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
         assert settled == set(jobs) and p.errors == []
+
+    run(main)
+
+
+def test_a_restarted_payer_uses_the_deposit_it_has_left(tmp_path: Path) -> None:
+    """The first voucher job deposits a chunk (10 prices here); after a restart the payer reads what the chunk
+    still holds beyond its promises (a signed voucher, a job funded but not signed yet) and deposits nothing
+    more until that runs out."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=5)
+        await p.start()
+        await p.job(0)  # signed: 1 price promised
+        await p.payer.fund_job(spec(99, p.payer.chain.now() + 3000), PAYER_NODE)  # reserved, not signed
+        p.payer_journal.commit()  # (the agent commits once a turn)
+        assert p.payer.market.deposit_of()[0] == 10 * PRICE
+        await p.restart_payer()
+        for i in range(1, 9):  # 10 - 2 prices left: eight more jobs without a deposit
+            await p.job(i)
+        assert p.payer.market.deposit_of()[0] == 10 * PRICE and p.payer.vouchers.room == 0
+        await p.job(9)  # the next one deposits a chunk
+        assert p.payer.market.deposit_of()[0] == 20 * PRICE and p.payer.vouchers.room == 9 * PRICE
+        assert p.errors == []
 
     run(main)

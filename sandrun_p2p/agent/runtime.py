@@ -181,6 +181,10 @@ class Agent:
             self.journal.event(a.job_id, a.state, a.detail, a.node)
             if a.state in FINAL_STATES:
                 self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
+            if a.state in ("failed", "forgotten"):  # a voucher job funded here and never signed: its price is free
+                ended = getattr(getattr(self.chain, "vouchers", None), "ended", None)
+                if ended is not None:
+                    ended(a.job_id)
             self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
             self._events_changed.set()
             self._events_changed = trio.Event()

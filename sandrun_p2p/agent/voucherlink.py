@@ -18,8 +18,9 @@ the adaptor coalesces them instead of sending them one per job:
 
 Restarts (:meth:`VoucherLink.attach`, given the agent's journal): the payer journals each voucher job's price
 and, committed before the voucher leaves, the voucher it signed, so a restarted payer serves the same voucher
-for a job again and numbers the next one after the later of the chain's channel and its own vouchers; the
-executor journals each voucher it queued and each batch it settled, so a restarted executor sends its queued
+for a job again and numbers the next one after the later of the chain's channel and its own vouchers (its
+first ``fund`` reads the deposit's unpromised room from the chain: :meth:`VoucherLink._read_room`); a job it
+funded that ends without a voucher drops its row (:meth:`VoucherLink.ended`). The executor journals each voucher it queued and each batch it settled, so a restarted executor sends its queued
 results and finalizes its pending batches. On the first poll after a restart the chain wins: results its
 channel already settled are not sent again (the replayed ``BatchSettled`` whose results root they make gives
 them their batch back) and batches no longer pending are not finalized. A batch sent before the crash may also
@@ -505,12 +506,20 @@ class VoucherLink:
 
     def release(self, job_id: bytes) -> None:
         """Payer: a voucher job failed before any voucher was signed; its price returns to the deposit room."""
-        price = self.prices.pop(job_id, None)
-        if price is not None and job_id not in self.book.issued:
-            self.room += price
-            self.state[job_id].update({"state": "refunded", "refunded_wei": price})
-            self._write(lambda j: j.voucher_forget([job_id], "payer"))
+        self.ended(job_id)
         self.updates.append(ChainUpdate("job_refunded", job_id))
+
+    def ended(self, job_id: bytes) -> None:
+        """Payer: ``job_id`` ended without a voucher (refunded, failed, or forgotten unclosed: the agent calls
+        this on those job events). Unless a voucher was signed for it, its price returns to the deposit room and
+        its journal row goes (it stayed for good otherwise)."""
+        if job_id in self.book.issued or job_id not in self.prices:
+            return
+        price = self.prices.pop(job_id)
+        self.room += price
+        self.state.setdefault(job_id, {"pay": "voucher", "paid_wei": 0}).update(
+            {"state": "refunded", "refunded_wei": price})
+        self._write(lambda j: j.voucher_forget([job_id], "payer"))
 
     async def challenge(self, batch_id: int, tree: ResultsTree, job_id: bytes, other: Attestation) -> str:
         """Void batch ``batch_id``: its leaf for ``job_id`` contradicts ``other``, an attestation its executor

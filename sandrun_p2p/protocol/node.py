@@ -790,7 +790,7 @@ class NodeCore:
             job = self.jobs.get(jid)
             if job is None:
                 if jid == _SWEEP:
-                    self._sweep(now)
+                    self._sweep(now, out)
                 continue
             if job.forget_at is not None and now >= job.forget_at and not job.slash_due:
                 del self.jobs[jid]
@@ -806,12 +806,13 @@ class NodeCore:
             self._next_sweep = now + self.cfg.forget_after
             self._wake(_SWEEP, self._next_sweep)
 
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, out: list[Action]) -> None:
         """Forget the decided jobs no settlement or refund closed by ``forget_after`` past their deadline.
 
         Without it a node kept them for good: a job whose refund nobody sent (its origin and claimants gone),
         or an accepted one whose settlement event this node missed. Nothing can still happen to such a job
-        but on chain, and the chain answers for it.
+        but on chain, and the chain answers for it. Each gets a ``forgotten`` JobEvent (the agent drops what it
+        keeps for it, e.g. a voucher job's reserved price).
         """
         self._next_sweep = None
         for jid in list(self._awaiting):
@@ -824,6 +825,8 @@ class NodeCore:
                 del self.jobs[jid]
                 del self._awaiting[jid]
                 self._count("forgotten_unclosed")
+                out.append(JobEvent(jid, "forgotten", "no settlement or refund closed it by forget_after past its "
+                                                      "deadline"))
         if self._awaiting:
             self._next_sweep = now + self.cfg.forget_after
             self._wake(_SWEEP, self._next_sweep)

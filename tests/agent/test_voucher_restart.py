@@ -335,3 +335,61 @@ def test_a_restarted_payer_uses_the_deposit_it_has_left(tmp_path: Path) -> None:
         assert p.errors == []
 
     run(main)
+
+
+def test_a_job_that_ends_without_a_voucher_leaves_no_payer_row(tmp_path: Path) -> None:
+    """A voucher job funded here whose executor never asked for its voucher (failed, or forgotten unclosed):
+    its row goes and its price returns to the room; a job whose voucher was signed keeps its row (its batch
+    may still come)."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=5)
+        await p.start()
+        signed, _ = await p.job(0)
+        lonely = spec(99, p.payer.chain.now() + 3000)
+        await p.payer.fund_job(lonely, PAYER_NODE)
+        room = p.payer.vouchers.room
+        rows = {r["job_id"] for r in p.payer_journal.voucher_rows("payer")}
+        assert rows == {signed, lonely.job_id}
+        p.payer.vouchers.ended(lonely.job_id)
+        p.payer.vouchers.ended(signed)
+        p.payer_journal.commit()
+        assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [signed]
+        assert p.payer.vouchers.room == room + PRICE
+        assert p.payer.vouchers.job(lonely.job_id)["state"] == "refunded"
+        assert await p.payer.vouchers.issue(lonely.job_id, p.executor.market.account) is None  # nothing to sign
+        await p.restart_payer()
+        assert p.payer.vouchers.job(lonely.job_id) is None
+
+    run(main)
+
+
+@pytest.mark.parametrize("state", ["failed", "forgotten"])
+def test_the_agent_tells_the_voucher_mode_a_job_ended(tmp_path: Path, state: str) -> None:
+    from sandrun_p2p.agent.config import AgentConfig
+    from sandrun_p2p.agent.runtime import Agent
+    from sandrun_p2p.protocol.events import JobEvent
+    from sandrun_p2p.protocol.identity import NodeKey
+
+    told: list[bytes] = []
+
+    class Vouchers:
+        def attach(self, journal: Journal) -> None:
+            pass
+
+        def ended(self, job_id: bytes) -> None:
+            told.append(job_id)
+
+    class Chain:
+        kind = "none"
+        vouchers = Vouchers()
+
+    chain = Chain()
+    agent = Agent(AgentConfig(data_dir=tmp_path, mdns=False), key=NodeKey.from_seed(b"\x05" * 32),
+                  executor=NoExecutor(), store=NoStore(), chain=chain, exec_caps=CAPS)
+    try:
+        agent._do(JobEvent(h("job"), "accepted"))
+        agent._do(JobEvent(h("job"), state, "why"))
+    finally:
+        agent.journal.close()
+    assert told == [h("job")]

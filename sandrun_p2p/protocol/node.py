@@ -825,8 +825,7 @@ class NodeCore:
                 del self.jobs[jid]
                 del self._awaiting[jid]
                 self._count("forgotten_unclosed")
-                out.append(JobEvent(jid, "forgotten", "no settlement or refund closed it by forget_after past its "
-                                                      "deadline"))
+                out.append(JobEvent(jid, "forgotten", "no settlement or refund closed it in time"))
         if self._awaiting:
             self._next_sweep = now + self.cfg.forget_after
             self._wake(_SWEEP, self._next_sweep)

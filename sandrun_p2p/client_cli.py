@@ -289,6 +289,14 @@ def outcome_lines(o: Any) -> list[str]:
         lines.append(f"  using the result of re-run {o.result_job[:16]} instead")
     if o.verdict == "undecided":
         lines.append("  the re-runs did not agree enough to name a correct result; do not use it")
+    for a in o.audits:
+        what = {"released": "confirmed", "overturned": "WRONG", "undecided": "undecided"}[a["verdict"]]
+        lines.append(f"  audit of earlier job {a['job_id'][:16]} (a caught node vouched for it): {what}"
+                     + (f"; use re-run {a['result_job']}'s result: sandrun-p2p submit --result {a['result_job']} "
+                        "--out DIR" if a["verdict"] == "overturned" else "")
+                     + (f" ({a['detail']})" if a.get("detail") else ""))
+    if o.audits_left:
+        lines.append(f"  {o.audits_left} more earlier result(s) to audit: the next verification goes on")
     return lines
 
 

@@ -214,3 +214,109 @@ def test_cli_refuses_adaptive_with_a_fixed_redundancy(tmp_path: Path) -> None:
     assert p.returncode == 2, p.stderr
     out = json.loads(p.stdout)
     assert out["error"] == "BadJob" and "leave --redundancy out" in out["message"]
+
+
+# ---------------------------------------------------------------- audits (optimistic finality in the client)
+
+AUDITED = trust.TrustPolicy(probation=2, dispute_redundancy=2, verdict_target=0.05, check_pool_min=1,
+                            spot_min=0.0, spot_max=0.0, challenge_window=3600.0)
+GOOD = computation_digest(Trace(b"\0" * 32, b"e" * 32, "exited", 0, sha256(b"ok"), sha256(b"")))
+
+
+def trusted_network(tmp_path: Path, bad: set[int]) -> tuple[AdaptiveVerifier, FakeNet]:
+    """Four nodes this client already trusts (off probation; with spot rates 0 nothing is re-run unless a node
+    is caught), node ``bad`` among them returning wrong results."""
+    net = FakeNet(tmp_path / "home", 4, bad)
+    store = TrustStore(tmp_path / "home", AUDITED)
+    for n in net.ids:
+        store.book.records[n] = trust.TrustRecord(verified=10)
+    return AdaptiveVerifier(net, store, max_audits=8), net  # type: ignore[arg-type]
+
+
+async def released_unchecked(v: AdaptiveVerifier, node: bytes) -> str:
+    rec = await v.submit("code", MANIFEST, value_usd=0.05, executors=(node,))
+    out = await v.verify(rec.job_id)
+    assert out.verdict == "released" and not out.checked and not out.audits
+    return rec.job_id
+
+
+async def test_a_caught_node_s_earlier_result_is_audited_and_overturned(tmp_path: Path) -> None:
+    v, net = trusted_network(tmp_path, bad={1})
+    bad = net.ids[1]
+    earlier = await released_unchecked(v, bad)  # a wrong result, given out unchecked (trusted node, rate 0)
+    # a 2-of-3 job on nodes 1, 2, 3 outvotes node 1: a fault, so its results still in the window are audited
+    net.turn = 1
+    rec = await v.submit("code", MANIFEST, value_usd=5.0)
+    out = await v.verify(rec.job_id)
+    assert out.verdict == "released" and not out.checked
+    assert [a["job_id"] for a in out.audits] == [earlier] and out.audits_left == 0
+    audit = out.audits[0]
+    assert audit["verdict"] == "overturned" and audit["caught"] == [bad.hex()]
+    assert audit["result_job"] in audit["reruns"]
+    assert (await v.settled_run(audit["result_job"])).digest == GOOD
+    assert all(bad not in ex for jid, ex in net.jobs_run if jid in audit["reruns"]), "audited by the caught node"
+    # persisted: the ledger now holds the winning result, vouched for by the nodes that backed it (audited again
+    # only if one of them is caught later), and node 1's faults
+    again = TrustStore(tmp_path / "home", AUDITED)
+    held = again.ledger.open[bytes.fromhex(earlier)]
+    assert held.root == GOOD and bad not in held.vouchers and len(held.vouchers) >= 2
+    assert again.book.records[bad].faults >= 1 and bytes.fromhex(earlier) not in again.ledger.by_node.get(bad, [])
+
+
+async def test_an_audit_that_confirms_leaves_the_result_and_its_executor_alone(tmp_path: Path) -> None:
+    v, net = trusted_network(tmp_path, bad={1})
+    good_node = net.ids[2]
+    earlier = await released_unchecked(v, good_node)
+    v.store.book.fault(good_node)  # say it was caught elsewhere: its result is audited and holds
+    rec = await v.submit("code", MANIFEST, value_usd=0.05, executors=(net.ids[3],))
+    out = await v.verify(rec.job_id)
+    assert [(a["job_id"], a["verdict"], a["caught"], a["result_job"]) for a in out.audits] == [
+        (earlier, "released", [], "")]
+
+
+async def test_results_past_their_window_are_final_and_not_audited(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from sandrun_p2p.client import adaptive
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(adaptive, "time", SimpleNamespace(time=lambda: clock[0]))
+    v, net = trusted_network(tmp_path, bad={1})
+    await released_unchecked(v, net.ids[1])
+    clock[0] += AUDITED.challenge_window + 1  # the window closed: that result is final
+    net.turn = 1
+    out = await v.verify((await v.submit("code", MANIFEST, value_usd=5.0)).job_id)
+    assert v.store.book.records[net.ids[1]].faults == 1 and out.audits == []
+    assert TrustStore(tmp_path / "home", AUDITED).ledger.open.keys() == {bytes.fromhex(out.job_id)}
+
+
+async def test_audits_past_the_limit_are_done_by_the_next_verification(tmp_path: Path) -> None:
+    v, net = trusted_network(tmp_path, bad={1})
+    v.max_audits = 1
+    first = await released_unchecked(v, net.ids[1])
+    second = await released_unchecked(v, net.ids[1])
+    net.turn = 1
+    out = await v.verify((await v.submit("code", MANIFEST, value_usd=5.0)).job_id)
+    assert [a["job_id"] for a in out.audits] == [first] and out.audits_left == 1
+    nxt = await v.verify((await v.submit("code", MANIFEST, value_usd=0.05, executors=(net.ids[2],))).job_id)
+    assert [(a["job_id"], a["verdict"]) for a in nxt.audits] == [(second, "overturned")] and nxt.audits_left == 0
+
+
+def test_no_window_means_no_ledger(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path, POLICY)  # challenge_window 0: results are final at once
+    store.ledger.release(b"\1" * 32, GOOD, (b"\2" * 32,), 0.0)
+    store.save()
+    assert TrustStore(tmp_path, POLICY).ledger.open == {}
+
+
+async def test_the_cli_names_an_overturned_earlier_result_and_the_run_to_use(tmp_path: Path) -> None:
+    from sandrun_p2p.client_cli import outcome_lines
+
+    v, net = trusted_network(tmp_path, bad={1})
+    earlier = await released_unchecked(v, net.ids[1])
+    net.turn = 1
+    out = await v.verify((await v.submit("code", MANIFEST, value_usd=5.0)).job_id)
+    text = "\n".join(outcome_lines(out))
+    use = out.audits[0]["result_job"]
+    assert f"audit of earlier job {earlier[:16]}" in text and "WRONG" in text
+    assert f"sandrun-p2p submit --result {use} --out DIR" in text

@@ -69,7 +69,7 @@ class SimNode:
     timer_at: float | None = None
     last_tick: float = -1.0
     seq: int = 0
-    active: dict[bytes, int] = field(default_factory=dict)
+    active: dict[bytes, tuple[int, float]] = field(default_factory=dict)  # job -> (token, started at)
     exec_seq: int = 0
     peers: list[int] = field(default_factory=list)  # nodes sharing a shard (advert recipients)
     guard: m.ReplayGuard | None = None
@@ -135,6 +135,9 @@ class Simulator:
         self.end_at: float | None = None
         self.partitioned = False
         self.kind_counts: dict[str, int] = {}
+        self.cancelled: dict[str, int] = {}  # executions stopped before their end, by the reason given
+        self.cancelled_us = 0  # simulated execution microseconds they had run: work thrown away (an integer, so
+        # that a split run's sum is the whole run's)
         self.anomalies: dict[str, int] = {}  # simulator-side counters: crashes, rejected messages, timers re-armed in the past
         self.job_states: dict[str, int] = {}
         self.lost = 0
@@ -295,7 +298,7 @@ class Simulator:
         node.core = NodeCore(node.nid, node.caps, self.cfg, node.shards)
         node.alive = True
         node.timer_at = None
-        node.active.clear()
+        self._drop_runs(node, "node restarted", t)
         stake_min = self.chain.stake_wei
         core = node.core
         for j in [node.idx, *node.peers]:
@@ -333,7 +336,9 @@ class Simulator:
             elif ta is StartExecution:
                 self._start_exec(node, a, t)
             elif ta is CancelExecution:
-                node.active.pop(a.job_id, None)
+                run = node.active.pop(a.job_id, None)
+                if run is not None:
+                    self._count_cancel(a.reason, t - run[1])
             elif ta is SubmitTx:
                 self._submit_tx(node, a, t)
 
@@ -425,7 +430,7 @@ class Simulator:
         node.executions += 1
         node.exec_seq += 1
         token = node.exec_seq
-        node.active[a.job_id] = token
+        node.active[a.job_id] = (token, t)
         ex = self.sc.executor
         kind = self.sc.jobs.mix[rec.kind]
         comp = rec.comp.to_bytes(8, "big")
@@ -452,6 +457,16 @@ class Simulator:
             root = sha256(node.kind.encode(), node.nid, comp)
         self.push(t + run, node.idx, ("done", a.job_id, token, root))
 
+    def _count_cancel(self, reason: str, ran_s: float) -> None:
+        self.cancelled[reason] = self.cancelled.get(reason, 0) + 1
+        self.cancelled_us += round(ran_s * 1e6)
+
+    def _drop_runs(self, node: SimNode, reason: str, t: float) -> None:
+        """A node goes down (or restarts): its running executions are lost."""
+        for _, started in node.active.values():
+            self._count_cancel(reason, t - started)
+        node.active.clear()
+
     def _work(self, comp: int, kind: JobKind) -> float:
         """Run time of a computation (the same for every executor of it): lognormal with the kind's mean and cv."""
         r = random.Random(comp * 7919 + self.sc.seed)
@@ -460,7 +475,8 @@ class Simulator:
 
     def _exec_result(self, node: SimNode, ev: tuple) -> Any:
         what, jid, token, root = ev
-        if node.active.get(jid) != token:
+        run = node.active.get(jid)
+        if run is None or run[0] != token:
             return None
         del node.active[jid]
         rec = self.by_jid[jid]
@@ -644,7 +660,7 @@ class Simulator:
         if not node.alive:
             return
         node.alive = False
-        node.active.clear()
+        self._drop_runs(node, "node crashed", t)
         self.anomalies["crash"] = self.anomalies.get("crash", 0) + 1
         self.call_at(t + node.rng.expovariate(1 / self.sc.churn.mean_downtime), self._restart, idx)
 

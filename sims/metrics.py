@@ -104,6 +104,10 @@ def compute(sim: Simulator) -> dict[str, Any]:
             "completed": sum(r.done for r in sim.jobs),
             "duplicates": dup,
             "per_accepted_job": round(starts / max(1, len(accepted)), 6),
+            # stopped before their end (outranked by a later claim, deadline, job closed, node down) and the
+            # simulated execution seconds they had run
+            "cancelled": dict(sorted(sim.cancelled.items())),
+            "cancelled_compute_s": round(sim.cancelled_us / 1e6, 3),
         },
         "wrong_accepted": {"count": len(wrong), "rate": round(len(wrong) / max(1, len(accepted)), 8)},
         "gas": {

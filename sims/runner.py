@@ -163,7 +163,7 @@ def _worker(sim: Simulator, shards: frozenset[int], conn: Connection) -> None:
         "gas_total": ch.gas_total, "tx_count": ch.tx_count, "reverts": ch.reverts, "slashed_wei": ch.slashed_wei,
         "kind_counts": sim.kind_counts, "job_states": sim.job_states, "anomalies": sim.anomalies,
         "lost": sim.lost, "now": sim.now, "events": sim.events, "shared_events": sim.shared_events,
-        "peak_rss_mb": peak_rss_mb(),
+        "cancelled": sim.cancelled, "cancelled_us": sim.cancelled_us, "peak_rss_mb": peak_rss_mb(),
     })
     conn.close()
 
@@ -191,6 +191,8 @@ def _merge(sim: Simulator, parts: list[dict[str, Any]], end: float | None) -> No
         _add(sim.kind_counts, p["kind_counts"])
         _add(sim.job_states, p["job_states"])
         _add(sim.anomalies, p["anomalies"])
+        _add(sim.cancelled, p["cancelled"])
+        sim.cancelled_us += p["cancelled_us"]
         sim.lost += p["lost"]
     sim.now = max(p["now"] for p in parts)
     sim.events = sum(p["events"] for p in parts) - (len(parts) - 1) * parts[0]["shared_events"]

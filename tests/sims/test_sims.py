@@ -87,3 +87,20 @@ def test_plots_and_files_written(tmp_path: Path) -> None:
         p = tmp_path / f
         assert p.is_file() and p.stat().st_size > 0, f
     assert (tmp_path / "latency_cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_work_thrown_away_is_counted_by_reason() -> None:
+    """Under churn, runs are lost with their node or stopped when a later, higher-ranked claim outranks them;
+    the metrics count each by reason with the execution time they had used, and every started run is
+    accounted for (completed, cancelled, or still running at the end)."""
+    from sims.engine import Simulator
+    from sims.metrics import compute
+
+    sim = Simulator(small("churn", **{"jobs.count": 300, "executor.fail_rate": 0.0, "churn.crash_rate_per_h": 20.0}))
+    sim.run()
+    ex = compute(sim)["executions"]
+    assert ex["cancelled"].get("node crashed", 0) > 0, ex
+    assert ex["cancelled"].get("outranked by other claimants; standing by", 0) > 0, ex
+    assert ex["cancelled_compute_s"] > 0
+    running = sum(len(n.active) for n in sim.nodes)
+    assert ex["started"] == ex["completed"] + sum(ex["cancelled"].values()) + running, (ex, running)

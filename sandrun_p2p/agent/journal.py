@@ -55,11 +55,13 @@ CREATE TABLE IF NOT EXISTS voucher_batches (
 );
 """
 
-#: Job states after which nothing more happens to a job.
-FINAL_STATES = ("settled", "refunded")
+#: Job states after which nothing more happens to a job here ("forgotten": the protocol core dropped a decided
+#: job that no settlement or refund closed; only the chain can still move it).
+FINAL_STATES = ("settled", "refunded", "forgotten")
 #: Events that move a job's summary state (others, e.g. "evidence", are only logged).
 PHASE_STATES = frozenset(
-    {"announced", "claimed", "running", "committed", "revealed", "accepted", "failed", "settled", "refunded"}
+    {"announced", "claimed", "running", "committed", "revealed", "accepted", "failed", "settled", "refunded",
+     "forgotten"}
 )
 
 

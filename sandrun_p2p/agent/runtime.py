@@ -389,6 +389,21 @@ class Agent:
             self.journal.on_begin = self._commit_due.set
             self.journal.commit()
 
+    async def _journal_pruner(self) -> None:
+        """Drop the raw messages of jobs final for longer than ``forget_after`` (the core has forgotten them, a
+        restart no longer replays them; events and results stay), at start and every ``forget_after``: without
+        it the journal kept every message the node ever accepted."""
+        every = self.core.cfg.forget_after
+        while True:
+            self.prune_journal()
+            await trio.sleep(every)
+
+    def prune_journal(self) -> int:
+        n = self.journal.forget_final(self.core.cfg.forget_after)
+        if n:
+            self._log("pruned", None, messages=n)
+        return n
+
     async def _timer(self) -> None:
         while True:
             changed = self._timer_changed
@@ -558,6 +573,7 @@ class Agent:
                 replayed = self.replay_journal()
                 await nursery.start(self.net.run)
                 nursery.start_soon(self._journal_committer)
+                nursery.start_soon(self._journal_pruner)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer)
                 nursery.start_soon(self._chain_sender, nursery)

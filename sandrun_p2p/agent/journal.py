@@ -306,6 +306,17 @@ class Journal:
         )
         return cur.rowcount
 
+    def forget_history(self, older_than_s: float) -> int:
+        """Drop the summary row and events of jobs this node neither submitted nor ran, final for longer than
+        ``older_than_s`` (a node sees every job of its shards: their history would otherwise grow for good).
+        Returns the number of jobs dropped."""
+        cutoff = time.time() - older_than_s
+        old = ("SELECT job_id FROM jobs WHERE final=1 AND updated<? AND mine=0 "
+               "AND job_id NOT IN (SELECT job_id FROM executions)")
+        self._w(f"DELETE FROM messages WHERE job_id IN ({old})", (cutoff,))
+        self._w(f"DELETE FROM events WHERE job_id IN ({old})", (cutoff,))
+        return self._w(f"DELETE FROM jobs WHERE job_id IN ({old})", (cutoff,)).rowcount
+
 
 def _job_row(row: tuple) -> dict[str, Any]:
     j, state, detail, origin, k, created, updated, mine, final = row

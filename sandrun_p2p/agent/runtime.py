@@ -391,18 +391,21 @@ class Agent:
 
     async def _journal_pruner(self) -> None:
         """Drop the raw messages of jobs final for longer than ``forget_after`` (the core has forgotten them, a
-        restart no longer replays them; events and results stay), at start and every ``forget_after``: without
-        it the journal kept every message the node ever accepted."""
+        restart no longer replays them; events and results stay), and the whole history of other nodes' jobs
+        final for longer than ``history_s``, at start and every ``forget_after``: without it the journal kept
+        every message and event of every job the node ever saw."""
         every = self.core.cfg.forget_after
         while True:
             self.prune_journal()
             await trio.sleep(every)
 
-    def prune_journal(self) -> int:
+    def prune_journal(self) -> tuple[int, int]:
+        """(raw messages, jobs' histories) dropped from the journal now."""
         n = self.journal.forget_final(self.core.cfg.forget_after)
-        if n:
-            self._log("pruned", None, messages=n)
-        return n
+        h = self.journal.forget_history(self.cfg.history_s)
+        if n or h:
+            self._log("pruned", None, messages=n, jobs=h)
+        return n, h
 
     async def _timer(self) -> None:
         while True:

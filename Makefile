@@ -31,7 +31,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check sandrun_p2p/protocol
+	$(BIN)/ruff format --check .
 
 bench: setup
 	for b in bench/*.py; do [ $$b = bench/sampler.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done

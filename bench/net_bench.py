@@ -74,7 +74,9 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float, transport
     key = NodeKey.generate()
 
     async def main() -> None:
-        net = Network(key, NetConfig(mdns=False, listen=[_addr(transport, 0)]), on_msg)  # the agent's own settings
+        net = Network(
+            key, NetConfig(mdns=False, listen=[_addr(transport, 0)]), on_msg
+        )  # the agent's own settings
         async with trio.open_nursery() as nursery:
             await nursery.start(net.run)
             (d / f"addr{index}").write_text(net.addrs()[0])
@@ -90,8 +92,18 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float, transport
             import resource
 
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-            body = {"job": b"\x00" * 32, "caps": {"cpus": 1, "mem_mb": 1, "disk_mb": 0, "gpus": [],
-                                                 "enforced": ["network"], "executor": "x", "max_jobs": 1}}
+            body = {
+                "job": b"\x00" * 32,
+                "caps": {
+                    "cpus": 1,
+                    "mem_mb": 1,
+                    "disk_mb": 0,
+                    "gpus": [],
+                    "enforced": ["network"],
+                    "executor": "x",
+                    "max_jobs": 1,
+                },
+            }
             for _ in range(msgs):
                 seq = time.time_ns() // 1000  # the send time, in microseconds
                 await net.publish(topic, m.encode(key, m.CLAIM, body, seq, int(time.time() * 1000)))
@@ -109,8 +121,12 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float, transport
 
 def gossip_phase(n: int, msgs: int, rate: float, transport: str = "tcp") -> dict:
     d = Path(tempfile.mkdtemp(prefix="gossip-bench-"))
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(d), str(i), str(n), str(msgs), str(rate),
-                               transport]) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(d), str(i), str(n), str(msgs), str(rate), transport]
+        )
+        for i in range(n)
+    ]
     try:
         deadline = time.monotonic() + 120
         while len(list(d.glob("ready*"))) < n:
@@ -130,9 +146,16 @@ def gossip_phase(n: int, msgs: int, rate: float, transport: str = "tcp") -> dict
     lat = [x for r in results for x in r["lat"]]
     cpu = sum(r["cpu_s"] for r in results)
     expected = msgs * n * (n - 1)
-    return {"nodes": n, "messages": msgs * n, "deliveries": len(lat), "expected_deliveries": expected,
-            "rate_msgs_per_s": rate, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
-            "cpu_ms_per_delivery": 1000 * cpu / max(1, len(lat))}
+    return {
+        "nodes": n,
+        "messages": msgs * n,
+        "deliveries": len(lat),
+        "expected_deliveries": expected,
+        "rate_msgs_per_s": rate,
+        "p50_ms": pct(lat, 50) * 1000,
+        "p99_ms": pct(lat, 99) * 1000,
+        "cpu_ms_per_delivery": 1000 * cpu / max(1, len(lat)),
+    }
 
 
 # ----------------------------------------------------------------------------- agent phases
@@ -149,9 +172,18 @@ def trivial_bundle(i: int) -> bytes:
 
 
 def job_body(i: int, k: int, pay: str = "escrow") -> dict:
-    body = {"manifest": {"entrypoint": "main.sh", "interpreter": "sh", "outputs": ["out.txt"], "timeout": 20,
-                         "memory_mb": 64},
-            "bundle_b64": base64.b64encode(trivial_bundle(i)).decode(), "redundancy": k, "deadline_s": 300}
+    body = {
+        "manifest": {
+            "entrypoint": "main.sh",
+            "interpreter": "sh",
+            "outputs": ["out.txt"],
+            "timeout": 20,
+            "memory_mb": 64,
+        },
+        "bundle_b64": base64.b64encode(trivial_bundle(i)).decode(),
+        "redundancy": k,
+        "deadline_s": 300,
+    }
     if pay != "escrow":
         body["pay"] = pay
     return body
@@ -203,7 +235,8 @@ def profile_node0(testnet_module, out: Path, gate: Path) -> None:
         return real.Popen(argv, *a, **kw)
 
     testnet_module.subprocess = types.SimpleNamespace(
-        Popen=popen, STDOUT=real.STDOUT, DEVNULL=real.DEVNULL, TimeoutExpired=real.TimeoutExpired)
+        Popen=popen, STDOUT=real.STDOUT, DEVNULL=real.DEVNULL, TimeoutExpired=real.TimeoutExpired
+    )
 
 
 def gossip_counts(clients) -> dict[str, float]:
@@ -239,8 +272,17 @@ def origin_nodes(n: int, origins: int) -> list[int]:
     return sorted({i * n // origins for i in range(origins)})
 
 
-def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gate: Path, profile_run: int,
-               origins: int = 0) -> dict:
+def throughput(
+    net,
+    clients: list,
+    n: int,
+    jobs: int,
+    batch: bool,
+    pay: str,
+    gate: Path,
+    profile_run: int,
+    origins: int = 0,
+) -> dict:
     """Submit ``jobs`` trivial k=1 jobs paid by ``pay`` through ``origins`` nodes (0: all) at once; wait for
     every settlement (``settled``: the per-job escrow paid out, or the voucher batch holding the job
     finalized)."""
@@ -249,15 +291,19 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
         gate.write_text("1")
     t0 = time.monotonic()
     through = origin_nodes(n, origins)
-    per_node = {idx: [job_body(i + 1000 * profile_run, 1, pay) for i in range(jobs)
-                      if through[i % len(through)] == idx] for idx in through[:jobs]}
+    per_node = {
+        idx: [
+            job_body(i + 1000 * profile_run, 1, pay) for i in range(jobs) if through[i % len(through)] == idx
+        ]
+        for idx in through[:jobs]
+    }
 
     def submit(idx: int) -> list[tuple[int, str]]:
         if not batch:
             return [(idx, clients[idx].submit(**b)["job_id"]) for b in per_node[idx]]
         out = []
         for at in range(0, len(per_node[idx]), 64):
-            for r in clients[idx].submit_many(per_node[idx][at:at + 64]):
+            for r in clients[idx].submit_many(per_node[idx][at : at + 64]):
                 if "error" in r:
                     raise RuntimeError(f"node{idx} could not escrow {r['job_id']}: {r['error']}")
                 out.append((idx, r["job_id"]))
@@ -290,7 +336,12 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
         list(pool.map(follow, list(by_node)))
     pending = [jid for _, jid in ids if jid not in states]
     # where a job's time goes, as its origin saw it (medians over the settled jobs, ms)
-    steps = (("announced", "claimed"), ("claimed", "committed"), ("committed", "accepted"), ("accepted", "settled"))
+    steps = (
+        ("announced", "claimed"),
+        ("claimed", "committed"),
+        ("committed", "accepted"),
+        ("accepted", "settled"),
+    )
     phases = {}
     for a_, b_ in steps:
         xs = [first[(j, b_)] - first[(j, a_)] for j in states if (j, a_) in first and (j, b_) in first]
@@ -302,13 +353,16 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
     cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
     settled_n = sum(1 for s in states.values() if s == "settled") or 1
     total = sum(v for k, v in cpu.items() if not k.endswith("-loop"))  # a loop is part of its agent
-    cpu_summary = {"total_s": round(total, 2),
-                   "agents_s": round(sum(v for k, v in cpu.items() if k.startswith("node") and "-" not in k), 2),
-                   "agent_loops_s": round(sum(v for k, v in cpu.items() if k.endswith("-loop")), 2),
-                   "executions_s": round(sum(v for k, v in cpu.items() if k.endswith("-exec")), 2),
-                   "chain_s": cpu.get("chain", 0.0), "bench_s": cpu.get("bench", 0.0),
-                   "ms_per_settled_job": round(1000 * total / settled_n, 1),
-                   "per_process_s": cpu}
+    cpu_summary = {
+        "total_s": round(total, 2),
+        "agents_s": round(sum(v for k, v in cpu.items() if k.startswith("node") and "-" not in k), 2),
+        "agent_loops_s": round(sum(v for k, v in cpu.items() if k.endswith("-loop")), 2),
+        "executions_s": round(sum(v for k, v in cpu.items() if k.endswith("-exec")), 2),
+        "chain_s": cpu.get("chain", 0.0),
+        "bench_s": cpu.get("bench", 0.0),
+        "ms_per_settled_job": round(1000 * total / settled_n, 1),
+        "per_process_s": cpu,
+    }
     # check the chain's own record of every job the origin reports settled (who was paid, how much)
     origin_of = {jid: idx for idx, jid in ids}
     on_chain = {}
@@ -317,17 +371,37 @@ def throughput(net, clients: list, n: int, jobs: int, batch: bool, pay: str, gat
             c = clients[origin_of[jid]].job(jid).get("chain") or {}
             on_chain[jid] = c.get("state") == "settled" and int(c.get("paid_wei", 0)) > 0
     settled = sum(1 for ok in on_chain.values() if ok)
-    return {"pay": pay, "jobs": jobs, "settled": settled, "not_finished": len(pending),
-            "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
-            "submit_s": round(t_sub, 2), "wall_s": round(wall, 2),
-            "submission": "batch per node" if batch else "one request per job", "origins": through,
-            "phase_median_ms": phases,
-            "jobs_per_s": settled / wall if wall else 0.0, "cpu": cpu_summary, "gossip": gossip}
+    return {
+        "pay": pay,
+        "jobs": jobs,
+        "settled": settled,
+        "not_finished": len(pending),
+        "settled_by_gossip_not_on_chain": sum(1 for ok in on_chain.values() if not ok),
+        "submit_s": round(t_sub, 2),
+        "wall_s": round(wall, 2),
+        "submission": "batch per node" if batch else "one request per job",
+        "origins": through,
+        "phase_median_ms": phases,
+        "jobs_per_s": settled / wall if wall else 0.0,
+        "cpu": cpu_summary,
+        "gossip": gossip,
+    }
 
 
-def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path | None = None,
-                 batch: bool = True, claim_quiet: bool = True, pays: tuple[str, ...] = ("escrow",),
-                 shard_bits: int = 0, origins: int = 0, batch_window: float = 0.0, transport: str = "tcp") -> dict:
+def agent_phases(
+    n: int,
+    claim_jobs: int,
+    k_claim: int,
+    jobs: int,
+    profile: Path | None = None,
+    batch: bool = True,
+    claim_quiet: bool = True,
+    pays: tuple[str, ...] = ("escrow",),
+    shard_bits: int = 0,
+    origins: int = 0,
+    batch_window: float = 0.0,
+    transport: str = "tcp",
+) -> dict:
     from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
 
@@ -335,9 +409,20 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
     if profile is not None:
         profile_node0(testnet, profile, gate)
 
-    args = argparse.Namespace(nodes=n, jobs=0, redundancy=1, json=True, data_dir=None, chain="auto",
-                              timeout=180.0, job_size=0, pay="escrow", shard_bits=shard_bits,
-                              publish_batch_window=batch_window, transport=transport)
+    args = argparse.Namespace(
+        nodes=n,
+        jobs=0,
+        redundancy=1,
+        json=True,
+        data_dir=None,
+        chain="auto",
+        timeout=180.0,
+        job_size=0,
+        pay="escrow",
+        shard_bits=shard_bits,
+        publish_batch_window=batch_window,
+        transport=transport,
+    )
     net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
     try:
         net.start()
@@ -352,12 +437,22 @@ def agent_phases(n: int, claim_jobs: int, k_claim: int, jobs: int, profile: Path
             lats.append(claim_latency(api, r["job_id"], k_claim))
             if claim_quiet:
                 api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
-        runs = {pay: throughput(net, clients, n, jobs, batch, pay, gate, i, origins)
-                for i, pay in enumerate(pays)}
-        return {"claim": {"jobs": claim_jobs, "k": k_claim, "p50_ms": pct(lats, 50) * 1000,
-                          "after_previous_settled": claim_quiet,
-                          "p99_ms": pct(lats, 99) * 1000, "mean_ms": statistics.mean(lats) * 1000},
-                "throughput": runs[pays[-1]], "throughput_by_pay": runs, "chain": net.chain_kind}
+        runs = {
+            pay: throughput(net, clients, n, jobs, batch, pay, gate, i, origins) for i, pay in enumerate(pays)
+        }
+        return {
+            "claim": {
+                "jobs": claim_jobs,
+                "k": k_claim,
+                "p50_ms": pct(lats, 50) * 1000,
+                "after_previous_settled": claim_quiet,
+                "p99_ms": pct(lats, 99) * 1000,
+                "mean_ms": statistics.mean(lats) * 1000,
+            },
+            "throughput": runs[pays[-1]],
+            "throughput_by_pay": runs,
+            "chain": net.chain_kind,
+        }
     finally:
         net.stop(remove_state=True)
         shutil.rmtree(gate.parent, ignore_errors=True)
@@ -376,74 +471,160 @@ def main() -> int:
     p.add_argument("--claim-k", type=int, default=2)
     p.add_argument("--jobs", type=int, default=100, help="trivial k=1 jobs for the throughput phase")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--claim-overlap", action="store_true",
-                   help="announce each claim-phase job as soon as the previous one has its claims (default: once it "
-                        "settled, so claims are timed on an otherwise idle mesh)")
-    p.add_argument("--one-by-one", action="store_true",
-                   help="submit the throughput jobs one request per job (default: one batch request per node)")
+    p.add_argument(
+        "--claim-overlap",
+        action="store_true",
+        help="announce each claim-phase job as soon as the previous one has its claims (default: once it "
+        "settled, so claims are timed on an otherwise idle mesh)",
+    )
+    p.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="submit the throughput jobs one request per job (default: one batch request per node)",
+    )
     p.add_argument("--skip-gossip", action="store_true", help="agent phases only (no ratio against gossip)")
-    p.add_argument("--pay", choices=["escrow", "voucher", "both"], default="escrow",
-                   help="how the throughput jobs are paid: per-job escrow, vouchers settled in batches, or both "
-                        "(escrow first, then voucher, on the same mesh; prints the ratio)")
-    p.add_argument("--shard-bits", type=int, default=1,
-                   help="agent phases: 2**B job topics, contiguous blocks of nodes serving one each (default 1: "
-                        "two shards of five nodes; 0: one topic for all)")
-    p.add_argument("--publish-batch-window", type=float, default=0.0,
-                   help="agents' publish_batch_window_s: wait this long to batch queued gossip (default 0)")
-    p.add_argument("--origins", type=int, default=0,
-                   help="submit the throughput jobs through this many nodes, spread evenly (default 0: all)")
-    p.add_argument("--transport", choices=["tcp", "quic"], default="tcp",
-                   help="every phase over TCP (Noise, mplex; default) or QUIC (TLS 1.3)")
-    p.add_argument("--profile", type=Path, help="sample node 0's stacks (all threads) during the throughput phase; JSON written here")
+    p.add_argument(
+        "--pay",
+        choices=["escrow", "voucher", "both"],
+        default="escrow",
+        help="how the throughput jobs are paid: per-job escrow, vouchers settled in batches, or both "
+        "(escrow first, then voucher, on the same mesh; prints the ratio)",
+    )
+    p.add_argument(
+        "--shard-bits",
+        type=int,
+        default=1,
+        help="agent phases: 2**B job topics, contiguous blocks of nodes serving one each (default 1: "
+        "two shards of five nodes; 0: one topic for all)",
+    )
+    p.add_argument(
+        "--publish-batch-window",
+        type=float,
+        default=0.0,
+        help="agents' publish_batch_window_s: wait this long to batch queued gossip (default 0)",
+    )
+    p.add_argument(
+        "--origins",
+        type=int,
+        default=0,
+        help="submit the throughput jobs through this many nodes, spread evenly (default 0: all)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=["tcp", "quic"],
+        default="tcp",
+        help="every phase over TCP (Noise, mplex; default) or QUIC (TLS 1.3)",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="sample node 0's stacks (all threads) during the throughput phase; JSON written here",
+    )
     a = p.parse_args()
     t0 = time.monotonic()
-    config = {"nodes": a.nodes, "shard_bits": a.shard_bits, "pay": a.pay, "origins": a.origins or a.nodes,
-              "publish_batch_window_s": a.publish_batch_window, "jobs": a.jobs, "transport": a.transport,
-              "submission": "one request per job" if a.one_by_one else "batch per node"}
+    config = {
+        "nodes": a.nodes,
+        "shard_bits": a.shard_bits,
+        "pay": a.pay,
+        "origins": a.origins or a.nodes,
+        "publish_batch_window_s": a.publish_batch_window,
+        "jobs": a.jobs,
+        "transport": a.transport,
+        "submission": "one request per job" if a.one_by_one else "batch per node",
+    }
     if not a.json:
         print("configuration: " + ", ".join(f"{k} {v}" for k, v in config.items()), flush=True)
-    g = (gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate, a.transport) if not a.skip_gossip else
-         {"nodes": a.nodes, "messages": 0, "deliveries": 0, "expected_deliveries": 0,
-          "rate_msgs_per_s": a.gossip_rate, "p50_ms": float("nan"), "p99_ms": float("nan")})
+    g = (
+        gossip_phase(a.nodes, a.gossip_msgs, a.gossip_rate, a.transport)
+        if not a.skip_gossip
+        else {
+            "nodes": a.nodes,
+            "messages": 0,
+            "deliveries": 0,
+            "expected_deliveries": 0,
+            "rate_msgs_per_s": a.gossip_rate,
+            "p50_ms": float("nan"),
+            "p99_ms": float("nan"),
+        }
+    )
     pays = ("escrow", "voucher") if a.pay == "both" else (a.pay,)
-    ag = agent_phases(a.nodes, a.claim_jobs, a.claim_k, a.jobs, a.profile, not a.one_by_one, not a.claim_overlap,
-                      pays, a.shard_bits, a.origins, a.publish_batch_window, a.transport)
-    out = {"machine": {"cpus": os.cpu_count()}, "config": config, "gossip": g, **ag,
-           "ratios": {"claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
-                      "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25},
-           "wall_s": round(time.monotonic() - t0, 1)}
+    ag = agent_phases(
+        a.nodes,
+        a.claim_jobs,
+        a.claim_k,
+        a.jobs,
+        a.profile,
+        not a.one_by_one,
+        not a.claim_overlap,
+        pays,
+        a.shard_bits,
+        a.origins,
+        a.publish_batch_window,
+        a.transport,
+    )
+    out = {
+        "machine": {"cpus": os.cpu_count()},
+        "config": config,
+        "gossip": g,
+        **ag,
+        "ratios": {
+            "claim_p99_over_gossip_p99": ag["claim"]["p99_ms"] / g["p99_ms"],
+            "jobs_per_s_over_goal_25": ag["throughput"]["jobs_per_s"] / 25,
+        },
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
     if a.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"gossip ({g['nodes']} processes, {g['rate_msgs_per_s']} msg/s): p50 {g['p50_ms']:.1f} ms, "
-              f"p99 {g['p99_ms']:.1f} ms, delivered {g['deliveries']}/{g['expected_deliveries']}, "
-              f"{g.get('cpu_ms_per_delivery', float('nan')):.2f} ms CPU per delivery")
+        print(
+            f"gossip ({g['nodes']} processes, {g['rate_msgs_per_s']} msg/s): p50 {g['p50_ms']:.1f} ms, "
+            f"p99 {g['p99_ms']:.1f} ms, delivered {g['deliveries']}/{g['expected_deliveries']}, "
+            f"{g.get('cpu_ms_per_delivery', float('nan')):.2f} ms CPU per delivery"
+        )
         c, t = ag["claim"], ag["throughput"]
-        when = "each after the previous settled" if c["after_previous_settled"] else "overlapping the previous job"
-        print(f"claim latency (k={c['k']}, {c['jobs']} jobs, {when}): p50 {c['p50_ms']:.1f} ms, "
-              f"p99 {c['p99_ms']:.1f} ms")
+        when = (
+            "each after the previous settled"
+            if c["after_previous_settled"]
+            else "overlapping the previous job"
+        )
+        print(
+            f"claim latency (k={c['k']}, {c['jobs']} jobs, {when}): p50 {c['p50_ms']:.1f} ms, "
+            f"p99 {c['p99_ms']:.1f} ms"
+        )
         for t in ag["throughput_by_pay"].values():
-            print(f"throughput ({t['pay']}): {t['settled']}/{t['jobs']} trivial k=1 jobs settled in {t['wall_s']} s = "
-                  f"{t['jobs_per_s']:.2f} jobs/s (chain: {ag['chain']})")
+            print(
+                f"throughput ({t['pay']}): {t['settled']}/{t['jobs']} trivial k=1 jobs settled in {t['wall_s']} s = "
+                f"{t['jobs_per_s']:.2f} jobs/s (chain: {ag['chain']})"
+            )
             cpu = t["cpu"]
-            print(f"CPU during the throughput phase ({t['pay']}): {cpu['total_s']} s on {os.cpu_count()} cores = "
-                  f"{cpu['ms_per_settled_job']} ms per settled job (agents {cpu['agents_s']} s, of which their trio "
-                  f"loops {cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
-                  f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, bench client {cpu['bench_s']} s)")
-            print(f"  through {len(t['origins'])} origin node(s); median ms per step at the origin: "
-                  + ", ".join(f"{k} {v}" for k, v in t["phase_median_ms"].items()))
+            print(
+                f"CPU during the throughput phase ({t['pay']}): {cpu['total_s']} s on {os.cpu_count()} cores = "
+                f"{cpu['ms_per_settled_job']} ms per settled job (agents {cpu['agents_s']} s, of which their trio "
+                f"loops {cpu['agent_loops_s']} s and worker threads the rest; their sandboxed runs "
+                f"{cpu['executions_s']} s, chain {cpu['chain_s']} s, bench client {cpu['bench_s']} s)"
+            )
+            print(
+                f"  through {len(t['origins'])} origin node(s); median ms per step at the origin: "
+                + ", ".join(f"{k} {v}" for k, v in t["phase_median_ms"].items())
+            )
             g2 = t["gossip"]
-            print(f"gossip until the end of this run (all nodes, earlier phases included): {g2['published']} "
-                  f"payloads published, {g2['batches_out']} of them batches; {g2['accepted']} messages accepted, "
-                  f"{g2['batches_in']} batches received; {g2['mesh_peers_mean']} mesh peers per node and topic")
+            print(
+                f"gossip until the end of this run (all nodes, earlier phases included): {g2['published']} "
+                f"payloads published, {g2['batches_out']} of them batches; {g2['accepted']} messages accepted, "
+                f"{g2['batches_in']} batches received; {g2['mesh_peers_mean']} mesh peers per node and topic"
+            )
         runs = ag["throughput_by_pay"]
         if len(runs) == 2:
             e, v = runs["escrow"], runs["voucher"]
-            print(f"voucher / escrow: jobs/s {v['jobs_per_s'] / max(e['jobs_per_s'], 1e-9):.2f}x, CPU ms per job "
-                  f"{v['cpu']['ms_per_settled_job'] / max(e['cpu']['ms_per_settled_job'], 1e-9):.2f}x")
+            print(
+                f"voucher / escrow: jobs/s {v['jobs_per_s'] / max(e['jobs_per_s'], 1e-9):.2f}x, CPU ms per job "
+                f"{v['cpu']['ms_per_settled_job'] / max(e['cpu']['ms_per_settled_job'], 1e-9):.2f}x"
+            )
         r = out["ratios"]
-        print(f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "
-              f"jobs/s / 25 = {r['jobs_per_s_over_goal_25']:.2f} (goal >= 1)")
+        print(
+            f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "
+            f"jobs/s / 25 = {r['jobs_per_s_over_goal_25']:.2f} (goal >= 1)"
+        )
     return 0
 
 

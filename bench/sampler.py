@@ -22,7 +22,16 @@ import time
 INTERVAL_S = 0.004
 #: Innermost Python frames of a thread that waits (the C call it blocks in does not show): trio's loop in epoll, a
 #: worker thread waiting for work, a thread waiting on a lock, a socket read, a sleep.
-IDLE_LEAVES = {"get_events", "_work", "wait", "_wait_for_tstate_lock", "select", "sleep", "readinto", "recv_into"}
+IDLE_LEAVES = {
+    "get_events",
+    "_work",
+    "wait",
+    "_wait_for_tstate_lock",
+    "select",
+    "sleep",
+    "readinto",
+    "recv_into",
+}
 
 
 def _label(code) -> str:
@@ -31,7 +40,9 @@ def _label(code) -> str:
 
 def main() -> None:
     if len(sys.argv) < 5 or sys.argv[3] != "-m":
-        raise SystemExit("usage: sampler.py OUT GATE -m module [args...] (a tool used by net_bench --profile)")
+        raise SystemExit(
+            "usage: sampler.py OUT GATE -m module [args...] (a tool used by net_bench --profile)"
+        )
     out, gate = sys.argv[1], sys.argv[2]
     module, sys.argv = sys.argv[4], [sys.argv[4], *sys.argv[5:]]
     inclusive: collections.Counter[str] = collections.Counter()
@@ -66,10 +77,14 @@ def main() -> None:
 
     def dump() -> None:
         busy = max(1, state["busy"])
-        data = {"ticks": state["ticks"], "busy_samples": state["busy"], "interval_s": INTERVAL_S,
-                "threads": {k: round(v / busy, 4) for k, v in kinds.items()},
-                "inclusive": [(k, round(v / busy, 4)) for k, v in inclusive.most_common(120)],
-                "self": [(k, round(v / busy, 4)) for k, v in leaf.most_common(60)]}
+        data = {
+            "ticks": state["ticks"],
+            "busy_samples": state["busy"],
+            "interval_s": INTERVAL_S,
+            "threads": {k: round(v / busy, 4) for k, v in kinds.items()},
+            "inclusive": [(k, round(v / busy, 4)) for k, v in inclusive.most_common(120)],
+            "self": [(k, round(v / busy, 4)) for k, v in leaf.most_common(60)],
+        }
         with open(out, "w") as f:
             json.dump(data, f, indent=1)
 

@@ -43,8 +43,15 @@ def scenario(nodes: int, jobs: int) -> dict:
         # 10k x 100k run, so every view stayed live: 5.4 GB, and per-event cost grew with it); nothing arrives
         # for a job that late here, so the metrics are the same (tests/sims/test_model.py), at about one more
         # tick per node and 15 s (one tick forgets the jobs settled within a quarter of forget_after)
-        "protocol": {"shard_bits": bits, "advert_interval": 60, "fallback_interval": 2, "commit_grace": 10,
-                     "reveal_window": 10, "require_stake": True, "forget_after": FORGET_AFTER},
+        "protocol": {
+            "shard_bits": bits,
+            "advert_interval": 60,
+            "fallback_interval": 2,
+            "commit_grace": 10,
+            "reveal_window": 10,
+            "require_stake": True,
+            "forget_after": FORGET_AFTER,
+        },
         "nodes": [{"count": nodes, "max_jobs": 2}],
         "jobs": {"count": jobs, "rate": 0.02 * nodes, "mix": [{"timeout": 120, "runtime_mean": 20}]},
     }
@@ -56,9 +63,15 @@ def one(nodes: int, jobs: int, workers: int) -> dict:
 
     doc = run_scenario(sc_mod.from_dict(scenario(nodes, jobs)), None, plots=False, workers=workers)
     m = doc["metrics"]
-    return {"nodes": nodes, "jobs": jobs, **doc["run"], "accepted": m["jobs"]["accepted"],
-            "sim_seconds": m["sim_seconds"], "shards": m["shards"],
-            "us_per_job": round(doc["run"]["wall_s"] / jobs * 1e6)}
+    return {
+        "nodes": nodes,
+        "jobs": jobs,
+        **doc["run"],
+        "accepted": m["jobs"]["accepted"],
+        "sim_seconds": m["sim_seconds"],
+        "shards": m["shards"],
+        "us_per_job": round(doc["run"]["wall_s"] / jobs * 1e6),
+    }
 
 
 def size(text: str) -> tuple[int, int]:
@@ -71,9 +84,13 @@ def size(text: str) -> tuple[int, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=size, action="append", help="NODESxJOBS (default: 1000x100000, 10000x100000)")
+    ap.add_argument(
+        "--size", type=size, action="append", help="NODESxJOBS (default: 1000x100000, 10000x100000)"
+    )
     ap.add_argument("--baseline", type=size, default=(1000, 10_000), help="NODESxJOBS, 1 process; 0x0: none")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes per size (default: cores)")
+    ap.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes per size (default: cores)"
+    )
     ap.add_argument("--child", type=size, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -83,21 +100,28 @@ def main() -> int:
     runs += [(s, a.workers, "") for s in a.size or [(1000, 100_000), (10_000, 100_000)]]
     base = None
     for (n, j), w, tag in runs:
-        p = subprocess.run([sys.executable, __file__, "--child", f"{n}x{j}", "--workers", str(w)],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [sys.executable, __file__, "--child", f"{n}x{j}", "--workers", str(w)],
+            capture_output=True,
+            text=True,
+        )
         if p.returncode:
             print(f"{n} x {j}: failed\n{p.stderr[-2000:]}")
             continue
         r = json.loads(p.stdout)
-        line = (f"{n:>6} nodes x {j:>6} jobs, {w} proc: {r['wall_s']:7.1f} s wall, {r['peak_rss_mb']:7.1f} MB peak, "
-                f"{r['events']:>9} events ({r['wall_s'] / r['events'] * 1e6:.1f} us/event), {r['us_per_job']} us/job, "
-                f"{r['accepted']} accepted, {r['shards']} shards")
+        line = (
+            f"{n:>6} nodes x {j:>6} jobs, {w} proc: {r['wall_s']:7.1f} s wall, {r['peak_rss_mb']:7.1f} MB peak, "
+            f"{r['events']:>9} events ({r['wall_s'] / r['events'] * 1e6:.1f} us/event), {r['us_per_job']} us/job, "
+            f"{r['accepted']} accepted, {r['shards']} shards"
+        )
         if tag:
             base = r
             line += "  [baseline]"
         elif base is not None:
-            line += (f"; vs baseline: x{r['wall_s'] / base['wall_s']:.2f} wall, "
-                     f"x{r['us_per_job'] / base['us_per_job']:.2f} per job")
+            line += (
+                f"; vs baseline: x{r['wall_s'] / base['wall_s']:.2f} wall, "
+                f"x{r['us_per_job'] / base['us_per_job']:.2f} per job"
+            )
         if (n, j) == GOAL[:2]:
             line += f"  (goal <= {GOAL[2]:.0f} s: {'met' if r['wall_s'] <= GOAL[2] else 'NOT met'})"
         print(line, flush=True)

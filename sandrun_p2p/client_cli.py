@@ -22,51 +22,95 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_argument_group("the job")
-    what.add_argument("--code", help="the job's code: a script file (packed under its base name) or a directory")
-    what.add_argument("--manifest", help="job manifest (JSON): entrypoint, interpreter, outputs, timeout, memory_mb...")
+    what.add_argument(
+        "--code", help="the job's code: a script file (packed under its base name) or a directory"
+    )
+    what.add_argument(
+        "--manifest", help="job manifest (JSON): entrypoint, interpreter, outputs, timeout, memory_mb..."
+    )
     what.add_argument("--redundancy", type=int, default=1, help="executors that must run it (1-5; default 1)")
     pay = what.add_mutually_exclusive_group()
     pay.add_argument("--payment", help="escrow in ETH (default: the quote)")
     pay.add_argument("--payment-usd", help="escrow in USD, converted at --usd-per-eth")
     what.add_argument("--usd-per-eth", default="3000", help="USD/ETH rate for quotes (default 3000)")
-    what.add_argument("--deadline", type=int, metavar="SECONDS", help="settle within this many seconds "
-                      "(default: 2 x timeout + 180, at least 300)")
-    what.add_argument("--no-encrypt", action="store_true", help="store the bundle in plaintext and let executors store the result in the clear "
-                      "(by default the bundle is encrypted and the result sealed to a per-job key)")
-    what.add_argument("--escrow", choices=("client", "peer", "auto"), default="client",
-                      help="client: a fresh per-job key funded by your wallet posts the escrow (default); "
-                           "peer: the peer node escrows from its own account (not anonymous, plaintext bundle); "
-                           "auto: client when the peer supports it, else peer (says so)")
-    what.add_argument("--pay", choices=("escrow", "voucher"), default="escrow",
-                      help="escrow: a per-job escrow on chain (default); voucher: k = 1 only, with --escrow peer "
-                           "--no-encrypt: the peer pays from its deposit by a voucher that its executor settles "
-                           "with many others in one batch (fewer transactions; settled once the batch is paid)")
-    what.add_argument("--force", action="store_true",
-                      help="submit even when no known node can run it (it will be refunded with the reason)")
+    what.add_argument(
+        "--deadline",
+        type=int,
+        metavar="SECONDS",
+        help="settle within this many seconds (default: 2 x timeout + 180, at least 300)",
+    )
+    what.add_argument(
+        "--no-encrypt",
+        action="store_true",
+        help="store the bundle in plaintext and let executors store the result in the clear "
+        "(by default the bundle is encrypted and the result sealed to a per-job key)",
+    )
+    what.add_argument(
+        "--escrow",
+        choices=("client", "peer", "auto"),
+        default="client",
+        help="client: a fresh per-job key funded by your wallet posts the escrow (default); "
+        "peer: the peer node escrows from its own account (not anonymous, plaintext bundle); "
+        "auto: client when the peer supports it, else peer (says so)",
+    )
+    what.add_argument(
+        "--pay",
+        choices=("escrow", "voucher"),
+        default="escrow",
+        help="escrow: a per-job escrow on chain (default); voucher: k = 1 only, with --escrow peer "
+        "--no-encrypt: the peer pays from its deposit by a voucher that its executor settles "
+        "with many others in one batch (fewer transactions; settled once the batch is paid)",
+    )
+    what.add_argument(
+        "--force",
+        action="store_true",
+        help="submit even when no known node can run it (it will be refunded with the reason)",
+    )
     how = p.add_argument_group("where")
-    how.add_argument("--peer", help="a node's control API: its agent data dir, or a URL (token via --peer-token "
-                     "or $SANDRUN_P2P_PEER_TOKEN); default: the local agent ($SANDRUN_P2P_HOME or ~/.sandrun-p2p)")
+    how.add_argument(
+        "--peer",
+        help="a node's control API: its agent data dir, or a URL (token via --peer-token "
+        "or $SANDRUN_P2P_PEER_TOKEN); default: the local agent ($SANDRUN_P2P_HOME or ~/.sandrun-p2p)",
+    )
     how.add_argument("--peer-token", help=argparse.SUPPRESS)
     how.add_argument("--blockchain-rpc", help="JSON-RPC URL of the settlement chain (default: from the peer)")
     how.add_argument("--market", help="SandrunMarket contract address (default: from the peer)")
-    how.add_argument("--chain-file", help="deployment file (from deploy-contracts or testnet) naming the chain "
-                     "and contract (default: the peer's, when --peer is a data dir)")
-    how.add_argument("--keystore", help="funding wallet keystore file (else $SANDRUN_P2P_CLIENT_KEY; on a "
-                     "development chain a funded dev account)")
-    what.add_argument("--verify", choices=("quorum", "adaptive"), default="quorum",
-                      help="quorum (default): --redundancy executors, a majority must agree; adaptive: redundancy "
-                           "from --value-usd, then spot checks by re-running the job on other nodes, more often "
-                           "for executors this client has not verified yet (implies --wait; see README)")
-    what.add_argument("--value-usd", type=float, help="what a wrong result would cost you, for --verify adaptive "
-                      "(default: the payment in USD)")
+    how.add_argument(
+        "--chain-file",
+        help="deployment file (from deploy-contracts or testnet) naming the chain "
+        "and contract (default: the peer's, when --peer is a data dir)",
+    )
+    how.add_argument(
+        "--keystore",
+        help="funding wallet keystore file (else $SANDRUN_P2P_CLIENT_KEY; on a "
+        "development chain a funded dev account)",
+    )
+    what.add_argument(
+        "--verify",
+        choices=("quorum", "adaptive"),
+        default="quorum",
+        help="quorum (default): --redundancy executors, a majority must agree; adaptive: redundancy "
+        "from --value-usd, then spot checks by re-running the job on other nodes, more often "
+        "for executors this client has not verified yet (implies --wait; see README)",
+    )
+    what.add_argument(
+        "--value-usd",
+        type=float,
+        help="what a wrong result would cost you, for --verify adaptive (default: the payment in USD)",
+    )
     out = p.add_argument_group("output")
-    out.add_argument("--wait", action="store_true", help="follow the job until it settles, fetch and verify the "
-                     "result, claim what is left of the escrow")
+    out.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job until it settles, fetch and verify the result, claim what is left of the escrow",
+    )
     out.add_argument("--out", metavar="DIR", help="where verified outputs go (default ./sandrun-out/JOB)")
     out.add_argument("--json", action="store_true", help="one JSON object on stdout instead of text")
     out.add_argument("--timeout", type=float, help="give up following after this many seconds")
     act = p.add_argument_group("other actions (instead of submitting)").add_mutually_exclusive_group()
-    act.add_argument("--quote", action="store_true", help="print the price of --manifest at --redundancy and exit")
+    act.add_argument(
+        "--quote", action="store_true", help="print the price of --manifest at --redundancy and exit"
+    )
     act.add_argument("--watch", metavar="JOB", help="follow a submitted job")
     act.add_argument("--result", metavar="JOB", help="fetch and verify a job's result into --out")
     act.add_argument("--refund", metavar="JOB", help="claim a job's unused escrow back to the funding wallet")
@@ -146,12 +190,23 @@ async def _main(args: argparse.Namespace) -> int:
         if not args.manifest:
             raise BadJob("--quote needs --manifest")
         q = quote(args.manifest, args.redundancy, args.usd_per_eth)
-        d = {"wei": q.wei, "eth": q.wei / 10**18, "usd": float(q.usd), "per_execution_usd": float(q.per_execution_usd),
-             "gpu_class": q.gpu_class, "redundancy": args.redundancy}
-        print(json.dumps(d) if args.json else f"quote: {_eth(q.wei)} ({q.usd_str()}) for redundancy {args.redundancy}")
+        d = {
+            "wei": q.wei,
+            "eth": q.wei / 10**18,
+            "usd": float(q.usd),
+            "per_execution_usd": float(q.per_execution_usd),
+            "gpu_class": q.gpu_class,
+            "redundancy": args.redundancy,
+        }
+        print(
+            json.dumps(d)
+            if args.json
+            else f"quote: {_eth(q.wei)} ({q.usd_str()}) for redundancy {args.redundancy}"
+        )
         return EXIT_OK
-    chain = ChainOptions(rpc=args.blockchain_rpc, market=args.market, keystore=args.keystore,
-                         addresses_file=args.chain_file)
+    chain = ChainOptions(
+        rpc=args.blockchain_rpc, market=args.market, keystore=args.keystore, addresses_file=args.chain_file
+    )
     adaptive = args.verify == "adaptive"
     if adaptive and args.redundancy != 1:
         raise BadJob("--verify adaptive picks the redundancy from --value-usd; leave --redundancy out")
@@ -170,8 +225,13 @@ async def _main(args: argparse.Namespace) -> int:
             if not args.code or not args.manifest:
                 raise BadJob("give --code and --manifest (or --quote/--watch/--result/--refund/--list)")
             pay = _payment(args)
-            kw = {"encrypt": not args.no_encrypt, "deadline_s": args.deadline, "escrow": args.escrow,
-                  "force": args.force, "pay_mode": args.pay}
+            kw = {
+                "encrypt": not args.no_encrypt,
+                "deadline_s": args.deadline,
+                "escrow": args.escrow,
+                "force": args.force,
+                "pay_mode": args.pay,
+            }
             if adaptive:
                 value = args.value_usd if args.value_usd is not None else _usd(args, pay)
                 rec = await verifier.submit(args.code, args.manifest, value, payment_wei=pay, **kw)
@@ -179,18 +239,27 @@ async def _main(args: argparse.Namespace) -> int:
                 rec = await c.submit(args.code, args.manifest, pay, args.redundancy, **kw)
             job_id = rec.job_id
             spec = rec.job_spec()
-            out = {"job_id": job_id, "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
-                   "deadline": spec.deadline, "encrypted": spec.encrypted,
-                   "sealed_result": bool(spec.result_key), "escrow_address": rec.escrow_address,
-                   "peer": rec.peer, "notes": rec.notes}
+            out = {
+                "job_id": job_id,
+                "code_cid": spec.code_cid,
+                "payment_wei": spec.payment_wei,
+                "deadline": spec.deadline,
+                "encrypted": spec.encrypted,
+                "sealed_result": bool(spec.result_key),
+                "escrow_address": rec.escrow_address,
+                "peer": rec.peer,
+                "notes": rec.notes,
+            }
             pr.line(f"submitted job {job_id} through {rec.peer}")
             for note in rec.notes:
                 pr.line(f"  note: {note}")
             payer = f"fresh address {rec.escrow_address}" if rec.escrow_address else "the peer's account"
-            pr.line(f"  escrow {_eth(spec.payment_wei)} from {payer}; "
-                    f"redundancy {spec.redundancy}, quorum {spec.quorum}, "
-                    f"{'encrypted' if spec.encrypted else 'plaintext'} bundle {spec.code_cid[:20]}..., "
-                    f"{'result sealed to a per-job key' if spec.result_key else 'plaintext result'}")
+            pr.line(
+                f"  escrow {_eth(spec.payment_wei)} from {payer}; "
+                f"redundancy {spec.redundancy}, quorum {spec.quorum}, "
+                f"{'encrypted' if spec.encrypted else 'plaintext'} bundle {spec.code_cid[:20]}..., "
+                f"{'result sealed to a per-job key' if spec.result_key else 'plaintext result'}"
+            )
             if not args.wait and not adaptive:
                 if not args.json:
                     print(job_id)
@@ -251,12 +320,19 @@ async def _fetch(c: Any, job_id: str, dest: str | None, pr: Printer, retry_s: fl
             if time.monotonic() >= give_up:
                 raise
             await trio.sleep(0.5)
-    pr.line(f"result verified against trace root {trace.root.hex()[:16]}... (status {trace.status}, "
-            f"exit {trace.exit_code}) -> {dest_p}")
+    pr.line(
+        f"result verified against trace root {trace.root.hex()[:16]}... (status {trace.status}, "
+        f"exit {trace.exit_code}) -> {dest_p}"
+    )
     for o in trace.outputs:
         pr.line(f"  {o.path}  {o.size} B  sha256 {o.sha256.hex()[:16]}...")
-    return {"result_dir": str(dest_p), "trace_root": trace.root.hex(), "status": trace.status,
-            "exit_code": trace.exit_code, "outputs": {o.path: o.sha256.hex() for o in trace.outputs}}
+    return {
+        "result_dir": str(dest_p),
+        "trace_root": trace.root.hex(),
+        "status": trace.status,
+        "exit_code": trace.exit_code,
+        "outputs": {o.path: o.sha256.hex() for o in trace.outputs},
+    }
 
 
 def _payment(args: argparse.Namespace) -> int | None:
@@ -279,22 +355,33 @@ def _usd(args: argparse.Namespace, pay: int | None) -> float:
 
 def outcome_lines(o: Any) -> list[str]:
     """Human lines for an adaptive-verification outcome."""
-    head = (f"verification: spot-checked (rate {o.check_rate:.2f}) by {len(o.reruns)} re-run(s)" if o.checked
-            else f"verification: not checked this time (rate {o.check_rate:.2f})")
+    head = (
+        f"verification: spot-checked (rate {o.check_rate:.2f}) by {len(o.reruns)} re-run(s)"
+        if o.checked
+        else f"verification: not checked this time (rate {o.check_rate:.2f})"
+    )
     lines = [f"{head}; {o.verdict}"]
     if o.caught:
-        lines.append(f"  wrong result from {', '.join(n[:16] for n in o.caught)}: recorded, never trusted again "
-                     "(not slashed on chain: the contract has no fraud-proof path yet)")
+        lines.append(
+            f"  wrong result from {', '.join(n[:16] for n in o.caught)}: recorded, never trusted again "
+            "(not slashed on chain: the contract has no fraud-proof path yet)"
+        )
     if o.verdict == "overturned":
         lines.append(f"  using the result of re-run {o.result_job[:16]} instead")
     if o.verdict == "undecided":
         lines.append("  the re-runs did not agree enough to name a correct result; do not use it")
     for a in o.audits:
         what = {"released": "confirmed", "overturned": "WRONG", "undecided": "undecided"}[a["verdict"]]
-        lines.append(f"  audit of earlier job {a['job_id'][:16]} (a caught node vouched for it): {what}"
-                     + (f"; use re-run {a['result_job']}'s result: sandrun-p2p submit --result {a['result_job']} "
-                        "--out DIR" if a["verdict"] == "overturned" else "")
-                     + (f" ({a['detail']})" if a.get("detail") else ""))
+        lines.append(
+            f"  audit of earlier job {a['job_id'][:16]} (a caught node vouched for it): {what}"
+            + (
+                f"; use re-run {a['result_job']}'s result: sandrun-p2p submit --result {a['result_job']} "
+                "--out DIR"
+                if a["verdict"] == "overturned"
+                else ""
+            )
+            + (f" ({a['detail']})" if a.get("detail") else "")
+        )
     if o.audits_left:
         lines.append(f"  {o.audits_left} more earlier result(s) to audit: the next verification goes on")
     return lines
@@ -324,8 +411,10 @@ def print_jobs(jobs: list[dict[str, Any]]) -> None:
         return
     print(f"{'job':<18} {'state':<10} {'k':>1} {'escrow':>14} {'refunded':>14}  reason")
     for j in jobs:
-        print(f"{j['job_id'][:16]:<18} {j['state']:<10} {j['redundancy']:>1} {_eth(j['payment_wei']):>14} "
-              f"{_eth(j['refunded_wei']):>14}  {j['reason'][:60]}")
+        print(
+            f"{j['job_id'][:16]:<18} {j['state']:<10} {j['redundancy']:>1} {_eth(j['payment_wei']):>14} "
+            f"{_eth(j['refunded_wei']):>14}  {j['reason'][:60]}"
+        )
 
 
 def _finish(args: argparse.Namespace, out: dict[str, Any], code: int) -> int:

@@ -10,7 +10,7 @@ export PYTHONHASHSEED=0
 
 echo "== lint (ruff)"
 $BIN/ruff check .
-$BIN/ruff format --check sandrun_p2p/protocol  # the protocol core stays formatted (as make lint checks)
+$BIN/ruff format --check .  # the whole tree stays formatted (as make lint checks)
 
 echo "== contracts: recompile with the pinned solc-js and compare with the committed artifacts"
 bash contracts/check.sh

@@ -31,9 +31,21 @@ if TYPE_CHECKING:
     from .engine import JobRec, Simulator
 
 MAX_CHECKS = 6  # check/audit/tie-break jobs per case (refunded ones are retried)
-POLICY_FIELDS = ("probation", "half_trust", "spot_min", "spot_max", "high_value_usd", "gate_checks",
-                 "check_pool_min", "open_check_redundancy", "credibility_target", "challenge_window",
-                 "dispute_redundancy", "verdict_margin", "verdict_target")
+POLICY_FIELDS = (
+    "probation",
+    "half_trust",
+    "spot_min",
+    "spot_max",
+    "high_value_usd",
+    "gate_checks",
+    "check_pool_min",
+    "open_check_redundancy",
+    "credibility_target",
+    "challenge_window",
+    "dispute_redundancy",
+    "verdict_margin",
+    "verdict_target",
+)
 
 
 @dataclass

@@ -41,7 +41,9 @@ class RealRun:
     jobs: int
     wall_s: float
     notes: list[str] = field(default_factory=list)
-    from_announce: list[float] = field(default_factory=list)  # origin's announcement (after escrow) -> first claim
+    from_announce: list[float] = field(
+        default_factory=list
+    )  # origin's announcement (after escrow) -> first claim
 
     @property
     def rate(self) -> float:
@@ -53,7 +55,9 @@ def sim_side(nodes: int, jobs: int, k: int, rate: float = 2.0, runtime: float = 
     """Claim latencies (s) of the calibration scenario in the simulator, with the testnet's protocol values."""
     from sandrun_p2p.agent.testnet import TESTNET_CORE
 
-    proto = {key: v for key, v in TESTNET_CORE.items() if key != "require_escrow"}  # escrow funding: not modelled
+    proto = {
+        key: v for key, v in TESTNET_CORE.items() if key != "require_escrow"
+    }  # escrow funding: not modelled
     d = {
         "name": "calibration",
         "seed": 1,
@@ -61,8 +65,12 @@ def sim_side(nodes: int, jobs: int, k: int, rate: float = 2.0, runtime: float = 
         # loopback testnet: sub-millisecond links; the agent's own processing dominates
         "network": {"latency": {"dist": "uniform", "mean": 0.0005, "spread": 0.5}, "mesh_degree": 6},
         "nodes": [{"count": nodes, "max_jobs": 2}],
-        "jobs": {"count": jobs, "rate": rate, "start": 1.0,
-                 "mix": [{"timeout": 30, "runtime_mean": runtime, "runtime_cv": 0.3, "redundancy": k}]},
+        "jobs": {
+            "count": jobs,
+            "rate": rate,
+            "start": 1.0,
+            "mix": [{"timeout": 30, "runtime_mean": runtime, "runtime_cv": 0.3, "redundancy": k}],
+        },
     }
     sim = Simulator(sc_mod.from_dict(d))
     sim.run()
@@ -92,8 +100,21 @@ def real_side(nodes: int, jobs: int, k: int, timeout: int) -> tuple[RealRun | No
     if not Path(exe).exists():
         return None, "sandrun-p2p is not installed"
     with tempfile.TemporaryDirectory(prefix="sims-calibrate-") as tmp:
-        cmd = [exe, "testnet", "--nodes", str(nodes), "--jobs", str(jobs), "--redundancy", str(k), "--json",
-               "--timeout", str(timeout), "--data-dir", tmp]
+        cmd = [
+            exe,
+            "testnet",
+            "--nodes",
+            str(nodes),
+            "--jobs",
+            str(jobs),
+            "--redundancy",
+            str(k),
+            "--json",
+            "--timeout",
+            str(timeout),
+            "--data-dir",
+            tmp,
+        ]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 180)
         except subprocess.TimeoutExpired:
@@ -107,13 +128,22 @@ def real_side(nodes: int, jobs: int, k: int, timeout: int) -> tuple[RealRun | No
         return None, f"testnet summary not understood: {e}"
     t = summary.get("totals", {})
     n = len(summary.get("jobs", []))
-    run = RealRun(lat, submits, execs, int(t.get("settled", 0)), int(t.get("jobs", n)),
-                  float(summary.get("wall_s", 0.0)))
+    run = RealRun(
+        lat,
+        submits,
+        execs,
+        int(t.get("settled", 0)),
+        int(t.get("jobs", n)),
+        float(summary.get("wall_s", 0.0)),
+    )
     run.from_announce = from_announce
     if p.returncode:
         run.notes.append(f"testnet exited {p.returncode}: {run.settled} of {run.jobs} jobs settled")
     if not lat:
-        return None, f"testnet ran ({run.settled} of {run.jobs} settled) but no job has a claim in its summary"
+        return (
+            None,
+            f"testnet ran ({run.settled} of {run.jobs} settled) but no job has a claim in its summary",
+        )
     if len(lat) < n:
         run.notes.append(f"{n - len(lat)} job(s) without a claim")
     return run, ""
@@ -122,8 +152,10 @@ def real_side(nodes: int, jobs: int, k: int, timeout: int) -> tuple[RealRun | No
 def table(columns: dict[str, list[float] | None]) -> str:
     """Quantiles of each named sample side by side (``None``: not measured)."""
     qs = {name: quantiles(v) if v else None for name, v in columns.items()}
-    lines = [f"{'':>6} " + " ".join(f"{name:>14}" for name in columns),
-             f"{'n':>6} " + " ".join(f"{len(v) if v else 'n/a':>14}" for v in columns.values())]
+    lines = [
+        f"{'':>6} " + " ".join(f"{name:>14}" for name in columns),
+        f"{'n':>6} " + " ".join(f"{len(v) if v else 'n/a':>14}" for v in columns.values()),
+    ]
     for q in ROWS:
         lines.append(f"{q:>6} " + " ".join(f"{r[q]:14.4f}" if r else f"{'n/a':>14}" for r in qs.values()))
     return "\n".join(lines)
@@ -140,24 +172,38 @@ def main(argv: list[str] | None = None) -> int:
     real: RealRun | None = None
     why = "skipped (--no-real)"
     if not a.no_real:
-        print(f"running a real testnet: {a.nodes} agents, {a.jobs} jobs, k={a.redundancy} ...", file=sys.stderr)
+        print(
+            f"running a real testnet: {a.nodes} agents, {a.jobs} jobs, k={a.redundancy} ...", file=sys.stderr
+        )
         real, why = real_side(a.nodes, a.jobs, a.redundancy, a.timeout)
     rate = real.rate if real else 2.0
     runtime = statistics.median(real.exec_times) if real and real.exec_times else 1.0
     sim = sim_side(a.nodes, a.jobs, a.redundancy, rate, runtime)
-    print(f"claim latency (s), submission -> first claim; {a.nodes} nodes, {a.jobs} jobs, "
-          f"k={a.redundancy}")
-    print(table({"simulator": sim, "testnet": real.claim_latency if real else None,
-                 "testnet*": real.from_announce if real else None}))
-    print("testnet*: from the origin's announcement, after its escrow transaction (submission also includes the "
-          "upload and the escrow)")
-    print(f"simulator fed: arrival rate {rate:.2f}/s, execution time {runtime:.3f} s"
-          + (" (both measured on the testnet)" if real else " (defaults)"))
+    print(f"claim latency (s), submission -> first claim; {a.nodes} nodes, {a.jobs} jobs, k={a.redundancy}")
+    print(
+        table(
+            {
+                "simulator": sim,
+                "testnet": real.claim_latency if real else None,
+                "testnet*": real.from_announce if real else None,
+            }
+        )
+    )
+    print(
+        "testnet*: from the origin's announcement, after its escrow transaction (submission also includes the "
+        "upload and the escrow)"
+    )
+    print(
+        f"simulator fed: arrival rate {rate:.2f}/s, execution time {runtime:.3f} s"
+        + (" (both measured on the testnet)" if real else " (defaults)")
+    )
     if real is None:
         print(f"real side unavailable: {why}")
         return 0 if a.no_real else 1
-    print(f"testnet: {real.settled} of {real.jobs} settled, {real.wall_s} s wall; the simulator does not model "
-          "escrow funding (the testnet's nodes claim only once the chain shows the job funded)")
+    print(
+        f"testnet: {real.settled} of {real.jobs} settled, {real.wall_s} s wall; the simulator does not model "
+        "escrow funding (the testnet's nodes claim only once the chain shows the job funded)"
+    )
     for n in real.notes:
         print(f"note: {n}")
     return 0

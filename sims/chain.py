@@ -111,7 +111,9 @@ class ChainModel:
             if closed or len(payees) < j.q:
                 return TxResult(False)
             j.settled_root = root
-            self._gas(j, "settle", self.gas_table["settle"] + self.gas_table["settle_per_payee"] * len(payees))
+            self._gas(
+                j, "settle", self.gas_table["settle"] + self.gas_table["settle_per_payee"] * len(payees)
+            )
             return TxResult(True, "job_settled", {"root": root, "payees": sorted(payees)})
         if kind == "refund":
             if closed:

@@ -36,14 +36,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--out", type=Path, default=None, help="directory for metrics.json, CSVs and plots")
     r.add_argument("--json", action="store_true", help='print {"metrics": ..., "run": ...} on stdout')
     r.add_argument("--no-plots", action="store_true")
-    r.add_argument("--workers", type=int, default=1,
-                   help="split the run over this many processes by shard group (needs rng_streams = 'node')")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario value, e.g. --set jobs.count=500 --set nodes.0.count=100")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="split the run over this many processes by shard group (needs rng_streams = 'node')",
+    )
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario value, e.g. --set jobs.count=500 --set nodes.0.count=100",
+    )
     s = sub.add_parser("sweep", help="run a scenario over a parameter grid on several cores")
     s.add_argument("scenario", type=Path)
-    s.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2,...", required=True,
-                   help="a swept parameter (repeat for a grid), e.g. --param protocol.shard_bits=2,4,6")
+    s.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        required=True,
+        help="a swept parameter (repeat for a grid), e.g. --param protocol.shard_bits=2,4,6",
+    )
     s.add_argument("--seeds", type=int, default=1, help="seeds per grid point (seed, seed+1, ...)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
@@ -65,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(doc, sort_keys=True))
         else:
             m = doc["metrics"]
-            print(f"{sc.name}: {m['jobs']['accepted']}/{m['jobs']['submitted']} accepted, "
-                  f"{m['jobs']['refunded']} refunded, {m['jobs']['stuck']} stuck; claim p50 "
-                  f"{m['claim_latency_s']['p50']}s; wrong {m['wrong_accepted']['count']}; "
-                  f"{doc['run']['wall_s']}s wall, {doc['run']['events']} events"
-                  + (f"; written to {args.out}" if args.out else ""))
+            print(
+                f"{sc.name}: {m['jobs']['accepted']}/{m['jobs']['submitted']} accepted, "
+                f"{m['jobs']['refunded']} refunded, {m['jobs']['stuck']} stuck; claim p50 "
+                f"{m['claim_latency_s']['p50']}s; wrong {m['wrong_accepted']['count']}; "
+                f"{doc['run']['wall_s']}s wall, {doc['run']['events']} events"
+                + (f"; written to {args.out}" if args.out else "")
+            )
         return 0
     from .sweep import grid, run_sweep
 

@@ -131,14 +131,20 @@ class Simulator:
         self.arrived = 0
         self.submitted = 0  # jobs announced (in every shard, simulated here or not)
         self.own_shards: frozenset[int] | None = None  # None: every shard is simulated here
-        self.shared_events = 0  # global events (arrivals, partitions) that every process of a split run handles
+        self.shared_events = (
+            0  # global events (arrivals, partitions) that every process of a split run handles
+        )
         self.end_at: float | None = None
         self.partitioned = False
         self.kind_counts: dict[str, int] = {}
         self.cancelled: dict[str, int] = {}  # executions stopped before their end, by the reason given
-        self.cancelled_us = 0  # simulated execution microseconds they had run: work thrown away (an integer, so
+        self.cancelled_us = (
+            0  # simulated execution microseconds they had run: work thrown away (an integer, so
+        )
         # that a split run's sum is the whole run's)
-        self.anomalies: dict[str, int] = {}  # simulator-side counters: crashes, rejected messages, timers re-armed in the past
+        self.anomalies: dict[
+            str, int
+        ] = {}  # simulator-side counters: crashes, rejected messages, timers re-armed in the past
         self.job_states: dict[str, int] = {}
         self.lost = 0
         self.client = AdaptiveClient(self, sc.verification) if sc.verification.mode == "adaptive" else None
@@ -149,7 +155,12 @@ class Simulator:
 
     @staticmethod
     def _manifest(k: JobKind) -> Manifest:
-        d: dict[str, Any] = {"entrypoint": "main.py", "timeout": k.timeout, "memory_mb": k.memory_mb, "cpu": k.cpu}
+        d: dict[str, Any] = {
+            "entrypoint": "main.py",
+            "timeout": k.timeout,
+            "memory_mb": k.memory_mb,
+            "cpu": k.cpu,
+        }
         if k.gpu:
             d["gpu"] = {"required": True, **k.gpu}
         return Manifest.from_dict(d)
@@ -176,7 +187,9 @@ class Simulator:
         for a in sc.adversaries:
             if a.kind not in CHEATING_KINDS:
                 raise ValueError(f"unknown adversary kind {a.kind!r}")
-            n = a.count or int(round(a.fraction * honest / max(1e-9, 1 - sum(x.fraction for x in sc.adversaries))))
+            n = a.count or int(
+                round(a.fraction * honest / max(1e-9, 1 - sum(x.fraction for x in sc.adversaries)))
+            )
             caps = self._caps(a.cpus, a.mem_mb, a.max_jobs, a.gpus)
             specs += [(caps, 1.0, 1, a.kind, a)] * n
         joins = sc.churn.joins
@@ -189,7 +202,9 @@ class Simulator:
         for idx, si in enumerate(order):
             caps, speed, spn, kind, adv = specs[si]
             if sc.sign:
-                key = NodeKey.from_seed(sha256(b"sim-node", sc.seed.to_bytes(8, "big"), idx.to_bytes(4, "big")))
+                key = NodeKey.from_seed(
+                    sha256(b"sim-node", sc.seed.to_bytes(8, "big"), idx.to_bytes(4, "big"))
+                )
                 nid = key.node_id
             else:
                 key, nid = None, sha256(b"sim-node", sc.seed.to_bytes(8, "big"), idx.to_bytes(4, "big"))
@@ -197,7 +212,17 @@ class Simulator:
                 shards = None
             else:
                 shards = frozenset(self.rng.sample(range(n_shards), min(spn, n_shards)))
-            node = SimNode(idx, nid, caps, shards, kind, adv.group if adv else "", adv.strategy if adv else "", speed, key)
+            node = SimNode(
+                idx,
+                nid,
+                caps,
+                shards,
+                kind,
+                adv.group if adv else "",
+                adv.strategy if adv else "",
+                speed,
+                key,
+            )
             node.rng = self.rng if sc.rng_streams == "global" else random.Random(f"{sc.seed}/node/{idx}")
             if sc.sign:
                 node.guard = m.ReplayGuard()
@@ -206,7 +231,9 @@ class Simulator:
             for s in sorted(shards) if shards is not None else range(n_shards):
                 self.subs[s].append(idx)
         # joiners are the last specs (shuffled like the rest): pick them by spec index
-        self.joiners = sorted(idx for idx, si in enumerate(order) if si >= len(specs) - joins) if joins else []
+        self.joiners = (
+            sorted(idx for idx, si in enumerate(order) if si >= len(specs) - joins) if joins else []
+        )
         joiner_set = set(self.joiners)
         for node in self.nodes:
             peers: set[int] = set()
@@ -264,7 +291,9 @@ class Simulator:
             t, _, idx, ev = item
             if t > horizon or (self.end_at is not None and t > self.end_at):
                 heapq.heappush(heap, item)
-                self.now = horizon if t > horizon else self.end_at  # the run ends there, not at its last event
+                self.now = (
+                    horizon if t > horizon else self.end_at
+                )  # the run ends there, not at its last event
                 break
             self.now = t
             self.events += 1
@@ -357,7 +386,11 @@ class Simulator:
         if self.sc.sign:
             ev: Any = m.encode(node.key, kind, body, node.seq, ts)
         else:
-            ev = Received(m.Message(kind, node.nid, node.seq, ts, body, b"sim" + node.nid[:8] + node.seq.to_bytes(8, "big")))
+            ev = Received(
+                m.Message(
+                    kind, node.nid, node.seq, ts, body, b"sim" + node.nid[:8] + node.seq.to_bytes(8, "big")
+                )
+            )
         if a.shard is None:
             targets = node.peers
             table = self.gossip.table(len(self.nodes))
@@ -419,7 +452,11 @@ class Simulator:
         job = node.core.jobs.get(rec.jid)
         k = rec.spec.redundancy
         winners = node.core.eligible_nodes(job, self.now)[:k] if job is not None else [node.nid]
-        mates = sum(1 for w in winners if (o := self.by_id.get(w)) is not None and o.group == node.group and o.kind == node.kind)
+        mates = sum(
+            1
+            for w in winners
+            if (o := self.by_id.get(w)) is not None and o.group == node.group and o.kind == node.kind
+        )
         return mates >= rec.spec.quorum
 
     def _start_exec(self, node: SimNode, a: StartExecution, t: float) -> None:
@@ -471,7 +508,11 @@ class Simulator:
         """Run time of a computation (the same for every executor of it): lognormal with the kind's mean and cv."""
         r = random.Random(comp * 7919 + self.sc.seed)
         sigma = math.sqrt(math.log(1.0 + kind.runtime_cv**2))
-        return r.lognormvariate(math.log(kind.runtime_mean) - sigma**2 / 2, sigma) if kind.runtime_cv else kind.runtime_mean
+        return (
+            r.lognormvariate(math.log(kind.runtime_mean) - sigma**2 / 2, sigma)
+            if kind.runtime_cv
+            else kind.runtime_mean
+        )
 
     def _exec_result(self, node: SimNode, ev: tuple) -> Any:
         what, jid, token, root = ev
@@ -502,7 +543,13 @@ class Simulator:
     def _include(self, t: float, sender: bytes, kind: str, jid: bytes, args: dict[str, Any]) -> None:
         r = self.chain.apply(sender, kind, jid, args)
         if r.ok and r.event:
-            self.call_at(t + self.sc.chain.finality_blocks * self.sc.chain.block_time, self._chain_event, jid, r.event, r.detail)
+            self.call_at(
+                t + self.sc.chain.finality_blocks * self.sc.chain.block_time,
+                self._chain_event,
+                jid,
+                r.event,
+                r.detail,
+            )
 
     def _chain_event(self, t: float, jid: bytes, event: str, detail: dict[str, Any]) -> None:
         rec = self.by_jid[jid]

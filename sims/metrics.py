@@ -143,8 +143,11 @@ def compute(sim: Simulator) -> dict[str, Any]:
         "anomalies": dict(sorted(sim.anomalies.items())),
     }
     if sim.client is not None:
-        out["verification"] = {"checks": sim.client.checks, "gated_checks": sim.client.gated,
-                               "fraud_proofs": sim.client.fraud_proofs}
+        out["verification"] = {
+            "checks": sim.client.checks,
+            "gated_checks": sim.client.gated,
+            "fraud_proofs": sim.client.fraud_proofs,
+        }
     return out
 
 
@@ -154,20 +157,63 @@ def write(sim: Simulator, metrics: dict[str, Any], out: Path) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     with open(out / "jobs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["i", "job_id", "check_of", "k", "q", "shard", "t_submit", "first_claim_s", "claims", "starts",
-                    "settled_at", "refunded_at", "final_at", "accepted", "correct", "refund_reason"])
+        w.writerow(
+            [
+                "i",
+                "job_id",
+                "check_of",
+                "k",
+                "q",
+                "shard",
+                "t_submit",
+                "first_claim_s",
+                "claims",
+                "starts",
+                "settled_at",
+                "refunded_at",
+                "final_at",
+                "accepted",
+                "correct",
+                "refund_reason",
+            ]
+        )
         from .engine import correct_root
 
         for r in sim.jobs:
-            w.writerow([
-                r.i, r.jid.hex()[:16], r.check_of.i if r.check_of else "", r.spec.redundancy, r.spec.quorum, r.shard,
-                round(r.t_submit, 4), round(r.claims[0] - r.t_submit, 4) if r.claims else "", len(r.claims), r.starts,
-                r.settled_at or "", r.refunded_at or "", r.final_at or "", int(r.final_root is not None),
-                int(r.final_root == correct_root(r.comp)) if r.final_root else "", r.fail_detail or r.refund_reason,
-            ])
+            w.writerow(
+                [
+                    r.i,
+                    r.jid.hex()[:16],
+                    r.check_of.i if r.check_of else "",
+                    r.spec.redundancy,
+                    r.spec.quorum,
+                    r.shard,
+                    round(r.t_submit, 4),
+                    round(r.claims[0] - r.t_submit, 4) if r.claims else "",
+                    len(r.claims),
+                    r.starts,
+                    r.settled_at or "",
+                    r.refunded_at or "",
+                    r.final_at or "",
+                    int(r.final_root is not None),
+                    int(r.final_root == correct_root(r.comp)) if r.final_root else "",
+                    r.fail_detail or r.refund_reason,
+                ]
+            )
     with open(out / "nodes.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["idx", "node_id", "kind", "group", "executions", "cheated", "rx", "tx", "slashed_eth"])
         for n in sim.nodes:
-            w.writerow([n.idx, n.nid.hex()[:16], n.kind, n.group, n.executions, n.cheated, n.rx, n.tx,
-                        sim.chain.slashed_wei.get(n.nid, 0) / WEI_PER_ETH])
+            w.writerow(
+                [
+                    n.idx,
+                    n.nid.hex()[:16],
+                    n.kind,
+                    n.group,
+                    n.executions,
+                    n.cheated,
+                    n.rx,
+                    n.tx,
+                    sim.chain.slashed_wei.get(n.nid, 0) / WEI_PER_ETH,
+                ]
+            )

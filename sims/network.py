@@ -99,7 +99,11 @@ def build_table(n: int, net: Network, rng: random.Random, samples: int = 4096) -
                     delays.append(LOST)
                     hops.append(0)
                 else:  # lazy gossip: IHAVE at a heartbeat, IWANT, message
-                    t = reached + rng.uniform(0, net.heartbeat) + sum(link_latency(net, rng) for _ in range(3))
+                    t = (
+                        reached
+                        + rng.uniform(0, net.heartbeat)
+                        + sum(link_latency(net, rng) for _ in range(3))
+                    )
                     delays.append(t)
                     hops.append(3)
             if len(delays) >= samples:

@@ -29,7 +29,9 @@ def write_plots(sim: Simulator, metrics: dict[str, Any], out: Path) -> list[Path
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     _cdf(ax[0], claim_latencies(sim), "first claim")
-    ax[0].set(xlabel="seconds after submission", ylabel="fraction of jobs", title=f"{name}: claim latency CDF")
+    ax[0].set(
+        xlabel="seconds after submission", ylabel="fraction of jobs", title=f"{name}: claim latency CDF"
+    )
     _cdf(ax[1], result_times(sim), "result")
     ax[1].set(xlabel="seconds after submission", title="time to result CDF")
     for a in ax:
@@ -40,8 +42,11 @@ def write_plots(sim: Simulator, metrics: dict[str, Any], out: Path) -> list[Path
     honest = sorted(n.executions for n in sim.nodes if n.core is not None and n.kind == "honest")
     if honest:
         ax[0].plot(range(len(honest)), honest)
-    ax[0].set(xlabel="honest nodes (sorted)", ylabel="executions",
-              title=f"load (Gini {metrics['load']['gini_executions_honest']:.2f})")
+    ax[0].set(
+        xlabel="honest nodes (sorted)",
+        ylabel="executions",
+        title=f"load (Gini {metrics['load']['gini_executions_honest']:.2f})",
+    )
     ax[1].hist([n.rx for n in sim.nodes if n.core is not None], bins=40)
     ax[1].set(xlabel="messages delivered to a node", ylabel="nodes", title="messages per node")
     reasons = metrics["jobs"]["refund_reasons"]
@@ -88,10 +93,20 @@ def verification_plot(rows: list[dict[str, Any]], f: float, path: Path) -> Path:
             y = n / d if n else 3.0 / d
             ax.scatter(r["overhead"], y, s=55, marker=marker, facecolors=face, edgecolors=c, zorder=3)
             if not n:
-                ax.annotate("", (r["overhead"], y / 2.5), (r["overhead"], y),
-                            arrowprops={"arrowstyle": "->", "color": c, "lw": 1})
-        ax.annotate(f"{r['jobs']}", (r["overhead"], r["wrong_final_rate"] or 3.0 / max(1, r["accepted"])),
-                    textcoords="offset points", xytext=(6, -3), fontsize=7, color=c)
+                ax.annotate(
+                    "",
+                    (r["overhead"], y / 2.5),
+                    (r["overhead"], y),
+                    arrowprops={"arrowstyle": "->", "color": c, "lw": 1},
+                )
+        ax.annotate(
+            f"{r['jobs']}",
+            (r["overhead"], r["wrong_final_rate"] or 3.0 / max(1, r["accepted"])),
+            textcoords="offset points",
+            xytext=(6, -3),
+            fontsize=7,
+            color=c,
+        )
     for case, c in colors.items():
         label = next(r["label"] for r in rows if r["case"] == case)
         ax.scatter([], [], color=c, label=label)
@@ -100,8 +115,12 @@ def verification_plot(rows: list[dict[str, Any]], f: float, path: Path) -> Path:
     ax.axhline(3 * f**2 - 2 * f**3, ls="--", color="grey", label=f"2-of-3 random committees: 3f²-2f³ (f={f})")
     ax.axhline(1e-4, ls=":", color="red", label="goal: 1e-4")
     ax.axvline(1.3, ls=":", color="green", label="goal: 1.3x")
-    ax.set(yscale="log", xlabel="executions per accepted job", ylabel="wrong results accepted / job",
-           title=f"Adaptive verification vs plain 2-of-3, {f:.0%} colluders (labels: jobs per run)")
+    ax.set(
+        yscale="log",
+        xlabel="executions per accepted job",
+        ylabel="wrong results accepted / job",
+        title=f"Adaptive verification vs plain 2-of-3, {f:.0%} colluders (labels: jobs per run)",
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -47,7 +47,9 @@ def no_gc_passes() -> Iterator[None]:
             gc.enable()
 
 
-def run_scenario(sc: Scenario, out: Path | None = None, plots: bool = True, workers: int = 1) -> dict[str, Any]:
+def run_scenario(
+    sc: Scenario, out: Path | None = None, plots: bool = True, workers: int = 1
+) -> dict[str, Any]:
     """Simulate ``sc`` (in up to ``workers`` processes, see the module docstring) and compute its metrics."""
     t0 = time.perf_counter()
     sim = Simulator(sc)
@@ -70,20 +72,28 @@ def run_scenario(sc: Scenario, out: Path | None = None, plots: bool = True, work
 
             write_plots(sim, m, out)
     rss = peak_rss_mb()
-    run = {"wall_s": round(wall, 3), "peak_rss_mb": round(rss + run.get("peak_rss_mb", 0.0), 1),
-           "events": sim.events, **({"processes": run["processes"]} if "processes" in run else {})}
+    run = {
+        "wall_s": round(wall, 3),
+        "peak_rss_mb": round(rss + run.get("peak_rss_mb", 0.0), 1),
+        "events": sim.events,
+        **({"processes": run["processes"]} if "processes" in run else {}),
+    }
     return {"metrics": m, "run": run}
 
 
 def check_splittable(sc: Scenario) -> None:
     """A run can be split by shard only when nothing couples the shards but the arrivals (clear error otherwise)."""
     if sc.rng_streams != "node":
-        raise ValueError("splitting a run over processes needs rng_streams = 'node' (per-node random streams)")
+        raise ValueError(
+            "splitting a run over processes needs rng_streams = 'node' (per-node random streams)"
+        )
     if sc.verification.mode == "adaptive":
         raise ValueError("splitting a run over processes: the adaptive client submits checks across shards")
     if sc.churn.fraction and sc.churn.crash_rate_per_h:
-        raise ValueError("splitting a run over processes: with crashes a job whose shard is down is announced "
-                         "through a node of another shard")
+        raise ValueError(
+            "splitting a run over processes: with crashes a job whose shard is down is announced "
+            "through a node of another shard"
+        )
 
 
 def shard_groups(sim: Simulator, workers: int) -> list[frozenset[int]]:
@@ -157,14 +167,28 @@ def _worker(sim: Simulator, shards: frozenset[int], conn: Connection) -> None:
             sim.end_at = end
             sim.resume()
     ch = sim.chain
-    conn.send({
-        "jobs": sim.jobs,
-        "nodes": [(n.idx, n.rx, n.tx, n.executions, n.cheated, n.core is not None) for n in sim.nodes if n.owned],
-        "gas_total": ch.gas_total, "tx_count": ch.tx_count, "reverts": ch.reverts, "slashed_wei": ch.slashed_wei,
-        "kind_counts": sim.kind_counts, "job_states": sim.job_states, "anomalies": sim.anomalies,
-        "lost": sim.lost, "now": sim.now, "events": sim.events, "shared_events": sim.shared_events,
-        "cancelled": sim.cancelled, "cancelled_us": sim.cancelled_us, "peak_rss_mb": peak_rss_mb(),
-    })
+    conn.send(
+        {
+            "jobs": sim.jobs,
+            "nodes": [
+                (n.idx, n.rx, n.tx, n.executions, n.cheated, n.core is not None) for n in sim.nodes if n.owned
+            ],
+            "gas_total": ch.gas_total,
+            "tx_count": ch.tx_count,
+            "reverts": ch.reverts,
+            "slashed_wei": ch.slashed_wei,
+            "kind_counts": sim.kind_counts,
+            "job_states": sim.job_states,
+            "anomalies": sim.anomalies,
+            "lost": sim.lost,
+            "now": sim.now,
+            "events": sim.events,
+            "shared_events": sim.shared_events,
+            "cancelled": sim.cancelled,
+            "cancelled_us": sim.cancelled_us,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+    )
     conn.close()
 
 
@@ -182,7 +206,9 @@ def _merge(sim: Simulator, parts: list[dict[str, Any]], end: float | None) -> No
         for idx, rx, tx, executions, cheated, booted in p["nodes"]:
             n = sim.nodes[idx]
             n.rx, n.tx, n.executions, n.cheated = rx, tx, executions, cheated
-            if booted:  # an idle core stands in for the one that ran in the worker (metrics count booted nodes)
+            if (
+                booted
+            ):  # an idle core stands in for the one that ran in the worker (metrics count booted nodes)
                 n.core = NodeCore(n.nid, n.caps, sim.cfg, n.shards)
         sim.chain.gas_total += p["gas_total"]
         _add(sim.chain.tx_count, p["tx_count"])

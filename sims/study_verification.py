@@ -23,10 +23,21 @@ F = 0.2  # colluding share in every case
 CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "2of3": ("2-of-3 random committees, colluding group", "collusion_20.toml", {}),
     "committee": ("adaptive optimistic, colluding group", "collusion_20_optimistic.toml", {}),
-    "always": ("adaptive optimistic, always-cheat", "collusion_20_optimistic.toml", {"adversaries.0.strategy": "always"}),
-    "sleeper": ("adaptive optimistic, sleepers", "collusion_20_optimistic.toml", {"adversaries.0.strategy": "sleeper"}),
-    "nowindow": ("adaptive gated, no window, sleepers", "collusion_20_optimistic.toml",
-                 {"adversaries.0.strategy": "sleeper", "verification.challenge_window": 0.0}),
+    "always": (
+        "adaptive optimistic, always-cheat",
+        "collusion_20_optimistic.toml",
+        {"adversaries.0.strategy": "always"},
+    ),
+    "sleeper": (
+        "adaptive optimistic, sleepers",
+        "collusion_20_optimistic.toml",
+        {"adversaries.0.strategy": "sleeper"},
+    ),
+    "nowindow": (
+        "adaptive gated, no window, sleepers",
+        "collusion_20_optimistic.toml",
+        {"adversaries.0.strategy": "sleeper", "verification.challenge_window": 0.0},
+    ),
 }
 
 
@@ -44,12 +55,25 @@ def run_case(name: str, jobs: int, seed: int) -> dict[str, Any]:
     wrong = m["wrong_accepted"]["count"]
     c = sim.client.summary() if sim.client is not None else {}
     st = m["stake"]
-    return {"case": name, "label": label, "jobs": jobs, "seed": seed, "accepted": m["jobs"]["accepted"],
-            "executions": m["executions"]["started"], "released": c.get("released", m["jobs"]["accepted"]),
-            "wrong_provisional": c.get("wrong_provisional", wrong), "wrong_final": wrong,
-            "cheaters": st["cheaters"], "cheaters_slashed": st["cheaters_slashed"],
-            "honest_slashed": st["honest_slashed"], "gas": m["gas"]["total"], "submitted": m["jobs"]["submitted"],
-            "audits": c.get("audits", 0), "disputes": c.get("disputes", 0), "overturned": c.get("overturned", 0)}
+    return {
+        "case": name,
+        "label": label,
+        "jobs": jobs,
+        "seed": seed,
+        "accepted": m["jobs"]["accepted"],
+        "executions": m["executions"]["started"],
+        "released": c.get("released", m["jobs"]["accepted"]),
+        "wrong_provisional": c.get("wrong_provisional", wrong),
+        "wrong_final": wrong,
+        "cheaters": st["cheaters"],
+        "cheaters_slashed": st["cheaters_slashed"],
+        "honest_slashed": st["honest_slashed"],
+        "gas": m["gas"]["total"],
+        "submitted": m["jobs"]["submitted"],
+        "audits": c.get("audits", 0),
+        "disputes": c.get("disputes", 0),
+        "overturned": c.get("overturned", 0),
+    }
 
 
 def _run(args: tuple[str, int, int]) -> dict[str, Any]:
@@ -64,25 +88,50 @@ def pool_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = list(CASES)
     rows = []
     for (case, jobs), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        s = {k: sum(r[k] for r in rs) for k in ("accepted", "executions", "released", "wrong_provisional",
-                                                  "wrong_final", "cheaters", "cheaters_slashed", "honest_slashed",
-                                                  "gas", "submitted")}
-        rows.append({"case": case, "label": rs[0]["label"], "jobs": jobs, "seeds": sorted(r["seed"] for r in rs), **s,
-                     "overhead": s["executions"] / max(1, s["accepted"]),
-                     "wrong_provisional_rate": s["wrong_provisional"] / max(1, s["released"]),
-                     "wrong_final_rate": s["wrong_final"] / max(1, s["accepted"]),
-                     "gas_per_job": s["gas"] / max(1, s["submitted"])})
+        s = {
+            k: sum(r[k] for r in rs)
+            for k in (
+                "accepted",
+                "executions",
+                "released",
+                "wrong_provisional",
+                "wrong_final",
+                "cheaters",
+                "cheaters_slashed",
+                "honest_slashed",
+                "gas",
+                "submitted",
+            )
+        }
+        rows.append(
+            {
+                "case": case,
+                "label": rs[0]["label"],
+                "jobs": jobs,
+                "seeds": sorted(r["seed"] for r in rs),
+                **s,
+                "overhead": s["executions"] / max(1, s["accepted"]),
+                "wrong_provisional_rate": s["wrong_provisional"] / max(1, s["released"]),
+                "wrong_final_rate": s["wrong_final"] / max(1, s["accepted"]),
+                "gas_per_job": s["gas"] / max(1, s["submitted"]),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = ["| scheme, adversary | jobs x seeds | executions/job | wrong accepted, provisional | wrong accepted, final "
-           "| cheaters slashed | honest slashed | gas/job |", "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| scheme, adversary | jobs x seeds | executions/job | wrong accepted, provisional | wrong accepted, final "
+        "| cheaters slashed | honest slashed | gas/job |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['label']} | {r['jobs']} x {len(r['seeds'])} | {r['overhead']:.3f} | "
-                   f"{r['wrong_provisional']}/{r['released']} ({r['wrong_provisional_rate']:.1e}) | "
-                   f"{r['wrong_final']}/{r['accepted']} ({r['wrong_final_rate']:.1e}) | "
-                   f"{r['cheaters_slashed']}/{r['cheaters']} | {r['honest_slashed']} | {r['gas_per_job']:,.0f} |")
+        out.append(
+            f"| {r['label']} | {r['jobs']} x {len(r['seeds'])} | {r['overhead']:.3f} | "
+            f"{r['wrong_provisional']}/{r['released']} ({r['wrong_provisional_rate']:.1e}) | "
+            f"{r['wrong_final']}/{r['accepted']} ({r['wrong_final_rate']:.1e}) | "
+            f"{r['cheaters_slashed']}/{r['cheaters']} | {r['honest_slashed']} | {r['gas_per_job']:,.0f} |"
+        )
     return "\n".join(out)
 
 

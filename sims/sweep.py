@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
-def grid(scenario: str, base: dict[str, Any], params: dict[str, list[Any]], seeds: int) -> list[dict[str, Any]]:
+def grid(
+    scenario: str, base: dict[str, Any], params: dict[str, list[Any]], seeds: int
+) -> list[dict[str, Any]]:
     keys = sorted(params)
     tasks = []
     for combo in itertools.product(*(params[k] for k in keys)):
@@ -64,5 +66,8 @@ def run_sweep(tasks: list[dict[str, Any]], workers: int | None, out: Path) -> li
         w = csv.writer(f)
         w.writerow(pkeys + cols)
         for r in rows:
-            w.writerow([r["params"].get(k, "") for k in pkeys] + [json.dumps(r.get(c)) if isinstance(r.get(c), dict | list) else r.get(c, "") for c in cols])
+            w.writerow(
+                [r["params"].get(k, "") for k in pkeys]
+                + [json.dumps(r.get(c)) if isinstance(r.get(c), dict | list) else r.get(c, "") for c in cols]
+            )
     return rows

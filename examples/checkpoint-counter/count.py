@@ -3,6 +3,7 @@
 Stopped and resumed on another node (from the last snapshot) it produces the same trace root as an
 uninterrupted run: results go to an output file, checkpoints are new entries named in time order.
 """
+
 import os
 import time
 from pathlib import Path

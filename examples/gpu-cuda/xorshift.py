@@ -76,7 +76,13 @@ def check(rc: int, what: str) -> None:
 
 
 n, rounds = int(os.environ.get("N", "1048576")), int(os.environ.get("ROUNDS", "1000"))
-dev, ctx, mod, fn, buf = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_uint64()
+dev, ctx, mod, fn, buf = (
+    ctypes.c_int(),
+    ctypes.c_void_p(),
+    ctypes.c_void_p(),
+    ctypes.c_void_p(),
+    ctypes.c_uint64(),
+)
 check(cuda.cuInit(0), "cuInit")
 check(cuda.cuDeviceGet(ctypes.byref(dev), 0), "cuDeviceGet")
 check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), "cuDevicePrimaryCtxRetain")
@@ -87,7 +93,10 @@ check(cuda.cuMemAlloc_v2(ctypes.byref(buf), ctypes.c_size_t(4 * n)), "cuMemAlloc
 args = [buf, ctypes.c_uint32(n), ctypes.c_uint32(rounds)]
 params = (ctypes.c_void_p * 3)(*(ctypes.cast(ctypes.byref(a), ctypes.c_void_p) for a in args))
 block = 256
-check(cuda.cuLaunchKernel(fn, (n + block - 1) // block, 1, 1, block, 1, 1, 0, None, params, None), "cuLaunchKernel")
+check(
+    cuda.cuLaunchKernel(fn, (n + block - 1) // block, 1, 1, block, 1, 1, 0, None, params, None),
+    "cuLaunchKernel",
+)
 check(cuda.cuCtxSynchronize(), "cuCtxSynchronize")
 host = (ctypes.c_uint32 * n)()
 check(cuda.cuMemcpyDtoH_v2(host, buf, ctypes.c_size_t(4 * n)), "cuMemcpyDtoH")

@@ -6,6 +6,7 @@ It never falls back to the CPU: no PyTorch or no CUDA device is a failed run (ex
 stderr). Results are rounded before hashing (compare rule), since GPU kernels need not be bit-identical
 across cards. examples/gpu-cuda needs nothing but the NVIDIA driver.
 """
+
 import json
 import sys
 

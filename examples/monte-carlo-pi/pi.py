@@ -1,4 +1,5 @@
 """Seeded Monte Carlo estimate of pi: the same bytes on every executor, so k=3 runs cross-verify."""
+
 import json
 import random
 

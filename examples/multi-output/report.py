@@ -1,4 +1,5 @@
 """Several outputs in several directories: a CSV table, a text histogram and a JSON summary."""
+
 import json
 import os
 import statistics
@@ -15,8 +16,12 @@ for v in values:
 with open("out/histogram.txt", "w") as f:
     for b, c in enumerate(bins):
         f.write(f"{b * 10:3d}-{b * 10 + 9:3d} {'#' * (c // 10)} {c}\n")
-summary = {"n": len(values), "mean": round(statistics.fmean(values), 6), "median": statistics.median(values),
-           "stdev": round(statistics.pstdev(values), 6)}
+summary = {
+    "n": len(values),
+    "mean": round(statistics.fmean(values), 6),
+    "median": statistics.median(values),
+    "stdev": round(statistics.pstdev(values), 6),
+}
 with open("summary.json", "w") as f:
     json.dump(summary, f, sort_keys=True)
     f.write("\n")

@@ -1,4 +1,5 @@
 """CPU job: count the primes below N with a sieve and write them to primes.txt."""
+
 import sys
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000

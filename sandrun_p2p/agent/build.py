@@ -19,8 +19,9 @@ def make_executor(cfg: AgentConfig) -> Any:
         return SandrunExecutor(cfg.sandrun_url, results_root=cfg.data_dir / "exec" / "results")
     from ..exec.sandbox import LocalExecutor
 
-    executor = LocalExecutor(work_root=cfg.data_dir / "exec", allow_unsafe=cfg.allow_unsafe_sandbox,
-                             gpu_indices=cfg.gpus)
+    executor = LocalExecutor(
+        work_root=cfg.data_dir / "exec", allow_unsafe=cfg.allow_unsafe_sandbox, gpu_indices=cfg.gpus
+    )
     if executor.swept:  # run directories (and tmpfs mounts) a SIGKILLed earlier agent left behind
         log.info("event=swept-stale-runs count=%d", executor.swept)
     return executor

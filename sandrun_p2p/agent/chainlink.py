@@ -47,8 +47,9 @@ from .voucherlink import BATCH_EVENTS, VoucherLink
 SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
 #: The events :meth:`ChainLink.poll` turns into updates: the node asks only for these (``Revealed``, one per
 #: opening, and the money-movement events are neither sent nor decoded).
-POLLED_EVENTS = frozenset({"NodeRegistered", "UnbondRequested", "JobPosted", "Committed", "JobClosed", "Slashed"})
-
+POLLED_EVENTS = frozenset(
+    {"NodeRegistered", "UnbondRequested", "JobPosted", "Committed", "JobClosed", "Slashed"}
+)
 
 
 def read_key_file(path: Path) -> str:
@@ -102,12 +103,16 @@ class ChainLink:
             raise ValueError("no account key: set [chain] key_file or key_env")
         self.market = dep.market(self.chain, self.signer)
         # reads (event polling, status) use their own connection so they never queue behind a transaction
-        self.reader = (dep.market(Chain.connect(rpc, kind=options.get("kind", "rpc")), self.signer) if rpc
-                       else self.market)
+        self.reader = (
+            dep.market(Chain.connect(rpc, kind=options.get("kind", "rpc")), self.signer)
+            if rpc
+            else self.market
+        )
         self._read_lock = trio.Lock() if rpc else None
         # one eth_getLogs per poll; the head is read every 16th
-        self.poller = EventPoller(self.reader, from_block=self.deploy_block, names=set(POLLED_EVENTS | BATCH_EVENTS),
-                                  head_every=16)
+        self.poller = EventPoller(
+            self.reader, from_block=self.deploy_block, names=set(POLLED_EVENTS | BATCH_EVENTS), head_every=16
+        )
         # the addresses file records the deployment parameters (Market.params() needs eth_call without "from",
         # which the embedded devnet rejects)
         params = dep.params or dataclasses.asdict(self.market.params())
@@ -122,8 +127,12 @@ class ChainLink:
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
-        self.positions: dict[bytes, int] = {}  # job -> this node's commitment position (from its commit receipt)
-        self.closed_here: set[bytes] = set()  # jobs this node's own reveal closed (k = 1: the settle is a no-op)
+        self.positions: dict[
+            bytes, int
+        ] = {}  # job -> this node's commitment position (from its commit receipt)
+        self.closed_here: set[bytes] = (
+            set()
+        )  # jobs this node's own reveal closed (k = 1: the settle is a no-op)
         self.reveal_window = int(params["reveal_window"])
         self.node_id = b""
         self.accounts: dict[bytes, str] = {}  # node id -> account (from NodeRegistered)
@@ -167,13 +176,21 @@ class ChainLink:
     async def check_job(self, spec: JobSpec) -> bytes:
         jid = spec.job_id
         if spec.pay == PAY_VOUCHER:
-            raise NotFunded("a voucher job is announced by the origin that pays it (POST /v1/jobs), not announced")
+            raise NotFunded(
+                "a voucher job is announced by the origin that pays it (POST /v1/jobs), not announced"
+            )
         info = await self._read(self.reader.job, jid)
         if info.state_name != "open":
             raise NotFunded(f"job {jid.hex()} is not open on chain (state {info.state_name})")
-        diffs = [f"{what}: chain {have}, spec {want}" for what, have, want in (
-            ("k", info.k, spec.redundancy), ("q", info.q, spec.quorum), ("deadline", info.deadline, spec.deadline))
-            if have != want]
+        diffs = [
+            f"{what}: chain {have}, spec {want}"
+            for what, have, want in (
+                ("k", info.k, spec.redundancy),
+                ("q", info.q, spec.quorum),
+                ("deadline", info.deadline, spec.deadline),
+            )
+            if have != want
+        ]
         if info.escrow < spec.payment_wei:
             diffs.append(f"escrow: chain {info.escrow} wei, spec payment_wei {spec.payment_wei}")
         if diffs:
@@ -181,15 +198,21 @@ class ChainLink:
         return widen_seed(jid, bytes(info.seed))
 
     def info(self) -> dict[str, Any]:
-        return {"rpc": self.rpc, "market": self.market.address, "kind": self.chain.kind,
-                "chain_id": self.chain_id}
+        return {
+            "rpc": self.rpc,
+            "market": self.market.address,
+            "kind": self.chain.kind,
+            "chain_id": self.chain_id,
+        }
 
     async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
         jid = tx.job_id
         if tx.args.get("pay") == PAY_VOUCHER:
             return await self._submit_voucher_job(tx)
         if tx.kind == "commit":
-            r = await self._run(self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0)))
+            r = await self._run(
+                self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0))
+            )
             self.positions[jid] = int(r.event("Committed")["pos"])  # the reveal needs it: no extra call then
             return r.tx_hash
         if tx.kind == "reveal":
@@ -284,7 +307,9 @@ class ChainLink:
                 if info.revealed_mask & (1 << pos):
                     continue
                 known = self.commits.get(jid, {}).get(pos)
-                if known is None:  # its Committed event not polled yet: a guessed usage would revert (BadOpening)
+                if (
+                    known is None
+                ):  # its Committed event not polled yet: a guessed usage would revert (BadOpening)
                     continue
                 rv = (args.get("reveals") or {}).get(self._node_id(idx))
                 if rv is not None:
@@ -348,32 +373,50 @@ class ChainLink:
                     self.node_ids[int(a["node"])] = bytes(a["nodeId"])
                     self.accounts[bytes(a["nodeId"])] = a["account"]
                     self.account_of_index[int(a["node"])] = a["account"]
-                    out.append(ChainUpdate("staked", node=bytes(a["nodeId"]),
-                                           data={"eth": bytes.fromhex(a["account"][2:])}))
+                    out.append(
+                        ChainUpdate(
+                            "staked", node=bytes(a["nodeId"]), data={"eth": bytes.fromhex(a["account"][2:])}
+                        )
+                    )
                 elif ev.name == "UnbondRequested":
                     out.append(ChainUpdate("unstaked", node=self._node_id(int(a["node"]))))
                 elif ev.name == "JobPosted":
                     jid = bytes(a["jobId"])
                     self.deadlines[jid] = int(a["deadline"])
-                    out.append(ChainUpdate("job_funded", jid, data={"seed": widen_seed(jid, bytes(a["seed"]))}))
+                    out.append(
+                        ChainUpdate("job_funded", jid, data={"seed": widen_seed(jid, bytes(a["seed"]))})
+                    )
                 elif ev.name == "Committed":
                     jid = bytes(a["jobId"])
                     self.commits.setdefault(jid, {})[int(a["pos"])] = (int(a["node"]), int(a["usage"]))
                 elif ev.name == "JobClosed":
                     jid = bytes(a["jobId"])
                     execs = self.commits.get(jid, {})
-                    paid = {self._node_id(execs[p][0]).hex(): int(c) for p, c in enumerate(a["credited"])
-                            if p in execs and int(c) > 0}
+                    paid = {
+                        self._node_id(execs[p][0]).hex(): int(c)
+                        for p, c in enumerate(a["credited"])
+                        if p in execs and int(c) > 0
+                    }
                     settled = int(a["state"]) == 2
-                    self.closed[jid] = {"state": "settled" if settled else "refunded", "paid": paid,
-                                        "paid_wei": sum(paid.values()), "refunded_wei": int(a["refund"]),
-                                        "agreeing": int(a["agreeing"])}
+                    self.closed[jid] = {
+                        "state": "settled" if settled else "refunded",
+                        "paid": paid,
+                        "paid_wei": sum(paid.values()),
+                        "refunded_wei": int(a["refund"]),
+                        "agreeing": int(a["agreeing"]),
+                    }
                     kind = "job_settled" if settled else "job_refunded"
                     out.append(ChainUpdate(kind, jid, data={"root": bytes(a["rootPrefix"])}))
                 elif ev.name == "Slashed":
                     reason = SLASH_REASONS.get(int(a["reason"]), str(a["reason"]))
-                    out.append(ChainUpdate("slashed", bytes(a["jobId"]), self._node_id(int(a["node"])),
-                                           data={"reason": reason, "amount": int(a["amount"])}))
+                    out.append(
+                        ChainUpdate(
+                            "slashed",
+                            bytes(a["jobId"]),
+                            self._node_id(int(a["node"])),
+                            data={"reason": reason, "amount": int(a["amount"])},
+                        )
+                    )
             return out
 
         return await self._read(work) + self.vouchers.drain()
@@ -383,10 +426,17 @@ class ChainLink:
             info = self.reader.node_by_id(node_id)
             if info is None:
                 return {"registered": False}
-            return {"registered": True, "address": info.account, "stake_wei": info.stake,
-                    "earned_wei": info.earnings, "withdrawable_wei": self.reader.withdrawable(info.account),
-                    "completed": info.completed, "failed": info.failed, "slashed": info.slashed,
-                    "open_jobs": info.open_jobs}
+            return {
+                "registered": True,
+                "address": info.account,
+                "stake_wei": info.stake,
+                "earned_wei": info.earnings,
+                "withdrawable_wei": self.reader.withdrawable(info.account),
+                "completed": info.completed,
+                "failed": info.failed,
+                "slashed": info.slashed,
+                "open_jobs": info.open_jobs,
+            }
 
         return await self._read(work)
 
@@ -400,8 +450,15 @@ class ChainLink:
             info = await self._read(self.reader.job, job_id)
         except Exception as e:
             return {"state": "unknown", "error": str(e)}
-        return {"state": info.state_name, "escrow_wei": info.escrow, "commits": info.commits, "paid": {},
-                "paid_wei": 0, "refunded_wei": 0, "reason": ""}
+        return {
+            "state": info.state_name,
+            "escrow_wei": info.escrow,
+            "commits": info.commits,
+            "paid": {},
+            "paid_wei": 0,
+            "refunded_wei": 0,
+            "reason": "",
+        }
 
     async def close(self) -> None:
         return None

@@ -84,7 +84,9 @@ def verify(tar: bytes, notice: Notice) -> None:
     with tempfile.TemporaryDirectory(prefix="sandrun-ckpt-") as d:
         chain = ckpt.restore(tar, Path(d))
     if len(chain) != notice.index or chain[-1] != notice.link:
-        raise BundleError(f"checkpoint {notice.cid} does not hold the {notice.index} entries its notice names")
+        raise BundleError(
+            f"checkpoint {notice.cid} does not hold the {notice.index} entries its notice names"
+        )
 
 
 class Checkpoints:
@@ -100,8 +102,14 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ executing
 
-    async def run_options(self, job_id: bytes, manifest: Any, messages: list[tuple[str, bytes]],
-                          claimants: set[bytes], resumes: bool = True) -> dict[str, Any]:
+    async def run_options(
+        self,
+        job_id: bytes,
+        manifest: Any,
+        messages: list[tuple[str, bytes]],
+        claimants: set[bytes],
+        resumes: bool = True,
+    ) -> dict[str, Any]:
         """Keyword arguments for ``executor.run``: none for a job that does not checkpoint; else a stop event,
         a snapshot sink and, when a usable checkpoint exists, ``checkpoint_from``."""
         if not manifest.checkpoint_interval:
@@ -117,8 +125,13 @@ class Checkpoints:
                 tar = await self._fetch(job_id, n)
                 if tar is not None:
                     opts["checkpoint_from"] = tar
-                    log.info("event=resume job=%s from=%s index=%d cid=%s", job_id.hex()[:16],
-                             short_id(n.sender), n.index, n.cid)
+                    log.info(
+                        "event=resume job=%s from=%s index=%d cid=%s",
+                        job_id.hex()[:16],
+                        short_id(n.sender),
+                        n.index,
+                        n.cid,
+                    )
                     break
         return opts
 
@@ -129,8 +142,12 @@ class Checkpoints:
             await trio.to_thread.run_sync(verify, tar, n)
             return tar
         except Exception as e:  # unreachable, corrupt or not matching: try an older one
-            log.info("event=checkpoint-skipped job=%s cid=%s reason=%r", job_id.hex()[:16], n.cid,
-                     f"{type(e).__name__}: {e}"[:200])
+            log.info(
+                "event=checkpoint-skipped job=%s cid=%s reason=%r",
+                job_id.hex()[:16],
+                n.cid,
+                f"{type(e).__name__}: {e}"[:200],
+            )
             return None
 
     async def _announce(self, job_id: bytes, snap: ckpt.Checkpoint) -> None:
@@ -153,7 +170,9 @@ class Checkpoints:
         snap = getattr(result, "checkpoint", None)
         if snap is not None and snap.chain:
             await self._announce(job_id, snap)
-            return ExecutionFailed(job_id, f"agent shutting down; checkpoint of {len(snap.chain)} entries published")
+            return ExecutionFailed(
+                job_id, f"agent shutting down; checkpoint of {len(snap.chain)} entries published"
+            )
         return ExecutionFailed(job_id, "agent shutting down; no checkpoint written")
 
     def finished(self, job_id: bytes) -> None:
@@ -184,5 +203,9 @@ class Checkpoints:
                 await self.store.put_bytes(data, pin=True)
                 log.info("event=checkpoint-kept job=%s cid=%s", job_id.hex()[:16], cid)
             except Exception as e:
-                log.info("event=checkpoint-not-kept job=%s cid=%s reason=%r", job_id.hex()[:16], cid,
-                         f"{type(e).__name__}: {e}"[:200])
+                log.info(
+                    "event=checkpoint-not-kept job=%s cid=%s reason=%r",
+                    job_id.hex()[:16],
+                    cid,
+                    f"{type(e).__name__}: {e}"[:200],
+                )

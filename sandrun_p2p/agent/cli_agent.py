@@ -8,21 +8,33 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, help="node key, journal, store (default $SANDRUN_P2P_HOME or ~/.sandrun-p2p)")
+    p.add_argument(
+        "--data-dir", type=Path, help="node key, journal, store (default $SANDRUN_P2P_HOME or ~/.sandrun-p2p)"
+    )
     p.add_argument("--config", type=Path, help="TOML file with the same settings (flags override it)")
-    p.add_argument("--listen", action="append", help="multiaddr to listen on (repeatable; default /ip4/127.0.0.1/tcp/0)")
+    p.add_argument(
+        "--listen", action="append", help="multiaddr to listen on (repeatable; default /ip4/127.0.0.1/tcp/0)"
+    )
     p.add_argument("--bootstrap", action="append", help="peer multiaddr ending in /p2p/<id> (repeatable)")
     p.add_argument("--no-mdns", action="store_true", help="do not discover peers on the local network")
     p.add_argument("--max-jobs", type=int, help="concurrent executions (default: one per CPU)")
     p.add_argument("--sandrun-url", help="run jobs on this sandrun server instead of the local sandbox")
     p.add_argument("--blockchain-rpc", help="JSON-RPC URL of the settlement chain (default: embedded chain)")
     p.add_argument("--ipfs-api", help="IPFS RPC API (multiaddr or URL) instead of the embedded store")
-    p.add_argument("--gpus", type=_gpu_list, metavar="LIST",
-                   help="GPUs this node offers, by index as nvidia-smi numbers them: '0,2', or 'none' "
-                        "(default: all it has)")
+    p.add_argument(
+        "--gpus",
+        type=_gpu_list,
+        metavar="LIST",
+        help="GPUs this node offers, by index as nvidia-smi numbers them: '0,2', or 'none' "
+        "(default: all it has)",
+    )
     p.add_argument("--control-port", type=int, help="local control API port on 127.0.0.1 (default: any free)")
-    p.add_argument("--allow-unsafe-sandbox", action="store_true", default=None,
-                   help="run jobs even where the sandbox cannot isolate the network (testing only)")
+    p.add_argument(
+        "--allow-unsafe-sandbox",
+        action="store_true",
+        default=None,
+        help="run jobs even where the sandbox cannot isolate the network (testing only)",
+    )
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-file", help="write logs here instead of stderr")
     p.add_argument("--test-faulty-executor", action="store_true", default=None, help=argparse.SUPPRESS)

@@ -10,7 +10,9 @@ from typing import Any
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, help="the agent's data dir (default $SANDRUN_P2P_HOME or ~/.sandrun-p2p)")
+    p.add_argument(
+        "--data-dir", type=Path, help="the agent's data dir (default $SANDRUN_P2P_HOME or ~/.sandrun-p2p)"
+    )
     p.add_argument("--json", action="store_true", help="print the control API's JSON answer")
 
 

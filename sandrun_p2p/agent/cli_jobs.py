@@ -19,8 +19,10 @@ def render_list(d: dict[str, Any]) -> str:
         return "no jobs known to this node"
     lines = [f"{'job':18} {'state':10} {'k':>2} {'claims':>6} {'commits':>7}  reason"]
     for j in jobs:
-        lines.append(f"{j['job_id'][:16]:18} {j.get('state', '?'):10} {j.get('redundancy') or '-':>2} "
-                     f"{j.get('claims', '-'):>6} {j.get('commits', '-'):>7}  {j.get('reason', '')}")
+        lines.append(
+            f"{j['job_id'][:16]:18} {j.get('state', '?'):10} {j.get('redundancy') or '-':>2} "
+            f"{j.get('claims', '-'):>6} {j.get('commits', '-'):>7}  {j.get('reason', '')}"
+        )
     return "\n".join(lines)
 
 

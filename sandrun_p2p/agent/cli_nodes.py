@@ -18,8 +18,10 @@ def render(d: dict[str, Any]) -> str:
         c = n["caps"]
         gpus = ",".join(f"{g['model']}/{g['vram_mb']}MB" for g in c["gpus"]) or "-"
         age = "self" if n["self"] else (f"{n['last_advert_s']}s" + ("" if n["fresh"] else " stale"))
-        lines.append(f"{n['node_id'][:12]:14} {c['cpus']:>4} {c['mem_mb']:>8} {gpus[:18]:18} "
-                     f"{'yes' if n['staked'] else 'no':6} {age:>8}  {','.join(c['enforced'])}")
+        lines.append(
+            f"{n['node_id'][:12]:14} {c['cpus']:>4} {c['mem_mb']:>8} {gpus[:18]:18} "
+            f"{'yes' if n['staked'] else 'no':6} {age:>8}  {','.join(c['enforced'])}"
+        )
     return "\n".join(lines)
 
 

@@ -14,8 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def render_gpus(gpus: list[dict[str, Any]]) -> str:
     """``0 NVIDIA H200 (143771 MB) busy; 1 ...``, or ``none``."""
-    return "; ".join(f"{g['index']} {g['model']} ({g['vram_mb']} MB) {'busy' if g['busy'] else 'free'}"
-                     for g in gpus) or "none"
+    return (
+        "; ".join(
+            f"{g['index']} {g['model']} ({g['vram_mb']} MB) {'busy' if g['busy'] else 'free'}" for g in gpus
+        )
+        or "none"
+    )
 
 
 def render(s: dict[str, Any]) -> str:
@@ -26,7 +30,8 @@ def render(s: dict[str, Any]) -> str:
         f"eth       0x{s['eth']}   chain: {s['chain']}",
         f"listen    {' '.join(s['addrs'])}",
         f"uptime    {s['uptime_s']}s",
-        f"peers     {len(s['peers'])} connected; mesh " + ", ".join(f"{t}: {n}" for t, n in s["mesh"].items()),
+        f"peers     {len(s['peers'])} connected; mesh "
+        + ", ".join(f"{t}: {n}" for t, n in s["mesh"].items()),
         f"jobs      running {s['running']}/{s['max_jobs']}; by state: "
         + (", ".join(f"{k} {v}" for k, v in sorted(s["jobs_by_state"].items())) or "none"),
         f"earnings  earned {wei(acct.get('earned_wei', 0))}, withdrawable {wei(acct.get('withdrawable_wei', 0))}, "

@@ -48,7 +48,9 @@ class AgentConfig:
     allow_unsafe_sandbox: bool = False
     gpus: list[int] | None = None  # NVML indices of the GPUs this node offers (None: all it has; []: none)
     shutdown_grace_s: float = 10.0
-    history_s: float = 7 * 86400.0  # keep events of jobs this node neither submitted nor ran this long after final
+    history_s: float = (
+        7 * 86400.0
+    )  # keep events of jobs this node neither submitted nor ran this long after final
     fetch_timeout_s: float = 60.0
     chain_poll_s: float = 0.25
     tx_timeout_s: float = 7200.0  # a settle/refund may wait for the chain's reveal window
@@ -77,8 +79,10 @@ class AgentConfig:
             raise ConfigError("control_port must be a TCP port number")
         if self.control_host not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigError("the control API only listens on loopback (control_host 127.0.0.1)")
-        if self.gpus is not None and (not isinstance(self.gpus, list) or any(
-                not isinstance(g, int) or isinstance(g, bool) or g < 0 for g in self.gpus)):
+        if self.gpus is not None and (
+            not isinstance(self.gpus, list)
+            or any(not isinstance(g, int) or isinstance(g, bool) or g < 0 for g in self.gpus)
+        ):
             raise ConfigError("gpus must be a list of GPU indices (as nvidia-smi numbers them), e.g. [0, 2]")
         if not self.shards or any(not isinstance(s, int) or s < 0 for s in self.shards):
             raise ConfigError("shards must be a non-empty list of shard numbers")

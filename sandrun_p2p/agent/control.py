@@ -91,9 +91,19 @@ log = logging.getLogger("sandrun_p2p.agent.control")
 MAX_BODY = 64 * 1024 * 1024
 MAX_HEADER = 16 * 1024
 MAX_BATCH_JOBS = 64  # jobs in one POST /v1/jobs/batch (as many messages as one gossip batch carries)
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 500: "Internal Server Error",
-           503: "Service Unavailable", 504: "Gateway Timeout"}
+REASONS = {
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 class HttpError(Exception):
@@ -135,8 +145,13 @@ class ControlServer:
         listeners = await trio.open_tcp_listeners(a.cfg.control_port, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        info = {"url": self.url, "pid": os.getpid(), "node_id": a.node_id.hex(), "peer_id": str(a.net.peer_id),
-                "addrs": a.net.addrs()}
+        info = {
+            "url": self.url,
+            "pid": os.getpid(),
+            "node_id": a.node_id.hex(),
+            "peer_id": str(a.net.peer_id),
+            "addrs": a.net.addrs(),
+        }
         tmp = a.cfg.data_dir / (INFO_FILE + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, a.cfg.data_dir / INFO_FILE)
@@ -166,8 +181,10 @@ class ControlServer:
             log.exception("control API error")
             status, body = 500, json.dumps({"error": f"{type(e).__name__}: {e}"}).encode()
         self.agent.journal.commit()  # what the reply reports is durable before the caller hears of it
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         try:
             with trio.fail_after(60):
                 await stream.send_all(head + body)
@@ -269,11 +286,17 @@ class ControlServer:
             "enforced": dict(a.exec_caps.get("enforced", {})),
             "gpus": a.executor.gpu_status() if hasattr(a.executor, "gpu_status") else [],
             "account": account,
-            "net": {"accepted": net.stats.accepted, "rejected": dict(net.stats.rejected),
-                    "published": net.stats.published, "paced_waits": net.stats.paced_waits,
-                    "pacing_timeouts": net.stats.pacing_timeouts, "fetch_served": net.stats.fetch_served,
-                    "fetch_requests": net.stats.fetch_requests, "batches_out": net.stats.batches_out,
-                    "batches_in": net.stats.batches_in},
+            "net": {
+                "accepted": net.stats.accepted,
+                "rejected": dict(net.stats.rejected),
+                "published": net.stats.published,
+                "paced_waits": net.stats.paced_waits,
+                "pacing_timeouts": net.stats.pacing_timeouts,
+                "fetch_served": net.stats.fetch_served,
+                "fetch_requests": net.stats.fetch_requests,
+                "batches_out": net.stats.batches_out,
+                "batches_in": net.stats.batches_in,
+            },
             "core": dict(a.core.stats),
             "chain_errors": list(a.chain_errors),
             "chain_info": _chain_info(a),
@@ -283,15 +306,31 @@ class ControlServer:
         a = self.agent
         now = time.time()
         core = a.core
-        out = [{"node_id": a.node_id.hex(), "self": True, "caps": a.caps.to_dict(), "shards": a.cfg.shards,
-                "eth": a.eth.hex(), "staked": a.node_id in core.staked, "last_advert_s": 0.0, "fresh": True}]
+        out = [
+            {
+                "node_id": a.node_id.hex(),
+                "self": True,
+                "caps": a.caps.to_dict(),
+                "shards": a.cfg.shards,
+                "eth": a.eth.hex(),
+                "staked": a.node_id in core.staked,
+                "last_advert_s": 0.0,
+                "fresh": True,
+            }
+        ]
         for nid, adv in sorted(core.adverts.items()):
-            out.append({
-                "node_id": nid.hex(), "self": False, "caps": adv.caps.to_dict(),
-                "shards": sorted(adv.shards) if adv.shards is not None else "all", "eth": adv.eth.hex(),
-                "staked": nid in core.staked, "last_advert_s": round(now - adv.at, 1),
-                "fresh": core.advert_fresh(nid, now),
-            })
+            out.append(
+                {
+                    "node_id": nid.hex(),
+                    "self": False,
+                    "caps": adv.caps.to_dict(),
+                    "shards": sorted(adv.shards) if adv.shards is not None else "all",
+                    "eth": adv.eth.hex(),
+                    "staked": nid in core.staked,
+                    "last_advert_s": round(now - adv.at, 1),
+                    "fresh": core.advert_fresh(nid, now),
+                }
+            )
         return {"nodes": out}
 
     def _summary(self, jid: bytes, row: dict[str, Any] | None) -> dict[str, Any]:
@@ -300,19 +339,36 @@ class ControlServer:
         now = time.time()
         d: dict[str, Any] = {"job_id": jid.hex()}
         if row:
-            d.update({"state": row["state"], "detail": row["detail"], "mine": row["mine"],
-                      "updated": row["updated"]})
+            d.update(
+                {
+                    "state": row["state"],
+                    "detail": row["detail"],
+                    "mine": row["mine"],
+                    "updated": row["updated"],
+                }
+            )
         if view is not None:
             k = view.spec.redundancy
             valid = a.core._valid_claims(view, now)
-            state = view.phase if view.phase in (corenode.FINAL + (corenode.ACCEPTED, corenode.FAILED)) else (
-                row["state"] if row else view.phase)
-            d.update({
-                "state": state, "phase": view.phase, "origin": view.origin.hex(), "redundancy": k,
-                "quorum": view.spec.quorum, "deadline": view.spec.deadline,
-                "claims": len(valid), "commits": len(view.commits), "reveals": len(view.reveals),
-                "reason": _reason(a, view, valid, now, row),
-            })
+            state = (
+                view.phase
+                if view.phase in (corenode.FINAL + (corenode.ACCEPTED, corenode.FAILED))
+                else (row["state"] if row else view.phase)
+            )
+            d.update(
+                {
+                    "state": state,
+                    "phase": view.phase,
+                    "origin": view.origin.hex(),
+                    "redundancy": k,
+                    "quorum": view.spec.quorum,
+                    "deadline": view.spec.deadline,
+                    "claims": len(valid),
+                    "commits": len(view.commits),
+                    "reveals": len(view.reveals),
+                    "reason": _reason(a, view, valid, now, row),
+                }
+            )
         elif row:
             d["reason"] = row["detail"] if row["state"] == "failed" else ""
         return d
@@ -334,18 +390,31 @@ class ControlServer:
             raise HttpError(404, f"job {jid.hex()} is not known to this node")
         d = self._summary(jid, row)
         if view is not None:
-            d.update({
-                "claims": [n.hex() for n in view.claims],
-                "winners": [n.hex() for n in view.winners],
-                "commits": [n.hex() for n in view.commits],
-                "reveals": {n.hex(): {"root": _hex(b.get("root")), "trace_cid": b.get("trace_cid"),
-                                      "result_cid": b.get("result_cid")} for n, b in view.reveal_msgs.items()},
-                "accepted_root": _hex(view.accepted_root),
-                "spec": _jsonable(view.spec.to_dict()),
-            })
+            d.update(
+                {
+                    "claims": [n.hex() for n in view.claims],
+                    "winners": [n.hex() for n in view.winners],
+                    "commits": [n.hex() for n in view.commits],
+                    "reveals": {
+                        n.hex(): {
+                            "root": _hex(b.get("root")),
+                            "trace_cid": b.get("trace_cid"),
+                            "result_cid": b.get("result_cid"),
+                        }
+                        for n, b in view.reveal_msgs.items()
+                    },
+                    "accepted_root": _hex(view.accepted_root),
+                    "spec": _jsonable(view.spec.to_dict()),
+                }
+            )
             if view.accepted_root:
-                d["result_cids"] = sorted({b["result_cid"] for b in view.reveal_msgs.values()
-                                           if b.get("root") == view.accepted_root})
+                d["result_cids"] = sorted(
+                    {
+                        b["result_cid"]
+                        for b in view.reveal_msgs.values()
+                        if b.get("root") == view.accepted_root
+                    }
+                )
         d["events"] = a.journal.events(jid)
         d["txs"] = a.journal.txs(jid)
         try:
@@ -384,8 +453,12 @@ class ControlServer:
         out = []
         for spec, r in zip(specs, results, strict=True):
             if isinstance(r, BaseException):
-                out.append({"job_id": spec.job_id.hex(), "error": f"could not escrow the job on chain: "
-                            f"{type(r).__name__}: {r}"})
+                out.append(
+                    {
+                        "job_id": spec.job_id.hex(),
+                        "error": f"could not escrow the job on chain: {type(r).__name__}: {r}",
+                    }
+                )
             else:
                 out.append(_submitted(spec, r))
         return {"jobs": out}
@@ -395,8 +468,19 @@ class ControlServer:
         a = self.agent
         if not isinstance(body, dict):
             raise HttpError(400, "body must be a JSON object")
-        known = {"manifest", "code_cid", "bundle_b64", "redundancy", "quorum", "deadline_s", "deadline", "nonce",
-                 "payment_wei", "executors", "pay"}
+        known = {
+            "manifest",
+            "code_cid",
+            "bundle_b64",
+            "redundancy",
+            "quorum",
+            "deadline_s",
+            "deadline",
+            "nonce",
+            "payment_wei",
+            "executors",
+            "pay",
+        }
         extra = sorted(set(body) - known)
         if extra:
             raise HttpError(400, f"unknown field(s) {extra}")
@@ -423,8 +507,13 @@ class ControlServer:
                 raise HttpError(400, "deadline_s must be a number of seconds between 1 and 604800")
             deadline = int(time.time() + ds)
         nonce = _unhex(body["nonce"], "nonce") if "nonce" in body else os.urandom(16)
-        spec_d: dict[str, Any] = {"code_cid": code_cid, "manifest": manifest.to_dict(), "redundancy": k,
-                                  "deadline": deadline, "nonce": nonce}
+        spec_d: dict[str, Any] = {
+            "code_cid": code_cid,
+            "manifest": manifest.to_dict(),
+            "redundancy": k,
+            "deadline": deadline,
+            "nonce": nonce,
+        }
         if "quorum" in body:
             spec_d["quorum"] = body["quorum"]
         if "executors" in body:
@@ -457,7 +546,9 @@ class ControlServer:
         _check_served_shard(spec, a.core, "the client chooses it; a peer's status lists its shards")
         key = _unhex(body["bundle_key"], "bundle_key", 32) if body.get("bundle_key") else b""
         if spec.encrypted and not key:
-            raise HttpError(400, "spec.encrypted is set but no bundle_key was given: nobody could run the job")
+            raise HttpError(
+                400, "spec.encrypted is set but no bundle_key was given: nobody could run the job"
+            )
         if key and not spec.encrypted:
             raise HttpError(400, "bundle_key given for a job whose spec is not encrypted")
         if spec.deadline <= time.time():
@@ -471,7 +562,9 @@ class ControlServer:
         except trio.TooSlowError:
             raise HttpError(504, "the chain did not answer in time") from None
         except Exception as e:
-            raise HttpError(503, f"could not read the job's escrow on chain: {type(e).__name__}: {e}") from None
+            raise HttpError(
+                503, f"could not read the job's escrow on chain: {type(e).__name__}: {e}"
+            ) from None
         return {"job_id": spec.job_id.hex(), "seed": seed.hex(), "deadline": spec.deadline}
 
     async def events(self, q: dict[str, str]) -> dict[str, Any]:
@@ -521,16 +614,23 @@ class ControlServer:
 
 
 def _submitted(spec: JobSpec, jid: bytes) -> dict[str, Any]:
-    return {"job_id": jid.hex(), "code_cid": spec.code_cid, "payment_wei": spec.payment_wei,
-            "deadline": spec.deadline}
+    return {
+        "job_id": jid.hex(),
+        "code_cid": spec.code_cid,
+        "payment_wei": spec.payment_wei,
+        "deadline": spec.deadline,
+    }
 
 
 def _check_served_shard(spec: JobSpec, core: Any, hint: str) -> None:
     """400 unless ``spec``'s job falls in a job shard this node serves (else it would not see the claims)."""
     shard = shard_of(spec.job_id, core.cfg.shard_bits)
     if not core.serves(shard):
-        raise HttpError(400, f"the job falls in shard {shard}, which this node does not serve (it would not see "
-                             f"the job's claims): choose another nonce ({hint})")
+        raise HttpError(
+            400,
+            f"the job falls in shard {shard}, which this node does not serve (it would not see "
+            f"the job's claims): choose another nonce ({hint})",
+        )
 
 
 def _spec_from_json(d: Any) -> JobSpec:

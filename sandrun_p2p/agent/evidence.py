@@ -55,4 +55,3 @@ def attestation_pair(ev: Evidence) -> tuple[Attestation, Attestation]:
         raise EvidenceError(f"no two chain attestations of different roots ({what})")
     a, b = list(found.values())[:2]
     return a, b
-

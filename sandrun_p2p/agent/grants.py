@@ -87,10 +87,12 @@ class KeyStore:
 def grant_bodies(job_id: bytes, key: bytes, nodes: tuple[bytes, ...] | list[bytes]) -> list[dict[str, Any]]:
     """GRANT message bodies sealing ``key`` to each of ``nodes``, at most :data:`MAX_GRANTS` per body."""
     grants = [[n, crypto.wrap_key(key, n)] for n in nodes]
-    return [{"job": job_id, "grants": grants[i:i + MAX_GRANTS]} for i in range(0, len(grants), MAX_GRANTS)]
+    return [{"job": job_id, "grants": grants[i : i + MAX_GRANTS]} for i in range(0, len(grants), MAX_GRANTS)]
 
 
-def open_for_execution(bundle: bytes, spec: JobSpec, grant: bytes, node_key: Any, stored: bytes | None) -> bytes:
+def open_for_execution(
+    bundle: bytes, spec: JobSpec, grant: bytes, node_key: Any, stored: bytes | None
+) -> bytes:
     """The plaintext bundle to execute: ``bundle`` itself unless ``spec.encrypted``, else opened with the stored
     key (this node is the origin) or the key unwrapped from ``grant``; :class:`BundleKeyError` says why not."""
     if not spec.encrypted:

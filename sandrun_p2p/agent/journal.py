@@ -60,8 +60,18 @@ CREATE TABLE IF NOT EXISTS voucher_batches (
 FINAL_STATES = ("settled", "refunded", "forgotten")
 #: Events that move a job's summary state (others, e.g. "evidence", are only logged).
 PHASE_STATES = frozenset(
-    {"announced", "claimed", "running", "committed", "revealed", "accepted", "failed", "settled", "refunded",
-     "forgotten"}
+    {
+        "announced",
+        "claimed",
+        "running",
+        "committed",
+        "revealed",
+        "accepted",
+        "failed",
+        "settled",
+        "refunded",
+        "forgotten",
+    }
 )
 
 
@@ -81,8 +91,9 @@ class Journal:
     """All journal reads and writes (synchronous). Each write is its own transaction, or with ``group_commit``
     joins the open one until :meth:`commit` (see the module doc)."""
 
-    def __init__(self, path: Path, *, group_commit: bool = False,
-                 on_begin: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, *, group_commit: bool = False, on_begin: Callable[[], None] | None = None
+    ) -> None:
         self.path = Path(path)
         self.group_commit = group_commit
         self.on_begin = on_begin  # called when a group's transaction opens (to schedule its commit)
@@ -154,8 +165,14 @@ class Journal:
             self._w("UPDATE jobs SET final=1 WHERE job_id=?", (job_id,))
         return int(cur.lastrowid or 0)
 
-    def mark_job(self, job_id: bytes, *, origin: bytes | None = None, redundancy: int | None = None,
-                 mine: bool | None = None) -> None:
+    def mark_job(
+        self,
+        job_id: bytes,
+        *,
+        origin: bytes | None = None,
+        redundancy: int | None = None,
+        mine: bool | None = None,
+    ) -> None:
         now = time.time()
         self._w(
             "INSERT INTO jobs(job_id, state, created, updated) VALUES (?, 'known', ?, ?) ON CONFLICT DO NOTHING",
@@ -218,7 +235,13 @@ class Journal:
             return None
         j, st, root, salt, tc, rc, usage, reason = row
         return Execution(
-            bytes(j), st, bytes(root) if root else None, bytes(salt) if salt else None, tc, rc, usage or 0,
+            bytes(j),
+            st,
+            bytes(root) if root else None,
+            bytes(salt) if salt else None,
+            tc,
+            rc,
+            usage or 0,
             reason or "",
         )
 
@@ -228,8 +251,9 @@ class Journal:
             (job_id, time.time()),
         )
 
-    def execution_done(self, job_id: bytes, root: bytes, salt: bytes, trace_cid: str, result_cid: str,
-                       usage_wei: int) -> None:
+    def execution_done(
+        self, job_id: bytes, root: bytes, salt: bytes, trace_cid: str, result_cid: str, usage_wei: int
+    ) -> None:
         self._w(
             "UPDATE executions SET status='done', trace_root=?, salt=?, trace_cid=?, result_cid=?, usage_wei=? "
             "WHERE job_id=?",
@@ -255,7 +279,9 @@ class Journal:
         )
 
     def txs(self, job_id: bytes) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT kind, status, detail, at FROM txs WHERE job_id=? ORDER BY id", (job_id,))
+        rows = self.db.execute(
+            "SELECT kind, status, detail, at FROM txs WHERE job_id=? ORDER BY id", (job_id,)
+        )
         return [{"kind": k, "status": s, "detail": d, "at": a} for k, s, d, a in rows]
 
     # ------------------------------------------------------------------ vouchers (voucherlink.py)
@@ -263,8 +289,16 @@ class Journal:
     # committed before the voucher leaves); role "executor": a voucher this node holds with its result's root,
     # then the batch that settled it. Rows go once their batch is paid or voided. Amounts are decimal text
     # (wei overflow SQLite's 64-bit integers).
-    def voucher_put(self, job_id: bytes, role: str, *, price: int | None = None, voucher: bytes | None = None,
-                    root: bytes | None = None, batch: int | None = None) -> None:
+    def voucher_put(
+        self,
+        job_id: bytes,
+        role: str,
+        *,
+        price: int | None = None,
+        voucher: bytes | None = None,
+        root: bytes | None = None,
+        batch: int | None = None,
+    ) -> None:
         """Create or update a voucher row (the fields given; the others keep their value): one statement."""
         self._w(
             "INSERT INTO vouchers(job_id, role, price, voucher, root, batch) VALUES (?, ?, ?, ?, ?, ?) "
@@ -275,20 +309,34 @@ class Journal:
         )
 
     def voucher_rows(self, role: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT job_id, price, voucher, root, batch FROM vouchers WHERE role=?", (role,))
-        return [{"job_id": bytes(j), "price": int(p or 0), "voucher": bytes(v) if v is not None else None,
-                 "root": bytes(r) if r is not None else None, "batch": b} for j, p, v, r, b in rows]
+        rows = self.db.execute(
+            "SELECT job_id, price, voucher, root, batch FROM vouchers WHERE role=?", (role,)
+        )
+        return [
+            {
+                "job_id": bytes(j),
+                "price": int(p or 0),
+                "voucher": bytes(v) if v is not None else None,
+                "root": bytes(r) if r is not None else None,
+                "batch": b,
+            }
+            for j, p, v, r, b in rows
+        ]
 
     def voucher_forget(self, job_ids: list[bytes], role: str) -> None:
         for jid in job_ids:
             self._w("DELETE FROM vouchers WHERE job_id=? AND role=?", (jid, role))
 
     def voucher_batch(self, batch_id: int, payer: str, amount: int, release_at: int) -> None:
-        self._w("INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at) VALUES (?, ?, ?, ?)",
-                (batch_id, payer, str(amount), release_at))
+        self._w(
+            "INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at) VALUES (?, ?, ?, ?)",
+            (batch_id, payer, str(amount), release_at),
+        )
 
     def voucher_batches(self) -> list[tuple[int, str, int, int]]:
-        rows = self.db.execute("SELECT batch_id, payer, amount, release_at FROM voucher_batches ORDER BY batch_id")
+        rows = self.db.execute(
+            "SELECT batch_id, payer, amount, release_at FROM voucher_batches ORDER BY batch_id"
+        )
         return [(b, p, int(a), r) for b, p, a, r in rows]
 
     def voucher_batch_done(self, batch_id: int) -> None:
@@ -311,8 +359,10 @@ class Journal:
         ``older_than_s`` (a node sees every job of its shards: their history would otherwise grow for good).
         Returns the number of jobs dropped."""
         cutoff = time.time() - older_than_s
-        old = ("SELECT job_id FROM jobs WHERE final=1 AND updated<? AND mine=0 "
-               "AND job_id NOT IN (SELECT job_id FROM executions)")
+        old = (
+            "SELECT job_id FROM jobs WHERE final=1 AND updated<? AND mine=0 "
+            "AND job_id NOT IN (SELECT job_id FROM executions)"
+        )
         self._w(f"DELETE FROM messages WHERE job_id IN ({old})", (cutoff,))
         self._w(f"DELETE FROM events WHERE job_id IN ({old})", (cutoff,))
         return self._w(f"DELETE FROM jobs WHERE job_id IN ({old})", (cutoff,)).rowcount

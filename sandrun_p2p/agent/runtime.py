@@ -66,6 +66,7 @@ from .vouchers import parse_voucher_name
 
 log = logging.getLogger("sandrun_p2p.agent")
 
+
 def job_id_of(msg: m.Message) -> bytes | None:
     """The job a message belongs to (None for adverts); raises ProtocolError for a bad job spec."""
     if msg.kind == m.ADVERT:
@@ -98,14 +99,21 @@ class Agent:
         self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
         self._commit_due = trio.Event()
-        self.journal = Journal(cfg.data_dir / "journal.sqlite", group_commit=True, on_begin=self._commit_due.set)
+        self.journal = Journal(
+            cfg.data_dir / "journal.sqlite", group_commit=True, on_begin=self._commit_due.set
+        )
         vouchers = getattr(chain, "vouchers", None)
         if vouchers is not None:
-            vouchers.attach(self.journal)  # signed and held vouchers, batches not yet paid: kept across restarts
+            vouchers.attach(
+                self.journal
+            )  # signed and held vouchers, batches not yet paid: kept across restarts
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
-        self.checkpoints = Checkpoints(store, lambda jid, body: self._do(
-            Publish(m.CHECKPOINT, body, self.core.jobs[jid].shard)), key.node_id)
+        self.checkpoints = Checkpoints(
+            store,
+            lambda jid, body: self._do(Publish(m.CHECKPOINT, body, self.core.jobs[jid].shard)),
+            key.node_id,
+        )
         self.net = Network(
             key,
             NetConfig(listen=cfg.listen, bootstrap=cfg.bootstrap, mdns=cfg.mdns, shards=cfg.shards),
@@ -181,7 +189,10 @@ class Agent:
             self.journal.event(a.job_id, a.state, a.detail, a.node)
             if a.state in FINAL_STATES:
                 self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
-            if a.state in ("failed", "forgotten"):  # a voucher job funded here and never signed: its price is free
+            if a.state in (
+                "failed",
+                "forgotten",
+            ):  # a voucher job funded here and never signed: its price is free
                 ended = getattr(getattr(self.chain, "vouchers", None), "ended", None)
                 if ended is not None:
                     ended(a.job_id)
@@ -251,8 +262,14 @@ class Agent:
         if prev is not None and prev.status == "done" and prev.trace_root:
             self._log("resume-result", a.job_id, root=prev.trace_root.hex()[:16])
             self._pending.append(
-                ExecutionDone(a.job_id, prev.trace_root, prev.salt or b"", prev.trace_cid or "",
-                              prev.result_cid or "", prev.usage_wei)
+                ExecutionDone(
+                    a.job_id,
+                    prev.trace_root,
+                    prev.salt or b"",
+                    prev.trace_cid or "",
+                    prev.result_cid or "",
+                    prev.usage_wei,
+                )
             )
             return
         if prev is not None and (prev.status == "running" or self._replaying):
@@ -297,8 +314,11 @@ class Agent:
         """Whom to ask for a block first: the origin of the job whose code is ``cid``, then the origins of the jobs
         whose code is being fetched (a bundle's other blocks), then those of every running job."""
         first = [self._code_origin[cid]] if cid in self._code_origin else []
-        return [*first, *self._code_origin.values(),
-                *(v.origin for jid, v in self.core.jobs.items() if jid in self._running)]
+        return [
+            *first,
+            *self._code_origin.values(),
+            *(v.origin for jid, v in self.core.jobs.items() if jid in self._running),
+        ]
 
     async def _run_job(self, a: StartExecution) -> ExecutionDone | ExecutionFailed:
         self.journal.commit()  # "running" is durable before the execution starts (a restart then releases it)
@@ -319,9 +339,13 @@ class Agent:
             self._log("exec-failed", a.job_id, reason=str(e))
             return ExecutionFailed(a.job_id, str(e))
         view = self.core.jobs.get(a.job_id)
-        opts = await self.checkpoints.run_options(a.job_id, spec.manifest, self.journal.messages(a.job_id),
-                                                  set(view.claims) if view else set(),
-                                                  getattr(self.executor, "resumes_checkpoints", True))
+        opts = await self.checkpoints.run_options(
+            a.job_id,
+            spec.manifest,
+            self.journal.messages(a.job_id),
+            set(view.claims) if view else set(),
+            getattr(self.executor, "resumes_checkpoints", True),
+        )
         result = await self.executor.run(bundle, spec.manifest, a.job_id, **opts)
         if self.checkpoints.stopped(a.job_id):  # stopped at shutdown: hand the job over with its checkpoint
             failed = await self.checkpoints.hand_over(a.job_id, result)
@@ -342,7 +366,9 @@ class Agent:
         trace_bytes = canonical(trace.to_dict())
         (stage / "trace.cbor").write_bytes(trace_bytes)
         trace_cid = await self.store.put_bytes(trace_bytes, pin=True)
-        if spec.result_key:  # sealed to the client: the CID is of the ciphertext, the trace root of the plaintext
+        if (
+            spec.result_key
+        ):  # sealed to the client: the CID is of the ciphertext, the trace root of the plaintext
             sealed = await trio.to_thread.run_sync(seal_result, stage, spec.result_key)
             result_cid = await self.store.put_bytes(sealed, pin=True)
         else:
@@ -351,12 +377,23 @@ class Agent:
         with _suppress():
             shutil.rmtree(Path(result.outputs_dir).parent, ignore_errors=True)
         salt = os.urandom(32)
-        usage = usage_charge(spec.manifest, spec.redundancy, spec.payment_wei, trace.status,
-                             trace.usage.get("wall_ms", 0) / 1000)
+        usage = usage_charge(
+            spec.manifest,
+            spec.redundancy,
+            spec.payment_wei,
+            trace.status,
+            trace.usage.get("wall_ms", 0) / 1000,
+        )
         root = trace.root
         self.journal.execution_done(a.job_id, root, salt, trace_cid, result_cid, usage)
-        self._log("executed", a.job_id, root=root.hex()[:16], status=trace.status, exit=trace.exit_code,
-                  secs=f"{time.time() - t0:.2f}")
+        self._log(
+            "executed",
+            a.job_id,
+            root=root.hex()[:16],
+            status=trace.status,
+            exit=trace.exit_code,
+            secs=f"{time.time() - t0:.2f}",
+        )
         return ExecutionDone(a.job_id, root, salt, trace_cid, result_cid, usage)
 
     # ------------------------------------------------------------------ tasks
@@ -472,7 +509,9 @@ class Agent:
             wait = self.cfg.chain_poll_s
             sooner = getattr(self.chain, "poll_in", None)
             if sooner is not None and (at := sooner()) is not None:
-                wait = min(wait, at)  # e.g. a voucher batch comes of age: settle it then, not up to a poll later
+                wait = min(
+                    wait, at
+                )  # e.g. a voucher batch comes of age: settle it then, not up to a poll later
             with trio.move_on_after(wait):
                 await self._poll_now.wait()
 
@@ -588,8 +627,16 @@ class Agent:
                 control = ControlServer(self)
                 await nursery.start(control.serve)
                 self.feed(Start())
-                self._log("started", None, node=self.node_id.hex(), peer=str(self.net.peer_id), eth=self.eth.hex(),
-                          control=control.url, replayed=replayed, chain=self.chain.kind)
+                self._log(
+                    "started",
+                    None,
+                    node=self.node_id.hex(),
+                    peer=str(self.net.peer_id),
+                    eth=self.eth.hex(),
+                    control=control.url,
+                    replayed=replayed,
+                    chain=self.chain.kind,
+                )
                 task_status.started(self)
                 await self._wait_for_signal()
                 await self._shutdown()

@@ -57,21 +57,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=0, help="submit this many sample jobs, wait, summarise, exit")
     p.add_argument("--redundancy", type=int, default=1, help="executors per sample job (k)")
     p.add_argument("--json", action="store_true", help="print the job summary as JSON")
-    p.add_argument("--data-dir", type=Path, help="where the nodes keep their state (default: a new temp dir, "
-                   "removed when the run ends well; kept after a failure or with --keep)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the nodes keep their state (default: a new temp dir, "
+        "removed when the run ends well; kept after a failure or with --keep)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (node state and logs) in any case")
-    p.add_argument("--chain", choices=["auto", "anvil", "embedded"], default="auto",
-                   help="auto: anvil when installed, else the embedded chain served to all nodes")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the mesh and for the jobs")
-    p.add_argument("--pay", choices=["escrow", "voucher"], default="escrow",
-                   help="how sample jobs are paid: per-job escrow (default) or vouchers settled in batches (k = 1)")
+    p.add_argument(
+        "--chain",
+        choices=["auto", "anvil", "embedded"],
+        default="auto",
+        help="auto: anvil when installed, else the embedded chain served to all nodes",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for the mesh and for the jobs"
+    )
+    p.add_argument(
+        "--pay",
+        choices=["escrow", "voucher"],
+        default="escrow",
+        help="how sample jobs are paid: per-job escrow (default) or vouchers settled in batches (k = 1)",
+    )
     p.add_argument("--job-size", type=int, default=200_000, help="work per sample job (loop length)")
-    p.add_argument("--publish-batch-window", type=float, default=0.0,
-                   help="each agent's publish_batch_window_s (default 0: publish at once)")
-    p.add_argument("--shard-bits", type=int, default=0,
-                   help="2**B job topics; contiguous blocks of nodes serve one each (default 0: one topic)")
-    p.add_argument("--transport", choices=["tcp", "quic"], default="tcp",
-                   help="what the nodes listen on and dial: TCP (Noise, mplex; default) or QUIC (TLS 1.3)")
+    p.add_argument(
+        "--publish-batch-window",
+        type=float,
+        default=0.0,
+        help="each agent's publish_batch_window_s (default 0: publish at once)",
+    )
+    p.add_argument(
+        "--shard-bits",
+        type=int,
+        default=0,
+        help="2**B job topics; contiguous blocks of nodes serve one each (default 0: one topic)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=["tcp", "quic"],
+        default="tcp",
+        help="what the nodes listen on and dial: TCP (Noise, mplex; default) or QUIC (TLS 1.3)",
+    )
 
 
 def _free_port(transport: str = "tcp") -> int:
@@ -176,9 +202,13 @@ class Testnet:
             d.mkdir(exist_ok=True)
             key = load_or_create_key(d)
             acct = chain.new_account(fund=10 * 10**18, funder=funder)
-            write_key_file(d / "chain.key", acct.private_key.hex() if isinstance(acct.private_key, bytes)
-                           else str(acct.private_key))
-            infos.append((d, _free_port(transport), key.node_id, str(peer_id_of_node(key.node_id)), acct.address))
+            write_key_file(
+                d / "chain.key",
+                acct.private_key.hex() if isinstance(acct.private_key, bytes) else str(acct.private_key),
+            )
+            infos.append(
+                (d, _free_port(transport), key.node_id, str(peer_id_of_node(key.node_id)), acct.address)
+            )
         bits = int(getattr(a, "shard_bits", 0) or 0)
         groups = shard_groups(a.nodes, bits)
         for i, (d, port, nid, pid, address) in enumerate(infos):
@@ -189,23 +219,45 @@ class Testnet:
                 "mdns": False,
                 "core": {**TESTNET_CORE, "shard_bits": bits},
                 "shards": groups[i],
-                "chain": {"rpc": self.local.url, "kind": self.local.kind, "addresses_file": str(addresses),
-                          "key_file": str(d / "chain.key")},
+                "chain": {
+                    "rpc": self.local.url,
+                    "kind": self.local.kind,
+                    "addresses_file": str(addresses),
+                    "key_file": str(d / "chain.key"),
+                },
                 "shutdown_grace_s": 5.0,
                 "chain_poll_s": 1.0,  # and at once when an unfunded job is announced
             }
             if getattr(a, "publish_batch_window", 0):
                 cfg["publish_batch_window_s"] = float(a.publish_batch_window)
             (d / "agent.toml").write_text(_toml(cfg))
-            argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",
-                    str(d / "agent.toml"), "--log-file", str(d / "agent.log")]
+            argv = [
+                sys.executable,
+                "-m",
+                "sandrun_p2p.agent.cli_agent",
+                "--data-dir",
+                str(d),
+                "--config",
+                str(d / "agent.toml"),
+                "--log-file",
+                str(d / "agent.log"),
+            ]
             if i in self.faulty:
                 argv.append("--test-faulty-executor")
             with open(d / "agent.out", "ab") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs.append(proc)
-            self.nodes.append({"index": i, "data_dir": str(d), "pid": proc.pid, "node_id": nid.hex(),
-                               "peer_id": pid, "addr": f"{_addr(transport, port)}/p2p/{pid}", "eth": address})
+            self.nodes.append(
+                {
+                    "index": i,
+                    "data_dir": str(d),
+                    "pid": proc.pid,
+                    "node_id": nid.hex(),
+                    "peer_id": pid,
+                    "addr": f"{_addr(transport, port)}/p2p/{pid}",
+                    "eth": address,
+                }
+            )
 
     def clients(self) -> list[Any]:
         from ..client.peer import ControlClient
@@ -229,12 +281,16 @@ class Testnet:
                 for i, n in enumerate(self.nodes):
                     if clients[i] is None:
                         clients[i] = ControlClient.from_data_dir(Path(n["data_dir"]))
-                if all(ids <= {d["node_id"] for d in c.nodes() if d["fresh"] and d["staked"]} for c in clients):
+                if all(
+                    ids <= {d["node_id"] for d in c.nodes() if d["fresh"] and d["staked"]} for c in clients
+                ):
                     return clients
             except PeerUnavailable:
                 pass
             time.sleep(0.25)
-        raise RuntimeError(f"the mesh did not form within {self.args.timeout}s (see {self.root}/node*/agent.log)")
+        raise RuntimeError(
+            f"the mesh did not form within {self.args.timeout}s (see {self.root}/node*/agent.log)"
+        )
 
     def describe(self, clients: list[Any]) -> None:
         self.say(f"mesh formed: {len(self.nodes)} nodes, each sees all adverts (state in {self.root})")
@@ -250,9 +306,17 @@ class Testnet:
         submitted = []
         for i in range(a.jobs):
             api = clients[i % len(clients)]
-            body = {"manifest": {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 30, "memory_mb": 128},
-                    "bundle_b64": base64.b64encode(_bundle(a.job_size + i)).decode(), "redundancy": a.redundancy,
-                    "deadline_s": max(60, int(a.timeout))}
+            body = {
+                "manifest": {
+                    "entrypoint": "main.py",
+                    "outputs": ["out.txt"],
+                    "timeout": 30,
+                    "memory_mb": 128,
+                },
+                "bundle_b64": base64.b64encode(_bundle(a.job_size + i)).decode(),
+                "redundancy": a.redundancy,
+                "deadline_s": max(60, int(a.timeout)),
+            }
             if getattr(a, "pay", "escrow") != "escrow":
                 body["pay"] = a.pay
             at = time.time()
@@ -274,19 +338,22 @@ class Testnet:
                 while time.monotonic() < end and not chain.get("paid_wei"):
                     time.sleep(0.2)
                     chain = api.job(jid).get("chain") or {}
-            jobs.append({
-                "job_id": jid,
-                "state": j.get("state"),
-                "submitted_at": round(submitted_at, 6),
-                **self.claims_and_runs(clients, jid, api),
-                "claimants": j.get("claims") if isinstance(j.get("claims"), list) else [],
-                "trace_roots": {n: v["root"] for n, v in (j.get("reveals") or {}).items()}
-                if isinstance(j.get("reveals"), dict) else {},
-                "accepted_root": j.get("accepted_root"),
-                "paid_wei": int(chain.get("paid_wei", 0)),
-                "refunded_wei": int(chain.get("refunded_wei", 0)),
-                "reason": j.get("reason", ""),
-            })
+            jobs.append(
+                {
+                    "job_id": jid,
+                    "state": j.get("state"),
+                    "submitted_at": round(submitted_at, 6),
+                    **self.claims_and_runs(clients, jid, api),
+                    "claimants": j.get("claims") if isinstance(j.get("claims"), list) else [],
+                    "trace_roots": {n: v["root"] for n, v in (j.get("reveals") or {}).items()}
+                    if isinstance(j.get("reveals"), dict)
+                    else {},
+                    "accepted_root": j.get("accepted_root"),
+                    "paid_wei": int(chain.get("paid_wei", 0)),
+                    "refunded_wei": int(chain.get("refunded_wei", 0)),
+                    "reason": j.get("reason", ""),
+                }
+            )
             self.say(f"job {jid[:16]}: {j.get('state')} {j.get('reason', '')}")
         totals = {
             "jobs": len(jobs),
@@ -319,11 +386,19 @@ class Testnet:
             started = [e["at"] for e in own if e["state"] == "running"]
             committed = [e["at"] for e in own if e["state"] == "committed"]
             if started and committed:
-                runs.append({"node": n["node_id"], "started_at": round(min(started), 6),
-                             "committed_at": round(min(committed), 6)})
+                runs.append(
+                    {
+                        "node": n["node_id"],
+                        "started_at": round(min(started), 6),
+                        "committed_at": round(min(committed), 6),
+                    }
+                )
         claims.sort(key=lambda c: c["at"])
-        return {"announced_at": None if announced_at is None else round(announced_at, 6), "claims": claims,
-                "runs": runs}
+        return {
+            "announced_at": None if announced_at is None else round(announced_at, 6),
+            "claims": claims,
+            "runs": runs,
+        }
 
     # ------------------------------------------------------------------ stop
 
@@ -368,7 +443,10 @@ def run(args: argparse.Namespace) -> int:
         print("sandrun-p2p testnet: --pay voucher is for --redundancy 1 only", file=sys.stderr)
         return 2
     if not 1 <= args.redundancy <= min(5, args.nodes):
-        print(f"sandrun-p2p testnet: --redundancy must be between 1 and min(5, --nodes={args.nodes})", file=sys.stderr)
+        print(
+            f"sandrun-p2p testnet: --redundancy must be between 1 and min(5, --nodes={args.nodes})",
+            file=sys.stderr,
+        )
         return 2
     if args.jobs < 0:
         print("sandrun-p2p testnet: --jobs must be >= 0", file=sys.stderr)
@@ -394,7 +472,9 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(summary, indent=2))
             else:
                 t = summary["totals"]
-                say(f"{t['settled']} of {t['jobs']} jobs settled; paid {t['paid_wei']} wei; wall {summary['wall_s']}s")
+                say(
+                    f"{t['settled']} of {t['jobs']} jobs settled; paid {t['paid_wei']} wei; wall {summary['wall_s']}s"
+                )
             rc = 0 if summary["totals"]["not_settled"] == 0 else 1
             return rc
         say("running; press Ctrl-C to stop every node")

@@ -81,16 +81,22 @@ class VoucherLink:
         self.link = link
         m = link.market
         self.book = VoucherBook()
-        self.queue = BatchQueue(m.signer.address, link.chain_id, m.address,
-                                max_jobs=int(options.get("voucher_batch_jobs", 32)),
-                                max_age=float(options.get("voucher_batch_age_s", 2.0)))
+        self.queue = BatchQueue(
+            m.signer.address,
+            link.chain_id,
+            m.address,
+            max_jobs=int(options.get("voucher_batch_jobs", 32)),
+            max_age=float(options.get("voucher_batch_age_s", 2.0)),
+        )
         self.deposit_chunk = int(options.get("voucher_deposit_wei", 0))
         self.fetcher: Callable[[bytes, str], Awaitable[bytes | None]] | None = None  # set by the runtime
         self.on_error: Callable[[str], None] = lambda msg: None
         self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
         self.prices: dict[bytes, int] = {}  # payer: job -> price
         self.room = 0  # payer: deposit not yet promised
-        self._room_known = False  # read from the chain by the first fund() (the deposit may hold some already)
+        self._room_known = (
+            False  # read from the chain by the first fund() (the deposit may hold some already)
+        )
         self._deposit_lock = trio.Lock()
         # issue() numbers vouchers in a worker thread; ChainLink runs several at once, so two vouchers for one
         # executor could both take the same next seq (the executor then refuses one as replayed)
@@ -105,7 +111,9 @@ class VoucherLink:
         self.journal: Journal | None = None
         self._writes: list[Callable[[Journal], None]] = []  # from the poller thread, written by drain()
         self._resumed = True  # False: state restored from the journal, not yet reconciled with the chain
-        self.orphans: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}  # payer -> results settled unseen
+        self.orphans: dict[
+            str, dict[int, tuple[bytes, bytes, Voucher]]
+        ] = {}  # payer -> results settled unseen
         # executor, after a restart: payers some of whose results were restored unbatched (a settleBatch of theirs
         # may have been in flight at the crash and be mined later), and their own BatchSettled events that matched
         # no orphan yet (the orphans may come later: :meth:`_orphan`)
@@ -132,8 +140,14 @@ class VoucherLink:
         for row in journal.voucher_rows("executor"):
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
             self.queue.restore(v, v.client, jid, row["root"], bid, now)
-            self.state[jid] = {"state": "batching" if bid is None else "batched", "pay": "voucher", "seq": v.seq,
-                               "paid_wei": 0, "refunded_wei": 0, **({} if bid is None else {"batch": bid})}
+            self.state[jid] = {
+                "state": "batching" if bid is None else "batched",
+                "pay": "voucher",
+                "seq": v.seq,
+                "paid_wei": 0,
+                "refunded_wei": 0,
+                **({} if bid is None else {"batch": bid}),
+            }
             if bid is not None:
                 by_batch.setdefault(bid, []).append((v.seq, jid, row["root"]))
             else:
@@ -158,8 +172,10 @@ class VoucherLink:
         payers, bids = list(self.queue.pending), list(self.batches)
 
         def work() -> tuple[dict[str, int], dict[int, int]]:
-            return ({p: market.channel(p, market.account)[1] for p in payers},
-                    {b: int(market.batch(b)["state"]) for b in bids})
+            return (
+                {p: market.channel(p, market.account)[1] for p in payers},
+                {b: int(market.batch(b)["state"]) for b in bids},
+            )
 
         settled, states = await self.link._read(work)
         for payer, seq in settled.items():
@@ -199,7 +215,9 @@ class VoucherLink:
 
         def work() -> tuple[int, dict[str, int]]:
             settled = {}
-            for ex in {to_checksum_address(v.executor) for v in self.book.issued.values()} | set(self.book.channels):
+            for ex in {to_checksum_address(v.executor) for v in self.book.issued.values()} | set(
+                self.book.channels
+            ):
                 paid, seq = market.channel(market.account, ex)
                 self.book.open_channel(ex, seq, paid)
                 settled[ex] = paid
@@ -248,8 +266,10 @@ class VoucherLink:
         async with self._issue_lock:
             v, new = await self.link._run(work)
             if new:  # durable before it leaves: a restarted payer serves it again and numbers after it
-                self._write(lambda j: j.voucher_put(job_id, "payer", price=price, voucher=voucher_to_bytes(v)),
-                            commit=True)
+                self._write(
+                    lambda j: j.voucher_put(job_id, "payer", price=price, voucher=voucher_to_bytes(v)),
+                    commit=True,
+                )
         if attest is not None:
             self.attested[job_id] = attest
         self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
@@ -261,7 +281,11 @@ class VoucherLink:
         """Fetch the voucher for this node's result from the job's origin, check it and queue the result."""
         origin: bytes = args["origin"]
         held = self.state.get(job_id, {})
-        if held.get("state") in ("batching", "batched", "settled"):  # e.g. a reveal sent again after a restart
+        if held.get("state") in (
+            "batching",
+            "batched",
+            "settled",
+        ):  # e.g. a reveal sent again after a restart
             return f"voucher seq {held.get('seq')} already held ({held['state']})"
         payer = self.link.accounts.get(origin)
         if payer is None:
@@ -280,10 +304,17 @@ class VoucherLink:
             self.state[job_id] = {"state": "unpaid", "pay": "voucher", "reason": str(e), "paid_wei": 0}
             raise
         self.queue.add(v, payer, job_id, args["root"], time.monotonic())
-        self._write(lambda j: j.voucher_put(job_id, "executor", voucher=voucher_to_bytes(v), root=args["root"]),
-                    commit=True)
-        self.state[job_id] = {"state": "batching", "pay": "voucher", "seq": v.seq, "paid_wei": 0,
-                              "refunded_wei": 0}
+        self._write(
+            lambda j: j.voucher_put(job_id, "executor", voucher=voucher_to_bytes(v), root=args["root"]),
+            commit=True,
+        )
+        self.state[job_id] = {
+            "state": "batching",
+            "pay": "voucher",
+            "seq": v.seq,
+            "paid_wei": 0,
+            "refunded_wei": 0,
+        }
         return f"voucher seq {v.seq} ({v.cumulative} wei in total) queued for a batch"
 
     async def _fetch(self, job_id: bytes, origin: bytes) -> Voucher:
@@ -302,7 +333,9 @@ class VoucherLink:
             if data:
                 return voucher_from_bytes(data)
             if time.monotonic() > give_up:
-                raise VoucherError(f"the origin {origin.hex()[:16]} gave no voucher in {self.fetch_timeout:.0f}s")
+                raise VoucherError(
+                    f"the origin {origin.hex()[:16]} gave no voucher in {self.fetch_timeout:.0f}s"
+                )
             await trio.sleep(delay)
             delay = min(1.0, delay * 2)
 
@@ -332,7 +365,12 @@ class VoucherLink:
             else:
                 self.tries.pop(payer, None)
                 for jid in jobs:
-                    self.state[jid] = {"state": "unpaid", "pay": "voucher", "reason": str(e)[:200], "paid_wei": 0}
+                    self.state[jid] = {
+                        "state": "unpaid",
+                        "pay": "voucher",
+                        "reason": str(e)[:200],
+                        "paid_wei": 0,
+                    }
                 self._write(lambda j: j.voucher_forget(jobs, "executor"))
                 self._settled_restored(payer)
             return
@@ -384,13 +422,15 @@ class VoucherLink:
             if self._own_batch(bid, payer, a):
                 del self._unmatched[payer][bid]
 
-    def _adopt(self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int,
-               tree: ResultsTree) -> None:
+    def _adopt(
+        self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int, tree: ResultsTree
+    ) -> None:
         """Record this executor's batch ``bid`` (journaled by the next :meth:`_flush`)."""
         self.batches[bid] = _Batch(jobs, amount, release_at, tree)
         for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
-                {"state": "batched", "batch": bid})
+                {"state": "batched", "batch": bid}
+            )
 
         def op(j: Journal) -> None:
             j.voucher_batch(bid, payer, amount, release_at)
@@ -414,8 +454,9 @@ class VoucherLink:
         due = self.queue.next_due()
         if due is not None and due > mono:
             times.append(due - mono)
-        times.extend(b.release_at - wall for b in self.batches.values()
-                     if b.tree is not None and b.release_at > wall)
+        times.extend(
+            b.release_at - wall for b in self.batches.values() if b.tree is not None and b.release_at > wall
+        )
         return min(times) if times else None
 
     async def _finalize_due(self) -> None:
@@ -459,13 +500,20 @@ class VoucherLink:
         if name == "BatchPaid":
             share = batch.amount // max(1, len(batch.jobs))
             for jid in batch.jobs:
-                self.state.setdefault(jid, {}).update({"state": "settled", "pay": "voucher", "batch": bid,
-                                                       "paid_wei": share})
+                self.state.setdefault(jid, {}).update(
+                    {"state": "settled", "pay": "voucher", "batch": bid, "paid_wei": share}
+                )
                 self.updates.append(ChainUpdate("job_settled", jid))
         elif name == "BatchVoided":
             for jid in batch.jobs:
-                self.state.setdefault(jid, {}).update({"state": "voided", "pay": "voucher", "batch": bid,
-                                                       "reason": "batch voided by an equivocation proof"})
+                self.state.setdefault(jid, {}).update(
+                    {
+                        "state": "voided",
+                        "pay": "voucher",
+                        "batch": bid,
+                        "reason": "batch voided by an equivocation proof",
+                    }
+                )
         batch.tree = None
         jobs = list(batch.jobs)
 
@@ -497,12 +545,16 @@ class VoucherLink:
         first = self.payer_seq.get(executor, 0)
         last = first + int(a["count"])
         self.payer_seq[executor] = last
-        jobs = sorted((v.seq, jid) for jid, v in list(self.book.issued.items())  # issue() may add meanwhile
-                      if v.executor == executor and first < v.seq <= last)
+        jobs = sorted(
+            (v.seq, jid)
+            for jid, v in list(self.book.issued.items())  # issue() may add meanwhile
+            if v.executor == executor and first < v.seq <= last
+        )
         self.batches[bid] = _Batch([jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
         for _, jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
-                {"state": "batched", "batch": bid})
+                {"state": "batched", "batch": bid}
+            )
 
     def release(self, job_id: bytes) -> None:
         """Payer: a voucher job failed before any voucher was signed; its price returns to the deposit room."""
@@ -518,7 +570,8 @@ class VoucherLink:
         price = self.prices.pop(job_id)
         self.room += price
         self.state.setdefault(job_id, {"pay": "voucher", "paid_wei": 0}).update(
-            {"state": "refunded", "refunded_wei": price})
+            {"state": "refunded", "refunded_wei": price}
+        )
         self._write(lambda j: j.voucher_forget([job_id], "payer"))
 
     async def challenge(self, batch_id: int, tree: ResultsTree, job_id: bytes, other: Attestation) -> str:

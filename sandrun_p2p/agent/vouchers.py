@@ -50,17 +50,30 @@ def parse_voucher_name(name: str) -> tuple[bytes, bytes] | None:
 
 
 def voucher_to_bytes(v: Voucher) -> bytes:
-    d = {"client": v.client, "executor": v.executor, "job_id": v.job_id.hex(), "seq": v.seq,
-         "amount": str(v.amount), "cumulative": str(v.cumulative), "signature": v.signature.hex()}
+    d = {
+        "client": v.client,
+        "executor": v.executor,
+        "job_id": v.job_id.hex(),
+        "seq": v.seq,
+        "amount": str(v.amount),
+        "cumulative": str(v.cumulative),
+        "signature": v.signature.hex(),
+    }
     return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
 def voucher_from_bytes(data: bytes) -> Voucher:
     try:
         d = json.loads(data)
-        return Voucher(to_checksum_address(d["client"]), to_checksum_address(d["executor"]),
-                       bytes.fromhex(d["job_id"]), int(d["seq"]), int(d["amount"]), int(d["cumulative"]),
-                       bytes.fromhex(d["signature"]))
+        return Voucher(
+            to_checksum_address(d["client"]),
+            to_checksum_address(d["executor"]),
+            bytes.fromhex(d["job_id"]),
+            int(d["seq"]),
+            int(d["amount"]),
+            int(d["cumulative"]),
+            bytes.fromhex(d["signature"]),
+        )
     except (ValueError, KeyError, TypeError) as e:
         raise VoucherError(f"malformed voucher: {e}") from None
 
@@ -134,7 +147,9 @@ class Pending:
 class BatchQueue:
     """An executor's results paid by vouchers, per payer, until they are settled in a batch."""
 
-    def __init__(self, me: str, chain_id: int, contract: str, max_jobs: int = 32, max_age: float = 2.0) -> None:
+    def __init__(
+        self, me: str, chain_id: int, contract: str, max_jobs: int = 32, max_age: float = 2.0
+    ) -> None:
         self.me = to_checksum_address(me)
         self.chain_id = chain_id
         self.contract = contract
@@ -143,8 +158,16 @@ class BatchQueue:
         self.pending: dict[str, Pending] = {}
         self.used: dict[tuple[str, int], bytes] = {}  # (payer, seq) -> job: a seq pays for one job only
 
-    def check(self, v: Voucher, payer: str, job_id: bytes, price: int, settled_seq: int, settled_paid: int,
-              deposit: int) -> None:
+    def check(
+        self,
+        v: Voucher,
+        payer: str,
+        job_id: bytes,
+        price: int,
+        settled_seq: int,
+        settled_paid: int,
+        deposit: int,
+    ) -> None:
         """Raise :class:`VoucherError` unless ``v`` pays this executor ``price`` for ``job_id`` from ``payer``
         (``settled_*``: the chain's channel; ``deposit``: the payer's balance, which must cover what it owes)."""
         payer = to_checksum_address(payer)
@@ -167,7 +190,9 @@ class BatchQueue:
         held = self.pending.get(payer)
         if held is not None:
             for s, (_, _, other) in held.items.items():
-                if (s < v.seq and other.cumulative >= v.cumulative) or (s > v.seq and other.cumulative <= v.cumulative):
+                if (s < v.seq and other.cumulative >= v.cumulative) or (
+                    s > v.seq and other.cumulative <= v.cumulative
+                ):
                     raise VoucherError(f"voucher seq {v.seq} is out of order with held seq {s}")
 
     def add(self, v: Voucher, payer: str, job_id: bytes, trace_root: bytes, now: float) -> None:
@@ -179,8 +204,11 @@ class BatchQueue:
         self.used[(payer, v.seq)] = job_id
 
     def due(self, now: float) -> list[str]:
-        return [payer for payer, p in self.pending.items()
-                if p.items and (len(p.items) >= self.max_jobs or now - p.since >= self.max_age)]
+        return [
+            payer
+            for payer, p in self.pending.items()
+            if p.items and (len(p.items) >= self.max_jobs or now - p.since >= self.max_age)
+        ]
 
     def next_due(self) -> float | None:
         starts = [p.since for p in self.pending.values() if p.items]
@@ -190,7 +218,9 @@ class BatchQueue:
         """Remove and return ``payer``'s waiting results (see :func:`batch_of`)."""
         return self.pending.pop(to_checksum_address(payer))
 
-    def restore(self, v: Voucher, payer: str, job_id: bytes, trace_root: bytes, batch: int | None, now: float) -> None:
+    def restore(
+        self, v: Voucher, payer: str, job_id: bytes, trace_root: bytes, batch: int | None, now: float
+    ) -> None:
         """A voucher held before a restart (from the journal): queued again (it has waited: due at once), or
         only remembered as used when a batch already settled it."""
         if batch is None:

@@ -141,8 +141,14 @@ class Chain:
     def connect(cls, url: str, kind: str = "rpc", **kw: Any) -> Chain:
         """A chain behind a JSON-RPC URL (http(s)://...)."""
         # eth_chainId is cached: web3's validation middleware asks for it before every eth_call and estimateGas
-        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}, cache_allowed_requests=True,
-                               cacheable_requests={"eth_chainId"}))
+        w3 = Web3(
+            HTTPProvider(
+                url,
+                request_kwargs={"timeout": 30},
+                cache_allowed_requests=True,
+                cacheable_requests={"eth_chainId"},
+            )
+        )
         for name in UNUSED_MIDDLEWARE:  # each walks every request; this client never needs them
             w3.middleware_onion.remove(name)
         chain = cls(w3, kind, url=url, **kw)

@@ -49,8 +49,11 @@ class EventPoller:
         if self.head_every > 0 and self.confirmations == 0 and 0 < self._polls < self.head_every:
             self._polls += 1
             # from one block back: a range that starts past the head is an error (anvil: BlockOutOfRange)
-            events = [ev for ev in self._logs(max(0, self.position - 1), "latest")
-                      if ev.block_number >= self.position]
+            events = [
+                ev
+                for ev in self._logs(max(0, self.position - 1), "latest")
+                if ev.block_number >= self.position
+            ]
             if events:
                 self.position = events[-1].block_number + 1
             return [ev for ev in events if self.names is None or ev.name in self.names]
@@ -59,14 +62,19 @@ class EventPoller:
         out: list[Event] = []
         while self.position <= head:
             end = min(head, self.position + self.page - 1)
-            out.extend(ev for ev in self._logs(self.position, end) if self.names is None or ev.name in self.names)
+            out.extend(
+                ev for ev in self._logs(self.position, end) if self.names is None or ev.name in self.names
+            )
             self.position = end + 1
         return out
 
     def _logs(self, start: int, end: int | str) -> list[Event]:
         """This contract's (selected) events in blocks ``start..end``, in chain order."""
-        query: dict = {"address": self.market.address, "fromBlock": hex(start),
-                       "toBlock": end if isinstance(end, str) else hex(end)}
+        query: dict = {
+            "address": self.market.address,
+            "fromBlock": hex(start),
+            "toBlock": end if isinstance(end, str) else hex(end),
+        }
         if self._topics is not None:
             query["topics"] = self._topics
         try:

@@ -40,10 +40,29 @@ from .records import JobRecord, RecordStore, client_home
 from .sdk import Client, Update, eth_to_wei, list_client_jobs, load_manifest, quote, usd_to_wei
 
 __all__ = [
-    "BadJob", "ChainOptions", "ChainUnavailable", "Client", "ClientError", "DeadlinePassed", "FundingError",
-    "InsufficientPayment", "JobRecord", "NoEligibleNode", "NotYet", "PeerUnavailable", "RecordStore",
-    "ResultRejected", "SyncClient", "UnknownJob", "Update", "client_home", "eth_to_wei", "list_client_jobs",
-    "load_manifest", "quote", "usd_to_wei",
+    "BadJob",
+    "ChainOptions",
+    "ChainUnavailable",
+    "Client",
+    "ClientError",
+    "DeadlinePassed",
+    "FundingError",
+    "InsufficientPayment",
+    "JobRecord",
+    "NoEligibleNode",
+    "NotYet",
+    "PeerUnavailable",
+    "RecordStore",
+    "ResultRejected",
+    "SyncClient",
+    "UnknownJob",
+    "Update",
+    "client_home",
+    "eth_to_wei",
+    "list_client_jobs",
+    "load_manifest",
+    "quote",
+    "usd_to_wei",
 ]
 
 
@@ -63,8 +82,9 @@ class SyncClient:
     def quote(self, manifest: Any, redundancy: int = 1) -> Any:
         return quote(manifest, redundancy, self.kw.get("usd_per_eth", 3000))
 
-    def submit(self, code: str | Path, manifest: Any, payment_wei: int | None = None, redundancy: int = 1,
-               **kw: Any) -> JobRecord:
+    def submit(
+        self, code: str | Path, manifest: Any, payment_wei: int | None = None, redundancy: int = 1, **kw: Any
+    ) -> JobRecord:
         return self._run(lambda c: c.submit(code, manifest, payment_wei, redundancy, **kw))
 
     def watch(self, job_id: str, on_update: Callable[[Update], None] | None = None, **kw: Any) -> Update:

@@ -71,20 +71,27 @@ class TrustStore:
             d = json.loads(self.path.read_text())
             self.secret = bytes.fromhex(d["secret"])
             for node, (verified, unverified, faults) in d["nodes"].items():
-                self.book.records[bytes.fromhex(node)] = trust.TrustRecord(int(verified), int(unverified),
-                                                                           int(faults))
+                self.book.records[bytes.fromhex(node)] = trust.TrustRecord(
+                    int(verified), int(unverified), int(faults)
+                )
             now = time.time()
             for jid, (digest, vouchers, released, audited) in d.get("open", {}).items():
                 if self.ledger.window > 0 and now < float(released) + self.ledger.window:
-                    self.ledger.release(bytes.fromhex(jid), bytes.fromhex(digest),
-                                        tuple(bytes.fromhex(n) for n in vouchers), float(released))
+                    self.ledger.release(
+                        bytes.fromhex(jid),
+                        bytes.fromhex(digest),
+                        tuple(bytes.fromhex(n) for n in vouchers),
+                        float(released),
+                    )
                     if audited:
                         self.ledger.open[bytes.fromhex(jid)].audited = True
             if len(self.secret) != 32:
                 raise ValueError("the secret is not 32 bytes")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ClientError(f"trust file {self.path} is unreadable ({type(e).__name__}: {e}); move it away to "
-                              "start with no trust (every result is then checked until nodes earn it again)") from None
+            raise ClientError(
+                f"trust file {self.path} is unreadable ({type(e).__name__}: {e}); move it away to "
+                "start with no trust (every result is then checked until nodes earn it again)"
+            ) from None
 
     def save(self) -> None:
         """Write atomically with mode 0600 (the secret decides which results are checked)."""
@@ -93,14 +100,20 @@ class TrustStore:
         now = time.time()
         for jid in [j for j in self.ledger.open if now >= self.ledger.closes_at(j)]:
             self.ledger.close(jid)  # its window ended: final
-        open_ = {jid.hex(): [p.root.hex(), [n.hex() for n in p.vouchers], p.released, p.audited]
-                 for jid, p in sorted(self.ledger.open.items())}
-        write_private(self.path, json.dumps({"secret": self.secret.hex(), "nodes": nodes, "open": open_}, indent=1))
+        open_ = {
+            jid.hex(): [p.root.hex(), [n.hex() for n in p.vouchers], p.released, p.audited]
+            for jid, p in sorted(self.ledger.open.items())
+        }
+        write_private(
+            self.path, json.dumps({"secret": self.secret.hex(), "nodes": nodes, "open": open_}, indent=1)
+        )
 
     def table(self) -> list[dict[str, Any]]:
         """Every known node with its record and trust, most trusted first."""
-        rows = [{"node_id": n.hex(), **asdict(r), "trust": round(self.book.trust(n), 4)}
-                for n, r in self.book.records.items()]
+        rows = [
+            {"node_id": n.hex(), **asdict(r), "trust": round(self.book.trust(n), 4)}
+            for n, r in self.book.records.items()
+        ]
         return sorted(rows, key=lambda r: (-r["trust"], r["node_id"]))
 
 
@@ -126,7 +139,9 @@ class Outcome:
     executors: list[str]
     reruns: list[str] = field(default_factory=list)  # check and tie-break jobs, in order
     caught: list[str] = field(default_factory=list)  # executors found wrong (faults recorded)
-    audits: list[dict[str, Any]] = field(default_factory=list)  # earlier results of caught nodes, re-checked now
+    audits: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # earlier results of caught nodes, re-checked now
     audits_left: int = 0  # results still to audit (past max_audits): the next verification goes on
     detail: str = ""  # why an audit stayed undecided
 
@@ -137,8 +152,15 @@ class Outcome:
 class AdaptiveVerifier:
     """Drives :mod:`trust` for one client (see the module docstring)."""
 
-    def __init__(self, client: Client, store: TrustStore | None = None, *, max_tiebreaks: int = 3,
-                 timeout: float | None = None, max_audits: int = 8) -> None:
+    def __init__(
+        self,
+        client: Client,
+        store: TrustStore | None = None,
+        *,
+        max_tiebreaks: int = 3,
+        timeout: float | None = None,
+        max_audits: int = 8,
+    ) -> None:
         self.client = client
         self.store = store or TrustStore(client.records.root)
         self.max_tiebreaks = max_tiebreaks
@@ -235,7 +257,9 @@ class AdaptiveVerifier:
                 continue
             seen.add(node)
             for jid in ledger.to_audit(node, time.time()):
-                if len(out.audits) >= self.max_audits:  # not audited after all: left for the next verification
+                if (
+                    len(out.audits) >= self.max_audits
+                ):  # not audited after all: left for the next verification
                     ledger.open[jid].audited = False
                     ledger.by_node.setdefault(node, []).append(jid)
                     out.audits_left += 1
@@ -266,7 +290,9 @@ class AdaptiveVerifier:
         execs = trust.check_executors(book, candidates, used, need=p.redundancy)
         if not execs:
             p = planner(False, self.policy)
-            rest = sorted(n for n in candidates if n not in used and not book.records.get(n, trust.TrustRecord()).faults)
+            rest = sorted(
+                n for n in candidates if n not in used and not book.records.get(n, trust.TrustRecord()).faults
+            )
             execs = tuple(rest) if len(rest) >= p.redundancy else ()
         again = await self.client.rerun(job_id, redundancy=p.redundancy, quorum=p.quorum, executors=execs)
         started.append(again.job_id)
@@ -283,7 +309,9 @@ class AdaptiveVerifier:
         root = view.get("accepted_root") or ""
         reveals: dict[str, dict[str, Any]] = view.get("reveals") or {}
         agreeing = tuple(sorted(bytes.fromhex(n) for n, r in reveals.items() if r.get("root") == root))
-        dissenting = tuple(sorted(bytes.fromhex(n) for n, r in reveals.items() if r.get("root") not in (root, None)))
+        dissenting = tuple(
+            sorted(bytes.fromhex(n) for n, r in reveals.items() if r.get("root") not in (root, None))
+        )
         if not root or not agreeing:
             raise ResultRejected(f"job {job_id[:16]} settled but its peer names no agreeing executor")
         cid = reveals[agreeing[0].hex()].get("trace_cid") or ""

@@ -41,8 +41,11 @@ class ChainOptions:
     def resolved(self, peer_status: dict[str, Any] | None, peer_dir: Path | None = None) -> ChainOptions:
         """Fill rpc/market/kind from flags, env, a deployment file, the peer's agent.toml, its status."""
         found: dict[str, Any] = {}
-        for src in (_from_status(peer_status), _from_agent_dir(peer_dir),
-                    _from_addresses(self.addresses_file or os.environ.get("SANDRUN_P2P_CHAIN_FILE"))):
+        for src in (
+            _from_status(peer_status),
+            _from_agent_dir(peer_dir),
+            _from_addresses(self.addresses_file or os.environ.get("SANDRUN_P2P_CHAIN_FILE")),
+        ):
             found.update({k: v for k, v in src.items() if v})
         rpc = self.rpc or os.environ.get("SANDRUN_P2P_RPC") or found.get("rpc")
         market = self.market or os.environ.get("SANDRUN_P2P_MARKET") or found.get("market")
@@ -107,8 +110,12 @@ class Escrow:
         self._funder: Any = None
 
     def info(self) -> dict[str, Any]:
-        return {"rpc": self.opts.rpc, "market": self.opts.market, "kind": self.chain.kind,
-                "chain_id": self.chain.chain_id}
+        return {
+            "rpc": self.opts.rpc,
+            "market": self.opts.market,
+            "kind": self.chain.kind,
+            "chain_id": self.chain.chain_id,
+        }
 
     def market(self, signer: Any = None) -> Any:
         from ..chain.market import Market
@@ -149,7 +156,9 @@ class Escrow:
     def now(self) -> int:
         return max(int(time.time()), self.chain.now())
 
-    def post(self, escrow_key: str, job_id: bytes, k: int, q: int, deadline: int, price: int) -> dict[str, Any]:
+    def post(
+        self, escrow_key: str, job_id: bytes, k: int, q: int, deadline: int, price: int
+    ) -> dict[str, Any]:
         """Fund the fresh per-job key from the wallet and post the escrow from it."""
         from ..chain.chain import Signer
         from ..chain.errors import ChainError
@@ -251,10 +260,16 @@ class Escrow:
                     idx = executors[pos] if pos < len(executors) else 0
                     node_id = bytes(m.contract.functions.nodeIdOf(idx).call()).hex() if idx else "?"
                     out["payouts"].append({"node": node_id, "paid_wei": int(wei)})
-                out.update({"closed": True, "state": {2: "settled", 3: "failed"}.get(int(a["state"]), str(a["state"])),
-                            "root_prefix": bytes(a["rootPrefix"]).hex() if int(a["agreeing"]) else "",
-                            "agreeing": int(a["agreeing"]), "paid_wei": sum(int(w) for w in a["credited"]),
-                            "refund_wei": int(a["refund"])})
+                out.update(
+                    {
+                        "closed": True,
+                        "state": {2: "settled", 3: "failed"}.get(int(a["state"]), str(a["state"])),
+                        "root_prefix": bytes(a["rootPrefix"]).hex() if int(a["agreeing"]) else "",
+                        "agreeing": int(a["agreeing"]),
+                        "paid_wei": sum(int(w) for w in a["credited"]),
+                        "refund_wei": int(a["refund"]),
+                    }
+                )
             return out
         except ChainError as e:
             raise ChainUnavailable(f"cannot read the chain's record of {job_id.hex()[:16]}: {e}") from None

@@ -54,8 +54,23 @@ from .verify import open_result, verify_and_write
 FINAL = ("settled", "refunded")
 ENDED = (*FINAL, "failed")
 #: States worth showing a client (the rest are internal: standby, claim-rejected...).
-SHOWN = ("announced", "claimed", "running", "released", "lapsed", "checkpoint", "committed", "revealed",
-         "accepted", "failed", "settled", "refunded", "evidence", "slashed", "reveal-rejected")
+SHOWN = (
+    "announced",
+    "claimed",
+    "running",
+    "released",
+    "lapsed",
+    "checkpoint",
+    "committed",
+    "revealed",
+    "accepted",
+    "failed",
+    "settled",
+    "refunded",
+    "evidence",
+    "slashed",
+    "reveal-rejected",
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +109,11 @@ def load_manifest(manifest: Manifest | dict[str, Any] | str | Path) -> Manifest:
         raise BadJob(f"bad manifest: {e.detail or e}") from None
 
 
-def quote(manifest: Manifest | dict[str, Any] | str | Path, redundancy: int = 1,
-          usd_per_eth: Fraction | int | str = 3000) -> Quote:
+def quote(
+    manifest: Manifest | dict[str, Any] | str | Path,
+    redundancy: int = 1,
+    usd_per_eth: Fraction | int | str = 3000,
+) -> Quote:
     """The maximum price of a job (the pricing table; see docs/protocol.md)."""
     m = load_manifest(manifest)
     _check_redundancy(redundancy)
@@ -130,7 +148,9 @@ def default_deadline_s(m: Manifest) -> int:
     return max(300, 2 * m.timeout + 180)
 
 
-def eligible_nodes(nodes: list[dict[str, Any]], manifest: Manifest) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def eligible_nodes(
+    nodes: list[dict[str, Any]], manifest: Manifest
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The nodes (``GET /v1/nodes`` entries) whose advertised capabilities can run ``manifest``, and how many of
     the others were turned away for each reason."""
     ok: list[dict[str, Any]] = []
@@ -160,8 +180,15 @@ def _in_peer_shard(spec: JobSpec, fields: dict[str, Any], status: dict[str, Any]
 class Client:
     """A client bound to one peer (its control API) and a local record store."""
 
-    def __init__(self, peer: str | None = None, *, token: str | None = None, records: RecordStore | None = None,
-                 chain: ChainOptions | None = None, usd_per_eth: Fraction | int | str = 3000) -> None:
+    def __init__(
+        self,
+        peer: str | None = None,
+        *,
+        token: str | None = None,
+        records: RecordStore | None = None,
+        chain: ChainOptions | None = None,
+        usd_per_eth: Fraction | int | str = 3000,
+    ) -> None:
         self.peer_name = peer
         self.token = token
         self.records = records or RecordStore()
@@ -190,8 +217,11 @@ class Client:
 
     async def escrow(self, peer: Peer | None = None) -> Escrow:
         if self._escrow is None:
-            status = await (peer or self.peer()).status() if not (self.chain_opts.rpc and self.chain_opts.market) \
+            status = (
+                await (peer or self.peer()).status()
+                if not (self.chain_opts.rpc and self.chain_opts.market)
                 else None
+            )
             opts = self.chain_opts.resolved(status, peer_dir(self.peer_name))
             self._escrow = await trio.to_thread.run_sync(Escrow, opts)
         return self._escrow
@@ -207,14 +237,26 @@ class Client:
         ok, why = eligible_nodes(nodes, manifest)
         if ok:
             return
-        shown = "; ".join(f"{r} ({c} node{'s' * (c > 1)})" for r, c in sorted(why.items())) or "no nodes known"
+        shown = (
+            "; ".join(f"{r} ({c} node{'s' * (c > 1)})" for r, c in sorted(why.items())) or "no nodes known"
+        )
         raise NoEligibleNode(f"none of the {len(nodes)} node(s) the peer knows can run it: {shown}")
 
-    async def submit(self, code: str | Path, manifest: Manifest | dict[str, Any] | str | Path,
-                     payment_wei: int | None = None, redundancy: int = 1, *, encrypt: bool = True,
-                     deadline_s: int | None = None, escrow: str = "client", force: bool = False,
-                     quorum: int | None = None, executors: Sequence[bytes] = (),
-                     pay_mode: str = "escrow") -> JobRecord:
+    async def submit(
+        self,
+        code: str | Path,
+        manifest: Manifest | dict[str, Any] | str | Path,
+        payment_wei: int | None = None,
+        redundancy: int = 1,
+        *,
+        encrypt: bool = True,
+        deadline_s: int | None = None,
+        escrow: str = "client",
+        force: bool = False,
+        quorum: int | None = None,
+        executors: Sequence[bytes] = (),
+        pay_mode: str = "escrow",
+    ) -> JobRecord:
         """Pack, (encrypt,) store, escrow and announce a job; returns its local record.
 
         ``quorum``: agreeing executors needed (default: a majority of ``redundancy``); ``executors``: node ids
@@ -230,12 +272,16 @@ class Client:
         if escrow not in ("client", "peer", "auto"):
             raise BadJob(f"escrow must be 'client', 'peer' or 'auto', got {escrow!r}")
         if escrow == "peer" and encrypt:
-            raise BadJob("escrow='peer' cannot hand out a bundle key; use encrypt=False (--no-encrypt) with it")
+            raise BadJob(
+                "escrow='peer' cannot hand out a bundle key; use encrypt=False (--no-encrypt) with it"
+            )
         if pay_mode not in ("escrow", "voucher"):
             raise BadJob(f"pay_mode must be 'escrow' or 'voucher', got {pay_mode!r}")
         if pay_mode == "voucher" and (escrow != "peer" or redundancy != 1):
-            raise BadJob("pay_mode='voucher' is for redundancy 1, paid from the peer's deposit: use escrow='peer' and "
-                         "encrypt=False (--escrow peer --no-encrypt)")
+            raise BadJob(
+                "pay_mode='voucher' is for redundancy 1, paid from the peer's deposit: use escrow='peer' and "
+                "encrypt=False (--escrow peer --no-encrypt)"
+            )
         await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=False))  # checks only
         peer = self.peer()
         status = await peer.status()
@@ -248,30 +294,45 @@ class Client:
                 escrow = "client"
             except PeerUnavailable:
                 escrow, encrypt = "peer", False
-                notes.append("the peer cannot announce client-escrowed jobs: it escrowed this job from its own "
-                             "account (not anonymous) and the bundle is plaintext")
+                notes.append(
+                    "the peer cannot announce client-escrowed jobs: it escrowed this job from its own "
+                    "account (not anonymous) and the bundle is plaintext"
+                )
         prepared = await trio.to_thread.run_sync(lambda: bundle_mod.prepare(Path(code), m, encrypt=encrypt))
         esc = None
         if escrow == "client":
             await self._probe_announce(peer)
             esc = await self.escrow(peer)
-            await trio.to_thread.run_sync(esc.funder)  # a missing wallet fails here, before anything is posted
+            await trio.to_thread.run_sync(
+                esc.funder
+            )  # a missing wallet fails here, before anything is posted
         code_cid = await peer.put_blob(prepared.data)
         fields: dict[str, Any] = {
-            "code_cid": code_cid, "manifest": m.to_dict(), "redundancy": redundancy,
-            "quorum": default_quorum(redundancy) if quorum is None else quorum, "payment_wei": pay,
+            "code_cid": code_cid,
+            "manifest": m.to_dict(),
+            "redundancy": redundancy,
+            "quorum": default_quorum(redundancy) if quorum is None else quorum,
+            "payment_wei": pay,
             "encrypted": bool(prepared.key),
         }
         if executors:
             fields["executors"] = sorted(set(executors))
         if pay_mode == "voucher":
             fields["pay"] = "voucher"
-        return await self._publish(peer, status, fields, esc, code=str(Path(code).resolve()),
-                                   bundle_key=prepared.key.hex(), deadline_s=deadline_s or default_deadline_s(m),
-                                   notes=notes)
+        return await self._publish(
+            peer,
+            status,
+            fields,
+            esc,
+            code=str(Path(code).resolve()),
+            bundle_key=prepared.key.hex(),
+            deadline_s=deadline_s or default_deadline_s(m),
+            notes=notes,
+        )
 
-    async def rerun(self, job_id: str, *, redundancy: int = 1, quorum: int | None = None,
-                    executors: Sequence[bytes] = ()) -> JobRecord:
+    async def rerun(
+        self, job_id: str, *, redundancy: int = 1, quorum: int | None = None, executors: Sequence[bytes] = ()
+    ) -> JobRecord:
         """Submit the computation of job ``job_id`` again as a new job: the same stored bundle (and bundle key)
         and manifest, a fresh nonce, result key and escrow, the quoted payment for ``redundancy``, paid the way
         the first job was. Spot checks and tie-breaks (:mod:`.adaptive`) are re-runs."""
@@ -285,19 +346,40 @@ class Client:
             esc = await self.escrow(peer)
             await trio.to_thread.run_sync(esc.funder)
         fields: dict[str, Any] = {
-            "code_cid": spec.code_cid, "manifest": spec.manifest.to_dict(), "redundancy": redundancy,
+            "code_cid": spec.code_cid,
+            "manifest": spec.manifest.to_dict(),
+            "redundancy": redundancy,
             "quorum": default_quorum(redundancy) if quorum is None else quorum,
-            "payment_wei": price_quote(spec.manifest, redundancy, self.usd_per_eth).wei, "encrypted": spec.encrypted,
+            "payment_wei": price_quote(spec.manifest, redundancy, self.usd_per_eth).wei,
+            "encrypted": spec.encrypted,
         }
         if executors:
             fields["executors"] = sorted(set(executors))
         if spec.pay == "voucher" and redundancy == 1:
             fields["pay"] = "voucher"
-        return await self._publish(peer, status, fields, esc, code=rec.code, bundle_key=rec.bundle_key,
-                                   deadline_s=default_deadline_s(spec.manifest), notes=[f"re-run of {rec.job_id}"])
+        return await self._publish(
+            peer,
+            status,
+            fields,
+            esc,
+            code=rec.code,
+            bundle_key=rec.bundle_key,
+            deadline_s=default_deadline_s(spec.manifest),
+            notes=[f"re-run of {rec.job_id}"],
+        )
 
-    async def _publish(self, peer: Peer, status: dict[str, Any], fields: dict[str, Any], esc: Escrow | None, *,
-                       code: str, bundle_key: str, deadline_s: int, notes: list[str]) -> JobRecord:
+    async def _publish(
+        self,
+        peer: Peer,
+        status: dict[str, Any],
+        fields: dict[str, Any],
+        esc: Escrow | None,
+        *,
+        code: str,
+        bundle_key: str,
+        deadline_s: int,
+        notes: list[str],
+    ) -> JobRecord:
         """Spec, local record, escrow (``esc``: from a fresh per-job key; None: the peer escrows) and announce."""
         deadline = int(time.time()) + deadline_s
         if esc is not None:
@@ -312,8 +394,16 @@ class Client:
             spec = _in_peer_shard(spec, fields, status)
         except ProtocolError as e:
             raise BadJob(f"bad job: {e.detail or e}") from None
-        rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer=peer.url, code=code,
-                        bundle_key=bundle_key, result_seed=result_seed.hex(), state="new", notes=notes)
+        rec = JobRecord(
+            job_id=spec.job_id.hex(),
+            spec=JobRecord.spec_dict(spec),
+            peer=peer.url,
+            code=code,
+            bundle_key=bundle_key,
+            result_seed=result_seed.hex(),
+            state="new",
+            notes=notes,
+        )
         if esc is None:
             return await self._submit_via_peer(peer, spec, rec)
         from ..chain.chain import Signer
@@ -325,7 +415,10 @@ class Client:
         rec.state = "escrowing"
         self.records.save(rec)  # the key is on disk before any money goes to it
         posted = await trio.to_thread.run_sync(
-            lambda: esc.post(rec.escrow_key, spec.job_id, spec.redundancy, spec.quorum, deadline, spec.payment_wei))
+            lambda: esc.post(
+                rec.escrow_key, spec.job_id, spec.redundancy, spec.quorum, deadline, spec.payment_wei
+            )
+        )
         rec.funder, rec.txs, rec.state = posted["funder"], posted["txs"], "escrowed"
         self.records.save(rec)
         try:
@@ -357,46 +450,64 @@ class Client:
         raise PeerUnavailable(f"peer {peer.url} accepted an empty announcement; refusing to use it")
 
     async def _submit_via_peer(self, peer: Peer, spec: JobSpec, rec: JobRecord) -> JobRecord:
-        body = {"manifest": spec.manifest.to_dict(), "code_cid": spec.code_cid, "redundancy": spec.redundancy,
-                "quorum": spec.quorum, "deadline": spec.deadline, "nonce": spec.nonce.hex(),
-                "payment_wei": spec.payment_wei}
+        body = {
+            "manifest": spec.manifest.to_dict(),
+            "code_cid": spec.code_cid,
+            "redundancy": spec.redundancy,
+            "quorum": spec.quorum,
+            "deadline": spec.deadline,
+            "nonce": spec.nonce.hex(),
+            "payment_wei": spec.payment_wei,
+        }
         if spec.executors:
             body["executors"] = [x.hex() for x in spec.executors]
         if spec.pay != "escrow":  # only then: a peer without the voucher mode refuses the field, loudly
             body["pay"] = spec.pay
         out = await peer.submit_escrowed_by_peer(body)
         if out["job_id"] != rec.job_id:
-            raise PeerUnavailable(f"peer {peer.url} announced a different job ({out['job_id']}) than was asked")
+            raise PeerUnavailable(
+                f"peer {peer.url} announced a different job ({out['job_id']}) than was asked"
+            )
         rec.state, rec.chain = "announced", {"escrow": "peer"}
         self.records.save(rec)
         return rec
 
     # ------------------------------------------------------------------ watch
 
-    async def watch(self, job_id: str, *, peer: str | None = None, timeout: float | None = None,
-                    since: int = 0) -> AsyncIterator[Update]:
+    async def watch(
+        self, job_id: str, *, peer: str | None = None, timeout: float | None = None, since: int = 0
+    ) -> AsyncIterator[Update]:
         """Yield the job's state changes (long-polling the peer's events) until it is settled, refunded or
         failed; :class:`DeadlinePassed` if ``timeout`` (default: until the job's deadline + 60 s) runs out."""
         rec = self._record(job_id)
         p = self.peer(peer) if peer is not None else self.peer_of(rec)
         jid = rec.job_id if rec else job_id
-        end = time.monotonic() + (timeout if timeout is not None else
-                                  max(30.0, (rec.job_spec().deadline if rec else time.time() + 600) - time.time() + 60))
+        end = time.monotonic() + (
+            timeout
+            if timeout is not None
+            else max(30.0, (rec.job_spec().deadline if rec else time.time() + 600) - time.time() + 60)
+        )
         cursor = since
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise DeadlinePassed(f"job {jid[:16]} did not finish in time; its last state is "
-                                     f"{rec.state if rec else 'unknown'}. `sandrun-p2p submit --refund {jid}` "
-                                     "returns the escrow once the chain allows it")
+                raise DeadlinePassed(
+                    f"job {jid[:16]} did not finish in time; its last state is "
+                    f"{rec.state if rec else 'unknown'}. `sandrun-p2p submit --refund {jid}` "
+                    "returns the escrow once the chain allows it"
+                )
             out = await p.events(jid, since=cursor, wait=min(20.0, max(0.1, left)))
             for e in out["events"]:
                 cursor = max(cursor, int(e["id"]))
                 if e["state"] not in SHOWN:
                     continue
-                u = Update(e["state"], e.get("detail", ""), e.get("node", ""), float(e.get("at", 0)), int(e["id"]))
+                u = Update(
+                    e["state"], e.get("detail", ""), e.get("node", ""), float(e.get("at", 0)), int(e["id"])
+                )
                 if rec is not None:
-                    rec.state = u.state if u.state in (*ENDED, "accepted", "announced", "running") else rec.state
+                    rec.state = (
+                        u.state if u.state in (*ENDED, "accepted", "announced", "running") else rec.state
+                    )
                     if u.state in ("failed", "refunded") and u.detail:
                         rec.reason = u.detail
                     if u.state == "accepted":
@@ -407,8 +518,9 @@ class Client:
                     return
             cursor = max(cursor, int(out.get("last", cursor)))
 
-    async def wait(self, job_id: str, *, peer: str | None = None, timeout: float | None = None,
-                   on_update: Any = None) -> Update:
+    async def wait(
+        self, job_id: str, *, peer: str | None = None, timeout: float | None = None, on_update: Any = None
+    ) -> Update:
         """Follow the job until it ends; return the last update."""
         last = Update("unknown")
         async for u in self.watch(job_id, peer=peer, timeout=timeout):
@@ -429,14 +541,18 @@ class Client:
             view = await p.job(rec.job_id)
         except PeerError as e:
             if e.status == 404:
-                raise NotYet(f"peer {p.url} does not know job {rec.job_id[:16]} (yet); try another --peer") from None
+                raise NotYet(
+                    f"peer {p.url} does not know job {rec.job_id[:16]} (yet); try another --peer"
+                ) from None
             raise
         root_hex = view.get("accepted_root")
         if not root_hex:
             state, reason = view.get("state", "?"), view.get("reason", "")
             if state in ("failed", "refunded"):
-                raise DeadlinePassed(f"job {rec.job_id[:16]} has no verified result: {state}"
-                                     + (f" ({reason})" if reason else ""))
+                raise DeadlinePassed(
+                    f"job {rec.job_id[:16]} has no verified result: {state}"
+                    + (f" ({reason})" if reason else "")
+                )
             raise NotYet(f"job {rec.job_id[:16]} has no accepted result yet (state {state}: {reason})")
         root = bytes.fromhex(root_hex)
         await self._check_root_on_chain(rec, root)
@@ -452,7 +568,9 @@ class Client:
                 continue
             try:
                 if spec.result_key:
-                    data = await trio.to_thread.run_sync(open_result, data, spec, bytes.fromhex(rec.result_seed))
+                    data = await trio.to_thread.run_sync(
+                        open_result, data, spec, bytes.fromhex(rec.result_seed)
+                    )
                 trace = await trio.to_thread.run_sync(verify_and_write, data, spec, root, Path(dest))
             except ResultRejected as e:
                 last = ResultRejected(f"result {cid}: {e}")
@@ -485,11 +603,18 @@ class Client:
         """Claim what is left of the escrow (all of it for a failed job) back to the funding wallet."""
         rec = self.records.load(job_id)
         if not rec.escrow_key:
-            raise NotYet(f"job {rec.job_id[:16]} was escrowed by the peer {rec.peer}; the peer gets its refund")
+            raise NotYet(
+                f"job {rec.job_id[:16]} was escrowed by the peer {rec.peer}; the peer gets its refund"
+            )
         esc = await self.escrow()
         out = await trio.to_thread.run_sync(
-            lambda: esc.refund(bytes.fromhex(rec.job_id), rec.escrow_key, rec.funder,
-                               network_failed=rec.state in ("failed", "refunded")))
+            lambda: esc.refund(
+                bytes.fromhex(rec.job_id),
+                rec.escrow_key,
+                rec.funder,
+                network_failed=rec.state in ("failed", "refunded"),
+            )
+        )
         rec.refunded_wei += out["refunded_wei"]
         rec.txs += out["txs"]
         self.records.save(rec)
@@ -499,8 +624,11 @@ class Client:
         """Where the job's money went: escrow, payouts per node, refunds (from the chain, else the peer)."""
         rec = self.records.load(job_id)
         spec = rec.job_spec()
-        out: dict[str, Any] = {"escrow_wei": spec.payment_wei, "escrow_from": rec.escrow_address or "peer",
-                               "funder": rec.funder}
+        out: dict[str, Any] = {
+            "escrow_wei": spec.payment_wei,
+            "escrow_from": rec.escrow_address or "peer",
+            "funder": rec.funder,
+        }
         if rec.escrow_key:
             esc = await self.escrow()
             out.update(await trio.to_thread.run_sync(esc.closed, bytes.fromhex(rec.job_id)))
@@ -534,14 +662,39 @@ def list_client_jobs(home: Path | None = None) -> list[dict[str, Any]]:
     out = []
     for r in RecordStore(home).all():
         spec = r.spec
-        out.append({"job_id": r.job_id, "state": r.state, "reason": r.reason, "created": r.created,
-                    "peer": r.peer, "payment_wei": spec.get("payment_wei", 0),
-                    "redundancy": spec.get("redundancy", 1), "encrypted": bool(r.bundle_key),
-                    "escrow_address": r.escrow_address, "accepted_root": r.accepted_root,
-                    "paid_wei": r.paid_wei, "refunded_wei": r.refunded_wei, "result_dir": r.result_dir})
+        out.append(
+            {
+                "job_id": r.job_id,
+                "state": r.state,
+                "reason": r.reason,
+                "created": r.created,
+                "peer": r.peer,
+                "payment_wei": spec.get("payment_wei", 0),
+                "redundancy": spec.get("redundancy", 1),
+                "encrypted": bool(r.bundle_key),
+                "escrow_address": r.escrow_address,
+                "accepted_root": r.accepted_root,
+                "paid_wei": r.paid_wei,
+                "refunded_wei": r.refunded_wei,
+                "result_dir": r.result_dir,
+            }
+        )
     return out
 
 
 # ---------------------------------------------------------------------- errors re-exported for callers
-__all__ = ["Client", "Update", "quote", "load_manifest", "list_client_jobs", "eth_to_wei", "usd_to_wei",
-           "BadJob", "InsufficientPayment", "NoEligibleNode", "DeadlinePassed", "NotYet", "ResultRejected"]
+__all__ = [
+    "Client",
+    "Update",
+    "quote",
+    "load_manifest",
+    "list_client_jobs",
+    "eth_to_wei",
+    "usd_to_wei",
+    "BadJob",
+    "InsufficientPayment",
+    "NoEligibleNode",
+    "DeadlinePassed",
+    "NotYet",
+    "ResultRejected",
+]

@@ -90,8 +90,9 @@ def open_result(data: bytes, spec: JobSpec, result_seed: bytes) -> bytes:
     try:
         return crypto.open_sealed(data, result_seed)
     except DecryptionError as e:
-        raise ResultRejected(f"the sealed result cannot be opened with this job's result key ({e}); refusing it") \
-            from None
+        raise ResultRejected(
+            f"the sealed result cannot be opened with this job's result key ({e}); refusing it"
+        ) from None
 
 
 def verify_and_write(result_tar: bytes, spec: JobSpec, accepted_root: bytes, dest: Path) -> Trace:

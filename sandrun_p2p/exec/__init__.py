@@ -6,4 +6,12 @@ from .errors import BundleError, ExecError
 from .result import ExecResult
 from .sandbox import LocalExecutor
 
-__all__ = ["BundleError", "Checkpoint", "ExecError", "ExecResult", "LocalExecutor", "capabilities", "check_gpu"]
+__all__ = [
+    "BundleError",
+    "Checkpoint",
+    "ExecError",
+    "ExecResult",
+    "LocalExecutor",
+    "capabilities",
+    "check_gpu",
+]

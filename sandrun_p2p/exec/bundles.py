@@ -32,8 +32,9 @@ def safe_extract(data: bytes, dest: Path, *, mtime: int = 0, **limits: int) -> l
         return store_bundle.unpack(bytes(data), dest, mtime=mtime, **limits)
 
 
-def pack_dir(root: Path, *, include: Callable[[str], bool] | None = None, gzip: bool = False,
-             **limits: int) -> bytes:
+def pack_dir(
+    root: Path, *, include: Callable[[str], bool] | None = None, gzip: bool = False, **limits: int
+) -> bytes:
     """Deterministic tar (tar.gz with ``gzip``) of the regular files and directories under ``root``."""
     with bad_bundle():
         return store_bundle.pack(root, compress=gzip, include=include, skip_unsafe=True, **limits)

@@ -109,7 +109,8 @@ def driver_lib_dirs() -> list[str]:
 def fitting_gpus(req: GpuRequirement, available: list[dict[str, Any]]) -> list[int]:
     """Indices of the GPUs in ``available`` that meet ``req`` (memory, compute capability, CUDA version)."""
     return [
-        i for i, g in enumerate(available)
+        i
+        for i, g in enumerate(available)
         if g["vram_mb"] >= req.min_vram_gb * 1024
         and version_tuple(g["compute_capability"]) >= version_tuple(req.compute_capability)
         and version_tuple(g["cuda_version"]) >= version_tuple(req.cuda_version)

@@ -125,8 +125,12 @@ class CgroupHost:
                 return "cgroup-v2"
             return "cgroup-v1" if c in self.v1 else False
 
-        return {"memory": which("memory"), "pids": which("pids"), "cpu": which("cpu"),
-                "cgroup_kill": self.kill_method or False}
+        return {
+            "memory": which("memory"),
+            "pids": which("pids"),
+            "cpu": which("cpu"),
+            "cgroup_kill": self.kill_method or False,
+        }
 
 
 class JobCgroup:
@@ -172,7 +176,8 @@ class JobCgroup:
                 done["cpu"] = _write(d / "cpu.max", f"{cpus * 100000} 100000")
             else:
                 done["cpu"] = _write(d / "cpu.cfs_period_us", "100000") and _write(
-                    d / "cpu.cfs_quota_us", str(cpus * 100000))
+                    d / "cpu.cfs_quota_us", str(cpus * 100000)
+                )
         return done
 
     def procs_files(self) -> list[str]:

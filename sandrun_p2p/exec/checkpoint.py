@@ -75,8 +75,12 @@ def snapshot(root: Path) -> Checkpoint:
     entries = set(_entries(root))
     # what a job wrote: never refused here (links, FIFOs are left out; no caps, as before the merge);
     # restore() applies the bundle caps to what it is given
-    data = pack_dir(root, include=lambda rel: rel.split("/", 1)[0] in entries,
-                    max_entries=sys.maxsize, max_bytes=sys.maxsize)
+    data = pack_dir(
+        root,
+        include=lambda rel: rel.split("/", 1)[0] in entries,
+        max_entries=sys.maxsize,
+        max_bytes=sys.maxsize,
+    )
     with tempfile.TemporaryDirectory(prefix="sandrun-ckpt-") as td:
         safe_extract(data, Path(td), max_entries=sys.maxsize, max_bytes=sys.maxsize)
         return Checkpoint(data, chain(Path(td)))

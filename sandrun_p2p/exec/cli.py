@@ -27,8 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="resume from this checkpoint directory")
     p.add_argument("--json", action="store_true", help="print the trace as one JSON object")
     p.add_argument("--sandrun-url", help="run on this sandrun server instead of the local sandbox")
-    p.add_argument("--allow-unsafe", action="store_true",
-                   help="run even where the host cannot isolate the network (NOT for untrusted jobs)")
+    p.add_argument(
+        "--allow-unsafe",
+        action="store_true",
+        help="run even where the host cannot isolate the network (NOT for untrusted jobs)",
+    )
     p.add_argument("--work-root", type=Path, help="where runs and results are kept")
 
 

@@ -40,8 +40,14 @@ from .tracing import build_trace, collect_outputs, is_regular, walk_files
 
 MiB = 1 << 20
 RUNTIME_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
-             "/etc/localtime", "/etc/mime.types")
+ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/mime.types",
+)
 SANDBOX_UID = 65534
 #: A root agent starts each job's sandbox as its own unprivileged host uid, JOB_UID_BASE + slot: a sandbox
 #: escape is not host root, jobs cannot signal each other, and RLIMIT_NPROC caps a fork bomb per job where no
@@ -67,8 +73,11 @@ def _offered(detected: list[dict[str, Any]], indices: Sequence[int] | None) -> l
         return detected
     missing = sorted(set(indices) - set(range(len(detected))))
     if missing:
-        raise ExecError("gpu-unavailable", f"no GPU with index {missing} on this node "
-                        f"(it has {len(detected)}: {', '.join(g['model'] for g in detected) or 'none'})")
+        raise ExecError(
+            "gpu-unavailable",
+            f"no GPU with index {missing} on this node "
+            f"(it has {len(detected)}: {', '.join(g['model'] for g in detected) or 'none'})",
+        )
     return [g for i, g in enumerate(detected) if i in set(indices)]
 
 
@@ -84,8 +93,11 @@ def _check_owned(path: Path) -> None:
     """Refuse a run folder that another user could have planted (a shared /tmp): not a link, ours."""
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        raise ExecError("unsafe-host", f"{path} is not a folder owned by this user (uid {os.geteuid()}): "
-                        "another user may have made it; remove it or choose another work root")
+        raise ExecError(
+            "unsafe-host",
+            f"{path} is not a folder owned by this user (uid {os.geteuid()}): "
+            "another user may have made it; remove it or choose another work root",
+        )
 
 
 def _reachable_by_all(path: Path) -> bool:
@@ -105,8 +117,10 @@ def _run_area(work_root: Path) -> Path:
 
 def _tmpfs_mount(path: Path, size_bytes: int) -> bool:
     """Mount a size-capped tmpfs on ``path`` (needs CAP_SYS_ADMIN); False where not allowed."""
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755,nosuid,nodev",
-                        "sandrun-job", str(path)], capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755,nosuid,nodev", "sandrun-job", str(path)],
+        capture_output=True,
+    )
     return r.returncode == 0
 
 
@@ -180,10 +194,20 @@ class LocalExecutor:
 
     kind = "local"
 
-    def __init__(self, *, work_root: Path | None = None, results_root: Path | None = None,
-                 allow_unsafe: bool = False, disk_mb: int = 1024, tmp_mb: int = 64,
-                 max_output_bytes: int = 64 * MiB, max_pids: int = 256, grace_s: float = 2.0,
-                 detect_gpus: bool = True, gpu_indices: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        work_root: Path | None = None,
+        results_root: Path | None = None,
+        allow_unsafe: bool = False,
+        disk_mb: int = 1024,
+        tmp_mb: int = 64,
+        max_output_bytes: int = 64 * MiB,
+        max_pids: int = 256,
+        grace_s: float = 2.0,
+        detect_gpus: bool = True,
+        gpu_indices: Sequence[int] | None = None,
+    ) -> None:
         configured = Path(work_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec")
         self.results_root = Path(results_root or configured / "results")
         self.bwrap = shutil.which("bwrap")
@@ -208,8 +232,11 @@ class LocalExecutor:
         self.job_uids = False  # set by the probe: each job runs as its own unprivileged host uid
         self.enforced = self._probe()
         if not self.enforced["network"] and not allow_unsafe:
-            raise ExecError("unsafe-host", "no network isolation on this host (is bubblewrap installed and "
-                            "are namespaces allowed?); refusing to run jobs without --allow-unsafe")
+            raise ExecError(
+                "unsafe-host",
+                "no network isolation on this host (is bubblewrap installed and "
+                "are namespaces allowed?); refusing to run jobs without --allow-unsafe",
+            )
         self.unsafe = not self.enforced["network"]
 
     # ---------------------------------------------------------------- start-up detection
@@ -217,10 +244,16 @@ class LocalExecutor:
         """Run a probe in a real sandbox to see what the host enforces."""
         cg = self.cgroups.enforced()
         enforced: dict[str, Any] = {
-            "network": False, "filesystem": False, "user_namespace": False,
-            "memory": cg["memory"] or "rlimit-as", "pids": cg["pids"], "cpu": cg["cpu"],
+            "network": False,
+            "filesystem": False,
+            "user_namespace": False,
+            "memory": cg["memory"] or "rlimit-as",
+            "pids": cg["pids"],
+            "cpu": cg["cpu"],
             "timeout_tree_kill": cg["cgroup_kill"] or ("pidns" if self.bwrap else False),
-            "disk": False, "output_size": "rlimit-fsize", "sandbox": "none",
+            "disk": False,
+            "output_size": "rlimit-fsize",
+            "sandbox": "none",
         }
         with tempfile.TemporaryDirectory(dir=self.work_root) as td:
             d = Path(td)
@@ -230,9 +263,11 @@ class LocalExecutor:
             if not self.bwrap:
                 return enforced
             (d / "secret").write_text("host-only")
-            code = ("import json,os,socket;print(json.dumps({'ifaces':[n for _,n in socket.if_nameindex()],"
-                    "'usr_w':os.access('/usr',os.W_OK),'uid':os.getuid(),"
-                    f"'secret':os.path.exists({str(d / 'secret')!r}),'host':socket.gethostname()}}))")
+            code = (
+                "import json,os,socket;print(json.dumps({'ifaces':[n for _,n in socket.if_nameindex()],"
+                "'usr_w':os.access('/usr',os.W_OK),'uid':os.getuid(),"
+                f"'secret':os.path.exists({str(d / 'secret')!r}),'host':socket.gethostname()}}))"
+            )
             (d / "w").mkdir()
             (d / "c").mkdir()
             argv = self._bwrap_argv(d / "w", d / "c", Manifest(entrypoint="x"), ["python3", "-c", code])
@@ -258,11 +293,28 @@ class LocalExecutor:
         return enforced
 
     # ---------------------------------------------------------------- sandbox command line
-    def _bwrap_argv(self, work: Path, ckdir: Path, manifest: Manifest, command: list[str],
-                    gpus: Sequence[int] = ()) -> list[str]:
-        a = [self.bwrap or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
-             "--gid", str(SANDBOX_UID), "--disable-userns", "--die-with-parent", "--new-session",
-             "--cap-drop", "ALL", "--hostname", environment.HOSTNAME, "--ro-bind", "/usr", "/usr"]
+    def _bwrap_argv(
+        self, work: Path, ckdir: Path, manifest: Manifest, command: list[str], gpus: Sequence[int] = ()
+    ) -> list[str]:
+        a = [
+            self.bwrap or "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            environment.HOSTNAME,
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
         for d in RUNTIME_DIRS:
             if os.path.islink(d):
                 a += ["--symlink", os.readlink(d), d]
@@ -270,13 +322,35 @@ class LocalExecutor:
                 a += ["--ro-bind", d, d]
         for f in ETC_FILES:
             a += ["--ro-bind-try", f, f]
-        a += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--size", str(self.tmp_mb * MiB), "--tmpfs", "/tmp",
-              "--bind", str(work), environment.WORKDIR, "--bind", str(ckdir), environment.CHECKPOINT_DIR]
+        a += [
+            "--proc",
+            "/proc",
+            "--ro-bind",
+            "/proc/sys",
+            "/proc/sys",
+            "--dev",
+            "/dev",
+            "--size",
+            str(self.tmp_mb * MiB),
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            str(work),
+            environment.WORKDIR,
+            "--bind",
+            str(ckdir),
+            environment.CHECKPOINT_DIR,
+        ]
         if manifest.gpu.required:
             for dev in gpu_device_nodes([self.gpus[i] for i in gpus]):
                 a += ["--dev-bind", str(dev), str(dev)]
-            for p in ("/proc/driver/nvidia", "/sys/module/nvidia", "/sys/bus/pci", "/sys/devices",
-                      *self.gpu_lib_dirs):
+            for p in (
+                "/proc/driver/nvidia",
+                "/sys/module/nvidia",
+                "/sys/bus/pci",
+                "/sys/devices",
+                *self.gpu_lib_dirs,
+            ):
                 a += ["--ro-bind-try", p, p]
         a += ["--remount-ro", "/", "--chdir", environment.WORKDIR, "--clearenv"]
         for k, v in sorted(self._job_env(manifest).items()):
@@ -292,9 +366,16 @@ class LocalExecutor:
         return env
 
     # ---------------------------------------------------------------- running a job
-    async def run(self, job_dir: Path | bytes, manifest: Manifest, job_id: bytes, *,
-                  checkpoint_from: Path | ckpt.Checkpoint | bytes | None = None,
-                  stop: trio.Event | None = None, on_checkpoint: CheckpointSink | None = None) -> ExecResult:
+    async def run(
+        self,
+        job_dir: Path | bytes,
+        manifest: Manifest,
+        job_id: bytes,
+        *,
+        checkpoint_from: Path | ckpt.Checkpoint | bytes | None = None,
+        stop: trio.Event | None = None,
+        on_checkpoint: CheckpointSink | None = None,
+    ) -> ExecResult:
         """Run one job to an outcome and return its trace.
 
         ``job_dir``: an unpacked directory (copied, never modified) or a tar/tar.gz bundle.
@@ -305,7 +386,9 @@ class LocalExecutor:
         check_gpu(manifest.gpu, self.gpus)
         gpus = await self._lease_gpus(manifest.gpu) if manifest.gpu.required else []
         try:
-            return await self._run_leased(job_dir, manifest, job_id, checkpoint_from, stop, on_checkpoint, gpus)
+            return await self._run_leased(
+                job_dir, manifest, job_id, checkpoint_from, stop, on_checkpoint, gpus
+            )
         finally:
             self._release_gpus(gpus)
 
@@ -316,8 +399,8 @@ class LocalExecutor:
         while True:
             free = [i for i in fitting if i not in self._gpus_held]
             if len(free) >= req.count:
-                self._gpus_held.update(free[:req.count])
-                return free[:req.count]
+                self._gpus_held.update(free[: req.count])
+                return free[: req.count]
             if self._gpus_released is None:
                 self._gpus_released = trio.Event()
             await self._gpus_released.wait()
@@ -330,8 +413,15 @@ class LocalExecutor:
 
     def gpu_status(self) -> list[dict[str, Any]]:
         """The offered GPUs and whether a running job holds each (for ``sandrun-p2p status``)."""
-        return [{"index": g.get("index", i), "model": g["model"], "vram_mb": g["vram_mb"],
-                 "busy": i in self._gpus_held} for i, g in enumerate(self.gpus)]
+        return [
+            {
+                "index": g.get("index", i),
+                "model": g["model"],
+                "vram_mb": g["vram_mb"],
+                "busy": i in self._gpus_held,
+            }
+            for i, g in enumerate(self.gpus)
+        ]
 
     def _release_gpus(self, gpus: list[int]) -> None:
         if gpus:
@@ -340,9 +430,16 @@ class LocalExecutor:
                 self._gpus_released.set()
                 self._gpus_released = None
 
-    async def _run_leased(self, job_dir: Path | bytes, manifest: Manifest, job_id: bytes,
-                          checkpoint_from: Path | ckpt.Checkpoint | bytes | None, stop: trio.Event | None,
-                          on_checkpoint: CheckpointSink | None, gpus: list[int]) -> ExecResult:
+    async def _run_leased(
+        self,
+        job_dir: Path | bytes,
+        manifest: Manifest,
+        job_id: bytes,
+        checkpoint_from: Path | ckpt.Checkpoint | bytes | None,
+        stop: trio.Event | None,
+        on_checkpoint: CheckpointSink | None,
+        gpus: list[int],
+    ) -> ExecResult:
         self._counter += 1
         name = f"{job_id.hex()[:16]}-{os.getpid()}-{self._counter}"
         run_root = self.work_root / name
@@ -365,10 +462,14 @@ class LocalExecutor:
                 if uid is not None:  # the job's own files, as they were when its sandbox uid mapped to root
                     _chown_tree(d, uid)
             cg = JobCgroup(self.cgroups, name) if (self.cgroups.v1 or self.cgroups.v2) else None
-            limits = cg.limit(memory_bytes=manifest.memory_mb * MiB, pids=self.max_pids,
-                              cpus=manifest.cpu) if cg else {}
-            return await self._execute(run_root, work, ckdir, manifest, job_id, cg, limits,
-                                       stop, on_checkpoint, uid, gpus)
+            limits = (
+                cg.limit(memory_bytes=manifest.memory_mb * MiB, pids=self.max_pids, cpus=manifest.cpu)
+                if cg
+                else {}
+            )
+            return await self._execute(
+                run_root, work, ckdir, manifest, job_id, cg, limits, stop, on_checkpoint, uid, gpus
+            )
         finally:
             with trio.CancelScope(shield=True):
                 if cg is not None:
@@ -391,7 +492,9 @@ class LocalExecutor:
         if not is_regular(work / manifest.entrypoint):
             raise BundleError(f"entrypoint '{manifest.entrypoint}' is not a regular file in the bundle")
 
-    def _confine(self, pid: int, procs_files: list[str], memory_bytes: int, gpu: bool, uid: int | None) -> None:
+    def _confine(
+        self, pid: int, procs_files: list[str], memory_bytes: int, gpu: bool, uid: int | None
+    ) -> None:
         """Put a spawned process (waiting at the gate) in the job's cgroups and set its limits."""
         for f in procs_files:
             with open(f, "w") as fh:
@@ -407,8 +510,15 @@ class LocalExecutor:
         if uid is not None:  # counted against the job's own uid once setpriv has switched to it
             resource.prlimit(pid, resource.RLIMIT_NPROC, (self.max_pids, self.max_pids))
 
-    async def _spawn(self, argv: list[str], procs_files: list[str], memory_bytes: int, gpu: bool,
-                     uid: int | None, **options: Any) -> trio.Process:
+    async def _spawn(
+        self,
+        argv: list[str],
+        procs_files: list[str],
+        memory_bytes: int,
+        gpu: bool,
+        uid: int | None,
+        **options: Any,
+    ) -> trio.Process:
         """Start ``argv`` in the job's cgroups and limits, as host ``uid`` when given. The process starts as a
         shell waiting on a pipe (its stdin) at ``SPAWN_GATE``; the agent confines it, then says go, and only then
         is ``argv`` exec'd (through setpriv for the uid). A ``preexec_fn`` would do the same in the child but makes
@@ -418,8 +528,9 @@ class LocalExecutor:
             argv = _as_uid(argv, uid)
         r, w = os.pipe()
         try:
-            proc = await trio.lowlevel.open_process(["/bin/sh", "-c", SPAWN_GATE, "sh", *argv], stdin=r,
-                                                    **options)
+            proc = await trio.lowlevel.open_process(
+                ["/bin/sh", "-c", SPAWN_GATE, "sh", *argv], stdin=r, **options
+            )
         except BaseException:
             os.close(w)
             raise
@@ -437,10 +548,20 @@ class LocalExecutor:
             os.close(w)
         return proc
 
-    async def _execute(self, run_root: Path, work: Path, ckdir: Path, manifest: Manifest, job_id: bytes,
-                       cg: JobCgroup | None, limits: dict[str, bool], stop: trio.Event | None,
-                       on_checkpoint: CheckpointSink | None, uid: int | None,
-                       gpus: Sequence[int]) -> ExecResult:
+    async def _execute(
+        self,
+        run_root: Path,
+        work: Path,
+        ckdir: Path,
+        manifest: Manifest,
+        job_id: bytes,
+        cg: JobCgroup | None,
+        limits: dict[str, bool],
+        stop: trio.Event | None,
+        on_checkpoint: CheckpointSink | None,
+        uid: int | None,
+        gpus: Sequence[int],
+    ) -> ExecResult:
         command = [manifest.interpreter, manifest.entrypoint, *manifest.args]
         out_path, err_path = run_root / "stdout", run_root / "stderr"
         started = time.monotonic()
@@ -451,8 +572,17 @@ class LocalExecutor:
         else:
             argv, cwd, env = self._bwrap_argv(work, ckdir, manifest, command, gpus), None, {}
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = await self._spawn(argv, cg.procs_files() if cg else [], manifest.memory_mb * MiB,
-                                     manifest.gpu.required, uid, stdout=out, stderr=err, cwd=cwd, env=env)
+            proc = await self._spawn(
+                argv,
+                cg.procs_files() if cg else [],
+                manifest.memory_mb * MiB,
+                manifest.gpu.required,
+                uid,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=env,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 if manifest.checkpoint_interval and on_checkpoint is not None:
@@ -496,10 +626,27 @@ class LocalExecutor:
         shutil.move(err_path, results / "stderr")
         chain = ckpt.chain(ckdir)
         final = ckpt.snapshot(ckdir) if chain else None
-        trace = build_trace(job_id, manifest, status=status, exit_code=exit_code, stdout=results / "stdout",
-                            stderr=results / "stderr", outputs=outputs, checkpoints=chain, usage=usage)
-        return ExecResult(trace, results / "outputs", results / "stdout", results / "stderr", usage,
-                          timed_out=state["timed_out"], oom_killed=oom, checkpoint=final)
+        trace = build_trace(
+            job_id,
+            manifest,
+            status=status,
+            exit_code=exit_code,
+            stdout=results / "stdout",
+            stderr=results / "stderr",
+            outputs=outputs,
+            checkpoints=chain,
+            usage=usage,
+        )
+        return ExecResult(
+            trace,
+            results / "outputs",
+            results / "stdout",
+            results / "stderr",
+            usage,
+            timed_out=state["timed_out"],
+            oom_killed=oom,
+            checkpoint=final,
+        )
 
     def _kill(self, proc: trio.Process, cg: JobCgroup | None) -> None:
         """Kill the whole tree: the job cgroup, then bwrap (its pid namespace dies with it)."""
@@ -513,8 +660,9 @@ class LocalExecutor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
 
-    async def _on_stop(self, stop: trio.Event, proc: trio.Process, cg: JobCgroup | None,
-                       state: dict[str, bool]) -> None:
+    async def _on_stop(
+        self, stop: trio.Event, proc: trio.Process, cg: JobCgroup | None, state: dict[str, bool]
+    ) -> None:
         await stop.wait()
         state["stopped"] = True
         pids = cg.pids() if cg is not None else _descendants(proc.pid)

@@ -46,10 +46,19 @@ class SandrunExecutor:
     kind = "sandrun"
     resumes_checkpoints = False  # the server has no checkpoint directory to restore into
 
-    def __init__(self, url: str, *, results_root: Path | None = None, request_timeout: float = 10.0,
-                 poll_interval: float = 0.5, backoff: float = 1.0, attempts: int = 2,
-                 timeout_slack: float = 30.0, max_download_bytes: int = MAX_DOWNLOAD_BYTES,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        results_root: Path | None = None,
+        request_timeout: float = 10.0,
+        poll_interval: float = 0.5,
+        backoff: float = 1.0,
+        attempts: int = 2,
+        timeout_slack: float = 30.0,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.results_root = Path(results_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec" / "results")
         self.results_root.mkdir(parents=True, exist_ok=True)
@@ -59,16 +68,25 @@ class SandrunExecutor:
         self.gpus: list[dict[str, Any]] = []
         self.work_root = self.results_root
         self.enforced: dict[str, Any] = {
-            "sandbox": "sandrun-remote", "network": "remote-unverified", "filesystem": "remote-unverified",
-            "memory": False, "pids": False, "disk": False, "timeout_tree_kill": False,
+            "sandbox": "sandrun-remote",
+            "network": "remote-unverified",
+            "filesystem": "remote-unverified",
+            "memory": False,
+            "pids": False,
+            "disk": False,
+            "timeout_tree_kill": False,
             "timeout": "client-abandons",
         }
         self._inflight: dict[str, int] = {}  # job id -> generation (bumped when the server reissues it)
         self._counter = 0
 
     def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=self.request_timeout, transport=self.transport,
-                                 headers={"User-Agent": "sandrun-p2p", "Accept": "application/json"})
+        return httpx.AsyncClient(
+            base_url=self.url,
+            timeout=self.request_timeout,
+            transport=self.transport,
+            headers={"User-Agent": "sandrun-p2p", "Accept": "application/json"},
+        )
 
     async def health(self) -> dict[str, Any]:
         async with self._client() as c:
@@ -76,8 +94,15 @@ class SandrunExecutor:
             r.raise_for_status()
             return dict(r.json())
 
-    async def run(self, job_dir: Path | bytes, manifest: Manifest, job_id: bytes, *,
-                  checkpoint_from: Any = None, **_: Any) -> ExecResult:
+    async def run(
+        self,
+        job_dir: Path | bytes,
+        manifest: Manifest,
+        job_id: bytes,
+        *,
+        checkpoint_from: Any = None,
+        **_: Any,
+    ) -> ExecResult:
         if checkpoint_from is not None:
             raise ExecError("unsupported", "the sandrun backend cannot resume from a checkpoint")
         check_gpu(manifest.gpu, self.gpus)  # the server ignores gpu requirements: never claim one
@@ -108,15 +133,27 @@ class SandrunExecutor:
 
     def _remote_manifest(self, m: Manifest) -> str:
         env = {k: v for k, v in environment.job_env(m).items() if k not in SENT_ENV_EXCLUDE}
-        return json.dumps({"entrypoint": m.entrypoint, "interpreter": m.interpreter, "args": list(m.args),
-                           "environment": env, "env": env, "outputs": list(m.outputs),
-                           "timeout": m.timeout, "memory_mb": m.memory_mb})
+        return json.dumps(
+            {
+                "entrypoint": m.entrypoint,
+                "interpreter": m.interpreter,
+                "args": list(m.args),
+                "environment": env,
+                "env": env,
+                "outputs": list(m.outputs),
+                "timeout": m.timeout,
+                "memory_mb": m.memory_mb,
+            }
+        )
 
     async def _submit(self, c: httpx.AsyncClient, bundle: bytes, m: Manifest, deadline: float) -> str:
         delay = self.backoff
         while True:
-            r = await c.post("/submit", files={"files": ("job.tar.gz", bundle, "application/gzip")},
-                             data={"manifest": self._remote_manifest(m)})
+            r = await c.post(
+                "/submit",
+                files={"files": ("job.tar.gz", bundle, "application/gzip")},
+                data={"manifest": self._remote_manifest(m)},
+            )
             if r.status_code == 429:
                 wait = delay
                 with contextlib.suppress(Exception):
@@ -133,8 +170,9 @@ class SandrunExecutor:
                 raise ExecError("sandrun-protocol", f"submit returned no usable job_id: {r.text[:200]}")
             return jid
 
-    async def _attempt(self, c: httpx.AsyncClient, bundle: bytes, m: Manifest, job_id: bytes,
-                       deadline: float) -> ExecResult:
+    async def _attempt(
+        self, c: httpx.AsyncClient, bundle: bytes, m: Manifest, job_id: bytes, deadline: float
+    ) -> ExecResult:
         remote = await self._submit(c, bundle, m, deadline)
         gen = self._inflight.get(remote, 0) + 1  # a reused id invalidates whoever held it before
         self._inflight[remote] = gen
@@ -161,13 +199,24 @@ class SandrunExecutor:
             st, code = "exited", exit_code
         else:
             st, code = "error", -1
-        usage = {k: meta[k] for k in ("cpu_seconds", "memory_peak_bytes") if isinstance(meta.get(k), int | float)}
+        usage = {
+            k: meta[k] for k in ("cpu_seconds", "memory_peak_bytes") if isinstance(meta.get(k), int | float)
+        }
         usage["remote_job_id"] = remote
         outputs = collect_outputs(results / "outputs", m)
-        trace = build_trace(job_id, m, status=st, exit_code=code, stdout=results / "stdout",
-                            stderr=results / "stderr", outputs=outputs, usage=usage)
-        return ExecResult(trace, results / "outputs", results / "stdout", results / "stderr", usage,
-                          timed_out=timed_out)
+        trace = build_trace(
+            job_id,
+            m,
+            status=st,
+            exit_code=code,
+            stdout=results / "stdout",
+            stderr=results / "stderr",
+            outputs=outputs,
+            usage=usage,
+        )
+        return ExecResult(
+            trace, results / "outputs", results / "stdout", results / "stderr", usage, timed_out=timed_out
+        )
 
     def _check_gen(self, remote: str, gen: int) -> None:
         if self._inflight.get(remote) != gen:
@@ -182,8 +231,9 @@ class SandrunExecutor:
             raise ExecError("sandrun-protocol", f"GET {path} answered {r.status_code}: {_error(r)}")
         return r
 
-    async def _wait(self, c: httpx.AsyncClient, remote: str, gen: int,
-                    deadline: float) -> tuple[dict[str, Any], bool]:
+    async def _wait(
+        self, c: httpx.AsyncClient, remote: str, gen: int, deadline: float
+    ) -> tuple[dict[str, Any], bool]:
         pinned: Any = None
         while True:
             if time.monotonic() > deadline:
@@ -205,8 +255,9 @@ class SandrunExecutor:
                 return st, False
             await trio.sleep(self.poll_interval)
 
-    async def _fetch(self, c: httpx.AsyncClient, remote: str, gen: int, status: dict[str, Any], m: Manifest,
-                     results: Path) -> None:
+    async def _fetch(
+        self, c: httpx.AsyncClient, remote: str, gen: int, status: dict[str, Any], m: Manifest, results: Path
+    ) -> None:
         r = await self._get(c, remote, gen, f"/logs/{quote(remote)}")
         stdout, stderr = r.content, b""
         with contextlib.suppress(ValueError, AttributeError):
@@ -217,7 +268,9 @@ class SandrunExecutor:
         (results / "stdout").write_bytes(stdout)
         (results / "stderr").write_bytes(stderr)
         files = status.get("output_files") or {}
-        names = list(files) if isinstance(files, dict) else [f.get("path") for f in files if isinstance(f, dict)]
+        names = (
+            list(files) if isinstance(files, dict) else [f.get("path") for f in files if isinstance(f, dict)]
+        )
         regs = [glob_regex(p) for p in m.outputs]
         total = 0
         for name in sorted(n for n in names if isinstance(n, str)):

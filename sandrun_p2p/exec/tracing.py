@@ -104,9 +104,18 @@ def is_regular(path: Path) -> bool:
         return False
 
 
-def build_trace(job_id: bytes, manifest: Manifest, *, status: str, exit_code: int, stdout: Path,
-                stderr: Path, outputs: tuple[OutputFile, ...], checkpoints: tuple[bytes, ...] = (),
-                usage: dict[str, Any] | None = None) -> Trace:
+def build_trace(
+    job_id: bytes,
+    manifest: Manifest,
+    *,
+    status: str,
+    exit_code: int,
+    stdout: Path,
+    stderr: Path,
+    outputs: tuple[OutputFile, ...],
+    checkpoints: tuple[bytes, ...] = (),
+    usage: dict[str, Any] | None = None,
+) -> Trace:
     """The canonical trace of a run from its captured streams and hashed outputs."""
     return Trace(
         job_id=job_id,

@@ -50,8 +50,9 @@ async def take_uvarint(buf: bytearray, fill: Fill) -> int:
             raise ParseError("Varint decoding error: integer exceeds maximum size of 64 bits")
         chunk = await fill()
         if not chunk:
-            raise IncompleteReadError("Stream ended while reading varint length prefix", expected_bytes=1,
-                                      received_bytes=0)
+            raise IncompleteReadError(
+                "Stream ended while reading varint length prefix", expected_bytes=1, received_bytes=0
+            )
         buf += chunk
 
 
@@ -60,8 +61,9 @@ async def take_exactly(buf: bytearray, n: int, fill: Fill) -> bytes:
     while len(buf) < n:
         chunk = await fill()
         if not chunk:
-            raise IncompleteReadError(f"Incomplete message: expected {n}, got {len(buf)}", expected_bytes=n,
-                                      received_bytes=len(buf))
+            raise IncompleteReadError(
+                f"Incomplete message: expected {n}, got {len(buf)}", expected_bytes=n, received_bytes=len(buf)
+            )
         buf += chunk
     out = bytes(buf[:n])
     del buf[:n]

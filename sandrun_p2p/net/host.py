@@ -161,7 +161,9 @@ class Network:
         return ScoreParams(
             p1_time_in_mesh=TopicScoreParams(weight=0.01, cap=10.0, decay=1.0),
             p2_first_message_deliveries=TopicScoreParams(weight=0.1, cap=10.0, decay=0.9),
-            p4_invalid_messages=TopicScoreParams(weight=c.invalid_weight, cap=c.invalid_cap, decay=c.invalid_decay),
+            p4_invalid_messages=TopicScoreParams(
+                weight=c.invalid_weight, cap=c.invalid_cap, decay=c.invalid_decay
+            ),
             p5_behavior_penalty_weight=1.0,
             p5_behavior_penalty_threshold=5.0,
             p5_behavior_penalty_decay=0.9,
@@ -179,7 +181,9 @@ class Network:
         kp = libp2p_key_pair(self.key)
         host = new_host(
             key_pair=kp,
-            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)},
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)
+            },
             muxer_preference=c.muxer,  # type: ignore[arg-type]
             listen_addrs=self._listen,
             enable_mDNS=c.mdns,
@@ -221,7 +225,8 @@ class Network:
                         fetchproto.FETCH_PROTOCOL, fetchproto.make_handler(self._serve, c.call_timeout_s)
                     )
                     host.set_stream_handler(
-                        peersproto.PEERS_PROTOCOL, peersproto.make_handler(self._peer_entries, c.call_timeout_s)
+                        peersproto.PEERS_PROTOCOL,
+                        peersproto.make_handler(self._peer_entries, c.call_timeout_s),
                     )
                     for ma in self._bootstrap:
                         nursery.start_soon(self._keep_connected, ma)
@@ -312,16 +317,22 @@ class Network:
         deadline = now + self.cfg.pacing_timeout_s
         waited = False
         while True:
-            full = [p for p, q in list(queues.items())
-                    if len(q) >= self.cfg.queue_high_water and self._stuck.get(p, 0) < trio.current_time()]
+            full = [
+                p
+                for p, q in list(queues.items())
+                if len(q) >= self.cfg.queue_high_water and self._stuck.get(p, 0) < trio.current_time()
+            ]
             if not full:
                 break
             if trio.current_time() >= deadline:
                 self.stats.pacing_timeouts += 1
                 for p in full:
                     self._stuck[p] = trio.current_time() + 10.0
-                log.warning("net: %d peer(s) did not drain their send queue in %.1fs; not waiting for them for 10s",
-                            len(full), self.cfg.pacing_timeout_s)
+                log.warning(
+                    "net: %d peer(s) did not drain their send queue in %.1fs; not waiting for them for 10s",
+                    len(full),
+                    self.cfg.pacing_timeout_s,
+                )
                 break
             waited = True
             await trio.sleep(0.002)
@@ -352,7 +363,9 @@ class Network:
                     "peer_id": p.to_base58(),
                     "node_id": nid.hex() if nid else None,
                     "score": round(self.score(p), 3),
-                    "mesh_topics": sorted(t for t in self._topics if p in (self.router.mesh or {}).get(t, ())),
+                    "mesh_topics": sorted(
+                        t for t in self._topics if p in (self.router.mesh or {}).get(t, ())
+                    ),
                 }
             )
         return out
@@ -377,7 +390,9 @@ class Network:
                     log.info("net: connected to bootstrap %s", ma)
                     delay = self.cfg.backoff_min_s
                 except Exception as e:
-                    log.info("net: bootstrap %s unreachable (%s); retry in %.2fs", ma, type(e).__name__, delay)
+                    log.info(
+                        "net: bootstrap %s unreachable (%s); retry in %.2fs", ma, type(e).__name__, delay
+                    )
                     await trio.sleep(delay * (0.5 + rng.random()))
                     delay = min(delay * 2, self.cfg.backoff_max_s)
                     continue

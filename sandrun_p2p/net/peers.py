@@ -38,9 +38,14 @@ async def read_peers(stream: Any) -> list[tuple[bytes, list[str]]]:
         raise ProtocolError("malformed", "peer list must be a list")
     out = []
     for item in obj:
-        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
-                or not isinstance(item[1], list) or len(item[1]) > MAX_ADDRS
-                or not all(isinstance(a, str) and len(a) < 256 for a in item[1])):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], bytes)
+            or not isinstance(item[1], list)
+            or len(item[1]) > MAX_ADDRS
+            or not all(isinstance(a, str) and len(a) < 256 for a in item[1])
+        ):
             raise ProtocolError("malformed", "bad peer entry")
         out.append((item[0], item[1]))
     return out

@@ -138,7 +138,9 @@ def pack(
                             continue
                         raise
                     if statmod.S_ISLNK(est.st_mode):
-                        refuse(f"{root}: {name} is a symlink; bundles hold regular files and directories only")
+                        refuse(
+                            f"{root}: {name} is a symlink; bundles hold regular files and directories only"
+                        )
                         continue
                     if not (statmod.S_ISDIR(est.st_mode) or statmod.S_ISREG(est.st_mode)):
                         refuse(f"{root}: {name} is a device, FIFO or socket; refused")

@@ -61,7 +61,9 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.05) -> Any:
         except (PeerUnavailable, OSError) as e:
             last_err = e
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_err})" if last_err else "")
+    )
 
 
 def bundle(files: dict[str, str]) -> bytes:
@@ -110,8 +112,13 @@ class Node:
             (self.data_dir / f).unlink(missing_ok=True)
         self._client = None
         with open(self.data_dir / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
 
     @property
     def api(self) -> ControlClient:
@@ -187,14 +194,24 @@ class Cluster:
         self.chain_proc.wait(timeout=10)
 
 
-def start_cluster(root: Path, n: int, *, faulty: tuple[int, ...] = (), caps: dict[int, dict] | None = None,
-                  core: dict[str, Any] | None = None, start: bool = True,
-                  shards: dict[int, list[int]] | None = None) -> Cluster:
+def start_cluster(
+    root: Path,
+    n: int,
+    *,
+    faulty: tuple[int, ...] = (),
+    caps: dict[int, dict] | None = None,
+    core: dict[str, Any] | None = None,
+    start: bool = True,
+    shards: dict[int, list[int]] | None = None,
+) -> Cluster:
     """``shards``: per node index, the job shards it serves (default [0]; set ``core={"shard_bits": b}``)."""
     root.mkdir(parents=True, exist_ok=True)
     port_file = root / "chain.url"
-    chain = subprocess.Popen([sys.executable, "-m", "tests.agent.fakechain", str(port_file)], cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    chain = subprocess.Popen(
+        [sys.executable, "-m", "tests.agent.fakechain", str(port_file)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     wait_for(port_file.exists, 30, "the fake chain to start")
     url = port_file.read_text().strip()
     cluster = Cluster(root, url, chain)
@@ -222,8 +239,17 @@ def start_cluster(root: Path, n: int, *, faulty: tuple[int, ...] = (), caps: dic
             "log_level": "info",
         }
         (d / "agent.toml").write_text(_toml(cfg))
-        argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d), "--config",
-                str(d / "agent.toml"), "--log-file", str(d / "agent.log")]
+        argv = [
+            sys.executable,
+            "-m",
+            "sandrun_p2p.agent.cli_agent",
+            "--data-dir",
+            str(d),
+            "--config",
+            str(d / "agent.toml"),
+            "--log-file",
+            str(d / "agent.log"),
+        ]
         if i in faulty:
             argv.append("--test-faulty-executor")
         cluster.nodes.append(Node(i, d, port, nid, pid, argv))

@@ -40,12 +40,25 @@ class Ledger:
             self.emit("staked", node=node, eth=eth)
         return {"eth": self.nodes[node]["eth"]}
 
-    def fund(self, job: str, payment: int, k: int, origin: str, q: int = 0, deadline: int = 0) -> dict[str, Any]:
+    def fund(
+        self, job: str, payment: int, k: int, origin: str, q: int = 0, deadline: int = 0
+    ) -> dict[str, Any]:
         if job not in self.jobs:
             seed = hashlib.sha256(bytes.fromhex(job) + b"fake-chain-seed").hexdigest()
-            self.jobs[job] = {"state": "funded", "payment": payment, "k": k, "q": q, "deadline": deadline,
-                              "origin": origin, "seed": seed,
-                              "commits": {}, "reveals": {}, "paid": {}, "refunded": 0, "reason": ""}
+            self.jobs[job] = {
+                "state": "funded",
+                "payment": payment,
+                "k": k,
+                "q": q,
+                "deadline": deadline,
+                "origin": origin,
+                "seed": seed,
+                "commits": {},
+                "reveals": {},
+                "paid": {},
+                "refunded": 0,
+                "reason": "",
+            }
             self.emit("job_funded", job=job, seed=seed)
         return {"seed": self.jobs[job]["seed"]}
 
@@ -124,8 +137,14 @@ async def serve(port_file: str) -> None:
             if path == "/join":
                 out: Any = ledger.join(req["node"])
             elif path == "/fund":
-                out = ledger.fund(req["job"], req["payment"], req["k"], req["origin"], req.get("q", 0),
-                                  req.get("deadline", 0))
+                out = ledger.fund(
+                    req["job"],
+                    req["payment"],
+                    req["k"],
+                    req["origin"],
+                    req.get("q", 0),
+                    req.get("deadline", 0),
+                )
             elif path == "/tx":
                 out = ledger.tx(req["node"], req["kind"], req["job"], req["args"])
             elif path.startswith("/events"):
@@ -186,18 +205,32 @@ class FakeChain:
         return bytes.fromhex((await self._post("/join", {"node": node_id.hex()}))["eth"])
 
     async def fund_job(self, spec: JobSpec, origin: bytes) -> bytes:
-        out = await self._post("/fund", {"job": spec.job_id.hex(), "payment": spec.payment_wei,
-                                         "k": spec.redundancy, "origin": origin.hex(), "q": spec.quorum,
-                                         "deadline": spec.deadline})
+        out = await self._post(
+            "/fund",
+            {
+                "job": spec.job_id.hex(),
+                "payment": spec.payment_wei,
+                "k": spec.redundancy,
+                "origin": origin.hex(),
+                "q": spec.quorum,
+                "deadline": spec.deadline,
+            },
+        )
         return bytes.fromhex(out["seed"])
 
     async def check_job(self, spec: JobSpec) -> bytes:
         j = (await self.state())["jobs"].get(spec.job_id.hex())
         if j is None or j["state"] != "funded":
             raise NotFunded(f"job {spec.job_id.hex()} is not open on the fake chain")
-        diffs = [f"{name}: chain {j[key]}, spec {want}" for name, key, want in (
-            ("k", "k", spec.redundancy), ("q", "q", spec.quorum), ("deadline", "deadline", spec.deadline))
-            if j[key] != want]
+        diffs = [
+            f"{name}: chain {j[key]}, spec {want}"
+            for name, key, want in (
+                ("k", "k", spec.redundancy),
+                ("q", "q", spec.quorum),
+                ("deadline", "deadline", spec.deadline),
+            )
+            if j[key] != want
+        ]
         if j["payment"] < spec.payment_wei:
             diffs.append(f"escrow: chain {j['payment']} wei, spec payment_wei {spec.payment_wei}")
         if diffs:
@@ -208,8 +241,9 @@ class FakeChain:
         return {"rpc": self.url, "market": None, "kind": self.kind, "chain_id": None}
 
     async def submit(self, node_id: bytes, tx: SubmitTx) -> str:
-        await self._post("/tx", {"node": node_id.hex(), "kind": tx.kind, "job": tx.job_id.hex(),
-                                 "args": _hexargs(tx.args)})
+        await self._post(
+            "/tx", {"node": node_id.hex(), "kind": tx.kind, "job": tx.job_id.hex(), "args": _hexargs(tx.args)}
+        )
         return "ok"
 
     async def poll(self) -> list[ChainUpdate]:
@@ -235,8 +269,13 @@ class FakeChain:
         j = (await self.state())["jobs"].get(job_id.hex())
         if j is None:
             return {"state": "unknown"}
-        return {"state": j["state"], "paid_wei": sum(j["paid"].values()), "paid": j["paid"],
-                "refunded_wei": j["refunded"], "reason": j["reason"]}
+        return {
+            "state": j["state"],
+            "paid_wei": sum(j["paid"].values()),
+            "paid": j["paid"],
+            "refunded_wei": j["refunded"],
+            "reason": j["reason"],
+        }
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -28,14 +28,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         yield c
 
 
-async def test_faulty_executor_is_caught_by_a_spot_check_and_its_result_replaced(cluster, tmp_path: Path,
-                                                                                  monkeypatch) -> None:
+async def test_faulty_executor_is_caught_by_a_spot_check_and_its_result_replaced(
+    cluster, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("SANDRUN_P2P_HOME", str(tmp_path / "home"))
     policy = trust.TrustPolicy(dispute_redundancy=2, verdict_target=0.05)  # 3 honest nodes can outvote one
     bad = cluster.nodes[FAULTY].node_id
     async with Client(str(cluster.nodes[0].data_dir)) as c:
         v = AdaptiveVerifier(c, TrustStore(c.records.root, policy), timeout=120)
-        rec = await v.submit(EX, EX / "job.json", value_usd=0.05, encrypt=False, escrow="peer", executors=[bad])
+        rec = await v.submit(
+            EX, EX / "job.json", value_usd=0.05, encrypt=False, escrow="peer", executors=[bad]
+        )
         assert rec.job_spec().redundancy == 1
         out = await v.verify(rec.job_id)
         assert out.checked and out.check_rate == 1.0
@@ -60,11 +63,37 @@ def test_cli_submit_verify_adaptive(tmp_path_factory: pytest.TempPathFactory, tm
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SANDRUN_P2P_HOME": str(tmp_path / "home")}
     with running_cluster(tmp_path_factory.mktemp("adaptive-cli"), 3) as c:
-        p = subprocess.run([sys.executable, "-m", "sandrun_p2p", "submit", "--peer", str(c.nodes[0].data_dir),
-                            "--code", str(EX), "--manifest", str(EX / "job.json"), "--verify", "adaptive",
-                            "--value-usd", "0.05", "--escrow", "peer", "--no-encrypt", "--out", str(tmp_path / "out"),
-                            "--timeout", "120", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=240)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sandrun_p2p",
+                "submit",
+                "--peer",
+                str(c.nodes[0].data_dir),
+                "--code",
+                str(EX),
+                "--manifest",
+                str(EX / "job.json"),
+                "--verify",
+                "adaptive",
+                "--value-usd",
+                "0.05",
+                "--escrow",
+                "peer",
+                "--no-encrypt",
+                "--out",
+                str(tmp_path / "out"),
+                "--timeout",
+                "120",
+                "--json",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     ver = out["verification"]

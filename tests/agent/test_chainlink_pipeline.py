@@ -40,9 +40,19 @@ def _fund_concurrently(link: ChainLink, n: int) -> int:
 
     async def main() -> None:
         await link.join(node_id)
-        specs = [JobSpec.from_dict({"code_cid": cid_of_bytes(b"x"), "manifest": {"entrypoint": "main.py"},
-                                    "redundancy": 1, "deadline": link.chain.now() + 600, "nonce": bytes([n, i]),
-                                    "payment_wei": 10**15}) for i in range(n)]
+        specs = [
+            JobSpec.from_dict(
+                {
+                    "code_cid": cid_of_bytes(b"x"),
+                    "manifest": {"entrypoint": "main.py"},
+                    "redundancy": 1,
+                    "deadline": link.chain.now() + 600,
+                    "nonce": bytes([n, i]),
+                    "payment_wei": 10**15,
+                }
+            )
+            for i in range(n)
+        ]
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for s in specs:

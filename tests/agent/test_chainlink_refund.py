@@ -30,10 +30,16 @@ def test_refund_on_an_idle_chain_after_the_deadline() -> None:
 
     async def main() -> None:
         await link.join(node_id)
-        spec = JobSpec.from_dict({"code_cid": cid_of_bytes(b"x"), "manifest": {"entrypoint": "main.py"},
-                                  "redundancy": 1, "deadline": max(int(time.time()), link.chain.now()) + 3,
-                                  "nonce": b"idle",
-                                  "payment_wei": 10**15})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": cid_of_bytes(b"x"),
+                "manifest": {"entrypoint": "main.py"},
+                "redundancy": 1,
+                "deadline": max(int(time.time()), link.chain.now()) + 3,
+                "nonce": b"idle",
+                "payment_wei": 10**15,
+            }
+        )
         await link.fund_job(spec, node_id)
         assert await link.check_job(spec)
         posted_at = link.chain.now()

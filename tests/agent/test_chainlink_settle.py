@@ -30,7 +30,9 @@ def test_settle_skips_a_position_whose_commit_was_not_polled_yet() -> None:
     async def main() -> None:
         execs[0].commit(JID, commitment(JID, keys[0].node_id, ROOT, SALT), usages[0])
         await link.poll()  # the first commitment is known to this node ...
-        execs[1].commit(JID, commitment(JID, keys[1].node_id, ROOT, SALT), usages[1])  # ... the second not yet
+        execs[1].commit(
+            JID, commitment(JID, keys[1].node_id, ROOT, SALT), usages[1]
+        )  # ... the second not yet
         reveals = {k.node_id: (ROOT, SALT) for k in keys}
         out = await link.submit(b"\x01" * 32, SubmitTx("settle", JID, {"reveals": reveals}))
         assert out.startswith("0x"), out
@@ -54,7 +56,9 @@ def test_settle_after_the_reveal_that_closed_a_k1_job_reads_nothing() -> None:
         await link.join(key.node_id)
         c = commitment(jid, key.node_id, ROOT, SALT)
         await link.submit(key.node_id, SubmitTx("commit", jid, {"commitment": c, "usage_wei": 1000}))
-        await link.submit(key.node_id, SubmitTx("reveal", jid, {"root": ROOT, "salt": SALT, "usage_wei": 1000}))
+        await link.submit(
+            key.node_id, SubmitTx("reveal", jid, {"root": ROOT, "salt": SALT, "usage_wei": 1000})
+        )
         assert link.market.job(jid).state_name == "settled"
 
         def no_read(*a):  # the reveal's receipt said the job closed: no further RPC for the settle step

@@ -46,8 +46,13 @@ def test_notices_are_the_claimants_checkpoints_highest_first(tmp_path: Path) -> 
         body = {"job": JID, "index": index, "cid": cid, "link": snap.chain[-1]}
         return m.CHECKPOINT, m.encode(key, m.CHECKPOINT, body, seq, 0)
 
-    msgs = [raw(a, 1, "c1", 1), (m.COMMIT, b"ignored"), raw(b, 2, "c2", 2), raw(outsider, 9, "c9", 3),
-            raw(a, 1, "c1", 4)]
+    msgs = [
+        raw(a, 1, "c1", 1),
+        (m.COMMIT, b"ignored"),
+        raw(b, 2, "c2", 2),
+        raw(outsider, 9, "c9", 3),
+        raw(a, 1, "c1", 4),
+    ]
     got = notices(msgs, {a.node_id, b.node_id})
     assert [(n.sender, n.index, n.cid) for n in got] == [(b.node_id, 2, "c2"), (a.node_id, 1, "c1")]
 
@@ -89,12 +94,26 @@ def counter_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]
     deadline = int(time.time()) + 150
     for i in range(200):
         nonce = tag + i.to_bytes(4, "big")
-        spec = JobSpec.from_dict({"code_cid": cid_of_bytes(code), "manifest": manifest, "redundancy": 1,
-                                  "deadline": deadline, "nonce": nonce, "payment_wei": 10**15})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": cid_of_bytes(code),
+                "manifest": manifest,
+                "redundancy": 1,
+                "deadline": deadline,
+                "nonce": nonce,
+                "payment_wei": 10**15,
+            }
+        )
         order = rank(spec.job_id, fake_seed(spec.job_id), ids)
         if order[0] != ids[0]:
-            body = {"manifest": manifest, "bundle_b64": base64.b64encode(code).decode(), "redundancy": 1,
-                    "deadline": deadline, "nonce": nonce.hex(), "payment_wei": 10**15}
+            body = {
+                "manifest": manifest,
+                "bundle_b64": base64.b64encode(code).decode(),
+                "redundancy": 1,
+                "deadline": deadline,
+                "nonce": nonce.hex(),
+                "payment_wei": 10**15,
+            }
             return body, spec.job_id, order
     raise AssertionError("no nonce found")
 
@@ -124,9 +143,14 @@ def test_sigterm_hands_the_job_over_with_its_checkpoint(cluster: Cluster, tmp_pa
     published = f"event=checkpoint-published job={jid.hex()[:16]}"
     # the top-ranked executor's own log: no gossip delay between its first checkpoint and the signal (the job
     # runs ~3 s and checkpoints from ~1 s)
-    wait_for(lambda: published in (top.data_dir / "agent.log").read_text(), 60,
-             "a periodic checkpoint from the top-ranked executor")
-    top.kill(signal.SIGTERM)  # graceful: the job is stopped, its last checkpoint published, the claim released
+    wait_for(
+        lambda: published in (top.data_dir / "agent.log").read_text(),
+        60,
+        "a periodic checkpoint from the top-ranked executor",
+    )
+    top.kill(
+        signal.SIGTERM
+    )  # graceful: the job is stopped, its last checkpoint published, the claim released
     assert "agent shutting down; checkpoint of" in (top.data_dir / "agent.log").read_text()
 
     def checkpoints_from_top() -> list[dict]:
@@ -141,8 +165,10 @@ def test_sigterm_hands_the_job_over_with_its_checkpoint(cluster: Cluster, tmp_pa
     assert payee != top.node_id.hex()
     assert any(e["state"] == "released" and e["node"] == top.node_id.hex() for e in j["events"])
     resumer = next(n for n in cluster.nodes if n.node_id.hex() == payee)
-    resumed = re.search(rf"event=resume job={jid.hex()[:16]} from=\S+ index=(\d+)",
-                        (resumer.data_dir / "agent.log").read_text())
+    resumed = re.search(
+        rf"event=resume job={jid.hex()[:16]} from=\S+ index=(\d+)",
+        (resumer.data_dir / "agent.log").read_text(),
+    )
     assert resumed and int(resumed.group(1)) >= 1  # it started from a checkpoint, not from scratch
     # the resumed run's trace root is the one of a run never interrupted
     code = {"count.py": (EXAMPLE / "count.py").read_text()}
@@ -160,18 +186,25 @@ def test_sigkilled_executor_is_resumed_from_the_origins_copy(cluster: Cluster, t
     top = next(n for n in cluster.nodes if n.node_id == order[0])
     r = origin.api.submit(**body)
     published = f"event=checkpoint-published job={jid.hex()[:16]}"
-    wait_for(lambda: published in (top.data_dir / "agent.log").read_text(), 60,
-             "a periodic checkpoint from the top-ranked executor")
+    wait_for(
+        lambda: published in (top.data_dir / "agent.log").read_text(),
+        60,
+        "a periodic checkpoint from the top-ranked executor",
+    )
     kept = f"event=checkpoint-kept job={jid.hex()[:16]}"
-    wait_for(lambda: kept in (origin.data_dir / "agent.log").read_text(), 30, "the origin to keep a checkpoint")
+    wait_for(
+        lambda: kept in (origin.data_dir / "agent.log").read_text(), 30, "the origin to keep a checkpoint"
+    )
     top.kill(signal.SIGKILL)
     j = origin.api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 120)
     assert j["state"] == "settled", [(e["state"], e["node"][:12], e["detail"][:50]) for e in j["events"]]
     (payee,) = j["chain"]["paid"]
     assert payee != top.node_id.hex()
     resumer = next(n for n in cluster.nodes if n.node_id.hex() == payee)
-    resumed = re.search(rf"event=resume job={jid.hex()[:16]} from=\S+ index=(\d+)",
-                        (resumer.data_dir / "agent.log").read_text())
+    resumed = re.search(
+        rf"event=resume job={jid.hex()[:16]} from=\S+ index=(\d+)",
+        (resumer.data_dir / "agent.log").read_text(),
+    )
     assert resumed and int(resumed.group(1)) >= 1
     code = {"count.py": (EXAMPLE / "count.py").read_text()}
     assert j["accepted_root"] == uninterrupted_root(code, body["manifest"], jid, tmp_path)

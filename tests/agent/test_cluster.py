@@ -39,8 +39,16 @@ def pick_job(cluster: Cluster, k: int, want_faulty_in_top: bool, **extra) -> tup
     manifest = body["manifest"]
     for i in range(200):
         nonce = i.to_bytes(4, "big")
-        spec = JobSpec.from_dict({"code_cid": cid_of_bytes(HELLO), "manifest": manifest, "redundancy": k,
-                                  "deadline": deadline, "nonce": nonce, "payment_wei": 10**15})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": cid_of_bytes(HELLO),
+                "manifest": manifest,
+                "redundancy": k,
+                "deadline": deadline,
+                "nonce": nonce,
+                "payment_wei": 10**15,
+            }
+        )
         top = rank(spec.job_id, fake_seed(spec.job_id), ids)[:k]
         if (cluster.nodes[FAULTY].node_id in top) == want_faulty_in_top:
             return {**body, "nonce": nonce.hex()}, spec.job_id, top
@@ -130,7 +138,9 @@ def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
 
     api = cluster.nodes[0].api
     with pytest.raises(PeerError, match="HTTP 400.*timeout"):
-        api.submit(manifest={"entrypoint": "main.py", "timeout": 0}, bundle_b64=base64.b64encode(HELLO).decode())
+        api.submit(
+            manifest={"entrypoint": "main.py", "timeout": 0}, bundle_b64=base64.b64encode(HELLO).decode()
+        )
     with pytest.raises(PeerError, match="exactly one of code_cid or bundle_b64"):
         api.submit(manifest={"entrypoint": "main.py"})
     with pytest.raises(PeerError, match="unknown field"):
@@ -140,8 +150,12 @@ def test_bad_submissions_get_clear_errors(cluster: Cluster) -> None:
     with pytest.raises(PeerError, match="HTTP 400.*executors must be a list"):
         api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", executors="ab")
     with pytest.raises(PeerError, match="HTTP 400.*fewer than redundancy"):
-        api.submit(manifest={"entrypoint": "main.py"}, code_cid="bafkxxxxxxxx", redundancy=2,
-                   executors=[cluster.nodes[1].node_id.hex()])
+        api.submit(
+            manifest={"entrypoint": "main.py"},
+            code_cid="bafkxxxxxxxx",
+            redundancy=2,
+            executors=[cluster.nodes[1].node_id.hex()],
+        )
     with pytest.raises(PeerError, match="HTTP 404"):
         api.job("00" * 32)
     with pytest.raises(PeerError, match="HTTP 400.*hex"):
@@ -174,8 +188,9 @@ def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
     d = str(cluster.nodes[0].data_dir)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "sandrun_p2p", *args], capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "sandrun_p2p", *args], capture_output=True, text=True, timeout=60
+        )
 
     st = json.loads(cli("status", "--data-dir", d, "--json").stdout)
     assert st["node_id"] == cluster.nodes[0].node_id.hex() and st["chain"] == "fake"
@@ -201,9 +216,17 @@ def _client_spec(cluster: Cluster, code_cid: str, exclude: set[int], **extra) ->
     banned = {cluster.nodes[i].node_id for i in exclude}
     deadline = int(time.time()) + 90
     for i in range(200):
-        spec = JobSpec.from_dict({"code_cid": code_cid, "manifest": hello_job()["manifest"], "redundancy": 1,
-                                  "deadline": deadline, "nonce": b"announce" + i.to_bytes(4, "big"),
-                                  "payment_wei": 10**15, **extra})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": code_cid,
+                "manifest": hello_job()["manifest"],
+                "redundancy": 1,
+                "deadline": deadline,
+                "nonce": b"announce" + i.to_bytes(4, "big"),
+                "payment_wei": 10**15,
+                **extra,
+            }
+        )
         if rank(spec.job_id, fake_seed(spec.job_id), ids)[0] not in banned:
             return spec
     raise AssertionError("no nonce gives the wanted ranking")
@@ -213,9 +236,18 @@ def _fund(cluster: Cluster, spec: JobSpec, payment: int) -> None:
     """Escrow as a client would (straight on the fake chain, not through any node)."""
     import httpx
 
-    r = httpx.post(cluster.chain_url + "/fund", json={
-        "job": spec.job_id.hex(), "payment": payment, "k": spec.redundancy, "q": spec.quorum,
-        "deadline": spec.deadline, "origin": "00" * 32}, timeout=10)
+    r = httpx.post(
+        cluster.chain_url + "/fund",
+        json={
+            "job": spec.job_id.hex(),
+            "payment": payment,
+            "k": spec.redundancy,
+            "q": spec.quorum,
+            "deadline": spec.deadline,
+            "origin": "00" * 32,
+        },
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
 
 

@@ -36,8 +36,9 @@ async def follow(server: ControlServer, q: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("linger", "states"), [("0.3", ["announced", "claimed"]), ("0", ["announced"])])
-async def test_linger_gathers_the_events_that_follow(tmp_path: Path, autojump_clock: trio.abc.Clock, linger: str,
-                                                     states: list[str]) -> None:
+async def test_linger_gathers_the_events_that_follow(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, linger: str, states: list[str]
+) -> None:
     agent = make_agent(tmp_path, NodeKey.generate())
     try:
         out = await follow(ControlServer(agent), {"since": "0", "wait": "5", "linger": linger})

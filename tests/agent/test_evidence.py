@@ -58,7 +58,11 @@ def equivocation_seen_by_core(offender: NodeKey, attest) -> tuple[SubmitTx, byte
         body = with_attestation(attest, kind, body)
         return core.handle(Received(m.decode(m.encode(offender, kind, body, next(seq), 0))), at)
 
-    send(m.ADVERT, {"caps": CPU.to_dict(), "shard_bits": 0, "shards": [], "eth": b"", "interval": 10, "load": 0}, 0)
+    send(
+        m.ADVERT,
+        {"caps": CPU.to_dict(), "shard_bits": 0, "shards": [], "eth": b"", "interval": 10, "load": 0},
+        0,
+    )
     core.caps = None  # the offender is the only eligible node
     core.handle(SubmitJob(spec, SEED), 0.0)
     send(m.CLAIM, {"job": jid, "caps": CPU.to_dict()}, 0.1)

@@ -35,12 +35,26 @@ def slow_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]:
     manifest = {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 20, "memory_mb": 128}
     for i in range(200):
         nonce = tag + i.to_bytes(4, "big")
-        spec = JobSpec.from_dict({"code_cid": cid_of_bytes(SLOW), "manifest": manifest, "redundancy": 1,
-                                  "deadline": deadline, "nonce": nonce, "payment_wei": 10**15})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": cid_of_bytes(SLOW),
+                "manifest": manifest,
+                "redundancy": 1,
+                "deadline": deadline,
+                "nonce": nonce,
+                "payment_wei": 10**15,
+            }
+        )
         order = rank(spec.job_id, fake_seed(spec.job_id), ids)
         if order[0] != cluster.nodes[0].node_id:
-            body = {"manifest": manifest, "bundle_b64": base64.b64encode(SLOW).decode(), "redundancy": 1,
-                    "deadline": deadline, "nonce": nonce.hex(), "payment_wei": 10**15}
+            body = {
+                "manifest": manifest,
+                "bundle_b64": base64.b64encode(SLOW).decode(),
+                "redundancy": 1,
+                "deadline": deadline,
+                "nonce": nonce.hex(),
+                "payment_wei": 10**15,
+            }
             return body, spec.job_id, order
     raise AssertionError("no nonce found")
 
@@ -61,19 +75,25 @@ def test_sigkilled_claimant_is_replaced_by_fallback(cluster: Cluster) -> None:
     origin = cluster.nodes[0].api
     r = origin.submit(**body)
     top = node_of(cluster, order[0])
-    wait_for(lambda: running_on(cluster, r["job_id"], top.node_id), 30, "the top-ranked node to start the job")
+    wait_for(
+        lambda: running_on(cluster, r["job_id"], top.node_id), 30, "the top-ranked node to start the job"
+    )
     top.kill()  # SIGKILL: no goodbye, no release
     j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 90)
     assert j["state"] == "settled", j
     # the fallback rank did it and was paid
     assert list(j["chain"]["paid"]) == [order[1].hex()], (
-        [n.hex()[:12] for n in order], [(e["state"], e["node"][:12], e["detail"][:40]) for e in j["events"]])
+        [n.hex()[:12] for n in order],
+        [(e["state"], e["node"][:12], e["detail"][:40]) for e in j["events"]],
+    )
     assert any(e["state"] == "lapsed" and e["node"] == top.node_id.hex() for e in j["events"])
 
     # the killed node comes back: it replays its journal, gives up the interrupted run, learns the outcome
     top.start()
     wait_for(top.ready, 60, "the restarted agent")
-    wait_for(lambda: top.api.job(r["job_id"])["state"] == "settled", 30, "the restarted node to see the settlement")
+    wait_for(
+        lambda: top.api.job(r["job_id"])["state"] == "settled", 30, "the restarted node to see the settlement"
+    )
     log = (top.data_dir / "agent.log").read_text()
     assert f"event=abandon job={r['job_id'][:16]}" in log
     assert f"event=executed job={r['job_id'][:16]}" not in log  # never executed twice (nor once)
@@ -88,7 +108,9 @@ def test_restarted_claimant_resumes_from_journal(cluster: Cluster) -> None:
     origin = cluster.nodes[0].api
     r = origin.submit(**body)
     top = node_of(cluster, order[0])
-    wait_for(lambda: running_on(cluster, r["job_id"], top.node_id), 30, "the top-ranked node to start the job")
+    wait_for(
+        lambda: running_on(cluster, r["job_id"], top.node_id), 30, "the top-ranked node to start the job"
+    )
     top.kill()
     top.start()  # back before its advert goes stale
     j = origin.wait_job(r["job_id"], ("settled", "refunded", "failed"), 90)
@@ -97,10 +119,14 @@ def test_restarted_claimant_resumes_from_journal(cluster: Cluster) -> None:
     # the restarted node released its claim (from its journal) and a fallback rank took over: the second
     # rank normally, the third when the release reached the second late (it cannot then claim before the
     # third's fallback delay runs out; exact fallback order is the SIGKILL test's check above)
-    assert any(e["state"] == "released" and e["node"] == top.node_id.hex() and "restart" in e["detail"] for e in evs)
+    assert any(
+        e["state"] == "released" and e["node"] == top.node_id.hex() and "restart" in e["detail"] for e in evs
+    )
     paid = list(j["chain"]["paid"])
     assert len(paid) == 1 and paid[0] in (order[1].hex(), order[2].hex()), (
-        [n.hex()[:12] for n in order], [(e["state"], e["node"][:12], e["detail"][:40]) for e in evs])
+        [n.hex()[:12] for n in order],
+        [(e["state"], e["node"][:12], e["detail"][:40]) for e in evs],
+    )
     # the one paid is the one that ran it, and the top rank never ran it to the end: not executed twice
     assert any(e["state"] == "committed" and e["node"] == paid[0] for e in evs)
     assert f"event=executed job={r['job_id'][:16]}" not in (top.data_dir / "agent.log").read_text()

@@ -17,9 +17,17 @@ PLAIN = b"a tar"
 
 
 def spec(encrypted: bool = True) -> JobSpec:
-    return JobSpec.from_dict({"code_cid": cid_of_bytes(b"x"), "manifest": {"entrypoint": "main.py"},
-                              "redundancy": 1, "deadline": 2_000_000_000, "nonce": b"n",
-                              "payment_wei": 1, "encrypted": encrypted})
+    return JobSpec.from_dict(
+        {
+            "code_cid": cid_of_bytes(b"x"),
+            "manifest": {"entrypoint": "main.py"},
+            "redundancy": 1,
+            "deadline": 2_000_000_000,
+            "nonce": b"n",
+            "payment_wei": 1,
+            "encrypted": encrypted,
+        }
+    )
 
 
 def test_key_store_is_private(tmp_path) -> None:

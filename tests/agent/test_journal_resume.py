@@ -20,7 +20,14 @@ from sandrun_p2p.protocol.identity import NodeKey
 from sandrun_p2p.protocol.jobspec import JobSpec
 from sandrun_p2p.protocol.verification import commitment
 
-CAPS = {"cpus": 2, "mem_mb": 4096, "disk_mb": 1000, "gpus": [], "enforced": {"network": True}, "executor": "local"}
+CAPS = {
+    "cpus": 2,
+    "mem_mb": 4096,
+    "disk_mb": 1000,
+    "gpus": [],
+    "enforced": {"network": True},
+    "executor": "local",
+}
 
 
 class NoExecutor:
@@ -45,8 +52,15 @@ def make_agent(data_dir: Path, key: NodeKey) -> Agent:
 
 
 def job_message(origin: NodeKey, nonce: bytes) -> tuple[bytes, bytes]:
-    spec = JobSpec.from_dict({"code_cid": "bafkreiexamplecode", "manifest": {"entrypoint": "main.py"},
-                              "redundancy": 1, "deadline": int(time.time()) + 600, "nonce": nonce})
+    spec = JobSpec.from_dict(
+        {
+            "code_cid": "bafkreiexamplecode",
+            "manifest": {"entrypoint": "main.py"},
+            "redundancy": 1,
+            "deadline": int(time.time()) + 600,
+            "nonce": nonce,
+        }
+    )
     body = {"spec": spec.to_dict(), "seed": b"\x01" * 32, "origin_ts": int(time.time() * 1000)}
     raw = m.encode(origin, m.JOB, body, 1, int(time.time() * 1000))
     return spec.job_id, raw
@@ -151,9 +165,13 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
 
 def test_caps_from_exec_maps_gpus_and_enforcement() -> None:
     caps = caps_from_exec(
-        {**CAPS, "gpus": [{"model": "T4", "vram_mb": 15360, "compute_capability": "7.5", "cuda_version": "12.2"}],
-         "enforced": {"network": True, "memory": "cgroup-v2", "disk": False, "probe_error": "x"}},
-        {}, 0,
+        {
+            **CAPS,
+            "gpus": [{"model": "T4", "vram_mb": 15360, "compute_capability": "7.5", "cuda_version": "12.2"}],
+            "enforced": {"network": True, "memory": "cgroup-v2", "disk": False, "probe_error": "x"},
+        },
+        {},
+        0,
     )
     assert caps.gpus[0].cc == "7.5" and caps.gpus[0].cuda == "12.2"
     assert caps.enforced == frozenset({"network", "memory"})

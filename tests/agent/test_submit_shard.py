@@ -77,8 +77,12 @@ async def test_an_announced_job_outside_the_served_shards_is_refused(tmp_path: P
     try:
         server = ControlServer(agent)
         for i in range(40):
-            spec = JobSpec("bafkreiexamplecode", Manifest(entrypoint="main.py"), deadline=2_000_000_000,
-                           nonce=i.to_bytes(4, "big"))
+            spec = JobSpec(
+                "bafkreiexamplecode",
+                Manifest(entrypoint="main.py"),
+                deadline=2_000_000_000,
+                nonce=i.to_bytes(4, "big"),
+            )
             if shard_of(spec.job_id, BITS) != 5:
                 break
         else:

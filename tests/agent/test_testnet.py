@@ -13,12 +13,30 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
-    tmp = tmp_path / "tmp"  # no --data-dir: the testnet makes its own temp dir, and removes it after a good run
+    tmp = (
+        tmp_path / "tmp"
+    )  # no --data-dir: the testnet makes its own temp dir, and removes it after a good run
     tmp.mkdir()
     r = subprocess.run(
-        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "3", "--jobs", "3", "--redundancy", "2",
-         "--json", "--timeout", "120"],
-        capture_output=True, text=True, timeout=280, env={**os.environ, "TMPDIR": str(tmp)},
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p",
+            "testnet",
+            "--nodes",
+            "3",
+            "--jobs",
+            "3",
+            "--redundancy",
+            "2",
+            "--json",
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**os.environ, "TMPDIR": str(tmp)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "sandrun-testnet-" in r.stderr and not list(tmp.glob("sandrun-testnet-*"))
@@ -42,9 +60,28 @@ def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
 def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
     """The same network on QUIC listen and bootstrap addresses (TLS 1.3 instead of Noise over TCP)."""
     r = subprocess.run(
-        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "3", "--jobs", "2", "--redundancy", "2",
-         "--transport", "quic", "--json", "--timeout", "120", "--data-dir", str(tmp_path / "net")],
-        capture_output=True, text=True, timeout=280,
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p",
+            "testnet",
+            "--nodes",
+            "3",
+            "--jobs",
+            "2",
+            "--redundancy",
+            "2",
+            "--transport",
+            "quic",
+            "--json",
+            "--timeout",
+            "120",
+            "--data-dir",
+            str(tmp_path / "net"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     nodes = [line for line in r.stderr.splitlines() if line.lstrip().startswith("node") and " pid " in line]
@@ -58,9 +95,28 @@ def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
 def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     """k = 1 jobs paid by voucher: no per-job escrow; each settles once the executor's batch is paid out."""
     r = subprocess.run(
-        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "3", "--jobs", "6", "--pay", "voucher",
-         "--json", "--data-dir", str(tmp_path / "net"), "--timeout", "120", "--job-size", "1000"],
-        capture_output=True, text=True, timeout=280,
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p",
+            "testnet",
+            "--nodes",
+            "3",
+            "--jobs",
+            "6",
+            "--pay",
+            "voucher",
+            "--json",
+            "--data-dir",
+            str(tmp_path / "net"),
+            "--timeout",
+            "120",
+            "--job-size",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
@@ -72,14 +128,33 @@ def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     assert "kind=commit receipt='voucher job" in logs and "queued for a batch" in logs
     assert "kind=commit receipt=0x" not in logs and "kind=reveal receipt=0x" not in logs  # no per-job tx
     assert "voucher-batch-failed" not in logs
-    r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--pay", "voucher",
-                        "--redundancy", "2"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p",
+            "testnet",
+            "--nodes",
+            "2",
+            "--pay",
+            "voucher",
+            "--redundancy",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "--pay voucher is for --redundancy 1 only" in r.stderr
 
 
 def test_testnet_rejects_bad_arguments() -> None:
-    r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--redundancy", "3"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--redundancy", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "--redundancy must be between 1 and" in r.stderr
 
 
@@ -91,8 +166,16 @@ def test_faulty_executor_slashed_by_the_contract(tmp_path) -> None:
 
     from .cluster import hello_job, wait_for
 
-    args = argparse.Namespace(nodes=3, jobs=0, redundancy=3, json=True, data_dir=tmp_path / "net", chain="auto",
-                              timeout=120.0, job_size=0)
+    args = argparse.Namespace(
+        nodes=3,
+        jobs=0,
+        redundancy=3,
+        json=True,
+        data_dir=tmp_path / "net",
+        chain="auto",
+        timeout=120.0,
+        job_size=0,
+    )
     net = Testnet(args, lambda msg: None, faulty=(2,))
     try:
         net.start()
@@ -125,9 +208,23 @@ def test_sigterm_stops_every_agent_and_the_chain(tmp_path) -> None:
     log = tmp_path / "testnet.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--data-dir", str(tmp_path / "net"),
-             "--timeout", "120"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            [
+                sys.executable,
+                "-m",
+                "sandrun_p2p",
+                "testnet",
+                "--nodes",
+                "2",
+                "--data-dir",
+                str(tmp_path / "net"),
+                "--timeout",
+                "120",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
     try:
         deadline = time.monotonic() + 150
         while "running; press Ctrl-C" not in log.read_text(errors="replace"):
@@ -161,8 +258,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_testnet_keeps_its_state_after_a_failure(tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--timeout", "0.5"],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    r = subprocess.run(
+        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
     assert r.returncode == 1 and "node state and logs kept in" in r.stdout + r.stderr
     kept = list(tmp_path.glob("sandrun-testnet-*"))
     assert len(kept) == 1 and (kept[0] / "node0").is_dir()

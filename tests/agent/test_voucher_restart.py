@@ -57,8 +57,10 @@ class JournaledPair(Pair):
 
     async def restart_executor(self) -> None:
         crash(self.executor_journal)
-        self.executor = ChainLink({"account_index": 2, "voucher_batch_jobs": self.batch_jobs,
-                                   "voucher_batch_age_s": 3600}, shared=self.payer)
+        self.executor = ChainLink(
+            {"account_index": 2, "voucher_batch_jobs": self.batch_jobs, "voucher_batch_age_s": 3600},
+            shared=self.payer,
+        )
         self.executor.vouchers.on_error = self.errors.append
         self.executor.vouchers.fetcher = self._fetch
         self.executor_journal = self._journal("executor")
@@ -131,7 +133,9 @@ def test_a_restarted_executor_settles_and_finalizes_its_queued_vouchers(tmp_path
         p.pay_out()
         settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
         assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
-        assert p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        assert (
+            p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        )
         assert p.errors == []
 
     run(main)
@@ -168,7 +172,9 @@ def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_p
         (bid,) = p.executor.vouchers.batches
         await p.restart_executor()
         await p.executor.poll()
-        assert p.executor.vouchers.batches.keys() == {bid} and p.errors == []  # not sent again (it would revert)
+        assert (
+            p.executor.vouchers.batches.keys() == {bid} and p.errors == []
+        )  # not sent again (it would revert)
         assert p.payer.market._call("batchCount") == bid  # no second batch
         before = p.earnings()
         p.pay_out()
@@ -206,8 +212,14 @@ def test_the_agent_hands_its_journal_to_the_voucher_mode(tmp_path: Path) -> None
         vouchers = Vouchers()
 
     chain = Chain()
-    agent = Agent(AgentConfig(data_dir=tmp_path, mdns=False), key=NodeKey.from_seed(b"\x05" * 32),
-                  executor=NoExecutor(), store=NoStore(), chain=chain, exec_caps=CAPS)
+    agent = Agent(
+        AgentConfig(data_dir=tmp_path, mdns=False),
+        key=NodeKey.from_seed(b"\x05" * 32),
+        executor=NoExecutor(),
+        store=NoStore(),
+        chain=chain,
+        exec_caps=CAPS,
+    )
     assert chain.vouchers.journal is agent.journal
     agent.journal.close()
 
@@ -249,7 +261,9 @@ def test_a_batch_mined_after_the_restart_is_not_counted_as_a_failed_try(tmp_path
         p.pay_out()
         settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
         assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
-        assert p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        assert (
+            p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        )
         assert p.errors == []
 
     run(main)
@@ -279,7 +293,9 @@ def test_results_queued_after_a_batch_in_flight_at_the_crash_are_settled_on_thei
         settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
         assert settled == set(jobs) and p.earnings() - before == 3 * PRICE
         assert {p.executor.vouchers.state[j]["paid_wei"] for j in jobs} == {PRICE}
-        assert p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        assert (
+            p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
+        )
         assert p.errors == []
 
     run(main)
@@ -357,7 +373,9 @@ def test_a_job_that_ends_without_a_voucher_leaves_no_payer_row(tmp_path: Path) -
         assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [signed]
         assert p.payer.vouchers.room == room + PRICE
         assert p.payer.vouchers.job(lonely.job_id)["state"] == "refunded"
-        assert await p.payer.vouchers.issue(lonely.job_id, p.executor.market.account) is None  # nothing to sign
+        assert (
+            await p.payer.vouchers.issue(lonely.job_id, p.executor.market.account) is None
+        )  # nothing to sign
         await p.restart_payer()
         assert p.payer.vouchers.job(lonely.job_id) is None
 
@@ -385,8 +403,14 @@ def test_the_agent_tells_the_voucher_mode_a_job_ended(tmp_path: Path, state: str
         vouchers = Vouchers()
 
     chain = Chain()
-    agent = Agent(AgentConfig(data_dir=tmp_path, mdns=False), key=NodeKey.from_seed(b"\x05" * 32),
-                  executor=NoExecutor(), store=NoStore(), chain=chain, exec_caps=CAPS)
+    agent = Agent(
+        AgentConfig(data_dir=tmp_path, mdns=False),
+        key=NodeKey.from_seed(b"\x05" * 32),
+        executor=NoExecutor(),
+        store=NoStore(),
+        chain=chain,
+        exec_caps=CAPS,
+    )
     try:
         agent._do(JobEvent(h("job"), "accepted"))
         agent._do(JobEvent(h("job"), state, "why"))

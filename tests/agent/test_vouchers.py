@@ -35,8 +35,14 @@ def h(label: str) -> bytes:
 
 
 def spec(i: int, deadline: int) -> JobSpec:
-    return JobSpec(code_cid="bafkqaaaaaaaa", manifest=Manifest("main.sh", "sh"), deadline=deadline,
-                   nonce=i.to_bytes(4, "big"), payment_wei=PRICE, pay="voucher")
+    return JobSpec(
+        code_cid="bafkqaaaaaaaa",
+        manifest=Manifest("main.sh", "sh"),
+        deadline=deadline,
+        nonce=i.to_bytes(4, "big"),
+        payment_wei=PRICE,
+        pay="voucher",
+    )
 
 
 class Pair:
@@ -44,8 +50,10 @@ class Pair:
 
     def __init__(self, batch_jobs: int = 3) -> None:
         self.payer = ChainLink({"voucher_deposit_wei": 10 * PRICE})
-        self.executor = ChainLink({"account_index": 2, "voucher_batch_jobs": batch_jobs,
-                                   "voucher_batch_age_s": 3600}, shared=self.payer)
+        self.executor = ChainLink(
+            {"account_index": 2, "voucher_batch_jobs": batch_jobs, "voucher_batch_age_s": 3600},
+            shared=self.payer,
+        )
         self.errors: list[str] = []
         self.executor.vouchers.on_error = self.errors.append
         self.executor.vouchers.fetcher = self._fetch
@@ -68,8 +76,13 @@ class Pair:
         """Fund job ``i`` at the payer and hand its result to the executor; (job id, the executor's answer)."""
         s = spec(i, self.payer.chain.now() + 3000)
         await self.payer.fund_job(s, PAYER_NODE)
-        args = {"root": root or h(f"root{i}"), "salt": h("salt"), "pay": "voucher", "origin": PAYER_NODE,
-                "price": PRICE}
+        args = {
+            "root": root or h(f"root{i}"),
+            "salt": h("salt"),
+            "pay": "voucher",
+            "origin": PAYER_NODE,
+            "price": PRICE,
+        }
         return s.job_id, await self.executor.submit(EXEC_NODE, SubmitTx("reveal", s.job_id, args))
 
     def earnings(self) -> int:
@@ -141,7 +154,10 @@ def test_a_voucher_the_executor_cannot_cash_is_refused(case: str) -> None:
         await p.executor.poll()
         bid = p.executor.vouchers.state[first]["batch"]
         assert p.executor.vouchers.state[second]["batch"] == bid
-        assert p.payer.market.batch(bid)["results_root"] == ResultsTree([(first, h("root0")), (second, h("root2"))]).root
+        assert (
+            p.payer.market.batch(bid)["results_root"]
+            == ResultsTree([(first, h("root0")), (second, h("root2"))]).root
+        )
 
     run(main)
 

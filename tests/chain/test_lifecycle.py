@@ -126,18 +126,39 @@ def test_event_poller_decodes_as_web3_does(w):
     v = w.client.sign_voucher(w.nodes[1].address, job_id, 1, 10, 10)
     w.nodes[1].market.settle_batch(v, h("results root"))
     logs = w.chain.w3.eth.get_logs({"address": w.market.address, "fromBlock": first, "toBlock": "latest"})
-    web3_events = {bytes(HexBytes(ev.topic)): ev for ev in (getattr(w.market.contract.events, i["name"])
-                                                 for i in w.market.artifact["abi"] if i["type"] == "event")}
+    web3_events = {
+        bytes(HexBytes(ev.topic)): ev
+        for ev in (
+            getattr(w.market.contract.events, i["name"])
+            for i in w.market.artifact["abi"]
+            if i["type"] == "event"
+        )
+    }
     want = []
     for log in logs:
         d = web3_events[bytes(log["topics"][0])].process_log(log)
-        want.append(Event(d["event"], dict(d["args"]), d["blockNumber"], "0x" + bytes(d["transactionHash"]).hex(),
-                          d["logIndex"]))
-    assert {e.name for e in want} >= {"JobPosted", "Committed", "Revealed", "JobClosed", "Slashed", "Deposited",
-                                      "BatchSettled"}
+        want.append(
+            Event(
+                d["event"],
+                dict(d["args"]),
+                d["blockNumber"],
+                "0x" + bytes(d["transactionHash"]).hex(),
+                d["logIndex"],
+            )
+        )
+    assert {e.name for e in want} >= {
+        "JobPosted",
+        "Committed",
+        "Revealed",
+        "JobClosed",
+        "Slashed",
+        "Deposited",
+        "BatchSettled",
+    }
     got = EventPoller(w.market, from_block=first).poll()
     assert [(e.name, e.block_number, e.tx_hash, e.log_index) for e in got] == [
-        (e.name, e.block_number, e.tx_hash, e.log_index) for e in want]
+        (e.name, e.block_number, e.tx_hash, e.log_index) for e in want
+    ]
     for a, b in zip(got, want, strict=True):
         assert a.args.keys() == b.args.keys()
         for key in a.args:
@@ -189,7 +210,8 @@ def test_event_poller_without_the_head_sees_each_event_once(w, monkeypatch):
     assert fast.position == real() + 1
     want = EventPoller(w.market, from_block=first).poll()
     assert [(e.name, e.block_number, e.log_index) for e in got] == [
-        (e.name, e.block_number, e.log_index) for e in want]
+        (e.name, e.block_number, e.log_index) for e in want
+    ]
     assert [e.name for e in got].count("JobPosted") == 2
     w.chain.mine(5)  # nothing of ours in these blocks
     for _ in range(3):

@@ -72,7 +72,10 @@ def lifecycle(chain: Chain, market: Market) -> None:
     # the raw-log poller (JSON-RPC hex fields) decodes what the receipts decoded
     polled = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}).poll()
     assert [(e.name, e.args.get("jobId", e.args.get("batchId"))) for e in polled] == [
-        ("JobClosed", job_id), ("JobClosed", job2), ("BatchPaid", bid)]
+        ("JobClosed", job_id),
+        ("JobClosed", job2),
+        ("BatchPaid", bid),
+    ]
     # polls to "latest" right after reading the head (nothing mined since) answer, and find what follows
     fast = EventPoller(market, from_block=0, names={"JobClosed", "BatchPaid"}, head_every=8)
     assert len(fast.poll()) == 3 and fast.poll() == [] and fast.poll() == []

@@ -35,9 +35,24 @@ def testnet(tmp_path_factory: pytest.TempPathFactory):
     root = base / "net"
     n = 4
     with open(base / "testnet.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", str(n), "--data-dir", str(root),
-                                 "--timeout", "120"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sandrun_p2p",
+                "testnet",
+                "--nodes",
+                str(n),
+                "--data-dir",
+                str(root),
+                "--timeout",
+                "120",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     net = Net(root, proc, n)
     try:
         deadline = time.monotonic() + 150

@@ -27,8 +27,14 @@ from sandrun_p2p.protocol.trace import Trace, computation_digest
 
 from .helpers import MANIFEST
 
-CAPS = {"cpus": 4, "mem_mb": 8192, "disk_mb": 10000, "gpus": [], "max_jobs": 2,
-        "enforced": sorted(REQUIRED_ENFORCEMENT)}
+CAPS = {
+    "cpus": 4,
+    "mem_mb": 8192,
+    "disk_mb": 10000,
+    "gpus": [],
+    "max_jobs": 2,
+    "enforced": sorted(REQUIRED_ENFORCEMENT),
+}
 POLICY = trust.TrustPolicy(probation=2, dispute_redundancy=2, verdict_target=0.05, check_pool_min=1)
 
 
@@ -48,12 +54,14 @@ class FakeNet:
         self.failed: set[str] = set()
 
     # -- the Client surface AdaptiveVerifier uses
-    async def submit(self, code: Any, manifest: Any, *, redundancy: int, quorum: int,
-                     executors: tuple[bytes, ...] = ()) -> JobRecord:
+    async def submit(
+        self, code: Any, manifest: Any, *, redundancy: int, quorum: int, executors: tuple[bytes, ...] = ()
+    ) -> JobRecord:
         return self._run(redundancy, quorum, executors, note="")
 
-    async def rerun(self, job_id: str, *, redundancy: int, quorum: int | None,
-                    executors: tuple[bytes, ...] = ()) -> JobRecord:
+    async def rerun(
+        self, job_id: str, *, redundancy: int, quorum: int | None, executors: tuple[bytes, ...] = ()
+    ) -> JobRecord:
         return self._run(redundancy, quorum or redundancy, tuple(executors), note=job_id)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Update:
@@ -73,9 +81,18 @@ class FakeNet:
 
     # -- the scripted network
     def _run(self, k: int, q: int, executors: tuple[bytes, ...], note: str) -> JobRecord:
-        spec = JobSpec.from_dict({"code_cid": "bafkreiabcdefgh", "manifest": MANIFEST, "redundancy": k, "quorum": q,
-                                  "deadline": 2_000_000_000, "nonce": os.urandom(16), "payment_wei": 10**15,
-                                  "executors": sorted(executors)})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": "bafkreiabcdefgh",
+                "manifest": MANIFEST,
+                "redundancy": k,
+                "quorum": q,
+                "deadline": 2_000_000_000,
+                "nonce": os.urandom(16),
+                "payment_wei": 10**15,
+                "executors": sorted(executors),
+            }
+        )
         jid = spec.job_id.hex()
         pool = sorted(executors) if executors else self.ids
         picked = [pool[(self.turn + i) % len(pool)] for i in range(k)]
@@ -83,7 +100,9 @@ class FakeNet:
         reveals = {}
         roots = []
         for n in picked:
-            t = Trace(spec.job_id, b"e" * 32, "exited", 0, sha256(b"bad" if n in self.bad else b"ok"), sha256(b""))
+            t = Trace(
+                spec.job_id, b"e" * 32, "exited", 0, sha256(b"bad" if n in self.bad else b"ok"), sha256(b"")
+            )
             data = canonical(t.to_dict())
             cid = f"trace-{jid[:8]}-{n.hex()[:4]}"
             self.blobs[cid] = canonical({**t.to_dict(), "status": "killed"}) if self.tamper_trace else data
@@ -118,7 +137,9 @@ async def test_unknown_executor_is_always_checked_and_agreement_releases(tmp_pat
     v, net = verifier(tmp_path)
     rec = await v.submit("code", MANIFEST, value_usd=0.05)
     out = await v.verify(rec.job_id)
-    assert out.checked and out.check_rate == 1.0 and out.verdict == "released" and out.result_job == rec.job_id
+    assert (
+        out.checked and out.check_rate == 1.0 and out.verdict == "released" and out.result_job == rec.job_id
+    )
     assert len(out.reruns) == 1 and not out.caught
     primary, check = net.jobs_run[0][1], net.jobs_run[1][1]
     assert not set(primary) & set(check), "a check never runs on the executor it checks"
@@ -153,7 +174,9 @@ async def test_wrong_result_is_overturned_and_its_executor_never_trusted(tmp_pat
         start = len(net.jobs_run)
         r = await v.submit("code", MANIFEST, value_usd=0.05)
         o = await v.verify(r.job_id)
-        assert all(net.ids[0] not in ex for _, ex in net.jobs_run[start:][1:]), "a re-run went to the caught node"
+        assert all(net.ids[0] not in ex for _, ex in net.jobs_run[start:][1:]), (
+            "a re-run went to the caught node"
+        )
         if net.jobs_run[start][1] == (net.ids[0],):
             assert o.check_rate == 1.0 and o.verdict == "overturned"
         else:
@@ -188,7 +211,9 @@ async def test_a_tiebreak_that_does_not_settle_is_skipped_not_fatal(tmp_path: Pa
     net.fail_tiebreaks = 1
     rec = await v.submit("code", MANIFEST, value_usd=0.05)
     out = await v.verify(rec.job_id)
-    assert out.verdict == "overturned" and len(out.reruns) == 3  # check, the refunded tie-break, the deciding one
+    assert (
+        out.verdict == "overturned" and len(out.reruns) == 3
+    )  # check, the refunded tie-break, the deciding one
     assert out.reruns[1] in net.failed and out.result_job == out.reruns[0]  # the check had it right
 
 
@@ -207,10 +232,30 @@ def test_cli_refuses_adaptive_with_a_fixed_redundancy(tmp_path: Path) -> None:
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    p = subprocess.run([sys.executable, "-m", "sandrun_p2p", "submit", "--code", "x.py", "--manifest", "job.json",
-                        "--verify", "adaptive", "--redundancy", "2", "--peer", "http://127.0.0.1:9", "--json"],
-                       cwd=tmp_path, env={"PYTHONPATH": str(root), "SANDRUN_P2P_HOME": str(tmp_path), "PATH": ""},
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p",
+            "submit",
+            "--code",
+            "x.py",
+            "--manifest",
+            "job.json",
+            "--verify",
+            "adaptive",
+            "--redundancy",
+            "2",
+            "--peer",
+            "http://127.0.0.1:9",
+            "--json",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(root), "SANDRUN_P2P_HOME": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2, p.stderr
     out = json.loads(p.stdout)
     assert out["error"] == "BadJob" and "leave --redundancy out" in out["message"]
@@ -218,8 +263,15 @@ def test_cli_refuses_adaptive_with_a_fixed_redundancy(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- audits (optimistic finality in the client)
 
-AUDITED = trust.TrustPolicy(probation=2, dispute_redundancy=2, verdict_target=0.05, check_pool_min=1,
-                            spot_min=0.0, spot_max=0.0, challenge_window=3600.0)
+AUDITED = trust.TrustPolicy(
+    probation=2,
+    dispute_redundancy=2,
+    verdict_target=0.05,
+    check_pool_min=1,
+    spot_min=0.0,
+    spot_max=0.0,
+    challenge_window=3600.0,
+)
 GOOD = computation_digest(Trace(b"\0" * 32, b"e" * 32, "exited", 0, sha256(b"ok"), sha256(b"")))
 
 
@@ -254,13 +306,17 @@ async def test_a_caught_node_s_earlier_result_is_audited_and_overturned(tmp_path
     assert audit["verdict"] == "overturned" and audit["caught"] == [bad.hex()]
     assert audit["result_job"] in audit["reruns"]
     assert (await v.settled_run(audit["result_job"])).digest == GOOD
-    assert all(bad not in ex for jid, ex in net.jobs_run if jid in audit["reruns"]), "audited by the caught node"
+    assert all(bad not in ex for jid, ex in net.jobs_run if jid in audit["reruns"]), (
+        "audited by the caught node"
+    )
     # persisted: the ledger now holds the winning result, vouched for by the nodes that backed it (audited again
     # only if one of them is caught later), and node 1's faults
     again = TrustStore(tmp_path / "home", AUDITED)
     held = again.ledger.open[bytes.fromhex(earlier)]
     assert held.root == GOOD and bad not in held.vouchers and len(held.vouchers) >= 2
-    assert again.book.records[bad].faults >= 1 and bytes.fromhex(earlier) not in again.ledger.by_node.get(bad, [])
+    assert again.book.records[bad].faults >= 1 and bytes.fromhex(earlier) not in again.ledger.by_node.get(
+        bad, []
+    )
 
 
 async def test_an_audit_that_confirms_leaves_the_result_and_its_executor_alone(tmp_path: Path) -> None:
@@ -271,7 +327,8 @@ async def test_an_audit_that_confirms_leaves_the_result_and_its_executor_alone(t
     rec = await v.submit("code", MANIFEST, value_usd=0.05, executors=(net.ids[3],))
     out = await v.verify(rec.job_id)
     assert [(a["job_id"], a["verdict"], a["caught"], a["result_job"]) for a in out.audits] == [
-        (earlier, "released", [], "")]
+        (earlier, "released", [], "")
+    ]
 
 
 async def test_results_past_their_window_are_final_and_not_audited(tmp_path: Path, monkeypatch) -> None:
@@ -299,7 +356,9 @@ async def test_audits_past_the_limit_are_done_by_the_next_verification(tmp_path:
     out = await v.verify((await v.submit("code", MANIFEST, value_usd=5.0)).job_id)
     assert [a["job_id"] for a in out.audits] == [first] and out.audits_left == 1
     nxt = await v.verify((await v.submit("code", MANIFEST, value_usd=0.05, executors=(net.ids[2],))).job_id)
-    assert [(a["job_id"], a["verdict"]) for a in nxt.audits] == [(second, "overturned")] and nxt.audits_left == 0
+    assert [(a["job_id"], a["verdict"]) for a in nxt.audits] == [
+        (second, "overturned")
+    ] and nxt.audits_left == 0
 
 
 def test_no_window_means_no_ledger(tmp_path: Path) -> None:

@@ -45,11 +45,14 @@ async def job_count(net: Net, i: int) -> int:
         return len((await p._call("GET", "/v1/jobs"))["jobs"])
 
 
-async def test_submit_via_a_executed_by_others_verified_via_b(testnet: Net, home: Path, tmp_path: Path) -> None:
+async def test_submit_via_a_executed_by_others_verified_via_b(
+    testnet: Net, home: Path, tmp_path: Path
+) -> None:
     a = testnet.node(0)
     async with Client(a) as c:
-        rec = await c.submit(EX / "multi-output", manifest("multi-output"), redundancy=2, encrypt=False,
-                             escrow="peer")
+        rec = await c.submit(
+            EX / "multi-output", manifest("multi-output"), redundancy=2, encrypt=False, escrow="peer"
+        )
         states = [u.state async for u in c.watch(rec.job_id, timeout=90)]
         assert states[-1] == "settled", states
         assert "accepted" in states
@@ -58,12 +61,19 @@ async def test_submit_via_a_executed_by_others_verified_via_b(testnet: Net, home
         a_id = (await c.peer().status())["node_id"]
         assert len(winners) == 2 and winners - {a_id}, "executed by other nodes"
         # fetch through a node that neither submitted nor executed the job when there is one
-        others = [i for i in range(1, testnet.n)
-                  if (await Client(testnet.node(i)).peer().status())["node_id"] not in winners]
+        others = [
+            i
+            for i in range(1, testnet.n)
+            if (await Client(testnet.node(i)).peer().status())["node_id"] not in winners
+        ]
         b = testnet.node(others[0] if others else 1)
         trace = await c.result(rec.job_id, tmp_path / "out", peer=b)
     assert trace.root.hex() == view["accepted_root"] and trace.status == "exited"
-    assert sorted(o.path for o in trace.outputs) == ["out/histogram.txt", "out/tables/values.csv", "summary.json"]
+    assert sorted(o.path for o in trace.outputs) == [
+        "out/histogram.txt",
+        "out/tables/values.csv",
+        "summary.json",
+    ]
     assert json.loads((tmp_path / "out/summary.json").read_text())["n"] == 2000
     assert RecordStore().load(rec.job_id).result_dir == str((tmp_path / "out").resolve())
 
@@ -115,8 +125,9 @@ async def test_bad_input_moves_no_money(testnet: Net, home: Path) -> None:
 
 async def test_job_nobody_can_run_is_refunded_with_reason(testnet: Net, home: Path) -> None:
     async with Client(testnet.node(2)) as c:
-        rec = await c.submit(EX / "gpu-matmul", manifest("gpu-matmul"), escrow="peer", encrypt=False, force=True,
-                             deadline_s=12)
+        rec = await c.submit(
+            EX / "gpu-matmul", manifest("gpu-matmul"), escrow="peer", encrypt=False, force=True, deadline_s=12
+        )
         ups = [u async for u in c.watch(rec.job_id, timeout=60)]
         assert ups[-1].state == "failed" and "no GPU meets the requirement" in ups[-1].detail, ups
         assert "no GPU meets the requirement" in RecordStore().load(rec.job_id).reason
@@ -124,7 +135,11 @@ async def test_job_nobody_can_run_is_refunded_with_reason(testnet: Net, home: Pa
         later = [u async for u in c.watch(rec.job_id, timeout=60, since=ups[-1].event_id)]
         assert later and later[-1].state == "refunded", later
         ch = (await c.peer().job(rec.job_id))["chain"]
-        assert ch["state"] == "refunded" and ch["paid_wei"] == 0 and ch["refunded_wei"] == rec.job_spec().payment_wei
+        assert (
+            ch["state"] == "refunded"
+            and ch["paid_wei"] == 0
+            and ch["refunded_wei"] == rec.job_spec().payment_wei
+        )
 
 
 async def test_encrypted_bundle_is_unreadable_without_the_key(testnet: Net, home: Path) -> None:
@@ -154,9 +169,19 @@ async def test_gossip_carries_no_client_identity(testnet: Net, home: Path) -> No
         await c.wait(rec.job_id, timeout=90)
         async with Peer.open(testnet.node(1)) as other:
             spec = (await other.job(rec.job_id))["spec"]
-    assert set(spec) == {"code_cid", "manifest", "redundancy", "quorum", "deadline", "nonce", "payment_wei",
-                         "encrypted"}
-    assert rec.escrow_address == "" and rec.escrow_key == ""  # peer mode: the client holds no chain key at all
+    assert set(spec) == {
+        "code_cid",
+        "manifest",
+        "redundancy",
+        "quorum",
+        "deadline",
+        "nonce",
+        "payment_wei",
+        "encrypted",
+    }
+    assert (
+        rec.escrow_address == "" and rec.escrow_key == ""
+    )  # peer mode: the client holds no chain key at all
 
 
 async def test_client_escrow_is_a_fresh_address_per_job(testnet: Net, home: Path) -> None:
@@ -174,7 +199,11 @@ async def test_client_escrow_is_a_fresh_address_per_job(testnet: Net, home: Path
     async with Client(url, token=token) as by_url:
         info = (await by_url.peer().status())["chain_info"]
         found = await by_url.escrow()
-    assert (found.opts.rpc, found.opts.market) == (info["rpc"], info["market"]) == (esc.opts.rpc, esc.opts.market)
+    assert (
+        (found.opts.rpc, found.opts.market)
+        == (info["rpc"], info["market"])
+        == (esc.opts.rpc, esc.opts.market)
+    )
     assert info["chain_id"] == esc.chain.chain_id and info["kind"] == esc.chain.kind
 
 
@@ -184,7 +213,9 @@ async def test_encrypted_job_runs_on_granted_executors(testnet: Net, home: Path,
     async with Client(testnet.node(0)) as c:
         rec = await c.submit(EX / "monte-carlo-pi", manifest("monte-carlo-pi"), redundancy=3)
         spec = rec.job_spec()
-        assert rec.result_seed and spec.result_key == bytes(SigningKey(bytes.fromhex(rec.result_seed)).verify_key)
+        assert rec.result_seed and spec.result_key == bytes(
+            SigningKey(bytes.fromhex(rec.result_seed)).verify_key
+        )
         assert RecordStore().path(rec.job_id).stat().st_mode & 0o777 == 0o600
         assert (await c.wait(rec.job_id, timeout=120)).state == "settled"
         view = await c.peer().job(rec.job_id)
@@ -207,14 +238,39 @@ async def test_encrypted_job_runs_on_granted_executors(testnet: Net, home: Path,
 
 def test_cli_submit_wait_json(testnet: Net, home: Path, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "sandrun_p2p.cli", "submit", "--code", str(EX / "monte-carlo-pi" / "pi.py"),
-         "--manifest", str(EX / "monte-carlo-pi" / "job.json"), "--redundancy", "3", "--escrow", "auto",
-         "--peer", testnet.node(1), "--wait", "--out", str(tmp_path / "pi"), "--json"],
-        capture_output=True, text=True, timeout=150, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "sandrun_p2p.cli",
+            "submit",
+            "--code",
+            str(EX / "monte-carlo-pi" / "pi.py"),
+            "--manifest",
+            str(EX / "monte-carlo-pi" / "job.json"),
+            "--redundancy",
+            "3",
+            "--escrow",
+            "auto",
+            "--peer",
+            testnet.node(1),
+            "--wait",
+            "--out",
+            str(tmp_path / "pi"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     d = json.loads(out.stdout)
     assert d["state"] == "settled" and d["status"] == "exited" and list(d["outputs"]) == ["pi.json"]
     money = d["money"]
-    assert money["escrow_from"].startswith("0x")  # --escrow auto picked a fresh per-job key: the peer announces
-    assert money["state"] == "settled" and len([p for p in money["payouts"] if p["paid_wei"] > 0]) >= 2  # 2-of-3
+    assert money["escrow_from"].startswith(
+        "0x"
+    )  # --escrow auto picked a fresh per-job key: the peer announces
+    assert (
+        money["state"] == "settled" and len([p for p in money["payouts"] if p["paid_wei"] > 0]) >= 2
+    )  # 2-of-3
     assert json.loads((tmp_path / "pi/pi.json").read_text())["samples"] == 400000

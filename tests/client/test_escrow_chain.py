@@ -22,8 +22,15 @@ def escrow():
 
 
 def job(nonce: int, deadline: int) -> JobSpec:
-    return JobSpec.from_dict({"code_cid": "bafkreiabcdefgh", "manifest": {"entrypoint": "main.py"},
-                              "deadline": deadline, "nonce": nonce.to_bytes(4, "big"), "payment_wei": 10**15})
+    return JobSpec.from_dict(
+        {
+            "code_cid": "bafkreiabcdefgh",
+            "manifest": {"entrypoint": "main.py"},
+            "deadline": deadline,
+            "nonce": nonce.to_bytes(4, "big"),
+            "payment_wei": 10**15,
+        }
+    )
 
 
 def test_each_job_is_escrowed_from_a_fresh_address(escrow: Escrow) -> None:

@@ -65,7 +65,7 @@ def test_a_result_sealed_to_another_key_is_refused(tmp_path: Path) -> None:
     [
         lambda b: b[:-1] + bytes([b[-1] ^ 1]),  # a flipped ciphertext bit
         lambda b: b[: len(b) // 2],  # truncated
-        lambda b: b[len(crypto.SEALED_MAGIC):],  # header stripped
+        lambda b: b[len(crypto.SEALED_MAGIC) :],  # header stripped
     ],
 )
 def test_tampered_ciphertext_is_refused(tmp_path: Path, tamper) -> None:
@@ -83,7 +83,9 @@ def test_a_plaintext_result_for_a_sealed_job_is_refused(tmp_path: Path) -> None:
 
 def test_the_record_keeps_the_key_and_the_spec_round_trips(tmp_path: Path) -> None:
     spec = spec_for(result_key=PUB)
-    rec = JobRecord(job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer="x", result_seed=SEED.hex())
+    rec = JobRecord(
+        job_id=spec.job_id.hex(), spec=JobRecord.spec_dict(spec), peer="x", result_seed=SEED.hex()
+    )
     assert rec.spec["result_key"] == PUB.hex()  # JSON-safe
     assert rec.job_spec() == spec and rec.job_spec().job_id == spec.job_id
     assert "result_seed" not in rec.public()

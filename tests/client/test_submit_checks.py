@@ -27,9 +27,19 @@ from sandrun_p2p.store import crypto
 from sandrun_p2p.store.errors import DecryptionError
 
 GOOD = {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 20, "memory_mb": 128}
-CPU_NODE = {"node_id": "aa" * 32, "fresh": True,
-            "caps": {"cpus": 4, "mem_mb": 4096, "disk_mb": 1000, "gpus": [], "enforced": ["network", "memory"],
-                     "executor": "local", "max_jobs": 2}}
+CPU_NODE = {
+    "node_id": "aa" * 32,
+    "fresh": True,
+    "caps": {
+        "cpus": 4,
+        "mem_mb": 4096,
+        "disk_mb": 1000,
+        "gpus": [],
+        "enforced": ["network", "memory"],
+        "executor": "local",
+        "max_jobs": 2,
+    },
+}
 
 
 class RecordingPeer:
@@ -89,7 +99,9 @@ def client_with(peer: RecordingPeer, tmp_path: Path) -> Client:
         ({**GOOD, "entrypoint": "other.py"}, "not in the code bundle"),
     ],
 )
-async def test_bad_manifests_never_reach_peer_or_chain(tmp_path: Path, code: Path, manifest: dict, message: str) -> None:
+async def test_bad_manifests_never_reach_peer_or_chain(
+    tmp_path: Path, code: Path, manifest: dict, message: str
+) -> None:
     peer = RecordingPeer()
     with pytest.raises(BadJob, match=message):
         await client_with(peer, tmp_path).submit(code, manifest)
@@ -151,23 +163,38 @@ class PeerEscrowPeer(RecordingPeer):
         self.bodies = [*getattr(self, "bodies", []), body]
         from sandrun_p2p.protocol.jobspec import JobSpec
 
-        spec = JobSpec.from_dict({"code_cid": body["code_cid"], "manifest": body["manifest"], "redundancy": 1,
-                                  "quorum": 1, "deadline": body["deadline"], "nonce": bytes.fromhex(body["nonce"]),
-                                  "payment_wei": body["payment_wei"], **({"pay": body["pay"]} if "pay" in body else {})})
+        spec = JobSpec.from_dict(
+            {
+                "code_cid": body["code_cid"],
+                "manifest": body["manifest"],
+                "redundancy": 1,
+                "quorum": 1,
+                "deadline": body["deadline"],
+                "nonce": bytes.fromhex(body["nonce"]),
+                "payment_wei": body["payment_wei"],
+                **({"pay": body["pay"]} if "pay" in body else {}),
+            }
+        )
         return {"job_id": spec.job_id.hex()}
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"escrow": "client"}, "escrow='peer'"),
-    ({"escrow": "peer", "encrypt": False, "redundancy": 2}, "redundancy 1"),
-    ({"escrow": "peer", "encrypt": False, "pay_mode": "barter"}, "pay_mode must be"),
-])
-async def test_voucher_payment_is_refused_where_it_cannot_apply(tmp_path: Path, code: Path, kw: dict,
-                                                                message: str) -> None:
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"escrow": "client"}, "escrow='peer'"),
+        ({"escrow": "peer", "encrypt": False, "redundancy": 2}, "redundancy 1"),
+        ({"escrow": "peer", "encrypt": False, "pay_mode": "barter"}, "pay_mode must be"),
+    ],
+)
+async def test_voucher_payment_is_refused_where_it_cannot_apply(
+    tmp_path: Path, code: Path, kw: dict, message: str
+) -> None:
     peer = RecordingPeer()
     redundancy = kw.pop("redundancy", 1)
     with pytest.raises(BadJob, match=message):
-        await client_with(peer, tmp_path).submit(code, GOOD, None, redundancy, **{"pay_mode": "voucher", **kw})
+        await client_with(peer, tmp_path).submit(
+            code, GOOD, None, redundancy, **{"pay_mode": "voucher", **kw}
+        )
     assert "put_blob" not in peer.calls
 
 

@@ -38,7 +38,10 @@ def test_numeric_compare_rule_applies(tmp_path: Path) -> None:
     ("tamper", "message"),
     [
         (lambda s: (s / "outputs/out/a.txt").write_text("ALPHA\n"), "out/a.txt' does not match"),
-        (lambda s: (s / "outputs/summary.json").write_text('{"mean": 2.71}\n'), "summary.json' does not match"),
+        (
+            lambda s: (s / "outputs/summary.json").write_text('{"mean": 2.71}\n'),
+            "summary.json' does not match",
+        ),
         (lambda s: (s / "outputs/extra.txt").write_text("x"), "extra: ['extra.txt']"),
         (lambda s: (s / "outputs/out/sub/b.txt").unlink(), "missing: ['out/sub/b.txt']"),
         (lambda s: (s / "stdout").write_text("forged\n"), "stdout of the result"),
@@ -60,8 +63,11 @@ def test_trace_rewritten_to_match_tampered_output_is_refused(tmp_path: Path) -> 
     """Recomputing the trace over altered outputs changes its root: the accepted root no longer matches."""
     spec = spec_for()
     stage, trace = make_result(tmp_path / "a", spec)
-    _, forged = make_result(tmp_path / "b", spec, {"out/a.txt": "evil\n", "out/sub/b.txt": "beta\n",
-                                                    "summary.json": '{"mean": 3.14159265}\n'})
+    _, forged = make_result(
+        tmp_path / "b",
+        spec,
+        {"out/a.txt": "evil\n", "out/sub/b.txt": "beta\n", "summary.json": '{"mean": 3.14159265}\n'},
+    )
     (stage / "outputs/out/a.txt").write_text("evil\n")
     (stage / "trace.cbor").write_bytes(canonical(forged.to_dict()))
     with pytest.raises(ResultRejected, match="not to the accepted root"):

@@ -14,5 +14,12 @@ def executor(tmp_path_factory: pytest.TempPathFactory) -> LocalExecutor:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (apt-get install -y bubblewrap)")
     root = tmp_path_factory.mktemp("exec")
-    return LocalExecutor(work_root=root / "runs", disk_mb=32, tmp_mb=8, max_output_bytes=1 << 20,
-                         max_pids=64, grace_s=2.0, detect_gpus=False)
+    return LocalExecutor(
+        work_root=root / "runs",
+        disk_mb=32,
+        tmp_mb=8,
+        max_output_bytes=1 << 20,
+        max_pids=64,
+        grace_s=2.0,
+        detect_gpus=False,
+    )

@@ -66,8 +66,13 @@ class FakeSandrun:
             with tarfile.open(fileobj=io.BytesIO(job["bundle"]), mode="r:gz") as tf:
                 tf.extractall(td, filter="data")
             m = job["manifest"]
-            p = subprocess.run([sys.executable, m["entrypoint"], *m.get("args", [])], cwd=td,
-                               capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+            p = subprocess.run(
+                [sys.executable, m["entrypoint"], *m.get("args", [])],
+                cwd=td,
+                capture_output=True,
+                timeout=30,
+                env={"PATH": "/usr/bin:/bin"},
+            )
             if self.run_gate is not None:
                 self.run_gate.wait(30)
             outs = {}
@@ -77,8 +82,13 @@ class FakeSandrun:
                     data = f.read_bytes()
                     sha = "0" * 64 if self.lie_about_hashes else hashlib.sha256(data).hexdigest()
                     outs[rel] = {"size_bytes": len(data), "sha256": sha, "type": "file", "data": data}
-        job.update(stdout=p.stdout.decode(), stderr=p.stderr.decode(), outputs=outs,
-                   status="completed" if p.returncode == 0 else "failed", exit_code=p.returncode)
+        job.update(
+            stdout=p.stdout.decode(),
+            stderr=p.stderr.decode(),
+            outputs=outs,
+            status="completed" if p.returncode == 0 else "failed",
+            exit_code=p.returncode,
+        )
         job["done"].set()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -118,8 +128,13 @@ class FakeSandrun:
                     with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tf:
                         entry = tf.extractfile(manifest["entrypoint"]).read()
                     jh = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode() + entry).hexdigest()
-                    job = {"status": "queued", "manifest": manifest, "bundle": bundle, "job_hash": jh,
-                           "done": threading.Event()}
+                    job = {
+                        "status": "queued",
+                        "manifest": manifest,
+                        "bundle": bundle,
+                        "job_hash": jh,
+                        "done": threading.Event(),
+                    }
                     fake.jobs[jid] = job
                 threading.Thread(target=fake._run, args=(jid, job), daemon=True).start()
                 self._send(200, {"job_id": jid, "status": "queued"})
@@ -136,13 +151,22 @@ class FakeSandrun:
                 if parts[0] == "status":
                     if fake.block_status_s:
                         job["done"].wait(fake.block_status_s)
-                    body = {"job_id": parts[1], "status": job["status"], "job_hash": job["job_hash"],
-                            "worker_metadata": {"worker_id": fake.worker_id, "signature": "c2ln"}}
+                    body = {
+                        "job_id": parts[1],
+                        "status": job["status"],
+                        "job_hash": job["job_hash"],
+                        "worker_metadata": {"worker_id": fake.worker_id, "signature": "c2ln"},
+                    }
                     if job["done"].is_set():
-                        body["execution_metadata"] = {"cpu_seconds": 0.01, "memory_peak_bytes": 1 << 20,
-                                                      "exit_code": job["exit_code"]}
-                        body["output_files"] = {k: {x: v[x] for x in ("size_bytes", "sha256", "type")}
-                                                for k, v in job["outputs"].items()}
+                        body["execution_metadata"] = {
+                            "cpu_seconds": 0.01,
+                            "memory_peak_bytes": 1 << 20,
+                            "exit_code": job["exit_code"],
+                        }
+                        body["output_files"] = {
+                            k: {x: v[x] for x in ("size_bytes", "sha256", "type")}
+                            for k, v in job["outputs"].items()
+                        }
                         if fake.delete_on_complete:
                             fake.jobs.pop(parts[1], None)
                     return self._send(200, body)
@@ -160,5 +184,7 @@ class FakeSandrun:
 
 def _multipart(ctype: str, body: bytes) -> dict[str, bytes]:
     msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-            for part in msg.iter_parts()}
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in msg.iter_parts()
+    }

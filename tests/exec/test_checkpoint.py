@@ -85,7 +85,12 @@ def test_snapshot_of_what_a_job_wrote_leaves_out_links_and_fifos(tmp_path: Path)
     dest.mkdir()
     assert restore(snap, dest) == snap.chain
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
-        "000001", "000002", "000002/deep", "000002/deep/x", "000003"]
+        "000001",
+        "000002",
+        "000002/deep",
+        "000002/deep/x",
+        "000003",
+    ]
 
 
 def test_snapshot_is_not_capped_but_restore_is(tmp_path: Path) -> None:
@@ -103,8 +108,9 @@ def test_snapshot_is_not_capped_but_restore_is(tmp_path: Path) -> None:
     assert restore(snap, tmp_path / "r") == snap.chain
 
 
-def test_snapshot_chain_is_that_of_the_packed_entries_while_the_job_writes(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshot_chain_is_that_of_the_packed_entries_while_the_job_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "ck"
     root.mkdir()
     (root / "0001").write_text("one")

@@ -59,8 +59,17 @@ def test_nvml_sees_what_nvidia_smi_sees() -> None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         pytest.skip("nvidia-smi is not on PATH")
-    rows = subprocess.run([smi, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
-                          capture_output=True, text=True, check=True, timeout=30).stdout.strip().splitlines()
+    rows = (
+        subprocess.run(
+            [smi, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     smi_gpus = [[c.strip() for c in r.split(",")] for r in rows]
     got = gpus()
     assert [g["model"] for g in got] == [r[0] for r in smi_gpus]
@@ -112,7 +121,9 @@ def test_advert_makes_this_node_eligible_for_gpu_jobs(gpu_executor: LocalExecuto
     assert ineligibility(caps, too_big) == "0 fitting GPU(s) < 1"
 
 
-async def test_gpu_job_gets_its_own_gpu_device_nodes_only(gpu_executor: LocalExecutor, tmp_path: Path) -> None:
+async def test_gpu_job_gets_its_own_gpu_device_nodes_only(
+    gpu_executor: LocalExecutor, tmp_path: Path
+) -> None:
     probe = make_job(tmp_path, "import os\nprint(sorted(d for d in os.listdir('/dev') if 'nvidia' in d))\n")
     r = await gpu_executor.run(probe, manifest(gpu={"required": True}), JOB_ID)
     want = sorted(p.name for p in gpu_device_nodes([gpu_executor.gpus[0]]))

@@ -58,7 +58,15 @@ async def test_a_two_gpu_job_waits_until_two_are_free(node: LocalExecutor) -> No
 
 
 def test_a_job_gets_the_shared_driver_nodes_and_its_own_gpus_only(tmp_path: Path) -> None:
-    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps"):
+    for name in (
+        "nvidia0",
+        "nvidia1",
+        "nvidia2",
+        "nvidiactl",
+        "nvidia-uvm",
+        "nvidia-uvm-tools",
+        "nvidia-caps",
+    ):
         (tmp_path / name).touch()
     got = {p.name for p in gpu_device_nodes([{**A100, "minor": 1}], tmp_path)}
     assert got == {"nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps"}

@@ -32,11 +32,14 @@ def _procs_with(marker: str) -> list[int]:
 async def test_host_files_and_keys_are_invisible(executor: LocalExecutor, tmp_path: Path) -> None:
     key = tmp_path / "node.key"
     key.write_text("SECRET-KEY-MATERIAL")
-    job = make_job(tmp_path, f"""
+    job = make_job(
+        tmp_path,
+        f"""
         import os
         for p in [{str(key)!r}, "/root", "/etc/passwd", "/etc/shadow", "/home", {str(Path.cwd())!r}]:
             print(p, os.path.exists(p))
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(), JOB_ID)
     out = r.stdout.read_text()
     assert r.trace.status == "exited" and r.trace.exit_code == 0
@@ -53,7 +56,9 @@ async def test_cannot_connect_to_host_listener(executor: LocalExecutor, tmp_path
         stream = await listener.accept()
         accepted.append(stream)
 
-    job = make_job(tmp_path, f"""
+    job = make_job(
+        tmp_path,
+        f"""
         import socket
         try:
             socket.create_connection(("127.0.0.1", {port}), timeout=2)
@@ -61,7 +66,8 @@ async def test_cannot_connect_to_host_listener(executor: LocalExecutor, tmp_path
         except OSError as e:
             print("refused", e.errno)
         print(sorted(n for _, n in socket.if_nameindex()))
-    """)
+    """,
+    )
     async with trio.open_nursery() as n:
         n.start_soon(accept)
         r = await executor.run(job, manifest(), JOB_ID)
@@ -74,7 +80,9 @@ async def test_cannot_connect_to_host_listener(executor: LocalExecutor, tmp_path
 
 
 async def _assert_fork_bomb_capped(executor: LocalExecutor, tmp_path: Path) -> None:
-    job = make_job(tmp_path, """
+    job = make_job(
+        tmp_path,
+        """
         import os, time
         n = 0
         while True:
@@ -87,7 +95,8 @@ async def _assert_fork_bomb_capped(executor: LocalExecutor, tmp_path: Path) -> N
                 time.sleep(60)
                 os._exit(0)
             n += 1
-    """)
+    """,
+    )
     t = time.monotonic()
     r = await executor.run(job, manifest(timeout=30), JOB_ID)
     out = r.stdout.read_text()
@@ -113,20 +122,25 @@ def cgroupless_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Loca
     return ex
 
 
-async def test_fork_bomb_is_capped_without_a_pids_cgroup(cgroupless_executor: LocalExecutor,
-                                                          tmp_path: Path) -> None:
+async def test_fork_bomb_is_capped_without_a_pids_cgroup(
+    cgroupless_executor: LocalExecutor, tmp_path: Path
+) -> None:
     assert cgroupless_executor.enforced["pids"] == "rlimit-nproc"
     assert cgroupless_executor.enforced["host_uid"] == "per-job"
     await _assert_fork_bomb_capped(cgroupless_executor, tmp_path)
 
 
-async def test_job_runs_as_its_own_unprivileged_host_uid(cgroupless_executor: LocalExecutor,
-                                                         tmp_path: Path) -> None:
+async def test_job_runs_as_its_own_unprivileged_host_uid(
+    cgroupless_executor: LocalExecutor, tmp_path: Path
+) -> None:
     marker = f"whoami-{uuid.uuid4().hex}"
-    job = make_job(tmp_path, f"""
+    job = make_job(
+        tmp_path,
+        f"""
         import os
         os.execvp("python3", ["python3", "-c", "import time; time.sleep(120)", {marker!r}])
-    """)
+    """,
+    )
     uids: set[int] = set()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cgroupless_executor.run, job, manifest(timeout=60), JOB_ID)
@@ -143,11 +157,14 @@ async def test_job_runs_as_its_own_unprivileged_host_uid(cgroupless_executor: Lo
 
 
 async def test_memory_hog_is_oom_killed(executor: LocalExecutor, tmp_path: Path) -> None:
-    job = make_job(tmp_path, """
+    job = make_job(
+        tmp_path,
+        """
         chunks = []
         while True:
             chunks.append(bytearray(16 << 20))
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(memory_mb=64), JOB_ID)
     if executor.enforced["memory"] in ("cgroup-v1", "cgroup-v2"):
         assert r.oom_killed and r.trace.status == "oom"
@@ -157,7 +174,9 @@ async def test_memory_hog_is_oom_killed(executor: LocalExecutor, tmp_path: Path)
 
 
 async def test_filling_the_disk_stops_at_the_cap(executor: LocalExecutor, tmp_path: Path) -> None:
-    job = make_job(tmp_path, """
+    job = make_job(
+        tmp_path,
+        """
         import os
         total = 0
         try:
@@ -167,7 +186,8 @@ async def test_filling_the_disk_stops_at_the_cap(executor: LocalExecutor, tmp_pa
                 total += 512 << 10
         except OSError as e:
             print("stopped", e.errno, total >> 20)
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(memory_mb=256), JOB_ID)
     out = r.stdout.read_text()
     assert executor.enforced["disk"] == "tmpfs"
@@ -185,7 +205,9 @@ async def test_infinite_loop_times_out(executor: LocalExecutor, tmp_path: Path) 
 
 async def test_setsid_double_fork_escapee_is_killed(executor: LocalExecutor, tmp_path: Path) -> None:
     marker = f"escapee-{uuid.uuid4().hex}"
-    job = make_job(tmp_path, f"""
+    job = make_job(
+        tmp_path,
+        f"""
         import os, subprocess, time
         if os.fork() == 0:
             os.setsid()
@@ -195,7 +217,8 @@ async def test_setsid_double_fork_escapee_is_killed(executor: LocalExecutor, tmp
         time.sleep(0.5)
         while True:
             pass
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(timeout=2), JOB_ID)
     assert r.trace.status == "timeout"
     assert _procs_with(marker) == []
@@ -203,7 +226,9 @@ async def test_setsid_double_fork_escapee_is_killed(executor: LocalExecutor, tmp
 
 async def test_writes_outside_the_job_dir_fail(executor: LocalExecutor, tmp_path: Path) -> None:
     target = tmp_path / "outside.txt"
-    job = make_job(tmp_path, f"""
+    job = make_job(
+        tmp_path,
+        f"""
         for p in ["/usr/evil", "/etc/evil", "/evil", {str(target)!r}, "/proc/sys/kernel/hostname"]:
             try:
                 open(p, "w").write("x")
@@ -211,7 +236,8 @@ async def test_writes_outside_the_job_dir_fail(executor: LocalExecutor, tmp_path
             except OSError as e:
                 print("denied", p, e.errno)
         open("/tmp/scratch", "w").write("private tmp is fine")
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(), JOB_ID)
     out = r.stdout.read_text()
     assert "wrote" not in out and out.count("denied") == 5, out
@@ -220,12 +246,15 @@ async def test_writes_outside_the_job_dir_fail(executor: LocalExecutor, tmp_path
 
 
 async def test_huge_stdout_is_capped(executor: LocalExecutor, tmp_path: Path) -> None:
-    job = make_job(tmp_path, """
+    job = make_job(
+        tmp_path,
+        """
         import sys
         block = "y" * (1 << 16)
         for _ in range(1 << 14):  # 1 GiB
             sys.stdout.write(block)
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(), JOB_ID)
     assert r.stdout.stat().st_size <= executor.max_output_bytes
     assert r.usage.get("stdout_capped") is True
@@ -235,10 +264,13 @@ async def test_huge_stdout_is_capped(executor: LocalExecutor, tmp_path: Path) ->
 
 async def test_cancelling_run_kills_the_job(executor: LocalExecutor, tmp_path: Path) -> None:
     marker = f"cancelled-{uuid.uuid4().hex}"
-    job = make_job(tmp_path, f"""
+    job = make_job(
+        tmp_path,
+        f"""
         import os
         os.execvp("python3", ["python3", "-c", "import time; time.sleep(120)", {marker!r}])
-    """)
+    """,
+    )
     with trio.move_on_after(1.0):
         await executor.run(job, manifest(timeout=60), JOB_ID)
     assert _procs_with(marker) == []

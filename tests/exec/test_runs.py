@@ -77,17 +77,21 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     return m
 
 
-@pytest.mark.parametrize(("member", "message"), [
-    (_member("../evil.py"), "escapes"),
-    (_member("a/../../evil.py"), "escapes"),
-    (_member("/etc/evil.py"), "absolute"),
-    (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "link"),
-    (_member("hard", tarfile.LNKTYPE, "main.py"), "link"),
-    (_member("dev", tarfile.CHRTYPE), "device"),
-    (_member("fifo", tarfile.FIFOTYPE), "device"),
-])
-async def test_bad_bundles_are_refused(executor: LocalExecutor, tmp_path: Path, member: tarfile.TarInfo,
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (_member("../evil.py"), "escapes"),
+        (_member("a/../../evil.py"), "escapes"),
+        (_member("/etc/evil.py"), "absolute"),
+        (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "link"),
+        (_member("hard", tarfile.LNKTYPE, "main.py"), "link"),
+        (_member("dev", tarfile.CHRTYPE), "device"),
+        (_member("fifo", tarfile.FIFOTYPE), "device"),
+    ],
+)
+async def test_bad_bundles_are_refused(
+    executor: LocalExecutor, tmp_path: Path, member: tarfile.TarInfo, message: str
+) -> None:
     data = _tar([_member("main.py"), member])
     with pytest.raises(BundleError, match=message):
         await executor.run(data, manifest(), JOB_ID)
@@ -149,13 +153,18 @@ def test_refuses_without_network_isolation(tmp_path: Path, monkeypatch: pytest.M
     assert ex.enforced["network"] is False and ex.unsafe
 
 
-@pytest.mark.parametrize(("members", "message"), [
-    ([_member("C:/evil.py")], "absolute"),
-    ([_member("a\\..\\evil.py")], "unsafe name"),
-    ([_member("dup"), _member("dup")], "twice"),
-    ([_member("a/b"), _member("a")], "inside a file"),
-])
-def test_store_side_checks_hold_for_exec(tmp_path: Path, members: list[tarfile.TarInfo], message: str) -> None:
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([_member("C:/evil.py")], "absolute"),
+        ([_member("a\\..\\evil.py")], "unsafe name"),
+        ([_member("dup"), _member("dup")], "twice"),
+        ([_member("a/b"), _member("a")], "inside a file"),
+    ],
+)
+def test_store_side_checks_hold_for_exec(
+    tmp_path: Path, members: list[tarfile.TarInfo], message: str
+) -> None:
     """Checks that only store.bundle had before the merge refuse bundles with exec's BundleError too."""
     with pytest.raises(BundleError, match=message) as e:
         safe_extract(_tar([_member("main.py"), *members]), tmp_path)

@@ -24,8 +24,12 @@ JOB = """
 
 
 def _client(url: str, tmp_path: Path, **kw: object) -> SandrunExecutor:
-    opts: dict = {"results_root": tmp_path / "res", "request_timeout": 2.0, "poll_interval": 0.02,
-                  "backoff": 0.02}
+    opts: dict = {
+        "results_root": tmp_path / "res",
+        "request_timeout": 2.0,
+        "poll_interval": 0.02,
+        "backoff": 0.02,
+    }
     opts.update(kw)
     return SandrunExecutor(url, **opts)
 
@@ -48,7 +52,9 @@ async def test_429_without_retry_after_and_blocking_status(tmp_path: Path) -> No
     with FakeSandrun() as srv:
         srv.busy_submits = 2
         srv.block_status_s = 3.0
-        r = await _client(srv.url, tmp_path, request_timeout=0.3).run(make_job(tmp_path, JOB), manifest(), JOB_ID)
+        r = await _client(srv.url, tmp_path, request_timeout=0.3).run(
+            make_job(tmp_path, JOB), manifest(), JOB_ID
+        )
         assert srv.submits == 3
     assert r.trace.exit_code == 0
 

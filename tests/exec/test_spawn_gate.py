@@ -17,11 +17,14 @@ from sandrun_p2p.exec.sandbox import JOB_UID_BASE
 
 
 async def test_job_sees_its_limits_and_a_null_stdin(executor: LocalExecutor, tmp_path: Path) -> None:
-    job = make_job(tmp_path, """
+    job = make_job(
+        tmp_path,
+        """
         import os, resource, sys
         print(resource.getrlimit(resource.RLIMIT_FSIZE)[0], resource.getrlimit(resource.RLIMIT_CORE)[0])
         print(repr(sys.stdin.read()), os.path.realpath("/proc/self/fd/0"))
-    """)
+    """,
+    )
     r = await executor.run(job, manifest(), JOB_ID)
     assert r.trace.status == "exited" and r.trace.exit_code == 0, r.stderr.read_text()
     limits, stdin = r.stdout.read_text().splitlines()
@@ -29,8 +32,9 @@ async def test_job_sees_its_limits_and_a_null_stdin(executor: LocalExecutor, tmp
     assert stdin == "'' /dev/null"
 
 
-async def test_spawn_does_not_pass_a_preexec_hook(executor: LocalExecutor, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_spawn_does_not_pass_a_preexec_hook(
+    executor: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[dict[str, Any]] = []
     real = trio.lowlevel.open_process
 
@@ -50,8 +54,13 @@ async def test_command_never_runs_when_confining_fails(tmp_path: Path) -> None:
     ex.max_output_bytes = 1 << 20
     ex.enforced = {"memory": "cgroup"}
     with pytest.raises(OSError):
-        await ex._spawn(["/bin/sh", "-c", f"touch {marker}"], [str(tmp_path / "missing" / "cgroup.procs")], 1 << 26,
-                        False, None)
+        await ex._spawn(
+            ["/bin/sh", "-c", f"touch {marker}"],
+            [str(tmp_path / "missing" / "cgroup.procs")],
+            1 << 26,
+            False,
+            None,
+        )
     assert not marker.exists()  # the gated shell was killed and reaped before the error reached here
 
 
@@ -61,7 +70,9 @@ async def test_gated_process_gets_the_limits_before_its_command(tmp_path: Path) 
     ex = LocalExecutor.__new__(LocalExecutor)
     ex.max_output_bytes = 12345
     ex.enforced = {"memory": "rlimit-as"}
-    proc = await ex._spawn(["/bin/sh", "-c", f"ulimit -c > {out}; ulimit -v >> {out}"], [], 1 << 30, False, None)
+    proc = await ex._spawn(
+        ["/bin/sh", "-c", f"ulimit -c > {out}; ulimit -v >> {out}"], [], 1 << 30, False, None
+    )
     await proc.wait()
     core, vmem = out.read_text().split()
     assert proc.returncode == 0 and core == "0" and int(vmem) == (1 << 30) // 1024
@@ -75,9 +86,13 @@ async def test_gpu_job_gets_a_data_cap_and_its_own_uid_with_a_process_cap(tmp_pa
     ex.max_output_bytes, ex.max_pids = 12345, 64
     ex.enforced = {"memory": "rlimit-as"}
     with open(tmp_path / "out", "wb") as out:  # the job's uid cannot open files here; it inherits this one
-        code = "import os, resource as r; print(os.getuid(), *(r.getrlimit(x)[0] for x in " \
-               "(r.RLIMIT_DATA, r.RLIMIT_AS, r.RLIMIT_NPROC)))"
-        proc = await ex._spawn(["/usr/bin/python3", "-c", code], [], 1 << 30, True, JOB_UID_BASE + 7, stdout=out)
+        code = (
+            "import os, resource as r; print(os.getuid(), *(r.getrlimit(x)[0] for x in "
+            "(r.RLIMIT_DATA, r.RLIMIT_AS, r.RLIMIT_NPROC)))"
+        )
+        proc = await ex._spawn(
+            ["/usr/bin/python3", "-c", code], [], 1 << 30, True, JOB_UID_BASE + 7, stdout=out
+        )
         await proc.wait()
     uid, data, vmem, nproc = (int(x) for x in (tmp_path / "out").read_text().split())
     assert proc.returncode == 0 and uid == JOB_UID_BASE + 7

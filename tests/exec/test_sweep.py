@@ -18,7 +18,9 @@ def dead_pid() -> int:
     return p.pid
 
 
-def test_stale_runs_of_dead_processes_are_unmounted_and_removed(executor: LocalExecutor, tmp_path: Path) -> None:
+def test_stale_runs_of_dead_processes_are_unmounted_and_removed(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
     root = tmp_path / "runs"
     stale = root / f"{'ab' * 8}-{dead_pid()}-1"
     live = root / f"{'cd' * 8}-{os.getpid()}-1"
@@ -31,7 +33,9 @@ def test_stale_runs_of_dead_processes_are_unmounted_and_removed(executor: LocalE
     try:
         ex = LocalExecutor(work_root=root, detect_gpus=False)
         assert ex.swept == 1
-        assert not stale.exists() and live.is_dir() and (root / "results").is_dir() and (root / "notes").is_dir()
+        assert (
+            not stale.exists() and live.is_dir() and (root / "results").is_dir() and (root / "notes").is_dir()
+        )
         assert str(stale / "fs") not in Path("/proc/mounts").read_text()
         assert mounted == (executor.enforced["disk"] == "tmpfs")
         assert sweep_stale_runs(root) == 0 and sweep_stale_runs(tmp_path / "missing") == 0

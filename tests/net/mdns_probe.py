@@ -14,7 +14,9 @@ from sandrun_p2p.protocol.identity import NodeKey
 
 
 async def main() -> None:
-    nets = [Network(NodeKey.generate(), NetConfig(mdns=on), lambda msg, now: None) for on in (True, True, False)]
+    nets = [
+        Network(NodeKey.generate(), NetConfig(mdns=on), lambda msg, now: None) for on in (True, True, False)
+    ]
     async with trio.open_nursery() as nursery:
         for n in nets:
             await nursery.start(n.run)

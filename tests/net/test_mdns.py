@@ -19,13 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SETUP = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                    reason="needs root, unshare and ip for a private network namespace")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+    reason="needs root, unshare and ip for a private network namespace",
+)
 def test_mdns_nodes_find_each_other_and_no_mdns_node_is_not_found() -> None:
     cmd = f'{SETUP} && exec "{sys.executable}" -m tests.net.mdns_probe'
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run(["unshare", "--net", "sh", "-c", cmd], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=90)
+    p = subprocess.run(
+        ["unshare", "--net", "sh", "-c", cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["found"], "two mDNS nodes did not discover each other within 30 s"

@@ -21,8 +21,18 @@ TOPIC = job_topic(0)
 
 
 def claim(key: NodeKey, seq: int) -> bytes:
-    caps = {"cpus": 1, "mem_mb": 512, "disk_mb": 0, "gpus": [], "enforced": [], "executor": "local", "max_jobs": 1}
-    return m.encode(key, m.CLAIM, {"job": hashlib.sha256(b"j").digest(), "caps": caps}, seq, int(time.time() * 1000))
+    caps = {
+        "cpus": 1,
+        "mem_mb": 512,
+        "disk_mb": 0,
+        "gpus": [],
+        "enforced": [],
+        "executor": "local",
+        "max_jobs": 1,
+    }
+    return m.encode(
+        key, m.CLAIM, {"job": hashlib.sha256(b"j").digest(), "caps": caps}, seq, int(time.time() * 1000)
+    )
 
 
 async def test_gossip_and_fetches_share_one_mplex_connection(nursery) -> None:
@@ -31,8 +41,10 @@ async def test_gossip_and_fetches_share_one_mplex_connection(nursery) -> None:
     nonce while the first waits on a full socket buffer, needs a slow reader; loopback rarely produces it.)"""
     got: list[m.Message] = []
     keys = [NodeKey.generate(), NodeKey.generate()]
-    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
-            Network(keys[1], NetConfig(mdns=False), lambda msg, now: got.append(msg))]
+    nets = [
+        Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+        Network(keys[1], NetConfig(mdns=False), lambda msg, now: got.append(msg)),
+    ]
     for n in nets:
         await nursery.start(n.run)
     await nets[1].connect(nets[0].addrs()[0])
@@ -141,7 +153,9 @@ def test_seen_messages_are_dropped_before_a_task_is_spawned() -> None:
     pubsub.seen_messages = _Seen({hashlib.sha256(b"old").digest()})
     assert patches.subscribed_and_unseen(pubsub, _Msg(b"new", [TOPIC]))
     assert not patches.subscribed_and_unseen(pubsub, _Msg(b"old", [TOPIC]))  # a duplicate: no push_msg task
-    assert not patches.subscribed_and_unseen(pubsub, _Msg(b"new", ["other-topic"]))  # not subscribed, as before
+    assert not patches.subscribed_and_unseen(
+        pubsub, _Msg(b"new", ["other-topic"])
+    )  # not subscribed, as before
 
 
 async def test_duplicates_spawn_no_push_task_in_a_triangle(nursery, monkeypatch) -> None:
@@ -159,9 +173,11 @@ async def test_duplicates_spawn_no_push_task_in_a_triangle(nursery, monkeypatch)
     monkeypatch.setattr(Pubsub, "push_msg", counting)
     keys = [NodeKey.generate() for _ in range(3)]
     got: list[m.Message] = []
-    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
-            Network(keys[1], NetConfig(mdns=False), lambda msg, now: None),
-            Network(keys[2], NetConfig(mdns=False), lambda msg, now: got.append(msg))]
+    nets = [
+        Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+        Network(keys[1], NetConfig(mdns=False), lambda msg, now: None),
+        Network(keys[2], NetConfig(mdns=False), lambda msg, now: got.append(msg)),
+    ]
     for n in nets:
         await nursery.start(n.run)
     arrivals: dict[int, int] = {}
@@ -227,6 +243,6 @@ async def test_queued_rpcs_leave_in_one_write_and_parse_back() -> None:
             shift, i = shift + 7, i + 1
             if b < 0x80:
                 break
-        parsed.append(rpc_pb2.RPC.FromString(buf[i:i + n]))
-        buf = buf[i + n:]
+        parsed.append(rpc_pb2.RPC.FromString(buf[i : i + n]))
+        buf = buf[i + n :]
     assert parsed == rpcs

@@ -27,8 +27,15 @@ TOPIC = job_topic(0)
 
 
 def claim(key: NodeKey, seq: int, ts_ms: int | None = None) -> bytes:
-    caps = {"cpus": 1, "mem_mb": 512, "disk_mb": 0, "gpus": [], "enforced": ["network"], "executor": "local",
-            "max_jobs": 1}
+    caps = {
+        "cpus": 1,
+        "mem_mb": 512,
+        "disk_mb": 0,
+        "gpus": [],
+        "enforced": ["network"],
+        "executor": "local",
+        "max_jobs": 1,
+    }
     body = {"job": hashlib.sha256(b"job").digest(), "caps": caps}
     return m.encode(key, m.CLAIM, body, seq, int(time.time() * 1000) if ts_ms is None else ts_ms)
 
@@ -49,10 +56,17 @@ async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
     raw_kp = create_new_key_pair(seed)
     raw_key = NodeKey.from_seed(seed)
     host = new_host(key_pair=raw_kp, listen_addrs=[])
-    router = GossipSub(protocols=["/meshsub/1.1.0"], degree=3, degree_low=2, degree_high=4, heartbeat_interval=1,
-                       spam_protection_enabled=False)
-    ps = Pubsub(host, router, strict_signing=True,
-                msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest())
+    router = GossipSub(
+        protocols=["/meshsub/1.1.0"],
+        degree=3,
+        degree_low=2,
+        degree_high=4,
+        heartbeat_interval=1,
+        spam_protection_enabled=False,
+    )
+    ps = Pubsub(
+        host, router, strict_signing=True, msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest()
+    )
     async with host.run(listen_addrs=[]), background_trio_service(ps), background_trio_service(router):
         await ps.wait_until_ready()
         await ps.subscribe(TOPIC)
@@ -74,9 +88,28 @@ async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
             "wrong-key": claim(other, 7),  # validly signed by someone else, gossiped by the raw peer
             "replayed": claim(raw_key, 1, int(time.time() * 1000) + 1),  # same seq, new bytes
             "stale": claim(raw_key, 2, int(time.time() * 1000) - 3600_000),
-            "wrong-topic": m.encode(raw_key, m.ADVERT, {"caps": {"cpus": 1, "mem_mb": 1, "disk_mb": 0, "gpus": [],
-                                    "enforced": [], "executor": "x", "max_jobs": 1}, "shard_bits": 0, "shards": [],
-                                    "eth": b"", "interval": 10, "load": 0}, 3, int(time.time() * 1000)),
+            "wrong-topic": m.encode(
+                raw_key,
+                m.ADVERT,
+                {
+                    "caps": {
+                        "cpus": 1,
+                        "mem_mb": 1,
+                        "disk_mb": 0,
+                        "gpus": [],
+                        "enforced": [],
+                        "executor": "x",
+                        "max_jobs": 1,
+                    },
+                    "shard_bits": 0,
+                    "shards": [],
+                    "eth": b"",
+                    "interval": 10,
+                    "load": 0,
+                },
+                3,
+                int(time.time() * 1000),
+            ),
         }
         for data in bad.values():
             await ps.publish(TOPIC, data)
@@ -102,9 +135,17 @@ async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None
     seed = hashlib.sha256(b"raw-batcher").digest()
     raw_key = NodeKey.from_seed(seed)
     host = new_host(key_pair=create_new_key_pair(seed), listen_addrs=[])
-    router = GossipSub(protocols=["/meshsub/1.1.0"], degree=3, degree_low=2, degree_high=4, heartbeat_interval=1,
-                       spam_protection_enabled=False)
-    ps = Pubsub(host, router, strict_signing=True, msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest())
+    router = GossipSub(
+        protocols=["/meshsub/1.1.0"],
+        degree=3,
+        degree_low=2,
+        degree_high=4,
+        heartbeat_interval=1,
+        spam_protection_enabled=False,
+    )
+    ps = Pubsub(
+        host, router, strict_signing=True, msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest()
+    )
     async with host.run(listen_addrs=[]), background_trio_service(ps), background_trio_service(router):
         await ps.wait_until_ready()
         await ps.subscribe(TOPIC)
@@ -136,7 +177,9 @@ async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None
         for reason in bad:
             assert node.stats.rejected.get(reason, 0) >= 1, (reason, node.stats.rejected)
         assert node.score(host.get_id()) < 0
-        await ps.publish(TOPIC, m.encode_batch([claim(raw_key, 10), claim(raw_key, 12)]))  # not burnt by rejects
+        await ps.publish(
+            TOPIC, m.encode_batch([claim(raw_key, 10), claim(raw_key, 12)])
+        )  # not burnt by rejects
         await wait_until(lambda: len(got) == 5)
         assert [x.seq for x in got] == [1, 2, 3, 10, 12]
     await host.close()
@@ -156,8 +199,10 @@ async def test_an_item_the_node_refuses_leaves_the_rest_of_its_batch_delivered(n
         got.append(msg.seq)
 
     keys = [NodeKey.generate(), NodeKey.generate()]
-    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
-            Network(keys[1], NetConfig(mdns=False), on_message)]
+    nets = [
+        Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+        Network(keys[1], NetConfig(mdns=False), on_message),
+    ]
     for n in nets:
         await nursery.start(n.run)
     await nets[1].connect(nets[0].addrs()[0])
@@ -171,8 +216,10 @@ async def test_an_item_the_node_refuses_leaves_the_rest_of_its_batch_delivered(n
 async def test_publish_many_batches_and_delivers_in_order(nursery) -> None:
     got: list[m.Message] = []
     keys = [NodeKey.generate(), NodeKey.generate()]
-    nets = [Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
-            Network(keys[1], NetConfig(mdns=False), lambda msg, now: got.append(msg))]
+    nets = [
+        Network(keys[0], NetConfig(mdns=False), lambda msg, now: None),
+        Network(keys[1], NetConfig(mdns=False), lambda msg, now: got.append(msg)),
+    ]
     for n in nets:
         await nursery.start(n.run)
     await nets[1].connect(nets[0].addrs()[0])
@@ -188,8 +235,10 @@ async def test_publish_many_batches_and_delivers_in_order(nursery) -> None:
 async def test_fetch_and_paced_publish_deliver_everything(nursery) -> None:
     got: list[list[m.Message]] = [[], []]
     keys = [NodeKey.generate(), NodeKey.generate()]
-    nets = [Network(k, NetConfig(mdns=False), lambda msg, now, s=sink: s.append(msg))
-            for k, sink in zip(keys, got, strict=True)]
+    nets = [
+        Network(k, NetConfig(mdns=False), lambda msg, now, s=sink: s.append(msg))
+        for k, sink in zip(keys, got, strict=True)
+    ]
     for n in nets:
         await nursery.start(n.run)
     await nets[1].connect(nets[0].addrs()[0])

@@ -120,7 +120,9 @@ def test_decide_cases():
     # no reveal yet (the shortcut): pending, or failed once final
     assert decide({}, 3, 2) == Decision(Outcome.PENDING, None, (), ())
     d = decide({}, 1, 1, final=True)
-    assert d.outcome is Outcome.FAILED and d.reason == "no quorum: 0 of 1 revealed, best agreement 0, quorum 1"
+    assert (
+        d.outcome is Outcome.FAILED and d.reason == "no quorum: 0 of 1 revealed, best agreement 0, quorum 1"
+    )
     with pytest.raises(ProtocolError):
         decide({}, 3, 1)
 
@@ -135,22 +137,35 @@ def test_computation_digest_ignores_only_the_job_id():
     from sandrun_p2p.protocol.trace import OutputFile, Trace, computation_digest
 
     a = Trace(b"\x01" * 32, b"e" * 32, "exited", 0, b"o" * 32, b"r" * 32, (OutputFile("x", 1, b"h" * 32),))
-    same_run_other_job = Trace(b"\x02" * 32, *[getattr(a, f) for f in ("env_digest", "status", "exit_code",
-                                                                       "stdout_sha256", "stderr_sha256", "outputs")])
+    same_run_other_job = Trace(
+        b"\x02" * 32,
+        *[
+            getattr(a, f)
+            for f in ("env_digest", "status", "exit_code", "stdout_sha256", "stderr_sha256", "outputs")
+        ],
+    )
     assert a.root != same_run_other_job.root
     assert computation_digest(a) == computation_digest(same_run_other_job)
-    other_output = Trace(b"\x01" * 32, b"e" * 32, "exited", 0, b"o" * 32, b"r" * 32, (OutputFile("x", 1, b"i" * 32),))
+    other_output = Trace(
+        b"\x01" * 32, b"e" * 32, "exited", 0, b"o" * 32, b"r" * 32, (OutputFile("x", 1, b"i" * 32),)
+    )
     assert computation_digest(other_output) != computation_digest(a)
 
 
 def test_in_shards_picks_a_nonce_in_a_served_shard_deterministically():
     from sandrun_p2p.protocol.jobspec import JobSpec
 
-    fields = {"code_cid": "bafkreiexamplecode", "manifest": {"entrypoint": "main.py"}, "deadline": 2_000_000_000,
-              "nonce": b"\x01" * 16}
+    fields = {
+        "code_cid": "bafkreiexamplecode",
+        "manifest": {"entrypoint": "main.py"},
+        "deadline": 2_000_000_000,
+        "nonce": b"\x01" * 16,
+    }
     spec = JobSpec.from_dict(fields)
     served = {claiming.shard_of(spec.job_id, 4) ^ 1}  # not the shard the first nonce gives
     got = claiming.in_shards(spec, fields, 4, served.__contains__)
     assert claiming.shard_of(got.job_id, 4) in served and got.nonce != spec.nonce
-    assert claiming.in_shards(spec, fields, 4, served.__contains__) == got  # the next nonces hash from the first
+    assert (
+        claiming.in_shards(spec, fields, 4, served.__contains__) == got
+    )  # the next nonces hash from the first
     assert claiming.in_shards(spec, fields, 4, lambda s: True) is spec  # already fits: unchanged

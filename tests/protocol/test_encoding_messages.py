@@ -201,7 +201,9 @@ def test_batch_round_trip_and_single_messages_still_decode() -> None:
     assert m.is_batch(batch) and not m.is_batch(items[0])
     assert len(batch) == m.batch_size([len(i) for i in items])
     got = m.decode_gossip(batch, m.ReplayGuard(), NOW)
-    assert [(x.kind, x.seq, x.raw) for x in got] == [(m.COMMIT, s, i) for s, i in zip((1, 2, 3), items, strict=True)]
+    assert [(x.kind, x.seq, x.raw) for x in got] == [
+        (m.COMMIT, s, i) for s, i in zip((1, 2, 3), items, strict=True)
+    ]
     assert [x.seq for x in m.decode_gossip(items[0])] == [1]
 
 
@@ -233,8 +235,13 @@ def test_batch_limits_on_encode_and_decode() -> None:
     with pytest.raises(ProtocolError) as e:  # a hand-built batch over the item limit
         m.decode_gossip(canonical({"v": 1, "t": "batch", "items": many}))
     assert e.value.reason == "bad-batch"
-    big = m.encode(KEY, m.EVIDENCE, {"kind": "x", "job": J, "accused": b"\x00" * 32,
-                                      "items": [b"\x01" * 16_000] * 3, "root": b""}, 1, 1)
+    big = m.encode(
+        KEY,
+        m.EVIDENCE,
+        {"kind": "x", "job": J, "accused": b"\x00" * 32, "items": [b"\x01" * 16_000] * 3, "root": b""},
+        1,
+        1,
+    )
     with pytest.raises(ProtocolError) as e:
         m.encode_batch([big, big])
     assert e.value.reason == "oversized"
@@ -249,8 +256,13 @@ def test_pack_fills_batches_within_the_caps_and_keeps_order() -> None:
     assert [len(m.decode_gossip(p)) for p in payloads] == [64, 36]
     assert [x.seq for p in payloads for x in m.decode_gossip(p)] == list(range(1, 101))
     assert m.pack(small[:1]) == small[:1]  # a lone message stays plain
-    big = m.encode(KEY, m.EVIDENCE, {"kind": "x", "job": J, "accused": b"\x00" * 32,
-                                      "items": [b"\x01" * 16_000] * 3, "root": b""}, 500, 1)
+    big = m.encode(
+        KEY,
+        m.EVIDENCE,
+        {"kind": "x", "job": J, "accused": b"\x00" * 32, "items": [b"\x01" * 16_000] * 3, "root": b""},
+        500,
+        1,
+    )
     payloads = m.pack([small[0], big, small[1]])
     assert all(len(p) <= MAX_MESSAGE_BYTES for p in payloads)
     assert [x.seq for p in payloads for x in m.decode_gossip(p)] == [1, 500, 2]

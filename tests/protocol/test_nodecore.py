@@ -439,7 +439,9 @@ def test_a_decided_job_the_chain_never_closes_is_forgotten_after_its_deadline(gp
     assert all(jid not in loop.nodes[n].core.jobs for n in ids)
     assert all(loop.nodes[n].core.stats.get("forgotten_unclosed") == 1 for n in ids)
     # the agent learns it (a voucher job's origin drops the price it reserved)
-    assert all([e.state for e in loop.nodes[n].events if e.job_id == jid].count("forgotten") == 1 for n in ids)
+    assert all(
+        [e.state for e in loop.nodes[n].events if e.job_id == jid].count("forgotten") == 1 for n in ids
+    )
 
 
 def test_a_settled_job_is_not_swept_before_its_own_forgetting():

@@ -7,7 +7,12 @@ from sandrun_p2p.protocol.encoding import tagged_hash
 from sandrun_p2p.protocol.errors import SpecError
 from sandrun_p2p.protocol.jobspec import JobSpec
 
-BASE = {"code_cid": "bafkreiabcdefgh", "manifest": {"entrypoint": "main.py"}, "deadline": 10**9, "nonce": b"n"}
+BASE = {
+    "code_cid": "bafkreiabcdefgh",
+    "manifest": {"entrypoint": "main.py"},
+    "deadline": 10**9,
+    "nonce": b"n",
+}
 KEY = bytes(SigningKey(b"\x07" * 32).verify_key)
 
 
@@ -16,8 +21,14 @@ def test_absent_result_key_leaves_the_job_id_unchanged():
     assert s.result_key == b""
     assert "result_key" not in s.to_dict()
     # the id a spec without the field had before the field existed: the tagged hash of the same dict
-    legacy = {**BASE, "manifest": s.manifest.to_dict(), "redundancy": 1, "quorum": 1, "payment_wei": 0,
-              "encrypted": False}
+    legacy = {
+        **BASE,
+        "manifest": s.manifest.to_dict(),
+        "redundancy": 1,
+        "quorum": 1,
+        "payment_wei": 0,
+        "encrypted": False,
+    }
     assert s.job_id == tagged_hash("job", legacy)
 
 

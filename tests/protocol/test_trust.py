@@ -17,9 +17,16 @@ def _trusted(book: trust.TrustBook, *nodes: bytes, v: int = 10) -> None:
 
 
 def test_policy_rejects_bad_knobs() -> None:
-    for bad in ({"probation": 0}, {"dispute_redundancy": 0}, {"spot_min": 0.6, "spot_max": 0.5},
-                {"credibility_target": 1.0}, {"challenge_window": -1.0}, {"verdict_margin": 0},
-                {"verdict_target": 0.0}, {"prior_bad": 0.0}):
+    for bad in (
+        {"probation": 0},
+        {"dispute_redundancy": 0},
+        {"spot_min": 0.6, "spot_max": 0.5},
+        {"credibility_target": 1.0},
+        {"challenge_window": -1.0},
+        {"verdict_margin": 0},
+        {"verdict_target": 0.0},
+        {"prior_bad": 0.0},
+    ):
         with pytest.raises(ValueError):
             trust.TrustPolicy(**bad)
 

@@ -15,8 +15,10 @@ SCEN = Path(scenario.__file__).parent / "scenarios" / "collusion_20_optimistic.t
 
 @cache
 def _run(strategy: str, jobs: int = 400, window: float = 600.0) -> Simulator:
-    sc = scenario.load(SCEN, {"jobs.count": jobs, "adversaries.0.strategy": strategy,
-                              "verification.challenge_window": window})
+    sc = scenario.load(
+        SCEN,
+        {"jobs.count": jobs, "adversaries.0.strategy": strategy, "verification.challenge_window": window},
+    )
     sim = Simulator(sc)
     sim.run()
     return sim
@@ -55,12 +57,29 @@ def test_without_a_window_results_are_final_at_release() -> None:
 def test_study_pools_seeds_per_case_and_run_length() -> None:
     from sims import study_verification as sv
 
-    run = {"label": "x", "accepted": 100, "executions": 125, "released": 100, "wrong_provisional": 2,
-           "wrong_final": 0, "cheaters": 4, "cheaters_slashed": 4, "honest_slashed": 0, "gas": 1000, "submitted": 100}
-    rows = sv.pool_rows([{**run, "case": "sleeper", "jobs": 10, "seed": s} for s in (4, 5)]
-                        + [{**run, "case": "committee", "jobs": 10, "seed": 4}])
+    run = {
+        "label": "x",
+        "accepted": 100,
+        "executions": 125,
+        "released": 100,
+        "wrong_provisional": 2,
+        "wrong_final": 0,
+        "cheaters": 4,
+        "cheaters_slashed": 4,
+        "honest_slashed": 0,
+        "gas": 1000,
+        "submitted": 100,
+    }
+    rows = sv.pool_rows(
+        [{**run, "case": "sleeper", "jobs": 10, "seed": s} for s in (4, 5)]
+        + [{**run, "case": "committee", "jobs": 10, "seed": 4}]
+    )
     assert [(r["case"], r["seeds"]) for r in rows] == [("committee", [4]), ("sleeper", [4, 5])]
-    assert rows[1]["overhead"] == 1.25 and rows[1]["wrong_provisional_rate"] == 0.02 and rows[1]["released"] == 200
+    assert (
+        rows[1]["overhead"] == 1.25
+        and rows[1]["wrong_provisional_rate"] == 0.02
+        and rows[1]["released"] == 200
+    )
     assert "| x | 10 x 2 | 1.250 | 4/200 (2.0e-02) | 0/200 (0.0e+00) | 8/8 | 0 | 10 |" in sv.table(rows)
 
 

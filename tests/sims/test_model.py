@@ -55,11 +55,14 @@ def test_gas_model_reproduces_the_measured_contract() -> None:
     assert set(GAS) >= {"fund", "commit", "reveal", "settle", "settle_per_payee", "refund", "slash"}
 
 
-@pytest.mark.parametrize("name,over", [
-    ("adversaries", {"jobs.count": 120, "seed": 6}),
-    ("churn", {"jobs.count": 150}),
-    ("partition_heal", {"jobs.count": 80, "nodes.0.count": 40}),
-])
+@pytest.mark.parametrize(
+    "name,over",
+    [
+        ("adversaries", {"jobs.count": 120, "seed": 6}),
+        ("churn", {"jobs.count": 150}),
+        ("partition_heal", {"jobs.count": 80, "nodes.0.count": 40}),
+    ],
+)
 def test_no_timer_is_rearmed_in_the_past(name: str, over: dict) -> None:
     """The engine's guard against NodeCore re-arming a timer in the past (fixed in the protocol) stays silent."""
     m_ = run_scenario(scenario.load(SCEN / f"{name}.toml", over))["metrics"]
@@ -67,8 +70,9 @@ def test_no_timer_is_rearmed_in_the_past(name: str, over: dict) -> None:
     assert m_["anomalies"].get("timer_in_past", 0) == 0
 
 
-SPEC = JobSpec("bafysim0000000001", Manifest("main.py", timeout=60, memory_mb=256, cpu=2), deadline=1000,
-               nonce=b"\x01")
+SPEC = JobSpec(
+    "bafysim0000000001", Manifest("main.py", timeout=60, memory_mb=256, cpu=2), deadline=1000, nonce=b"\x01"
+)
 
 
 def test_spec_cache_is_keyed_by_the_dict_object() -> None:
@@ -94,7 +98,14 @@ def test_eligible_pool_follows_own_capabilities_and_adverts() -> None:
     me, peer = b"\x01" * 32, b"\x02" * 32
     core = NodeCore(me, _caps(4), CoreConfig(advert_interval=10))
     core.handle(Start(), 0.0)
-    advert = {"caps": _caps(1).to_dict(), "shard_bits": 0, "shards": [], "eth": b"", "interval": 10, "load": 0}
+    advert = {
+        "caps": _caps(1).to_dict(),
+        "shard_bits": 0,
+        "shards": [],
+        "eth": b"",
+        "interval": 10,
+        "load": 0,
+    }
     core.handle(Received(m.Message(m.ADVERT, peer, 1, 0, advert, b"")), 0.0)
     _announce(core, SPEC, peer, 1.0)
     assert core.eligible_nodes(core.jobs[SPEC.job_id], 1.0) == [me]  # the peer has 1 CPU, the job needs 2
@@ -114,7 +125,14 @@ def test_a_repeated_advert_is_refreshed_in_place() -> None:
     """The same advert again updates its time in place; the eligible pools change only if it had expired."""
     me, peer = b"\x01" * 32, b"\x02" * 32
     core = NodeCore(me, _caps(4), CoreConfig(advert_interval=10))
-    advert = {"caps": _caps(8).to_dict(), "shard_bits": 0, "shards": [], "eth": b"", "interval": 10, "load": 0}
+    advert = {
+        "caps": _caps(8).to_dict(),
+        "shard_bits": 0,
+        "shards": [],
+        "eth": b"",
+        "interval": 10,
+        "load": 0,
+    }
     core.handle(Received(m.Message(m.ADVERT, peer, 1, 0, advert, b"")), 0.0)
     a, version = core.adverts[peer], core._adv_version
     core.handle(Received(m.Message(m.ADVERT, peer, 2, 0, {**advert, "caps": _caps(8).to_dict()}, b"")), 10.0)
@@ -150,7 +168,9 @@ def test_a_job_settled_with_every_commitment_revealed_is_quiet_at_once(revealed:
     spec = JobSpec(SPEC.code_cid, SPEC.manifest, deadline=1000, nonce=b"\x05")
     jid, root, salt = spec.job_id, b"r" * 32, b"s" * 32
     _announce(core, spec, origin, 1.0)
-    core.handle(Received(m.Message(m.CLAIM, winner, 1, 0, {"job": jid, "caps": _caps(4).to_dict()}, b"")), 1.1)
+    core.handle(
+        Received(m.Message(m.CLAIM, winner, 1, 0, {"job": jid, "caps": _caps(4).to_dict()}, b"")), 1.1
+    )
     body = {"job": jid, "commitment": commitment(jid, winner, root, salt)}
     core.handle(Received(m.Message(m.COMMIT, winner, 2, 0, body, b"")), 30.0)
     assert core.jobs[jid].reveal_deadline == 40.0
@@ -236,7 +256,9 @@ def test_wake_ups_that_would_do_nothing_do_not_pile_up() -> None:
         _settle_one(core, i.to_bytes(4, "big"), t0 + 33.0, t0, deadline=86_400)
     assert len(core.jobs) <= 2
     assert len(core._timers) <= 64 and core._pending == set(core._timers)  # (was: one per job, 300)
-    assert core.next_deadline() == 11975.0  # forgetting the last job but one (settled at 11,953; + 20, rounded up)
+    assert (
+        core.next_deadline() == 11975.0
+    )  # forgetting the last job but one (settled at 11,953; + 20, rounded up)
 
 
 def test_timer_events_run_after_the_other_events_of_their_instant_by_node() -> None:
@@ -250,10 +272,14 @@ def test_timer_events_run_after_the_other_events_of_their_instant_by_node() -> N
 
 def test_forgetting_settled_jobs_sooner_changes_no_metric_of_the_scale_scenario() -> None:
     """bench/sim_scale.py keeps a settled job's view 60 s instead of 600 s (memory): same metrics, fewer views."""
-    spec = importlib.util.spec_from_file_location("sim_scale", Path(__file__).resolve().parents[2] / "bench" / "sim_scale.py")
+    spec = importlib.util.spec_from_file_location(
+        "sim_scale", Path(__file__).resolve().parents[2] / "bench" / "sim_scale.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    doc = bench.scenario(100, 800)  # 400 simulated seconds: the 60 s forgetting happens, the 600 s one does not
+    doc = bench.scenario(
+        100, 800
+    )  # 400 simulated seconds: the 60 s forgetting happens, the 600 s one does not
     assert doc["protocol"]["forget_after"] == bench.FORGET_AFTER == 60.0
     runs = []
     for forget in (600.0, 60.0):

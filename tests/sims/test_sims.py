@@ -19,12 +19,28 @@ def small(name: str, **over) -> scenario.Scenario:
 
 def test_same_seed_identical_metrics_across_processes() -> None:
     """Two fresh processes (different hash seeds), same scenario and seed: identical metrics."""
-    cmd = [sys.executable, "-m", "sims", "run", str(SCEN / "baseline.toml"), "--json",
-           "--set", "jobs.count=60", "--set", "nodes.0.count=40"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sims",
+        "run",
+        str(SCEN / "baseline.toml"),
+        "--json",
+        "--set",
+        "jobs.count=60",
+        "--set",
+        "nodes.0.count=40",
+    ]
     outs = []
     for hashseed in ("1", "2"):
-        p = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120,
-                           env={"PYTHONHASHSEED": hashseed, "PATH": ""})
+        p = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+            env={"PYTHONHASHSEED": hashseed, "PATH": ""},
+        )
         doc = json.loads(p.stdout)
         assert set(doc) == {"metrics", "run"} and set(doc["run"]) == {"wall_s", "peak_rss_mb", "events"}
         outs.append(doc["metrics"])
@@ -34,8 +50,12 @@ def test_same_seed_identical_metrics_across_processes() -> None:
 
 
 def test_small_scenario_all_jobs_settle() -> None:
-    m = run_scenario(small("baseline", **{"jobs.count": 80, "nodes.0.count": 40, "protocol.shard_bits": 1,
-                                          "nodes.0.max_jobs": 4}))["metrics"]
+    m = run_scenario(
+        small(
+            "baseline",
+            **{"jobs.count": 80, "nodes.0.count": 40, "protocol.shard_bits": 1, "nodes.0.max_jobs": 4},
+        )
+    )["metrics"]
     assert m["jobs"]["submitted"] == 80
     assert m["jobs"]["accepted"] == 80 and m["jobs"]["refunded"] == 0 and m["jobs"]["stuck"] == 0
     assert m["wrong_accepted"]["count"] == 0
@@ -82,8 +102,14 @@ def test_every_non_colluding_cheater_slashed_and_no_honest_node() -> None:
 
 def test_plots_and_files_written(tmp_path: Path) -> None:
     run_scenario(small("partition_heal", **{"jobs.count": 40, "nodes.0.count": 40}), tmp_path)
-    for f in ("metrics.json", "jobs.csv", "nodes.csv", "latency_cdf.png", "load_messages_outcomes.png",
-              "cost_safety.png"):
+    for f in (
+        "metrics.json",
+        "jobs.csv",
+        "nodes.csv",
+        "latency_cdf.png",
+        "load_messages_outcomes.png",
+        "cost_safety.png",
+    ):
         p = tmp_path / f
         assert p.is_file() and p.stat().st_size > 0, f
     assert (tmp_path / "latency_cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -96,7 +122,9 @@ def test_work_thrown_away_is_counted_by_reason() -> None:
     from sims.engine import Simulator
     from sims.metrics import compute
 
-    sim = Simulator(small("churn", **{"jobs.count": 300, "executor.fail_rate": 0.0, "churn.crash_rate_per_h": 20.0}))
+    sim = Simulator(
+        small("churn", **{"jobs.count": 300, "executor.fail_rate": 0.0, "churn.crash_rate_per_h": 20.0})
+    )
     sim.run()
     ex = compute(sim)["executions"]
     assert ex["cancelled"].get("node crashed", 0) > 0, ex

@@ -17,13 +17,31 @@ def small(name: str, **over) -> scenario.Scenario:
     return scenario.load(SCEN / f"{name}.toml", {"rng_streams": "node", **over})
 
 
-@pytest.mark.parametrize("name,over", [
-    # k=1 and 2-of-3 jobs, 8 shards; some nodes serve 2 shards (coupled shards stay in one process), joiners
-    ("baseline", {"jobs.count": 300, "nodes.0.count": 120, "nodes.0.shards_per_node": 1, "churn.joins": 10,
-                  "churn.join_start": 5, "churn.join_end": 30}),
-    ("adversaries", {"jobs.count": 120}),  # every cheating kind: executions, reveals and slashes per shard
-    ("partition_heal", {"jobs.count": 200, "nodes.0.count": 80}),  # the partition is drawn on the shared stream
-])
+@pytest.mark.parametrize(
+    "name,over",
+    [
+        # k=1 and 2-of-3 jobs, 8 shards; some nodes serve 2 shards (coupled shards stay in one process), joiners
+        (
+            "baseline",
+            {
+                "jobs.count": 300,
+                "nodes.0.count": 120,
+                "nodes.0.shards_per_node": 1,
+                "churn.joins": 10,
+                "churn.join_start": 5,
+                "churn.join_end": 30,
+            },
+        ),
+        (
+            "adversaries",
+            {"jobs.count": 120},
+        ),  # every cheating kind: executions, reveals and slashes per shard
+        (
+            "partition_heal",
+            {"jobs.count": 200, "nodes.0.count": 80},
+        ),  # the partition is drawn on the shared stream
+    ],
+)
 def test_split_run_gives_the_whole_runs_metrics(name: str, over: dict) -> None:
     sc = small(name, **over)
     whole = run_scenario(sc, plots=False)
@@ -43,10 +61,13 @@ def test_shard_groups_never_split_a_node() -> None:
         assert sum(1 for g in groups if n.shards & g) == 1  # every node's shards lie in exactly one group
 
 
-@pytest.mark.parametrize("over,why", [
-    ({"rng_streams": "global"}, "rng_streams"),
-    ({"churn.fraction": 0.3, "churn.crash_rate_per_h": 2.0}, "crashes"),
-])
+@pytest.mark.parametrize(
+    "over,why",
+    [
+        ({"rng_streams": "global"}, "rng_streams"),
+        ({"churn.fraction": 0.3, "churn.crash_rate_per_h": 2.0}, "crashes"),
+    ],
+)
 def test_unsplittable_runs_are_refused_with_the_reason(over: dict, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         run_scenario(small("baseline", **{"jobs.count": 10, **over}), plots=False, workers=2)

@@ -9,8 +9,9 @@ from sims import study_verification
 
 
 def test_study_writes_rows_and_plot(tmp_path: Path, capsys) -> None:
-    rc = study_verification.main(["--out", str(tmp_path), "--jobs", "200", "--seeds", "4", "--cases", "2of3,always",
-                                  "--procs", "1"])
+    rc = study_verification.main(
+        ["--out", str(tmp_path), "--jobs", "200", "--seeds", "4", "--cases", "2of3,always", "--procs", "1"]
+    )
     assert rc == 0
     runs = json.loads((tmp_path / "verification.json").read_text())
     rows = {r["case"]: r for r in study_verification.pool_rows(runs)}

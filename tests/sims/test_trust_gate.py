@@ -23,15 +23,30 @@ CAPS = Capabilities.from_dict({"cpus": 4, "mem_mb": 4096, "enforced": ["network"
 
 
 def _spec(executors: tuple[bytes, ...] = (), k: int = 1) -> JobSpec:
-    return JobSpec("bafysim0000000001", Manifest("main.py"), redundancy=k, quorum=k, deadline=1000,
-                   nonce=b"\x01", executors=executors)
+    return JobSpec(
+        "bafysim0000000001",
+        Manifest("main.py"),
+        redundancy=k,
+        quorum=k,
+        deadline=1000,
+        nonce=b"\x01",
+        executors=executors,
+    )
 
 
 def test_executors_field_is_optional_and_validated() -> None:
     plain = _spec()
     assert "executors" not in plain.to_dict()
-    legacy = {"code_cid": "bafysim0000000001", "manifest": Manifest("main.py").to_dict(), "redundancy": 1,
-              "quorum": 1, "deadline": 1000, "nonce": b"\x01", "payment_wei": 0, "encrypted": False}
+    legacy = {
+        "code_cid": "bafysim0000000001",
+        "manifest": Manifest("main.py").to_dict(),
+        "redundancy": 1,
+        "quorum": 1,
+        "deadline": 1000,
+        "nonce": b"\x01",
+        "payment_wei": 0,
+        "encrypted": False,
+    }
     assert plain.job_id == tagged_hash("job", legacy)  # ids of ordinary jobs unchanged
     gated = _spec((PEER, OTHER))
     assert gated.job_id != plain.job_id
@@ -66,7 +81,8 @@ def test_only_listed_executors_are_eligible_and_may_claim() -> None:
     claim = {"job": spec.job_id, "caps": CAPS.to_dict()}
     out = core.handle(Received(m.Message(m.CLAIM, OTHER, 3, 0, claim, b"")), 1.1)
     assert [(a.state, a.detail) for a in out if isinstance(a, JobEvent)] == [
-        ("claim-rejected", "not among the job's executors")]
+        ("claim-rejected", "not among the job's executors")
+    ]
     out = core.handle(Received(m.Message(m.CLAIM, PEER, 2, 0, claim, b"")), 1.2)
     assert any(isinstance(a, JobEvent) and a.state == "claimed" and a.node == PEER for a in out)
     # the same computation without a list: every node is eligible, the pool is shared but not the filter
@@ -92,15 +108,20 @@ def test_check_executors_excludes_the_checked_and_the_untrusted() -> None:
             book.verified(n)
     book.fault(c)
     assert trust.check_executors(book, [a, b, c, d], exclude={a}) == ()  # only b qualifies: below the minimum
-    assert trust.check_executors(book, [a, b, c, d], exclude=set()) == (b, a)  # sorted by id; c faulty, d unknown
+    assert trust.check_executors(book, [a, b, c, d], exclude=set()) == (
+        b,
+        a,
+    )  # sorted by id; c faulty, d unknown
     assert trust.check_executors(book, [a, b, c, d], exclude=set(), limit=1) == (a,)  # the most trusted
     assert trust.check_plan(True, book.policy) == trust.Plan(1, 1)
     assert trust.check_plan(False, trust.TrustPolicy(open_check_redundancy=2)) == trust.Plan(2, 2)
 
 
 def test_gated_checks_never_run_on_the_checked_executor() -> None:
-    sc = scenario.load(SCEN / "collusion_20_adaptive.toml", {"jobs.count": 250, "verification.gate_checks": True,
-                                                             "verification.open_check_redundancy": 2})
+    sc = scenario.load(
+        SCEN / "collusion_20_adaptive.toml",
+        {"jobs.count": 250, "verification.gate_checks": True, "verification.open_check_redundancy": 2},
+    )
     sim = Simulator(sc)
     sim.run()
     checks = [r for r in sim.jobs if r.check_of is not None]

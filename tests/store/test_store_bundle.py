@@ -164,7 +164,10 @@ def test_unpack_limits_and_garbage(tmp_path: Path) -> None:
 
 def test_unpack_refuses_file_used_as_directory_in_either_order(tmp_path: Path) -> None:
     # the child listed before the file: refused at validation, not by a failed write half-way
-    for order in ([("f/under", "file", b"2"), ("f", "file", b"1")], [("f", "file", b"1"), ("f/under", "file", b"2")]):
+    for order in (
+        [("f/under", "file", b"2"), ("f", "file", b"1")],
+        [("f", "file", b"1"), ("f/under", "file", b"2")],
+    ):
         with pytest.raises(UnsafePath, match="inside a file"):
             list_members(evil_tar(*order))
         with pytest.raises(UnsafePath, match="inside a file"):

@@ -56,6 +56,9 @@ FINAL = (SETTLED, REFUNDED)
 MAX_POSTER_TURN = 8
 #: Timer key of the sweep that forgets decided jobs the chain never closed (job ids are 32 bytes).
 _SWEEP = b""
+#: Tag of a fallback-claim wake-up's timer key, ``(at, job, _FALLBACK)`` (other keys are ``(at, job)``): one that
+#: finds at least k valid claims has nothing to do and is dropped (see ``NodeCore._fallback_moot``).
+_FALLBACK = 1
 T = TypeVar("T")
 
 _RX_STAT = {
@@ -178,6 +181,10 @@ class JobView:
     # Final and past its reveal window as of the last step: a step now changes nothing unless the view
     # changes, and every change comes with its own step, so its timers (but forgetting) need not fire.
     quiet: bool = False
+    # At least k claims were valid as of the last step (so this node's fallback claim has nothing to do until a
+    # step finds fewer), and the times of the fallback wake-ups dropped meanwhile (re-armed if one does).
+    enough: bool = False
+    dropped: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -215,8 +222,8 @@ class NodeCore:
         self._freed = False  # a slot or a GPU freed (or the caps changed) since deferred jobs were looked at
         self.orphans: dict[bytes, list[m.Message]] = {}
         self._deferred: dict[bytes, None] = {}  # jobs passed over while every slot was busy (ordered set)
-        self._timers: list[tuple[float, bytes]] = []
-        self._pending: set[tuple[float, bytes]] = set()
+        self._timers: list[tuple[float, bytes] | tuple[float, bytes, int]] = []  # (at, job[, _FALLBACK])
+        self._pending: set[tuple[float, bytes] | tuple[float, bytes, int]] = set()
         self._purge_above = _PURGE_MIN  # wake-ups queued beyond which those that would do nothing are purged
         self._armed: float | None = None
         self._adv_version = 0
@@ -290,6 +297,38 @@ class NodeCore:
             self._pending.add(key)
             heapq.heappush(self._timers, key)
 
+    def _wake_fallback(self, job_id: bytes, at: float) -> None:
+        """A wake-up for this node's fallback claim only: dropped unseen while at least k claims are valid."""
+        key = (at, job_id, _FALLBACK)
+        if key not in self._pending:
+            self._pending.add(key)
+            heapq.heappush(self._timers, key)
+
+    def _fallback_moot(self, at: float, job: JobView | None) -> bool:
+        """A fallback-claim wake-up at ``at`` would do nothing: the job is gone or past claiming, or at least k
+        claims were valid at its last step (``enough``).
+
+        The last holds until a step finds fewer: the valid claims change only with a message, a wake-up of
+        their own (a claimant's advert expiry, a winner's execution deadline, armed when it became a winner)
+        or an advert that revives a claimant (stepped at once, :meth:`_on_advert`), each a step; every other
+        rule of an open job arms its own wake-ups, so a step in between changes nothing. Such a wake-up is
+        dropped, its time kept: the step that finds fewer claims re-arms those still ahead (:meth:`_not_enough`).
+        """
+        if job is None or job.phase != OPEN:
+            return True
+        if not job.enough:
+            return False
+        job.dropped = (*job.dropped, at)
+        return True
+
+    def _not_enough(self, job: JobView, now: float) -> None:
+        """Fewer than k claims are valid again: re-arm the fallback wake-ups dropped while there were enough."""
+        job.enough = False
+        dropped, job.dropped = job.dropped, ()
+        for at in dropped:
+            if at > now:
+                self._wake_fallback(job.job_id, at)
+
     def _forget_time(self, finished: float) -> float:
         """When to drop the view of a job that finished at ``finished``: ``forget_after`` later, rounded up to a
         grid of a quarter of ``forget_after`` (memory housekeeping only), so that one wake-up forgets every job
@@ -303,13 +342,17 @@ class NodeCore:
         t = math.ceil(at / grid) * grid
         return t if t >= at else t + grid  # (float rounding: never earlier than forget_after)
 
-    def _droppable(self, at: float, jid: bytes) -> bool:
+    def _droppable(self, key: tuple[float, bytes] | tuple[float, bytes, int]) -> bool:
         """A wake-up that would do nothing: a forgotten job's, or a quiet job's but its forgetting (those after it
-        find the job forgotten; a job announced again once forgotten gets a fresh view, with its own wake-ups).
-        The sweep's wake-up is left to :meth:`_arm` (dropped at the front once nothing awaits the chain)."""
+        find the job forgotten; a job announced again once forgotten gets a fresh view, with its own wake-ups),
+        or a moot fallback claim's (:meth:`_fallback_moot`). The sweep's wake-up is left to :meth:`_arm`
+        (dropped at the front once nothing awaits the chain)."""
+        at, jid = key[0], key[1]
         if jid == _SWEEP:
             return False
         job = self.jobs.get(jid)
+        if len(key) == 3:
+            return self._fallback_moot(at, job)
         return job is None or (job.quiet and at != job.forget_at)
 
     def _purge_timers(self) -> None:
@@ -320,7 +363,7 @@ class NodeCore:
         the cost per event grew with them).
         Keys are distinct, so the order in which the rest fire does not depend on the queue's layout.
         """
-        keep = [key for key in self._timers if not self._droppable(*key)]
+        keep = [key for key in self._timers if not self._droppable(key)]
         heapq.heapify(keep)
         self._timers = keep
         self._pending = set(keep)
@@ -332,7 +375,8 @@ class NodeCore:
         timers = self._timers
         jobs = self.jobs
         while timers:  # drop wake-ups from the front that would do nothing:
-            at, jid = timers[0]
+            key = timers[0]
+            at, jid = key[0], key[1]
             if jid == _SWEEP:
                 if self._awaiting:
                     break
@@ -340,8 +384,11 @@ class NodeCore:
                 self._pending.discard(heapq.heappop(timers))
                 continue
             job = jobs.get(jid)
+            if len(key) == 3:  # a fallback claim's, moot
+                if not self._fallback_moot(at, job):
+                    break
             # a forgotten job's leftovers (a tick finds no view to step), a quiet job's (but its forgetting)
-            if job is not None and (not job.quiet or at >= job.forget_at):
+            elif job is not None and (not job.quiet or at >= job.forget_at):
                 break
             self._pending.discard(heapq.heappop(timers))
         nd = timers[0][0] if timers else None  # next_deadline(), inlined
@@ -488,7 +535,7 @@ class NodeCore:
         out.append(Publish(m.ADVERT, body))
         self._next_advert = now + self.cfg.advert_interval
 
-    def _on_advert(self, msg: m.Message, now: float) -> None:
+    def _on_advert(self, msg: m.Message, now: float, out: list[Action]) -> None:
         b = msg.body
         if b["shard_bits"] != self.cfg.shard_bits:
             raise ProtocolError(
@@ -510,6 +557,9 @@ class NodeCore:
             # the same advert again (the common case): refreshed in place, its pools change only if it had expired
             if now > prev.at + interval * self.cfg.advert_ttl:
                 self._adv_version += 1
+                prev.at = now
+                self._step_claims_of(msg.sender, now, out)  # a committed claimant is alive again
+                return
             prev.at = now
             return
         if (
@@ -521,6 +571,23 @@ class NodeCore:
         ):
             self._adv_version += 1
         self.adverts[msg.sender] = Advert(caps, now, interval, shards, eth, raw)
+        self._step_claims_of(msg.sender, now, out)  # its claims' liveness starts anew
+
+    def _step_claims_of(self, node: bytes, now: float, out: list[Action]) -> None:
+        """A new advert of ``node`` (its first, one after its last expired, or a changed one) sets when its claims
+        go stale anew: a committed claimant's, stale, counts again. Step the open jobs it holds a live claim of
+        now, not at their next step (which may be much later: every other rule of an open job wakes on its own).
+        """
+        jobs = [
+            job
+            for job in self.jobs.values()
+            if job.phase == OPEN
+            and (c := job.claims.get(node)) is not None
+            and not c.lapsed
+            and not c.released
+        ]
+        for job in jobs:
+            self._step(job, now, out)
 
     # ------------------------------------------------------------------- messages
 
@@ -532,7 +599,7 @@ class NodeCore:
         if msg.sender == self.node_id and kind != m.JOB:
             return  # our own echo
         if kind == m.ADVERT:
-            self._on_advert(msg, now)
+            self._on_advert(msg, now, out)
             return
         if kind == m.JOB:
             self._on_job(msg, now, out)
@@ -784,7 +851,7 @@ class NodeCore:
             key = heapq.heappop(self._timers)
             self._pending.discard(key)
             jid = key[1]
-            if jid not in due:
+            if jid not in due and (len(key) == 2 or not self._fallback_moot(key[0], self.jobs.get(jid))):
                 due.append(jid)
         for jid in due:
             job = self.jobs.get(jid)
@@ -854,16 +921,16 @@ class NodeCore:
             self._no_eligible(job, now, out)  # fails the job once the grace passes (refund below)
         elif job.phase == OPEN:
             valid = self._lapse_claims(job, now, out)
+            if len(valid) >= k:
+                job.enough = True
+            elif job.enough:
+                self._not_enough(job, now)
             # (one valid claim or none: that is the ranking, whatever k >= 1; the common case)
             if len(valid) < 2 and k > 0:
                 winners = tuple(valid)
             else:
                 winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
-            for w in winners:
-                c = job.claims[w]
-                if c.winner_since is None:
-                    c.winner_since = now
-            job.winners = winners
+            self._set_winners(job, winners, now)
             self._my_claim_and_execution(job, valid, winners, now, out)
             if job.origin == self.node_id and job.spec.encrypted:
                 new = tuple(w for w in winners if w not in job.grants_sent)
@@ -871,6 +938,8 @@ class NodeCore:
                     job.grants_sent |= set(new)
                     out.append(RequestGrant(job.job_id, new))
             self._maybe_begin_reveal(job, now)
+            if job.commits and job.phase == OPEN:
+                self._wake_on_committed_expiry(job, now)
         if job.phase == REVEALING:
             self._my_reveal(job, now, out)
             self._decide(job, now, out)
@@ -907,6 +976,31 @@ class NodeCore:
         return root is None or all(
             r == root or (EvidenceKind.DISSENT.value, n) in job.evidence_sent for n, (r, _) in reveals.items()
         )
+
+    def _wake_on_committed_expiry(self, job: JobView, now: float) -> None:
+        """While the job is open, a committed claimant whose advert goes stale stops counting (its claim does not
+        lapse; a fresh advert revives it, :meth:`_on_advert`): wake when that happens, as for the others
+        (:meth:`_lapse_claims`)."""
+        ttl = self.cfg.advert_ttl
+        for n in job.commits:
+            c = job.claims.get(n)
+            if c is None or c.lapsed or c.released or n == self.node_id:
+                continue
+            a = self.adverts.get(n)
+            stale = a.at + a.interval * ttl if a is not None else c.at + self.cfg.advert_interval * ttl
+            if now <= stale:  # (past it, it does not count already)
+                self._wake(job.job_id, stale + 1e-6)
+
+    def _set_winners(self, job: JobView, winners: tuple[bytes, ...], now: float) -> None:
+        """``winners`` execute now; one that just became a winner has its execution deadline from now on, and a
+        wake-up for it (not only at the next step)."""
+        for w in winners:
+            c = job.claims[w]
+            if c.winner_since is None:
+                c.winner_since = now
+                if w not in job.commits:
+                    self._wake(job.job_id, self._lapse_deadline(job, c))
+        job.winners = winners
 
     def _lapse_claims(self, job: JobView, now: float, out: list[Action]) -> list[bytes]:
         """Lapse the claims of silent claimants and of winners past their deadline; the valid claims after
@@ -971,7 +1065,7 @@ class NodeCore:
             pos = candidates.index(self.node_id)
             at = job.epoch + claiming.claim_delay(pos, k - len(valid), self.cfg.fallback_interval)
             if now < at:
-                self._wake(job.job_id, at)
+                self._wake_fallback(job.job_id, at)
                 return
             job.claims[self.node_id] = Claim(now)
             job.claimed = True
@@ -979,10 +1073,7 @@ class NodeCore:
             out.append(JobEvent(job.job_id, "claimed", "", self.node_id))
             valid = self._valid_claims(job, now)
             winners = tuple(claiming.top_claimants(job.job_id, job.seed, valid, k))
-            for w in winners:
-                if job.claims[w].winner_since is None:
-                    job.claims[w].winner_since = now
-            job.winners = winners
+            self._set_winners(job, winners, now)
             mine = job.claims[self.node_id]
         if mine.lapsed or mine.released:
             return

@@ -557,3 +557,87 @@ def test_a_job_settled_before_its_commitment_arrives_stays_settled():
     assert a.jobs[jid].phase == "settled" and a.jobs[jid].accepted_root == root
     assert not [x for x in out if isinstance(x, SubmitTx)]
     assert "accepted" not in [x.state for x in out if isinstance(x, JobEvent)]
+
+
+# ------------------------------------------------------------------ wake-ups: each rule its own
+
+_SEQ = iter(range(1_000, 10**9))
+
+
+def _msg(key: NodeKey, kind: str, body: dict) -> Received:
+    return Received(m.decode(m.encode(key, kind, body, next(_SEQ), 0)))
+
+
+def _advert(key: NodeKey, interval: int = 10) -> Received:
+    body = {"caps": CPU.to_dict(), "shard_bits": 0, "shards": [], "eth": b"", "interval": interval, "load": 0}
+    return _msg(key, m.ADVERT, body)
+
+
+def _claim(key: NodeKey, jid: bytes) -> Received:
+    return _msg(key, m.CLAIM, {"job": jid, "caps": CPU.to_dict()})
+
+
+def _ranked_last(w: NodeCore, others: list[NodeKey], k: int = 1) -> bytes:
+    """A k-job on which ``w`` ranks below ``others`` (in their order), announced to ``w`` by its last peer."""
+    ids = [o.node_id for o in others]
+    for i in range(10_000):
+        spec = make_spec(600 + i, k=k)
+        if claiming.rank(spec.job_id, SEED, [*ids, w.node_id]) == [*ids, w.node_id]:
+            w.handle(_msg(others[-1], m.JOB, {"spec": spec.to_dict(), "seed": SEED, "origin_ts": 0}), 0.0)
+            return spec.job_id
+    raise AssertionError("no such job")
+
+
+def test_a_watchers_fallback_wake_up_is_dropped_once_a_claim_is_in_and_re_armed_when_it_is_released():
+    kb, kc = NodeKey.from_seed(b"\x0b" * 32), NodeKey.from_seed(b"\x0c" * 32)
+    _, w = _core(9)
+    for key in (kb, kc):
+        w.handle(_advert(key), 0.0)
+    jid = _ranked_last(w, [kb, kc])  # w third: its fallback claim is due at 2 x 2 s
+    assert (4.0, jid, 1) in w._pending and w.next_deadline() == 4.0
+    w.handle(_claim(kb, jid), 0.1)  # enough claims: the wake-up would do nothing, it goes (no tick at 4)
+    assert (4.0, jid, 1) not in w._pending and w.next_deadline() != 4.0 and w.jobs[jid].dropped == (4.0,)
+    w.handle(_msg(kb, m.RELEASE, {"job": jid, "reason": "gone"}), 0.5)  # fewer again: w is second now
+    assert {(2.5, jid, 1), (4.0, jid, 1)} <= w._pending and w.next_deadline() == 2.5
+    assert [a for a in w.handle(Tick(), 2.5) if getattr(a, "kind", "") == m.CLAIM]
+
+
+def test_a_winners_execution_deadline_wakes_the_watchers_when_it_passes():
+    """Armed as the claim makes its sender the winner, not at the watcher's next step (formerly often its
+    fallback wake-up, now dropped): the claim lapses at its deadline, and w claims then."""
+    kb = NodeKey.from_seed(b"\x0b" * 32)
+    _, w = _core(9, CoreConfig(advert_interval=100))
+    w.handle(_advert(kb, interval=100), 0.0)
+    jid = _ranked_last(w, [kb])
+    w.handle(_claim(kb, jid), 0.1)
+    dl = 0.1 + 10 + w.cfg.commit_grace  # the manifest's timeout, and the grace for committing
+    assert w.jobs[jid].claims[kb.node_id].winner_since == 0.1 and (dl, jid) in w._pending
+    ticks = []
+    while (t := w.next_deadline()) is not None and t <= dl:
+        ticks.append(t)
+        out = w.handle(Tick(), t)
+    assert ticks == [dl] and w.jobs[jid].claims[kb.node_id].lapsed
+    assert [a for a in out if getattr(a, "kind", "") == m.CLAIM]
+
+
+def test_a_committed_claimants_advert_steps_the_job_when_it_revives_the_claim():
+    """k=2: b committed, its advert went stale (it no longer counts), then a fresh one arrives: it counts at
+    once, not at the job's next step."""
+    kb, kc = NodeKey.from_seed(b"\x0b" * 32), NodeKey.from_seed(b"\x0c" * 32)
+    _, w = _core(9)
+    w.caps = None  # a light node: it only watches
+    w.handle(_advert(kb, interval=10), 0.0)
+    w.handle(_advert(kc, interval=1000), 0.0)
+    spec = make_spec(77, k=2, timeout=100)  # (no claim lapses before 110)
+    jid = spec.job_id
+    w.handle(_msg(kc, m.JOB, {"spec": spec.to_dict(), "seed": SEED, "origin_ts": 0}), 0.0)
+    w.handle(_claim(kb, jid), 0.1)
+    w.handle(_claim(kc, jid), 0.1)
+    w.handle(_msg(kb, m.COMMIT, {"job": jid, "commitment": b"\x01" * 32}), 5.0)
+    job = w.jobs[jid]
+    assert set(job.winners) == {kb.node_id, kc.node_id}
+    assert (30.0 + 1e-6, jid) in w._pending  # b's advert goes stale at 30: wake then (it is committed)
+    w.handle(Tick(), 30.0 + 1e-6)
+    assert job.winners == (kc.node_id,) and not job.claims[kb.node_id].lapsed
+    w.handle(_advert(kb, interval=10), 31.0)
+    assert set(job.winners) == {kb.node_id, kc.node_id}

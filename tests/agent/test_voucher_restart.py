@@ -78,6 +78,17 @@ class JournaledPair(Pair):
     def pay_out(self) -> None:
         self.payer.chain.advance(self.payer.market.params().challenge_window + 1)
 
+    async def paid_out(self) -> tuple[set[bytes], int]:
+        """Let the challenge window pass and poll the executor: the jobs it now reports settled, the wei earned."""
+        before = self.earnings()
+        self.pay_out()
+        settled = {u.job_id for u in await self.executor.poll() if u.kind == "job_settled"}
+        return settled, self.earnings() - before
+
+    def executor_rows_gone(self) -> bool:
+        j = self.executor_journal
+        return j.voucher_rows("executor") == [] and j.voucher_batches() == []
+
 
 def run(fn) -> None:
     trio.run(fn)
@@ -101,10 +112,8 @@ def test_a_restarted_payer_continues_its_numbering_and_serves_the_same_voucher(t
         batch = p.payer.market.batch(bid)
         assert batch["amount"] == 2 * PRICE and batch["count"] == 2
         assert batch["results_root"] == ResultsTree([(first, h("root0")), (second, h("root1"))]).root
-        before = p.earnings()
-        p.pay_out()
-        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
-        assert settled == {first, second} and p.earnings() - before == 2 * PRICE
+        settled, earned = await p.paid_out()
+        assert settled == {first, second} and earned == 2 * PRICE
         # the restarted payer maps the batch onto the vouchers it signed before and after its restart
         assert {u.job_id for u in await p.payer.poll() if u.kind == "job_settled"} == {first, second}
         assert p.payer_journal.voucher_rows("payer") == []  # paid: nothing left to keep
@@ -129,13 +138,9 @@ def test_a_restarted_executor_settles_and_finalizes_its_queued_vouchers(tmp_path
         assert len(bids) == 1 and None not in bids
         (bid,) = bids
         assert p.payer.market.batch(bid)["amount"] == 2 * PRICE
-        before = p.earnings()
-        p.pay_out()
-        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
-        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
-        assert (
-            p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
-        )
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone()
         assert p.errors == []
 
     run(main)
@@ -149,11 +154,9 @@ def test_a_restarted_executor_finalizes_its_settled_batch(tmp_path: Path) -> Non
         await p.executor.poll()  # settleBatch: the challenge window runs
         (bid,) = p.executor.vouchers.batches
         await p.restart_executor()
-        before = p.earnings()
-        p.pay_out()
-        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        settled, earned = await p.paid_out()
         assert p.payer.market.batch(bid)["state"] == 2  # paid
-        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
+        assert settled == set(jobs) and earned == 2 * PRICE
         assert p.errors == []
 
     run(main)
@@ -176,10 +179,8 @@ def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_p
             p.executor.vouchers.batches.keys() == {bid} and p.errors == []
         )  # not sent again (it would revert)
         assert p.payer.market._call("batchCount") == bid  # no second batch
-        before = p.earnings()
-        p.pay_out()
-        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
-        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
         assert p.errors == []
 
     run(main)
@@ -257,13 +258,9 @@ def test_a_batch_mined_after_the_restart_is_not_counted_as_a_failed_try(tmp_path
         assert p.payer.market._call("batchCount") == 1  # the batch sent before the crash, once
         assert {p.executor.vouchers.state[j]["state"] for j in jobs} == {"batched"}
         assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
-        before = p.earnings()
-        p.pay_out()
-        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
-        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
-        assert (
-            p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
-        )
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone()
         assert p.errors == []
 
     run(main)
@@ -288,14 +285,10 @@ def test_results_queued_after_a_batch_in_flight_at_the_crash_are_settled_on_thei
         assert p.payer.market._call("batchCount") == 2
         assert [p.executor.vouchers.state[j]["batch"] for j in jobs] == [1, 1, 2]
         assert p.executor.vouchers.batches[2].jobs == [jobs[2]]
-        before = p.earnings()
-        p.pay_out()
-        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
-        assert settled == set(jobs) and p.earnings() - before == 3 * PRICE
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 3 * PRICE
         assert {p.executor.vouchers.state[j]["paid_wei"] for j in jobs} == {PRICE}
-        assert (
-            p.executor_journal.voucher_rows("executor") == [] and p.executor_journal.voucher_batches() == []
-        )
+        assert p.executor_rows_gone()
         assert p.errors == []
 
     run(main)

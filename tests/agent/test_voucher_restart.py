@@ -197,11 +197,23 @@ def test_a_restarted_book_numbers_after_the_later_of_the_chain_and_its_vouchers(
         assert book.next_terms(ex, signed.job_id, 5) == signed
 
 
-def test_the_agent_hands_its_journal_to_the_voucher_mode(tmp_path: Path) -> None:
+def agent_on(data_dir: Path, chain: object):
+    """An agent (no network started) on a stand-in chain adaptor: what it hands the voucher mode."""
     from sandrun_p2p.agent.config import AgentConfig
     from sandrun_p2p.agent.runtime import Agent
     from sandrun_p2p.protocol.identity import NodeKey
 
+    return Agent(
+        AgentConfig(data_dir=data_dir, mdns=False),
+        key=NodeKey.from_seed(b"\x05" * 32),
+        executor=NoExecutor(),
+        store=NoStore(),
+        chain=chain,
+        exec_caps=CAPS,
+    )
+
+
+def test_the_agent_hands_its_journal_to_the_voucher_mode(tmp_path: Path) -> None:
     class Vouchers:
         journal = None
 
@@ -213,14 +225,7 @@ def test_the_agent_hands_its_journal_to_the_voucher_mode(tmp_path: Path) -> None
         vouchers = Vouchers()
 
     chain = Chain()
-    agent = Agent(
-        AgentConfig(data_dir=tmp_path, mdns=False),
-        key=NodeKey.from_seed(b"\x05" * 32),
-        executor=NoExecutor(),
-        store=NoStore(),
-        chain=chain,
-        exec_caps=CAPS,
-    )
+    agent = agent_on(tmp_path, chain)
     assert chain.vouchers.journal is agent.journal
     agent.journal.close()
 
@@ -377,10 +382,7 @@ def test_a_job_that_ends_without_a_voucher_leaves_no_payer_row(tmp_path: Path) -
 
 @pytest.mark.parametrize("state", ["failed", "forgotten"])
 def test_the_agent_tells_the_voucher_mode_a_job_ended(tmp_path: Path, state: str) -> None:
-    from sandrun_p2p.agent.config import AgentConfig
-    from sandrun_p2p.agent.runtime import Agent
     from sandrun_p2p.protocol.events import JobEvent
-    from sandrun_p2p.protocol.identity import NodeKey
 
     told: list[bytes] = []
 
@@ -396,14 +398,7 @@ def test_the_agent_tells_the_voucher_mode_a_job_ended(tmp_path: Path, state: str
         vouchers = Vouchers()
 
     chain = Chain()
-    agent = Agent(
-        AgentConfig(data_dir=tmp_path, mdns=False),
-        key=NodeKey.from_seed(b"\x05" * 32),
-        executor=NoExecutor(),
-        store=NoStore(),
-        chain=chain,
-        exec_caps=CAPS,
-    )
+    agent = agent_on(tmp_path, chain)
     try:
         agent._do(JobEvent(h("job"), "accepted"))
         agent._do(JobEvent(h("job"), state, "why"))

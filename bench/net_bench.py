@@ -74,9 +74,8 @@ def gossip_worker(d: Path, index: int, n: int, msgs: int, rate: float, transport
     key = NodeKey.generate()
 
     async def main() -> None:
-        net = Network(
-            key, NetConfig(mdns=False, listen=[_addr(transport, 0)]), on_msg
-        )  # the agent's own settings
+        # the agent's own settings
+        net = Network(key, NetConfig(mdns=False, listen=[_addr(transport, 0)]), on_msg)
         async with trio.open_nursery() as nursery:
             await nursery.start(net.run)
             (d / f"addr{index}").write_text(net.addrs()[0])

@@ -41,9 +41,8 @@ class RealRun:
     jobs: int
     wall_s: float
     notes: list[str] = field(default_factory=list)
-    from_announce: list[float] = field(
-        default_factory=list
-    )  # origin's announcement (after escrow) -> first claim
+    # origin's announcement (after escrow) -> first claim
+    from_announce: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -55,9 +54,8 @@ def sim_side(nodes: int, jobs: int, k: int, rate: float = 2.0, runtime: float = 
     """Claim latencies (s) of the calibration scenario in the simulator, with the testnet's protocol values."""
     from sandrun_p2p.agent.testnet import TESTNET_CORE
 
-    proto = {
-        key: v for key, v in TESTNET_CORE.items() if key != "require_escrow"
-    }  # escrow funding: not modelled
+    # escrow funding: not modelled
+    proto = {key: v for key, v in TESTNET_CORE.items() if key != "require_escrow"}
     d = {
         "name": "calibration",
         "seed": 1,

@@ -131,20 +131,17 @@ class Simulator:
         self.arrived = 0
         self.submitted = 0  # jobs announced (in every shard, simulated here or not)
         self.own_shards: frozenset[int] | None = None  # None: every shard is simulated here
-        self.shared_events = (
-            0  # global events (arrivals, partitions) that every process of a split run handles
-        )
+        # global events (arrivals, partitions) that every process of a split run handles
+        self.shared_events = 0
         self.end_at: float | None = None
         self.partitioned = False
         self.kind_counts: dict[str, int] = {}
         self.cancelled: dict[str, int] = {}  # executions stopped before their end, by the reason given
-        self.cancelled_us = (
-            0  # simulated execution microseconds they had run: work thrown away (an integer, so
-        )
-        # that a split run's sum is the whole run's)
-        self.anomalies: dict[
-            str, int
-        ] = {}  # simulator-side counters: crashes, rejected messages, timers re-armed in the past
+        # simulated execution microseconds they had run: work thrown away (an integer, so that a split run's
+        # sum is the whole run's)
+        self.cancelled_us = 0
+        # simulator-side counters: crashes, rejected messages, timers re-armed in the past
+        self.anomalies: dict[str, int] = {}
         self.job_states: dict[str, int] = {}
         self.lost = 0
         self.client = AdaptiveClient(self, sc.verification) if sc.verification.mode == "adaptive" else None
@@ -291,9 +288,8 @@ class Simulator:
             t, _, idx, ev = item
             if t > horizon or (self.end_at is not None and t > self.end_at):
                 heapq.heappush(heap, item)
-                self.now = (
-                    horizon if t > horizon else self.end_at
-                )  # the run ends there, not at its last event
+                # the run ends there, not at its last event
+                self.now = horizon if t > horizon else self.end_at
                 break
             self.now = t
             self.events += 1

@@ -206,9 +206,8 @@ def _merge(sim: Simulator, parts: list[dict[str, Any]], end: float | None) -> No
         for idx, rx, tx, executions, cheated, booted in p["nodes"]:
             n = sim.nodes[idx]
             n.rx, n.tx, n.executions, n.cheated = rx, tx, executions, cheated
-            if (
-                booted
-            ):  # an idle core stands in for the one that ran in the worker (metrics count booted nodes)
+            # an idle core stands in for the one that ran in the worker (metrics count booted nodes)
+            if booted:
                 n.core = NodeCore(n.nid, n.caps, sim.cfg, n.shards)
         sim.chain.gas_total += p["gas_total"]
         _add(sim.chain.tx_count, p["tx_count"])

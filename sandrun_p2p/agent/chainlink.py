@@ -127,12 +127,10 @@ class ChainLink:
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
         self.deadlines: dict[bytes, int] = {}
-        self.positions: dict[
-            bytes, int
-        ] = {}  # job -> this node's commitment position (from its commit receipt)
-        self.closed_here: set[bytes] = (
-            set()
-        )  # jobs this node's own reveal closed (k = 1: the settle is a no-op)
+        # job -> this node's commitment position (from its commit receipt)
+        self.positions: dict[bytes, int] = {}
+        # jobs this node's own reveal closed (k = 1: the settle is a no-op)
+        self.closed_here: set[bytes] = set()
         self.reveal_window = int(params["reveal_window"])
         self.node_id = b""
         self.accounts: dict[bytes, str] = {}  # node id -> account (from NodeRegistered)
@@ -307,9 +305,8 @@ class ChainLink:
                 if info.revealed_mask & (1 << pos):
                     continue
                 known = self.commits.get(jid, {}).get(pos)
-                if (
-                    known is None
-                ):  # its Committed event not polled yet: a guessed usage would revert (BadOpening)
+                # its Committed event not polled yet: a guessed usage would revert (BadOpening)
+                if known is None:
                     continue
                 rv = (args.get("reveals") or {}).get(self._node_id(idx))
                 if rv is not None:

@@ -48,9 +48,8 @@ class AgentConfig:
     allow_unsafe_sandbox: bool = False
     gpus: list[int] | None = None  # NVML indices of the GPUs this node offers (None: all it has; []: none)
     shutdown_grace_s: float = 10.0
-    history_s: float = (
-        7 * 86400.0
-    )  # keep events of jobs this node neither submitted nor ran this long after final
+    # keep events of jobs this node neither submitted nor ran this long after final
+    history_s: float = 7 * 86400.0
     fetch_timeout_s: float = 60.0
     chain_poll_s: float = 0.25
     tx_timeout_s: float = 7200.0  # a settle/refund may wait for the chain's reveal window

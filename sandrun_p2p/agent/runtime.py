@@ -104,9 +104,8 @@ class Agent:
         )
         vouchers = getattr(chain, "vouchers", None)
         if vouchers is not None:
-            vouchers.attach(
-                self.journal
-            )  # signed and held vouchers, batches not yet paid: kept across restarts
+            # signed and held vouchers, batches not yet paid: kept across restarts
+            vouchers.attach(self.journal)
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
         self.checkpoints = Checkpoints(
@@ -189,10 +188,8 @@ class Agent:
             self.journal.event(a.job_id, a.state, a.detail, a.node)
             if a.state in FINAL_STATES:
                 self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
-            if a.state in (
-                "failed",
-                "forgotten",
-            ):  # a voucher job funded here and never signed: its price is free
+            # a voucher job funded here and never signed: its price is free
+            if a.state in ("failed", "forgotten"):
                 ended = getattr(getattr(self.chain, "vouchers", None), "ended", None)
                 if ended is not None:
                     ended(a.job_id)
@@ -366,9 +363,8 @@ class Agent:
         trace_bytes = canonical(trace.to_dict())
         (stage / "trace.cbor").write_bytes(trace_bytes)
         trace_cid = await self.store.put_bytes(trace_bytes, pin=True)
-        if (
-            spec.result_key
-        ):  # sealed to the client: the CID is of the ciphertext, the trace root of the plaintext
+        # sealed to the client: the CID is of the ciphertext, the trace root of the plaintext
+        if spec.result_key:
             sealed = await trio.to_thread.run_sync(seal_result, stage, spec.result_key)
             result_cid = await self.store.put_bytes(sealed, pin=True)
         else:
@@ -509,9 +505,8 @@ class Agent:
             wait = self.cfg.chain_poll_s
             sooner = getattr(self.chain, "poll_in", None)
             if sooner is not None and (at := sooner()) is not None:
-                wait = min(
-                    wait, at
-                )  # e.g. a voucher batch comes of age: settle it then, not up to a poll later
+                # e.g. a voucher batch comes of age: settle it then, not up to a poll later
+                wait = min(wait, at)
             with trio.move_on_after(wait):
                 await self._poll_now.wait()
 

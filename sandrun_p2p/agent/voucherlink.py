@@ -94,9 +94,8 @@ class VoucherLink:
         self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
         self.prices: dict[bytes, int] = {}  # payer: job -> price
         self.room = 0  # payer: deposit not yet promised
-        self._room_known = (
-            False  # read from the chain by the first fund() (the deposit may hold some already)
-        )
+        # read from the chain by the first fund() (the deposit may hold some already)
+        self._room_known = False
         self._deposit_lock = trio.Lock()
         # issue() numbers vouchers in a worker thread; ChainLink runs several at once, so two vouchers for one
         # executor could both take the same next seq (the executor then refuses one as replayed)
@@ -111,9 +110,8 @@ class VoucherLink:
         self.journal: Journal | None = None
         self._writes: list[Callable[[Journal], None]] = []  # from the poller thread, written by drain()
         self._resumed = True  # False: state restored from the journal, not yet reconciled with the chain
-        self.orphans: dict[
-            str, dict[int, tuple[bytes, bytes, Voucher]]
-        ] = {}  # payer -> results settled unseen
+        # payer -> results settled unseen
+        self.orphans: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
         # executor, after a restart: payers some of whose results were restored unbatched (a settleBatch of theirs
         # may have been in flight at the crash and be mined later), and their own BatchSettled events that matched
         # no orphan yet (the orphans may come later: :meth:`_orphan`)
@@ -281,11 +279,8 @@ class VoucherLink:
         """Fetch the voucher for this node's result from the job's origin, check it and queue the result."""
         origin: bytes = args["origin"]
         held = self.state.get(job_id, {})
-        if held.get("state") in (
-            "batching",
-            "batched",
-            "settled",
-        ):  # e.g. a reveal sent again after a restart
+        # e.g. a reveal sent again after a restart
+        if held.get("state") in ("batching", "batched", "settled"):
             return f"voucher seq {held.get('seq')} already held ({held['state']})"
         payer = self.link.accounts.get(origin)
         if payer is None:

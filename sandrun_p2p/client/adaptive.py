@@ -139,9 +139,8 @@ class Outcome:
     executors: list[str]
     reruns: list[str] = field(default_factory=list)  # check and tie-break jobs, in order
     caught: list[str] = field(default_factory=list)  # executors found wrong (faults recorded)
-    audits: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # earlier results of caught nodes, re-checked now
+    # earlier results of caught nodes, re-checked now
+    audits: list[dict[str, Any]] = field(default_factory=list)
     audits_left: int = 0  # results still to audit (past max_audits): the next verification goes on
     detail: str = ""  # why an audit stayed undecided
 
@@ -257,9 +256,8 @@ class AdaptiveVerifier:
                 continue
             seen.add(node)
             for jid in ledger.to_audit(node, time.time()):
-                if (
-                    len(out.audits) >= self.max_audits
-                ):  # not audited after all: left for the next verification
+                # not audited after all: left for the next verification
+                if len(out.audits) >= self.max_audits:
                     ledger.open[jid].audited = False
                     ledger.by_node.setdefault(node, []).append(jid)
                     out.audits_left += 1

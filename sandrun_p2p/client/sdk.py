@@ -303,9 +303,8 @@ class Client:
         if escrow == "client":
             await self._probe_announce(peer)
             esc = await self.escrow(peer)
-            await trio.to_thread.run_sync(
-                esc.funder
-            )  # a missing wallet fails here, before anything is posted
+            # a missing wallet fails here, before anything is posted
+            await trio.to_thread.run_sync(esc.funder)
         code_cid = await peer.put_blob(prepared.data)
         fields: dict[str, Any] = {
             "code_cid": code_cid,

@@ -201,12 +201,13 @@ class Network:
             spam_protection_enabled=True,
             max_messages_per_topic_per_second=c.max_msgs_per_topic_per_s,
         )
+        # the inbound RPC limit stays at 1 MiB: one RPC batches many messages (each capped by the decoder)
         pubsub = Pubsub(
             host,
             router,
             strict_signing=True,
             msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest(),
-        )  # the inbound RPC limit stays at 1 MiB: one RPC batches many messages (each capped by the decoder)
+        )
         self.host, self.pubsub, self.router = host, pubsub, router
         try:
             async with (

@@ -119,9 +119,8 @@ class CoreConfig:
     reveal_window: float = 10.0  # time to reveal once revealing starts
     settle_backup_delay: float = 5.0  # how long the other agreeing executors wait before settling themselves
     grant_timeout: float = 10.0  # how long a winner of an encrypted job waits for its key
-    no_eligible_grace: float = (
-        0.0  # how long a job with no eligible node waits for adverts (0: 1 advert interval)
-    )
+    # how long a job with no eligible node waits for adverts (0: 1 advert interval)
+    no_eligible_grace: float = 0.0
     shard_bits: int = 0  # 2**shard_bits job topics
     require_stake: bool = False  # only staked nodes are eligible
     require_escrow: bool = False  # only funded jobs are processed (seed taken from the chain)
@@ -152,9 +151,8 @@ class JobView:
     phase: str = OPEN
     epoch: float = 0.0  # start of the current fallback schedule
     claims: dict[bytes, Claim] = field(default_factory=dict)
-    commits: dict[bytes, tuple[bytes, bytes, float]] = field(
-        default_factory=dict
-    )  # node -> (commitment, raw, at)
+    # node -> (commitment, raw, at)
+    commits: dict[bytes, tuple[bytes, bytes, float]] = field(default_factory=dict)
     reveals: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)  # node -> (root, raw)
     reveal_msgs: dict[bytes, dict] = field(default_factory=dict)
     reveal_started: float | None = None

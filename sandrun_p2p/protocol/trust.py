@@ -45,9 +45,8 @@ class TrustPolicy:
     spot_max: float = 0.5  # spot-check rate right after probation
     high_value_usd: float = 1.0  # at or above: plain k=3, q=2 (and spot checks as usual)
     prior_bad: float = 0.2  # assumed share of bad nodes among unknown ones (for :func:`credibility`)
-    gate_checks: bool = (
-        False  # spot checks run only on trusted nodes (``JobSpec.executors``, :func:`check_executors`)
-    )
+    # spot checks run only on trusted nodes (``JobSpec.executors``, :func:`check_executors`)
+    gate_checks: bool = False
     check_pool_min: int = 2  # fewer trusted candidates than this: the check is not gated
     open_check_redundancy: int = 1  # executors (all must agree) of a check that could not be gated
     credibility_target: float = 0.0  # > 0: open checks sized by it (:func:`open_check_redundancy`)

@@ -30,9 +30,8 @@ def test_settle_skips_a_position_whose_commit_was_not_polled_yet() -> None:
     async def main() -> None:
         execs[0].commit(JID, commitment(JID, keys[0].node_id, ROOT, SALT), usages[0])
         await link.poll()  # the first commitment is known to this node ...
-        execs[1].commit(
-            JID, commitment(JID, keys[1].node_id, ROOT, SALT), usages[1]
-        )  # ... the second not yet
+        # ... the second not yet
+        execs[1].commit(JID, commitment(JID, keys[1].node_id, ROOT, SALT), usages[1])
         reveals = {k.node_id: (ROOT, SALT) for k in keys}
         out = await link.submit(b"\x01" * 32, SubmitTx("settle", JID, {"reveals": reveals}))
         assert out.startswith("0x"), out

@@ -148,9 +148,8 @@ def test_sigterm_hands_the_job_over_with_its_checkpoint(cluster: Cluster, tmp_pa
         60,
         "a periodic checkpoint from the top-ranked executor",
     )
-    top.kill(
-        signal.SIGTERM
-    )  # graceful: the job is stopped, its last checkpoint published, the claim released
+    # graceful: the job is stopped, its last checkpoint published, the claim released
+    top.kill(signal.SIGTERM)
     assert "agent shutting down; checkpoint of" in (top.data_dir / "agent.log").read_text()
 
     def checkpoints_from_top() -> list[dict]:

@@ -22,9 +22,8 @@ async def test_code_is_fetched_from_its_jobs_origin_first(tmp_path: Path) -> Non
         jid, raw = job_message(origin, nonce)
         agent.feed(Received(m.decode(raw)))
         jobs.append(jid)
-    agent._running[jobs[0]] = (
-        trio.CancelScope()
-    )  # the first job runs; its origin is no help for the second's code
+    # the first job runs; its origin is no help for the second's code
+    agent._running[jobs[0]] = trio.CancelScope()
     asked: list[list[bytes]] = []
 
     class Net:

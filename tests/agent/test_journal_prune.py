@@ -43,9 +43,8 @@ def test_messages_of_long_final_jobs_are_dropped_the_rest_kept(tmp_path: Path) -
     assert j.forget_final(600) == 4  # OLD's and GONE's two messages each
     j.commit()
     assert j.messages(OLD) == [] and j.messages(GONE) == []
-    assert (
-        len(j.messages(NEW)) == 2 and len(j.messages(OPEN)) == 2
-    )  # recent final; open (a restart replays it)
+    # recent final; open (a restart replays it)
+    assert len(j.messages(NEW)) == 2 and len(j.messages(OPEN)) == 2
     assert [e["state"] for e in j.events(OLD)] == ["settled"]  # the history stays
     assert j.job(OLD)["state"] == "settled"
 

@@ -13,9 +13,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
-    tmp = (
-        tmp_path / "tmp"
-    )  # no --data-dir: the testnet makes its own temp dir, and removes it after a good run
+    # no --data-dir: the testnet makes its own temp dir, and removes it after a good run
+    tmp = tmp_path / "tmp"
     tmp.mkdir()
     r = subprocess.run(
         [

@@ -175,9 +175,8 @@ def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_p
         (bid,) = p.executor.vouchers.batches
         await p.restart_executor()
         await p.executor.poll()
-        assert (
-            p.executor.vouchers.batches.keys() == {bid} and p.errors == []
-        )  # not sent again (it would revert)
+        # not sent again (it would revert)
+        assert p.executor.vouchers.batches.keys() == {bid} and p.errors == []
         assert p.payer.market._call("batchCount") == bid  # no second batch
         settled, earned = await p.paid_out()
         assert settled == set(jobs) and earned == 2 * PRICE
@@ -371,9 +370,8 @@ def test_a_job_that_ends_without_a_voucher_leaves_no_payer_row(tmp_path: Path) -
         assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [signed]
         assert p.payer.vouchers.room == room + PRICE
         assert p.payer.vouchers.job(lonely.job_id)["state"] == "refunded"
-        assert (
-            await p.payer.vouchers.issue(lonely.job_id, p.executor.market.account) is None
-        )  # nothing to sign
+        # nothing to sign
+        assert await p.payer.vouchers.issue(lonely.job_id, p.executor.market.account) is None
         await p.restart_payer()
         assert p.payer.vouchers.job(lonely.job_id) is None
 

@@ -111,9 +111,8 @@ def test_embedded_chain_shared_over_json_rpc(tmp_path):
     with start_local_chain("embedded") as local:
         assert local.kind == "devnet" and local.url.startswith("http://127.0.0.1:")
         out = tmp_path / "addresses.json"
-        os.environ["SANDRUN_TEST_DEPLOYER"] = (
-            "0x" + (1).to_bytes(32, "big").hex()
-        )  # eth-tester's first account
+        # eth-tester's first account
+        os.environ["SANDRUN_TEST_DEPLOYER"] = "0x" + (1).to_bytes(32, "big").hex()
         try:
             rc = cli.main(
                 [

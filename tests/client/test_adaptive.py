@@ -211,9 +211,8 @@ async def test_a_tiebreak_that_does_not_settle_is_skipped_not_fatal(tmp_path: Pa
     net.fail_tiebreaks = 1
     rec = await v.submit("code", MANIFEST, value_usd=0.05)
     out = await v.verify(rec.job_id)
-    assert (
-        out.verdict == "overturned" and len(out.reruns) == 3
-    )  # check, the refunded tie-break, the deciding one
+    # check, the refunded tie-break, the deciding one
+    assert out.verdict == "overturned" and len(out.reruns) == 3
     assert out.reruns[1] in net.failed and out.result_job == out.reruns[0]  # the check had it right
 
 

@@ -179,9 +179,8 @@ async def test_gossip_carries_no_client_identity(testnet: Net, home: Path) -> No
         "payment_wei",
         "encrypted",
     }
-    assert (
-        rec.escrow_address == "" and rec.escrow_key == ""
-    )  # peer mode: the client holds no chain key at all
+    # peer mode: the client holds no chain key at all
+    assert rec.escrow_address == "" and rec.escrow_key == ""
 
 
 async def test_client_escrow_is_a_fresh_address_per_job(testnet: Net, home: Path) -> None:
@@ -267,10 +266,8 @@ def test_cli_submit_wait_json(testnet: Net, home: Path, tmp_path: Path) -> None:
     d = json.loads(out.stdout)
     assert d["state"] == "settled" and d["status"] == "exited" and list(d["outputs"]) == ["pi.json"]
     money = d["money"]
-    assert money["escrow_from"].startswith(
-        "0x"
-    )  # --escrow auto picked a fresh per-job key: the peer announces
-    assert (
-        money["state"] == "settled" and len([p for p in money["payouts"] if p["paid_wei"] > 0]) >= 2
-    )  # 2-of-3
+    # --escrow auto picked a fresh per-job key: the peer announces
+    assert money["escrow_from"].startswith("0x")
+    # 2-of-3
+    assert money["state"] == "settled" and len([p for p in money["payouts"] if p["paid_wei"] > 0]) >= 2
     assert json.loads((tmp_path / "pi/pi.json").read_text())["samples"] == 400000

@@ -153,9 +153,8 @@ def test_seen_messages_are_dropped_before_a_task_is_spawned() -> None:
     pubsub.seen_messages = _Seen({hashlib.sha256(b"old").digest()})
     assert patches.subscribed_and_unseen(pubsub, _Msg(b"new", [TOPIC]))
     assert not patches.subscribed_and_unseen(pubsub, _Msg(b"old", [TOPIC]))  # a duplicate: no push_msg task
-    assert not patches.subscribed_and_unseen(
-        pubsub, _Msg(b"new", ["other-topic"])
-    )  # not subscribed, as before
+    # not subscribed, as before
+    assert not patches.subscribed_and_unseen(pubsub, _Msg(b"new", ["other-topic"]))
 
 
 async def test_duplicates_spawn_no_push_task_in_a_triangle(nursery, monkeypatch) -> None:

@@ -177,9 +177,8 @@ async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None
         for reason in bad:
             assert node.stats.rejected.get(reason, 0) >= 1, (reason, node.stats.rejected)
         assert node.score(host.get_id()) < 0
-        await ps.publish(
-            TOPIC, m.encode_batch([claim(raw_key, 10), claim(raw_key, 12)])
-        )  # not burnt by rejects
+        # not burnt by rejects
+        await ps.publish(TOPIC, m.encode_batch([claim(raw_key, 10), claim(raw_key, 12)]))
         await wait_until(lambda: len(got) == 5)
         assert [x.seq for x in got] == [1, 2, 3, 10, 12]
     await host.close()

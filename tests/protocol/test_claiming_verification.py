@@ -165,7 +165,6 @@ def test_in_shards_picks_a_nonce_in_a_served_shard_deterministically():
     served = {claiming.shard_of(spec.job_id, 4) ^ 1}  # not the shard the first nonce gives
     got = claiming.in_shards(spec, fields, 4, served.__contains__)
     assert claiming.shard_of(got.job_id, 4) in served and got.nonce != spec.nonce
-    assert (
-        claiming.in_shards(spec, fields, 4, served.__contains__) == got
-    )  # the next nonces hash from the first
+    # the next nonces hash from the first
+    assert claiming.in_shards(spec, fields, 4, served.__contains__) == got
     assert claiming.in_shards(spec, fields, 4, lambda s: True) is spec  # already fits: unchanged

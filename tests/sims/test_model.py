@@ -256,9 +256,8 @@ def test_wake_ups_that_would_do_nothing_do_not_pile_up() -> None:
         _settle_one(core, i.to_bytes(4, "big"), t0 + 33.0, t0, deadline=86_400)
     assert len(core.jobs) <= 2
     assert len(core._timers) <= 64 and core._pending == set(core._timers)  # (was: one per job, 300)
-    assert (
-        core.next_deadline() == 11975.0
-    )  # forgetting the last job but one (settled at 11,953; + 20, rounded up)
+    # forgetting the last job but one (settled at 11,953; + 20, rounded up)
+    assert core.next_deadline() == 11975.0
 
 
 def test_timer_events_run_after_the_other_events_of_their_instant_by_node() -> None:
@@ -277,9 +276,8 @@ def test_forgetting_settled_jobs_sooner_changes_no_metric_of_the_scale_scenario(
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    doc = bench.scenario(
-        100, 800
-    )  # 400 simulated seconds: the 60 s forgetting happens, the 600 s one does not
+    # 400 simulated seconds: the 60 s forgetting happens, the 600 s one does not
+    doc = bench.scenario(100, 800)
     assert doc["protocol"]["forget_after"] == bench.FORGET_AFTER == 60.0
     runs = []
     for forget in (600.0, 60.0):

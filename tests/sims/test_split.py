@@ -32,14 +32,16 @@ def small(name: str, **over) -> scenario.Scenario:
                 "churn.join_end": 30,
             },
         ),
+        # every cheating kind: executions, reveals and slashes per shard
         (
             "adversaries",
             {"jobs.count": 120},
-        ),  # every cheating kind: executions, reveals and slashes per shard
+        ),
+        # the partition is drawn on the shared stream
         (
             "partition_heal",
             {"jobs.count": 200, "nodes.0.count": 80},
-        ),  # the partition is drawn on the shared stream
+        ),
     ],
 )
 def test_split_run_gives_the_whole_runs_metrics(name: str, over: dict) -> None:

@@ -108,10 +108,11 @@ def test_check_executors_excludes_the_checked_and_the_untrusted() -> None:
             book.verified(n)
     book.fault(c)
     assert trust.check_executors(book, [a, b, c, d], exclude={a}) == ()  # only b qualifies: below the minimum
+    # sorted by id; c faulty, d unknown
     assert trust.check_executors(book, [a, b, c, d], exclude=set()) == (
         b,
         a,
-    )  # sorted by id; c faulty, d unknown
+    )
     assert trust.check_executors(book, [a, b, c, d], exclude=set(), limit=1) == (a,)  # the most trusted
     assert trust.check_plan(True, book.policy) == trust.Plan(1, 1)
     assert trust.check_plan(False, trust.TrustPolicy(open_check_redundancy=2)) == trust.Plan(2, 2)

@@ -63,6 +63,11 @@ class ChainPort(Protocol):
 
     async def close(self) -> None: ...
 
+    # Optional (an adaptor without them works, without that feature): ``poll_in()``, seconds until a poll has
+    # work beyond reading events (None: nothing waits); ``vouchers``, the voucher payment mode
+    # (:class:`~sandrun_p2p.agent.voucherlink.VoucherLink`: ``attach(journal)``, ``ended(job_id)``,
+    # ``issue(job_id, executor, ...)``, and the ``fetcher`` and ``on_error`` the agent sets).
+
 
 ChainFactory = Callable[[dict[str, Any]], ChainPort]
 

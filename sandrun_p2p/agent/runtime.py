@@ -102,10 +102,10 @@ class Agent:
         self.journal = Journal(
             cfg.data_dir / "journal.sqlite", group_commit=True, on_begin=self._commit_due.set
         )
-        vouchers = getattr(chain, "vouchers", None)
-        if vouchers is not None:
-            # signed and held vouchers, batches not yet paid: kept across restarts
-            vouchers.attach(self.journal)
+        # the chain adaptor's voucher mode, when it has one (ports.py): its state is kept in the journal
+        self.vouchers = getattr(chain, "vouchers", None)
+        if self.vouchers is not None:
+            self.vouchers.attach(self.journal)  # signed and held vouchers, batches not yet paid
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down
         self.checkpoints = Checkpoints(
@@ -188,11 +188,8 @@ class Agent:
             self.journal.event(a.job_id, a.state, a.detail, a.node)
             if a.state in FINAL_STATES:
                 self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
-            # a voucher job funded here and never signed: its price is free
-            if a.state in ("failed", "forgotten"):
-                ended = getattr(getattr(self.chain, "vouchers", None), "ended", None)
-                if ended is not None:
-                    ended(a.job_id)
+            if self.vouchers is not None and a.state in ("failed", "forgotten"):
+                self.vouchers.ended(a.job_id)  # a voucher job funded here and never signed: its price is free
             self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
             self._events_changed.set()
             self._events_changed = trio.Event()
@@ -598,10 +595,9 @@ class Agent:
 
         self.store.fetcher = self._fetcher
         self.net.set_provider(self._provide)
-        vouchers = getattr(self.chain, "vouchers", None)
-        if vouchers is not None:
-            vouchers.fetcher = self.net.fetch_from
-            vouchers.on_error = self._voucher_error
+        if self.vouchers is not None:
+            self.vouchers.fetcher = self.net.fetch_from
+            self.vouchers.on_error = self._voucher_error
         try:
             async with trio.open_nursery() as nursery:
                 with trio.fail_after(120):
@@ -685,9 +681,9 @@ class Agent:
     async def _serve_voucher(self, job_id: bytes, executor: bytes) -> bytes | None:
         """As a voucher job's origin: the voucher for ``executor`` once its reveal opened its commitment here
         (waits up to 5 s for the reveal, which gossip may deliver after the executor's request)."""
-        issue = getattr(getattr(self.chain, "vouchers", None), "issue", None)
-        if issue is None:
+        if self.vouchers is None:
             return None
+        issue = self.vouchers.issue
         reveal = None
         with trio.move_on_after(5):
             while True:

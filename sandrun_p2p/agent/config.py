@@ -70,8 +70,11 @@ class AgentConfig:
             raise ConfigError(f"[core]: {e}") from None
 
     def validate(self) -> None:
-        if self.max_jobs < 0:
-            raise ConfigError("max_jobs must be >= 0")
+        for name, f in _FIELDS.items():  # every numeric setting (counts, ports, seconds) is a number >= 0
+            if isinstance(f.default, int | float) and not isinstance(f.default, bool):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                    raise ConfigError(f"{name} must be a number >= 0, not {v!r}")
         if not 0 <= self.publish_batch_window_s <= 1:
             raise ConfigError("publish_batch_window_s must be between 0 and 1 second")
         if not 0 <= self.control_port <= 65535:

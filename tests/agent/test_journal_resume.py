@@ -159,6 +159,10 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         build(tmp_path, {}, {"listen": ["tcp://nope"]}).validate()
     with pytest.raises(ConfigError, match="loopback"):
         build(tmp_path, {"control_host": "0.0.0.0"}, {}).validate()
+    with pytest.raises(ConfigError, match="history_s must be a number >= 0, not 'a week'"):
+        build(tmp_path, {"history_s": "a week"}, {}).validate()
+    with pytest.raises(ConfigError, match="max_jobs must be a number >= 0, not -1"):
+        build(tmp_path, {"max_jobs": -1}, {}).validate()
     cfg = build(tmp_path, {"max_jobs": 3, "mdns": True}, {"mdns": False, "max_jobs": None})
     assert (cfg.max_jobs, cfg.mdns) == (3, False)  # flags override the file; None means "not given"
 

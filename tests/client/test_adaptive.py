@@ -360,6 +360,16 @@ async def test_audits_past_the_limit_are_done_by_the_next_verification(tmp_path:
     ] and nxt.audits_left == 0
 
 
+def test_a_trust_file_with_a_bad_open_result_is_a_clear_error(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path, AUDITED)
+    store.save()
+    doc = (tmp_path / "trust.json").read_text().replace('"open": {}', '"open": {"nothex": [1, 2]}')
+    (tmp_path / "trust.json").write_text(doc)
+    with pytest.raises(ClientError, match="trust file .* is unreadable"):
+        TrustStore(tmp_path, AUDITED)
+    assert (tmp_path / "trust.json").read_text() == doc, "nothing overwritten"
+
+
 def test_no_window_means_no_ledger(tmp_path: Path) -> None:
     store = TrustStore(tmp_path, POLICY)  # challenge_window 0: results are final at once
     store.ledger.release(b"\1" * 32, GOOD, (b"\2" * 32,), 0.0)

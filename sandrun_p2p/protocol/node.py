@@ -220,6 +220,7 @@ class NodeCore:
         self._freed = False  # a slot or a GPU freed (or the caps changed) since deferred jobs were looked at
         self.orphans: dict[bytes, list[m.Message]] = {}
         self._deferred: dict[bytes, None] = {}  # jobs passed over while every slot was busy (ordered set)
+        self._started = -math.inf  # when Start was handled (its first advert interval is its warm-up)
         self._timers: list[tuple[float, bytes] | tuple[float, bytes, int]] = []  # (at, job[, _FALLBACK])
         self._pending: set[tuple[float, bytes] | tuple[float, bytes, int]] = set()
         self._purge_above = _PURGE_MIN  # wake-ups queued beyond which those that would do nothing are purged
@@ -257,6 +258,7 @@ class NodeCore:
         elif isinstance(event, ChainUpdate):
             self._on_chain(event, now, out)
         elif isinstance(event, Start):
+            self._started = now
             self._advertise(now, out)
         elif isinstance(event, CapabilitiesChanged):
             self.caps = event.caps
@@ -1060,8 +1062,15 @@ class NodeCore:
             if len(valid) >= k:
                 return
             candidates = [n for n in ranked if n not in job.claims]
+            if now < self._started + self.cfg.advert_interval and self.cfg.require_stake:
+                candidates = self._warming_candidates(job, candidates)
             pos = candidates.index(self.node_id)
-            at = job.epoch + claiming.claim_delay(pos, k - len(valid), self.cfg.fallback_interval)
+            needed = k - len(valid)
+            at = job.epoch + claiming.claim_delay(pos, needed, self.cfg.fallback_interval)
+            if now >= at:  # a turn missed while busy: a later rank's claim may be on its way
+                at = claiming.late_claim_at(
+                    now, job.epoch, pos, len(candidates), needed, self.cfg.fallback_interval
+                )
             if now < at:
                 self._wake_fallback(job.job_id, at)
                 return
@@ -1092,6 +1101,17 @@ class NodeCore:
             self._stop_executing(job)
             out.append(CancelExecution(job.job_id, "outranked by other claimants; standing by"))
             out.append(JobEvent(job.job_id, "standby", "outranked by other claimants", self.node_id))
+
+    def _warming_candidates(self, job: JobView, candidates: list[bytes]) -> list[bytes]:
+        """Candidates as a node in its first advert interval counts them: every staked node whose advert it
+        has not seen yet may be eligible and ahead of it (it has not heard every advert yet; a node that
+        joins or restarts would otherwise rank itself first and outrank the claimant already running)."""
+        unknown = [
+            n for n in self.staked if n not in self.adverts and n not in job.claims and n != self.node_id
+        ]
+        if not unknown:
+            return candidates
+        return claiming.rank(job.job_id, job.seed, candidates + unknown)
 
     def _no_eligible(self, job: JobView, now: float, out: list[Action]) -> None:
         grace = self.cfg.no_eligible_grace or self.cfg.advert_interval

@@ -9,8 +9,19 @@ from hypothesis import strategies as st
 from sandrun_p2p.protocol import claiming
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.encoding import sha256
-from sandrun_p2p.protocol.events import ChainUpdate, JobEvent, Received, SubmitJob, SubmitTx, Tick
+from sandrun_p2p.protocol.events import (
+    CancelExecution,
+    ChainUpdate,
+    ExecutionDone,
+    JobEvent,
+    Received,
+    Start,
+    SubmitJob,
+    SubmitTx,
+    Tick,
+)
 from sandrun_p2p.protocol.identity import NodeKey
+from sandrun_p2p.protocol.jobspec import JobSpec
 from sandrun_p2p.protocol.memnet import CPU, Loop, make_spec
 from sandrun_p2p.protocol.node import CoreConfig, NodeCore
 
@@ -641,3 +652,64 @@ def test_a_committed_claimants_advert_steps_the_job_when_it_revives_the_claim():
     assert job.winners == (kc.node_id,) and not job.claims[kb.node_id].lapsed
     w.handle(_advert(kb, interval=10), 31.0)
     assert set(job.winners) == {kb.node_id, kc.node_id}
+
+
+# ------------------------------------------------------------------ late claims do not outrank started runs
+
+
+def _ranked(w: NodeCore, order: list[NodeKey | NodeCore], start: int) -> JobSpec:
+    """A k=1 job whose ranking is ``order`` (keys or ``w`` itself)."""
+    ids = [o.node_id for o in order]
+    for i in range(start, start + 10_000):
+        spec = make_spec(i, k=1)
+        if claiming.rank(spec.job_id, SEED, ids) == ids:
+            return spec
+    raise AssertionError("no such job")
+
+
+def _announce(w: NodeCore, by: NodeKey, spec: JobSpec, now: float) -> list:
+    return w.handle(_msg(by, m.JOB, {"spec": spec.to_dict(), "seed": SEED, "origin_ts": 0}), now)
+
+
+def _claims(actions: list) -> list:
+    return [a for a in actions if getattr(a, "kind", "") == m.CLAIM]
+
+
+@pytest.mark.parametrize("second_claims", [True, False])
+def test_a_busy_top_rank_freed_after_the_next_ranks_turn_waits_for_its_claim(second_claims):
+    """w ranks first but is busy when the job comes, so the second rank claims at its turn (2 s). w frees
+    just after that turn: claiming at once would outrank a run already started (its claim still on the way);
+    it waits half an interval, stands by if that claim came, and claims then if none did."""
+    kb = NodeKey.from_seed(b"\x0b" * 32)
+    key = NodeKey.from_seed(b"\x09" * 32)
+    w = NodeCore(key.node_id, dataclasses.replace(CPU, max_jobs=1), CoreConfig())
+    w.handle(_advert(kb), 0.0)
+    busy = _ranked(w, [w, kb], 900)
+    spec = _ranked(w, [w, kb], int.from_bytes(busy.nonce, "big") + 1)
+    assert _claims(_announce(w, kb, busy, 0.0))  # w runs it (its only slot)
+    assert not _claims(_announce(w, kb, spec, 0.0))  # full: passed over, the second rank's turn is at 2
+    freed = w.handle(ExecutionDone(busy.job_id, b"\x01" * 32, b"\x02" * 32, "bafytrace", "bafyresult"), 2.05)
+    assert not _claims(freed) and (3.0, spec.job_id, 1) in w._pending
+    if second_claims:
+        w.handle(_claim(kb, spec.job_id), 2.1)
+    out = w.handle(Tick(), 3.0)
+    assert bool(_claims(out)) is not second_claims
+    assert not [a for a in out if isinstance(a, CancelExecution)]
+
+
+def test_a_node_in_its_first_advert_interval_counts_staked_nodes_it_has_not_heard_as_ahead_of_it():
+    """A node that just (re)joined has not heard every advert yet: ranking only the nodes it knows, it would
+    claim first and outrank the claimant already running. Until one advert interval has passed since it
+    started, a staked node whose advert it has not seen counts as a candidate; after that, not."""
+    kb, kc = NodeKey.from_seed(b"\x0b" * 32), NodeKey.from_seed(b"\x0c" * 32)
+    key = NodeKey.from_seed(b"\x09" * 32)
+    w = NodeCore(key.node_id, CPU, CoreConfig(require_stake=True, advert_interval=10))
+    for n in (key, kb, kc):
+        w.handle(ChainUpdate("staked", node=n.node_id), 0.0)
+    w.handle(Start(), 0.0)
+    early = _ranked(w, [kb, w, kc], 1_000)
+    assert not _claims(_announce(w, kc, early, 1.0))  # kb may be eligible and first: w's turn is at 1 + 2
+    assert (3.0, early.job_id, 1) in w._pending
+    assert _claims(w.handle(Tick(), 3.0))  # nobody claimed: w does
+    later = _ranked(w, [kb, w, kc], int.from_bytes(early.nonce, "big") + 1)
+    assert _claims(_announce(w, kc, later, 10.5))  # warmed up: a node never heard from is not a candidate

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -264,6 +265,27 @@ def claim_latency(api, job_id: str, k: int, timeout: float = 30) -> float:
     raise RuntimeError(f"job {job_id} did not get {k} claims in {timeout}s")
 
 
+def run_counts(net) -> dict[str, int]:
+    """Every node's executions so far by how they ended (read from the journals, read-only): ``started``, and
+    the runs stopped before their end, by reason (e.g. outranked by a later, higher-ranked claim)."""
+    counts: dict[str, int] = {"started": 0}
+    for node in net.nodes:
+        db = Path(node["data_dir"]) / "journal.sqlite"
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = con.execute(
+                "SELECT status, reason, count(*) FROM executions GROUP BY status, reason"
+            ).fetchall()
+        finally:
+            con.close()
+        for status, reason, c in rows:
+            counts["started"] += c
+            if status == "cancelled":
+                key = f"cancelled: {reason}"
+                counts[key] = counts.get(key, 0) + c
+    return counts
+
+
 def origin_nodes(n: int, origins: int) -> list[int]:
     """The nodes the throughput jobs are submitted through: ``origins`` of the ``n``, spread evenly (so one per
     block of nodes, i.e. one per shard, when ``origins`` is the number of shards)."""
@@ -439,7 +461,9 @@ def agent_phases(
         runs = {
             pay: throughput(net, clients, n, jobs, batch, pay, gate, i, origins) for i, pay in enumerate(pays)
         }
+        executions = run_counts(net)
         return {
+            "executions": executions,
             "claim": {
                 "jobs": claim_jobs,
                 "k": k_claim,
@@ -619,6 +643,11 @@ def main() -> int:
                 f"voucher / escrow: jobs/s {v['jobs_per_s'] / max(e['jobs_per_s'], 1e-9):.2f}x, CPU ms per job "
                 f"{v['cpu']['ms_per_settled_job'] / max(e['cpu']['ms_per_settled_job'], 1e-9):.2f}x"
             )
+        ex = dict(ag["executions"])
+        print(
+            f"runs on all nodes (claim and throughput phases): {ex.pop('started')} started"
+            + "".join(f"; {c} {why}" for why, c in sorted(ex.items()))
+        )
         r = out["ratios"]
         print(
             f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "

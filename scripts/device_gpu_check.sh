@@ -14,7 +14,9 @@
 # wheels, and runs tests/exec (test_gpu.py: NVML detection, a CUDA job in the sandbox, isolation) and the
 # full-size examples/gpu-cuda job through `sandrun-p2p exec`; with .devcarry/full, a 2-node `sandrun-p2p testnet`
 # (embedded chain) that runs examples/gpu-cuda with redundancy 2 and settles it (JOB=name picks another example,
-# e.g. JOB=primes to try the phase on a machine without a GPU). Results go to $OUT (or ./gpu-check).
+# e.g. JOB=primes to try the phase on a machine without a GPU). Where the machine's python3 has PyTorch, its
+# environment becomes a job runtime (--job-runtime) and examples/gpu-matmul runs through `exec` and the
+# testnet too. Results go to $OUT (or ./gpu-check).
 set -u
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
@@ -45,23 +47,40 @@ python3 -m sandrun_p2p exec --code examples/gpu-cuda --manifest examples/gpu-cud
   --json --work-root /tmp/gpu-runs > "$OUT/exec.json" 2> "$OUT/exec.stderr.txt"
 echo "exec rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/exec.stderr.txt"
 cat /tmp/gpu-runs/results/*/stdout /tmp/gpu-runs/results/*/stderr >> "$OUT/exec.stderr.txt" 2>/dev/null
+# PyTorch jobs (examples/gpu-matmul) where the machine's python3 has it: its environment as a job runtime
+RTS=""
+if python3 -c "import torch" 2>/dev/null; then
+  RT=$(python3 -c 'import sys; print(sys.prefix)'); BASE=$(python3 -c 'import sys; print(sys.base_prefix)')
+  RTS="--job-runtime $RT"
+  case $BASE in /usr | /usr/*) ;; *) RTS="$RTS --job-runtime $BASE" ;; esac
+  { echo "runtimes: $RTS; python3 -> $(readlink -f "$RT/bin/python3")"; cat "$RT/pyvenv.cfg" 2>/dev/null; } > "$OUT/matmul.txt"
+  start=$(date +%s%N)
+  # shellcheck disable=SC2086
+  python3 -m sandrun_p2p exec --code examples/gpu-matmul --manifest examples/gpu-matmul/job.json --json \
+    --work-root /tmp/mm-runs $RTS >> "$OUT/matmul.txt" 2>&1
+  echo "matmul exec rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/matmul.txt"
+  cat /tmp/mm-runs/results/*/stdout /tmp/mm-runs/results/*/stderr >> "$OUT/matmul.txt" 2>/dev/null
+fi
 if [ -d .devcarry/full ]; then
   JOB=${JOB:-gpu-cuda}
   NET=$(mktemp -d /tmp/gnet.XXXXXX); export SANDRUN_P2P_HOME=$NET/client
   python3 -m pip install -q --no-index --find-links .devcarry/full libp2p==0.8.1 web3 'eth-tester[py-evm]' \
     coincurve aioipfs aleph-cid multiaddr httpx > "$OUT/net-install.txt" 2>&1
-  python3 -m sandrun_p2p testnet --nodes 2 --data-dir "$NET/net" --timeout 180 > "$OUT/testnet.log" 2>&1 &
+  # shellcheck disable=SC2086
+  python3 -m sandrun_p2p testnet --nodes 2 --data-dir "$NET/net" --timeout 180 $RTS > "$OUT/testnet.log" 2>&1 &
   TP=$!
   for _ in $(seq 1 240); do
     grep -q "running; press Ctrl-C" "$OUT/testnet.log" && break
     kill -0 $TP 2>/dev/null || break
     sleep 0.5
   done
-  start=$(date +%s%N)
-  timeout 200 python3 -m sandrun_p2p submit --code "examples/$JOB" --manifest "examples/$JOB/job.json" --redundancy 2 \
-    --peer "$NET/net/node0" --escrow auto --wait --json --out "$NET/out" > "$OUT/submit.json" 2> "$OUT/submit.stderr.txt"
-  echo "submit rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/submit.stderr.txt"
-  cat "$NET/out"/*.json >> "$OUT/submit.stderr.txt" 2>/dev/null
+  for J in $JOB ${RTS:+gpu-matmul}; do
+    start=$(date +%s%N)
+    timeout 200 python3 -m sandrun_p2p submit --code "examples/$J" --manifest "examples/$J/job.json" --redundancy 2 \
+      --peer "$NET/net/node0" --escrow auto --wait --json --out "$NET/out-$J" > "$OUT/submit-$J.json" 2>> "$OUT/submit.stderr.txt"
+    echo "submit $J rc=$? wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))" >> "$OUT/submit.stderr.txt"
+    cat "$NET/out-$J"/*.json >> "$OUT/submit.stderr.txt" 2>/dev/null
+  done
   python3 -m sandrun_p2p nodes --data-dir "$NET/net/node1" --json > "$OUT/nodes.json" 2>&1
   kill -TERM $TP; wait $TP
   tail -3 "$OUT/submit.stderr.txt"

@@ -20,7 +20,10 @@ def make_executor(cfg: AgentConfig) -> Any:
     from ..exec.sandbox import LocalExecutor
 
     executor = LocalExecutor(
-        work_root=cfg.data_dir / "exec", allow_unsafe=cfg.allow_unsafe_sandbox, gpu_indices=cfg.gpus
+        work_root=cfg.data_dir / "exec",
+        allow_unsafe=cfg.allow_unsafe_sandbox,
+        gpu_indices=cfg.gpus,
+        runtimes=cfg.job_runtimes,
     )
     if executor.swept:  # run directories (and tmpfs mounts) a SIGKILLed earlier agent left behind
         log.info("event=swept-stale-runs count=%d", executor.swept)

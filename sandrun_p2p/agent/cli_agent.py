@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="GPUs this node offers, by index as nvidia-smi numbers them: '0,2', or 'none' "
         "(default: all it has)",
     )
+    p.add_argument(
+        "--job-runtime",
+        action="append",
+        metavar="DIR",
+        help="a folder jobs see read-only, its bin first on their PATH, e.g. a Python environment with "
+        "PyTorch (repeatable; never one holding the node's data dir)",
+    )
     p.add_argument("--control-port", type=int, help="local control API port on 127.0.0.1 (default: any free)")
     p.add_argument(
         "--allow-unsafe-sandbox",
@@ -69,6 +76,7 @@ def config_from_args(args: argparse.Namespace):  # -> AgentConfig
         "control_port": args.control_port,
         "allow_unsafe_sandbox": args.allow_unsafe_sandbox,
         "gpus": args.gpus,
+        "job_runtimes": args.job_runtime,
         "log_level": args.log_level,
         "log_file": args.log_file,
         "test_faulty_executor": args.test_faulty_executor,

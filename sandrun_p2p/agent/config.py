@@ -47,6 +47,8 @@ class AgentConfig:
     chain_factory: str = DEFAULT_CHAIN_FACTORY
     allow_unsafe_sandbox: bool = False
     gpus: list[int] | None = None  # NVML indices of the GPUs this node offers (None: all it has; []: none)
+    # folders jobs see read-only, their bin first on PATH (e.g. a Python environment with PyTorch)
+    job_runtimes: list[str] = field(default_factory=list)
     shutdown_grace_s: float = 10.0
     # keep events of jobs this node neither submitted nor ran this long after final
     history_s: float = 7 * 86400.0
@@ -86,6 +88,12 @@ class AgentConfig:
             or any(not isinstance(g, int) or isinstance(g, bool) or g < 0 for g in self.gpus)
         ):
             raise ConfigError("gpus must be a list of GPU indices (as nvidia-smi numbers them), e.g. [0, 2]")
+        if not isinstance(self.job_runtimes, list) or any(
+            not isinstance(r, str) or not r.startswith("/") for r in self.job_runtimes
+        ):
+            raise ConfigError(
+                'job_runtimes must be a list of absolute folder paths, e.g. ["/opt/torch/.venv"]'
+            )
         if not self.shards or any(not isinstance(s, int) or s < 0 for s in self.shards):
             raise ConfigError("shards must be a non-empty list of shard numbers")
         bits = self.core_config().shard_bits

@@ -98,6 +98,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="tcp",
         help="what the nodes listen on and dial: TCP (Noise, mplex; default) or QUIC (TLS 1.3)",
     )
+    p.add_argument(
+        "--job-runtime",
+        action="append",
+        metavar="DIR",
+        help="every node's jobs see this folder read-only, its bin first on PATH (e.g. a Python environment "
+        "with PyTorch; repeatable; see `sandrun-p2p agent --job-runtime`)",
+    )
 
 
 def _free_port(transport: str = "tcp") -> int:
@@ -228,6 +235,8 @@ class Testnet:
                 "shutdown_grace_s": 5.0,
                 "chain_poll_s": 1.0,  # and at once when an unfunded job is announced
             }
+            if getattr(a, "job_runtime", None):
+                cfg["job_runtimes"] = [str(Path(r).resolve()) for r in a.job_runtime]
             if getattr(a, "publish_batch_window", 0):
                 cfg["publish_batch_window_s"] = float(a.publish_batch_window)
             (d / "agent.toml").write_text(_toml(cfg))

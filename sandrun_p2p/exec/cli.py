@@ -33,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run even where the host cannot isolate the network (NOT for untrusted jobs)",
     )
     p.add_argument("--work-root", type=Path, help="where runs and results are kept")
+    p.add_argument(
+        "--job-runtime",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder the job sees read-only, its bin first on PATH (e.g. a Python environment with PyTorch)",
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Manifest, Path | bytes, bytes]:
@@ -66,7 +73,9 @@ async def _run(args: argparse.Namespace, manifest: Manifest, code: Path | bytes,
     else:
         from .sandbox import LocalExecutor
 
-        ex = LocalExecutor(work_root=args.work_root, allow_unsafe=args.allow_unsafe)
+        ex = LocalExecutor(
+            work_root=args.work_root, allow_unsafe=args.allow_unsafe, runtimes=args.job_runtime
+        )
     result = await ex.run(code, manifest, job_id, checkpoint_from=args.checkpoint)
     return result.summary(ex.enforced)
 

@@ -67,6 +67,25 @@ def _as_uid(argv: list[str], uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
 
 
+def check_runtime(path: str | Path, forbidden: Sequence[Path] = ()) -> str:
+    """An operator's job runtime (e.g. a Python environment with PyTorch, ``/opt/torch/.venv``): an existing
+    absolute folder that jobs see read-only at the same path, its ``bin`` first on their PATH. It must not be
+    ``/`` or hold the node's own files (its data and run folders, where its keys are): jobs never see those."""
+    p = Path(path)
+    if not p.is_absolute():
+        raise ExecError("bad-runtime", f"job runtime {str(path)!r} must be an absolute path")
+    real = p.resolve()
+    if not real.is_dir():
+        raise ExecError("bad-runtime", f"job runtime {str(path)!r} is not a folder")
+    if real == Path("/"):
+        raise ExecError("bad-runtime", "job runtime '/' would show jobs the whole host")
+    for f in forbidden:
+        fr = Path(f).resolve()
+        if fr == real or real in fr.parents:
+            raise ExecError("bad-runtime", f"job runtime {str(path)!r} holds the node's own files ({fr})")
+    return str(real)
+
+
 def _offered(detected: list[dict[str, Any]], indices: Sequence[int] | None) -> list[dict[str, Any]]:
     """The GPUs the operator offers (``indices`` as NVML and nvidia-smi number them; None: all of them)."""
     if indices is None:
@@ -207,11 +226,13 @@ class LocalExecutor:
         grace_s: float = 2.0,
         detect_gpus: bool = True,
         gpu_indices: Sequence[int] | None = None,
+        runtimes: Sequence[str | Path] = (),
     ) -> None:
         configured = Path(work_root or Path(tempfile.gettempdir()) / "sandrun-p2p-exec")
         self.results_root = Path(results_root or configured / "results")
         self.bwrap = shutil.which("bwrap")
         self._configured_root = configured
+        configured.mkdir(parents=True, exist_ok=True)  # (before _run_area looks at the folders above it)
         self.work_root = _run_area(configured) if self.bwrap else configured  # where job runs are made
         for root in {configured, self.work_root}:
             root.mkdir(parents=True, exist_ok=True)
@@ -225,6 +246,8 @@ class LocalExecutor:
         self.max_output_bytes, self.max_pids, self.grace_s = max_output_bytes, max_pids, grace_s
         self.cgroups = CgroupHost.detect()
         self.gpus = _offered(gpus() if detect_gpus else [], gpu_indices)
+        own = (configured, self.work_root, self.results_root)
+        self.runtimes = [check_runtime(r, forbidden=own) for r in runtimes]
         self.gpu_lib_dirs = driver_lib_dirs() if self.gpus else []
         self._gpus_held: set[int] = set()  # indices into self.gpus leased to running jobs
         self._gpus_released: trio.Event | None = None
@@ -341,6 +364,8 @@ class LocalExecutor:
             str(ckdir),
             environment.CHECKPOINT_DIR,
         ]
+        for r in self.runtimes:  # after /tmp's tmpfs, which would hide one there
+            a += ["--ro-bind", r, r]
         if manifest.gpu.required:
             for dev in gpu_device_nodes([self.gpus[i] for i in gpus]):
                 a += ["--dev-bind", str(dev), str(dev)]
@@ -358,9 +383,13 @@ class LocalExecutor:
         return a + ["--", *command]
 
     def _job_env(self, manifest: Manifest) -> dict[str, str]:
-        """The job's environment; a GPU job also gets the driver's library folders (node plumbing, kept out
-        of the environment digest: they differ between hosts, the results must not)."""
+        """The job's environment; a GPU job also gets the driver's library folders, and the operator's job
+        runtimes' ``bin`` folders come first on PATH (node plumbing, kept out of the environment digest: they
+        differ between hosts, the results must not)."""
         env = environment.job_env(manifest)
+        bins = [f"{r}/bin" for r in self.runtimes if os.path.isdir(f"{r}/bin")]
+        if bins:
+            env["PATH"] = ":".join([*bins, env["PATH"]])
         if manifest.gpu.required and self.gpu_lib_dirs:
             env["LD_LIBRARY_PATH"] = ":".join(self.gpu_lib_dirs)
         return env

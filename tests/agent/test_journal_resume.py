@@ -4,6 +4,7 @@ without executing again; an execution interrupted by a crash is released; the jo
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import trio
 from sandrun_p2p.agent.config import AgentConfig, ConfigError, build
 from sandrun_p2p.agent.journal import Journal
 from sandrun_p2p.agent.runtime import Agent
+from sandrun_p2p.exec import ExecError
 from sandrun_p2p.exec.capabilities import caps_from_exec
 from sandrun_p2p.net.keys import KeyFileError, load_or_create_key
 from sandrun_p2p.protocol import messages as m
@@ -195,3 +197,25 @@ def test_gpus_setting_from_file_and_flag(tmp_path: Path) -> None:
         p.parse_args(["--gpus", "first"])
     with pytest.raises(ConfigError, match="GPU indices"):
         build(tmp_path, {"gpus": ["0"]}, {}).validate()
+
+
+def test_job_runtimes_from_file_and_flag_reach_the_executor(tmp_path: Path) -> None:
+    from sandrun_p2p.agent.build import make_executor
+    from sandrun_p2p.agent.cli_agent import add_arguments, config_from_args
+
+    rt = tmp_path / "venv"
+    (rt / "bin").mkdir(parents=True)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = config_from_args(p.parse_args(["--data-dir", str(tmp_path / "d"), "--job-runtime", str(rt)]))
+    assert cfg.job_runtimes == [str(rt)]
+    assert build(tmp_path, {"job_runtimes": [str(rt)]}, {}).job_runtimes == [str(rt)]
+    with pytest.raises(ConfigError, match="absolute folder paths"):
+        build(tmp_path, {"job_runtimes": "venv"}, {}).validate()
+    with pytest.raises(ConfigError, match="absolute folder paths"):
+        build(tmp_path, {"job_runtimes": ["venv"]}, {}).validate()
+    if shutil.which("bwrap"):
+        (tmp_path / "d").mkdir()
+        assert make_executor(cfg).runtimes == [str(rt.resolve())]
+        with pytest.raises(ExecError, match="node's own files"):  # the data dir itself: its keys
+            make_executor(build(tmp_path / "d", {"job_runtimes": [str(tmp_path)]}, {}))

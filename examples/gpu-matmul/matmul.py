@@ -1,8 +1,8 @@
 """GPU job: multiplies two matrices on the GPU with PyTorch and records the device.
 
-It needs a node with a GPU (manifest gpu.required) and PyTorch in the node's job runtime (the sandbox sees the
-host's /usr); on a network without a GPU node it is refunded with the reason ("no GPU meets the requirement").
-It never falls back to the CPU: no PyTorch or no CUDA device is a failed run (exit status 3, reason on
+It needs a node with a GPU (manifest gpu.required) and PyTorch in the host's /usr or in a job runtime the
+operator offers (`sandrun-p2p agent --job-runtime /opt/torch/.venv`); on a network without a GPU node it is
+refunded with the reason ("no GPU meets the requirement"). It never falls back to the CPU: no PyTorch or no CUDA device is a failed run (exit status 3, reason on
 stderr). Results are rounded before hashing (compare rule), since GPU kernels need not be bit-identical
 across cards. examples/gpu-cuda needs nothing but the NVIDIA driver.
 """

@@ -172,28 +172,6 @@ def claim_delay(position: int, redundancy: int, fallback_interval: float) -> flo
     return 0.0 if position < redundancy else (position - redundancy + 1) * fallback_interval
 
 
-def late_claim_at(
-    now: float, epoch: float, position: int, candidates: int, redundancy: int, fallback_interval: float
-) -> float:
-    """When a candidate whose turn has passed unused (it was busy) may still claim: ``now``, unless a later
-    rank's turn has come since its own, in which case half an interval after the latest such turn.
-
-    That later rank may have claimed meanwhile, its claim still on its way: claiming at once would outrank
-    it after it started. Waiting half an interval lets that claim arrive (and the late candidate stands
-    by); without it the late candidate claims then. ``redundancy`` is the claims still needed,
-    ``candidates`` the eligible nodes that have not claimed (the position is among them); once the last
-    candidate's turn is past the wait is over.
-    """
-    if fallback_interval <= 0:
-        return now
-    mine = max(0, position - redundancy + 1)
-    last = max(0, candidates - redundancy)
-    came = min(int((now - epoch) // fallback_interval), last)
-    if came <= mine:
-        return now
-    return max(now, epoch + (came + 0.5) * fallback_interval)
-
-
 def shard_of(job_id: bytes, shard_bits: int) -> int:
     """Shard of a job among 2**shard_bits, from the first two bytes of its id."""
     if shard_bits == 0:

@@ -1065,12 +1065,7 @@ class NodeCore:
             if now < self._started + self.cfg.advert_interval and self.cfg.require_stake:
                 candidates = self._warming_candidates(job, candidates)
             pos = candidates.index(self.node_id)
-            needed = k - len(valid)
-            at = job.epoch + claiming.claim_delay(pos, needed, self.cfg.fallback_interval)
-            if now >= at:  # a turn missed while busy: a later rank's claim may be on its way
-                at = claiming.late_claim_at(
-                    now, job.epoch, pos, len(candidates), needed, self.cfg.fallback_interval
-                )
+            at = job.epoch + claiming.claim_delay(pos, k - len(valid), self.cfg.fallback_interval)
             if now < at:
                 self._wake_fallback(job.job_id, at)
                 return

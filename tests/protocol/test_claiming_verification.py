@@ -43,19 +43,6 @@ def test_fallback_schedule():
     assert [claiming.claim_delay(p, 2, 1.5) for p in range(5)] == [0, 0, 1.5, 3.0, 4.5]
 
 
-def test_a_late_claim_waits_half_an_interval_after_the_latest_later_turn():
-    late = claiming.late_claim_at
-    assert late(0.0, 0.0, 0, 3, 1, 2.0) == 0.0  # on time
-    assert late(1.9, 0.0, 0, 3, 1, 2.0) == 1.9  # late, but no later rank's turn has come
-    assert late(2.1, 0.0, 0, 3, 1, 2.0) == 3.0  # the second rank's turn came at 2: its claim may be coming
-    assert late(3.2, 0.0, 0, 3, 1, 2.0) == 3.2  # it would have arrived by now
-    assert late(9.0, 0.0, 0, 3, 1, 2.0) == 9.0  # every turn long past (the last, the third rank's, at 4)
-    assert late(2.1, 0.0, 0, 3, 2, 2.0) == 3.0  # k = 2: the first two claim at once, the third at 2
-    assert late(2.1, 0.0, 1, 3, 2, 2.0) == 3.0  # the second rank late too
-    assert late(4.5, 0.0, 2, 3, 1, 2.0) == 4.5  # the last rank has no later rank to wait for
-    assert late(5.0, 0.0, 0, 3, 1, 0.0) == 5.0  # no fallback interval: no schedule to wait on
-
-
 def test_shards_split_by_job_id_prefix():
     assert claiming.shard_of(b"\xff\xff" + b"\x00" * 30, 0) == 0
     assert claiming.shard_of(b"\xff\xff" + b"\x00" * 30, 6) == 63

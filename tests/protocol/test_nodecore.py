@@ -10,9 +10,7 @@ from sandrun_p2p.protocol import claiming
 from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.encoding import sha256
 from sandrun_p2p.protocol.events import (
-    CancelExecution,
     ChainUpdate,
-    ExecutionDone,
     JobEvent,
     Received,
     Start,
@@ -673,28 +671,6 @@ def _announce(w: NodeCore, by: NodeKey, spec: JobSpec, now: float) -> list:
 
 def _claims(actions: list) -> list:
     return [a for a in actions if getattr(a, "kind", "") == m.CLAIM]
-
-
-@pytest.mark.parametrize("second_claims", [True, False])
-def test_a_busy_top_rank_freed_after_the_next_ranks_turn_waits_for_its_claim(second_claims):
-    """w ranks first but is busy when the job comes, so the second rank claims at its turn (2 s). w frees
-    just after that turn: claiming at once would outrank a run already started (its claim still on the way);
-    it waits half an interval, stands by if that claim came, and claims then if none did."""
-    kb = NodeKey.from_seed(b"\x0b" * 32)
-    key = NodeKey.from_seed(b"\x09" * 32)
-    w = NodeCore(key.node_id, dataclasses.replace(CPU, max_jobs=1), CoreConfig())
-    w.handle(_advert(kb), 0.0)
-    busy = _ranked(w, [w, kb], 900)
-    spec = _ranked(w, [w, kb], int.from_bytes(busy.nonce, "big") + 1)
-    assert _claims(_announce(w, kb, busy, 0.0))  # w runs it (its only slot)
-    assert not _claims(_announce(w, kb, spec, 0.0))  # full: passed over, the second rank's turn is at 2
-    freed = w.handle(ExecutionDone(busy.job_id, b"\x01" * 32, b"\x02" * 32, "bafytrace", "bafyresult"), 2.05)
-    assert not _claims(freed) and (3.0, spec.job_id, 1) in w._pending
-    if second_claims:
-        w.handle(_claim(kb, spec.job_id), 2.1)
-    out = w.handle(Tick(), 3.0)
-    assert bool(_claims(out)) is not second_claims
-    assert not [a for a in out if isinstance(a, CancelExecution)]
 
 
 def test_a_node_in_its_first_advert_interval_counts_staked_nodes_it_has_not_heard_as_ahead_of_it():

@@ -79,6 +79,12 @@ def check_runtime(path: str | Path, forbidden: Sequence[Path] = ()) -> str:
         raise ExecError("bad-runtime", f"job runtime {str(path)!r} is not a folder")
     if real == Path("/"):
         raise ExecError("bad-runtime", "job runtime '/' would show jobs the whole host")
+    for inside in (environment.WORKDIR, environment.CHECKPOINT_DIR, "/proc", "/dev"):
+        if real == Path(inside) or Path(inside) in real.parents:
+            raise ExecError(
+                "bad-runtime",
+                f"job runtime {str(path)!r} is under {inside}, which the sandbox gives the job itself",
+            )
     for f in forbidden:
         fr = Path(f).resolve()
         if fr == real or real in fr.parents:

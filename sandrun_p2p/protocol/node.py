@@ -1104,6 +1104,8 @@ class NodeCore:
         unknown = [
             n for n in self.staked if n not in self.adverts and n not in job.claims and n != self.node_id
         ]
+        if job.spec.executors:
+            unknown = [n for n in unknown if n in job.spec.executors]
         if not unknown:
             return candidates
         return claiming.rank(job.job_id, job.seed, candidates + unknown)

@@ -79,6 +79,7 @@ def test_runtimes_that_would_expose_the_host_or_the_nodes_files_are_refused(tmp_
         ("relative/dir", "absolute"),
         (str(tmp_path / "missing"), "not a folder"),
         ("/", "whole host"),
+        ("/proc/self", "sandbox gives the job itself"),
         (str(data), "node's own files"),
         (str(tmp_path), "node's own files"),
     ]:

@@ -687,5 +687,14 @@ def test_a_node_in_its_first_advert_interval_counts_staked_nodes_it_has_not_hear
     assert not _claims(_announce(w, kc, early, 1.0))  # kb may be eligible and first: w's turn is at 1 + 2
     assert (3.0, early.job_id, 1) in w._pending
     assert _claims(w.handle(Tick(), 3.0))  # nobody claimed: w does
+    only = tuple(sorted([key.node_id, kc.node_id]))
+    for i in range(2_000, 12_000):  # a job only w and kc may run, on which kb would rank first
+        chosen = JobSpec.from_dict({**make_spec(i).to_dict(), "executors": list(only)})
+        if claiming.rank(chosen.job_id, SEED, [kb.node_id, key.node_id, kc.node_id])[:2] == [
+            kb.node_id,
+            key.node_id,
+        ]:
+            break
+    assert _claims(_announce(w, kc, chosen, 4.0))  # kb cannot run this one: it does not count, warm or not
     later = _ranked(w, [kb, w, kc], int.from_bytes(early.nonce, "big") + 1)
     assert _claims(_announce(w, kc, later, 10.5))  # warmed up: a node never heard from is not a candidate

@@ -25,15 +25,29 @@ deployment, for a one-node trial), ``kind`` (embedded|anvil|devnet|rpc), ``addre
 ``deploy-contracts``; default ``<data_dir>/sandrun-chain.json``), ``key_file`` (hex private key, mode 0600) or
 ``key_env`` (variable holding it); on development chains without a key, ``account_index`` picks a funded account;
 ``max_inflight_txs`` (default 8): transactions this node may have waiting for receipts at once over JSON-RPC.
+
+Restarts: what :meth:`ChainLink.poll` derives from the contract's events (the node registry, the jobs posted with
+their seeds, commitments and how they closed, the voucher mode's batches as payer) is checkpointed in the agent's
+journal (:meth:`ChainLink.attach`; tables ``chain_view``, ``chain_nodes``, ``chain_jobs``) together with the event
+poller's position, by the poll that changed it and in the same transaction as that poll's other writes. A
+restarted agent reads the contract's events from that position on, not from the deployment block, and its first
+poll hands NodeCore the updates a full replay would have left it with (the stake table, the seeds of the jobs
+kept, how the closed ones ended). The checkpoint is keyed to the chain id, the contract address and the hash of
+its deployment block: another chain or deployment in the same data dir, or a checkpoint that cannot be read, is
+said in a log line and replaced after a full replay. Jobs closed (or past their deadline) for longer than
+``history_s`` leave it, as their history leaves the journal.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import sqlite3
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -44,6 +58,10 @@ from ..protocol.jobspec import PAY_VOUCHER, JobSpec
 from .ports import NotFunded
 from .voucherlink import BATCH_EVENTS, VoucherLink
 
+if TYPE_CHECKING:
+    from .journal import Journal
+
+log = logging.getLogger("sandrun_p2p.agent")
 SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
 #: The events :meth:`ChainLink.poll` turns into updates: the node asks only for these (``Revealed``, one per
 #: opening, and the money-movement events are neither sent nor decoded).
@@ -126,7 +144,11 @@ class ChainLink:
         self.node_ids: dict[int, bytes] = {}
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
+        self.closed_at: dict[bytes, float] = {}  # job -> when this node saw it close (wall clock)
+        self.roots: dict[bytes, bytes] = {}  # closed job -> the agreed root's prefix (JobClosed)
         self.deadlines: dict[bytes, int] = {}
+        self.seeds: dict[bytes, bytes] = {}  # job -> ranking seed (from JobPosted)
+        self.unbonding: set[int] = set()  # node indices that requested unbonding
         # job -> this node's commitment position (from its commit receipt)
         self.positions: dict[bytes, int] = {}
         # jobs this node's own reveal closed (k = 1: the settle is a no-op)
@@ -136,6 +158,19 @@ class ChainLink:
         self.accounts: dict[bytes, str] = {}  # node id -> account (from NodeRegistered)
         self.account_of_index: dict[int, str] = {}
         self.vouchers = VoucherLink(self, options)
+        # the checkpoint of this view in the agent's journal (attach())
+        self.journal: Journal | None = None
+        self.history_s = 7 * 86400.0
+        self._stored: tuple | None = None  # the checkpoint read by attach(), resumed from by the first poll
+        self._view_key: str | None = (
+            None  # chain id, contract, deployment block hash (read by the first poll)
+        )
+        self._restored: list[ChainUpdate] = []  # what the first poll hands NodeCore from the checkpoint
+        self._saved_at: int | None = None  # the stored checkpoint's position
+        self._replace_view = True  # the next checkpoint replaces every stored row
+        self._dirty_nodes: set[int] = set()
+        self._dirty_jobs: set[bytes] = set()
+        self._next_prune = 0.0
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
@@ -361,7 +396,12 @@ class ChainLink:
         await self.vouchers.tick()
 
         def work() -> list[ChainUpdate]:
-            out = []
+            if self._view_key is None:
+                self._view_key = self._read_view_key()
+                if self._stored is not None:
+                    self._resume_view(*self._stored)
+                    self._stored = None
+            out, self._restored = self._restored, []
             for ev in self.poller.poll():
                 a = ev.args
                 if ev.name in BATCH_EVENTS:
@@ -370,22 +410,27 @@ class ChainLink:
                     self.node_ids[int(a["node"])] = bytes(a["nodeId"])
                     self.accounts[bytes(a["nodeId"])] = a["account"]
                     self.account_of_index[int(a["node"])] = a["account"]
+                    self.unbonding.discard(int(a["node"]))
+                    self._dirty_nodes.add(int(a["node"]))
                     out.append(
                         ChainUpdate(
                             "staked", node=bytes(a["nodeId"]), data={"eth": bytes.fromhex(a["account"][2:])}
                         )
                     )
                 elif ev.name == "UnbondRequested":
+                    self.unbonding.add(int(a["node"]))
+                    self._dirty_nodes.add(int(a["node"]))
                     out.append(ChainUpdate("unstaked", node=self._node_id(int(a["node"]))))
                 elif ev.name == "JobPosted":
                     jid = bytes(a["jobId"])
                     self.deadlines[jid] = int(a["deadline"])
-                    out.append(
-                        ChainUpdate("job_funded", jid, data={"seed": widen_seed(jid, bytes(a["seed"]))})
-                    )
+                    self.seeds[jid] = widen_seed(jid, bytes(a["seed"]))
+                    self._dirty_jobs.add(jid)
+                    out.append(ChainUpdate("job_funded", jid, data={"seed": self.seeds[jid]}))
                 elif ev.name == "Committed":
                     jid = bytes(a["jobId"])
                     self.commits.setdefault(jid, {})[int(a["pos"])] = (int(a["node"]), int(a["usage"]))
+                    self._dirty_jobs.add(jid)
                 elif ev.name == "JobClosed":
                     jid = bytes(a["jobId"])
                     execs = self.commits.get(jid, {})
@@ -402,8 +447,9 @@ class ChainLink:
                         "refunded_wei": int(a["refund"]),
                         "agreeing": int(a["agreeing"]),
                     }
-                    kind = "job_settled" if settled else "job_refunded"
-                    out.append(ChainUpdate(kind, jid, data={"root": bytes(a["rootPrefix"])}))
+                    self.roots[jid], self.closed_at[jid] = bytes(a["rootPrefix"]), time.time()
+                    self._dirty_jobs.add(jid)
+                    out.append(self._closed_update(jid))
                 elif ev.name == "Slashed":
                     reason = SLASH_REASONS.get(int(a["reason"]), str(a["reason"]))
                     out.append(
@@ -416,7 +462,141 @@ class ChainLink:
                     )
             return out
 
-        return await self._read(work) + self.vouchers.drain()
+        updates = await self._read(work) + self.vouchers.drain()
+        self._save_view()
+        return updates
+
+    def _closed_update(self, jid: bytes) -> ChainUpdate:
+        kind = "job_settled" if self.closed[jid]["state"] == "settled" else "job_refunded"
+        return ChainUpdate(kind, jid, data={"root": self.roots[jid]})
+
+    # ------------------------------------------------------------------ checkpoint of the view
+
+    def attach(self, journal: Journal, history_s: float | None = None) -> None:
+        """Checkpoint this view in ``journal`` from now on and resume from the checkpoint it holds (read here,
+        used by the first poll); attach the voucher mode to it too. ``history_s``: how long closed jobs stay."""
+        self.journal = journal
+        if history_s is not None:
+            self.history_s = float(history_s)
+        try:
+            self._stored = journal.chain_view()
+        except sqlite3.Error as e:
+            self._view_unusable(f"unreadable: {e}")
+        self.vouchers.attach(journal)
+
+    def _view_unusable(self, why: str) -> None:
+        log.warning(
+            "event=chain-checkpoint-unused reason=%r (the events are read from block %d)",
+            why,
+            self.deploy_block,
+        )
+
+    def _read_view_key(self) -> str:
+        chain = self.reader.chain
+        block = chain._read(lambda: chain.w3.eth.get_block(self.deploy_block))
+        return (
+            f"{self.chain_id}:{self.market.address.lower()}:{self.deploy_block}:{bytes(block['hash']).hex()}"
+        )
+
+    def _resume_view(
+        self, key: str, position: int, extra: str, nodes: list[tuple], jobs: list[tuple]
+    ) -> None:
+        """Take the stored checkpoint (in the poller's thread, before the first events are read), or say why not
+        and leave the view empty (the events are then read from the deployment block on)."""
+        if key != self._view_key:
+            self._view_unusable(f"taken on another chain or deployment ({key[:60]})")
+            return
+        try:
+            position = int(position)
+            head = self.reader.chain.block_number()
+            if not self.deploy_block <= position <= head + 1:
+                raise ValueError(f"position {position} outside blocks {self.deploy_block}..{head + 1}")
+            node_rows = [(int(i), bytes(n), str(acc), bool(u)) for i, n, acc, u in nodes]
+            job_rows = []
+            for jid, seed, deadline, commits, closed, closed_at in jobs:
+                c = None if closed is None else _closed_from_json(closed, float(closed_at))
+                pos = {int(p): (int(i), int(u)) for p, (i, u) in json.loads(commits).items()}
+                job_rows.append((bytes(jid), bytes(seed), int(deadline), pos, c))
+            vouchers = self.vouchers.parse_view(json.loads(extra)["vouchers"])
+        except Exception as e:
+            self._view_unusable(f"unreadable: {type(e).__name__}: {e}")
+            return
+        for i, nid, acc, unbonding in node_rows:
+            self.node_ids[i], self.accounts[nid], self.account_of_index[i] = nid, acc, acc
+            if unbonding:
+                self.unbonding.add(i)
+            else:
+                self._restored.append(ChainUpdate("staked", node=nid, data={"eth": bytes.fromhex(acc[2:])}))
+        for jid, seed, deadline, pos, c in job_rows:
+            self.seeds[jid], self.deadlines[jid] = seed, deadline
+            if pos:
+                self.commits[jid] = pos
+            self._restored.append(ChainUpdate("job_funded", jid, data={"seed": seed}))
+            if c is not None:
+                self.closed[jid], self.roots[jid], self.closed_at[jid] = c
+                self._restored.append(self._closed_update(jid))
+        vouchers()
+        self.poller.position = self._saved_at = position
+        self._replace_view = False
+        log.info(
+            "event=chain-checkpoint-resumed block=%d nodes=%d jobs=%d",
+            position,
+            len(node_rows),
+            len(job_rows),
+        )
+
+    def _save_view(self) -> None:
+        """Move the journal's checkpoint to the poller's position with the rows this poll changed (in the trio
+        thread, after the poll's own journal writes: the agent commits them together)."""
+        if self.journal is None or self._view_key is None or not self.vouchers.steady():
+            return  # (restored voucher results not reconciled with the chain yet: their events may be needed)
+        now = time.time()
+        if now >= self._next_prune:
+            self._prune(now)
+        pos = self.poller.position
+        if (
+            pos == self._saved_at
+            and not self._dirty_nodes
+            and not self._dirty_jobs
+            and not self._replace_view
+        ):
+            return
+        if self._replace_view:
+            self._dirty_nodes, self._dirty_jobs = set(self.account_of_index), set(self.seeds)
+        nodes = [
+            (i, self.node_ids[i], self.account_of_index[i], int(i in self.unbonding))
+            for i in sorted(self._dirty_nodes)
+            if i in self.account_of_index
+        ]
+        jobs = [self._job_row(jid) for jid in self.seeds if jid in self._dirty_jobs]
+        extra = json.dumps({"vouchers": self.vouchers.view()}, sort_keys=True)
+        self.journal.chain_view_put(self._view_key, pos, extra, nodes, jobs, replace=self._replace_view)
+        self._dirty_nodes, self._dirty_jobs = set(), set()
+        self._saved_at, self._replace_view = pos, False
+
+    def _job_row(self, jid: bytes) -> tuple[bytes, bytes, int, str, str | None, float | None]:
+        commits = json.dumps({str(p): list(v) for p, v in self.commits.get(jid, {}).items()})
+        c = self.closed.get(jid)
+        closed = None if c is None else json.dumps({**c, "root": self.roots[jid].hex()}, sort_keys=True)
+        return jid, self.seeds[jid], self.deadlines[jid], commits, closed, self.closed_at.get(jid)
+
+    def _prune(self, now: float) -> None:
+        """Forget the jobs closed, or past their deadline, for longer than ``history_s`` (here and in the
+        checkpoint); at most every ten minutes."""
+        self._next_prune = now + min(600.0, self.history_s)
+        cutoff = now - self.history_s
+        old = [
+            jid
+            for jid in self.seeds
+            if self.closed_at.get(jid, float("inf")) < cutoff
+            or (jid not in self.closed and self.deadlines[jid] + self.reveal_window < cutoff)
+        ]
+        for jid in old:
+            for d in (self.seeds, self.deadlines, self.commits, self.closed, self.roots, self.closed_at):
+                d.pop(jid, None)
+            self._dirty_jobs.discard(jid)
+        if old and self.journal is not None:
+            self.journal.chain_jobs_forget(old)
 
     async def account(self, node_id: bytes) -> dict[str, Any]:
         def work() -> dict[str, Any]:
@@ -459,6 +639,21 @@ class ChainLink:
 
     async def close(self) -> None:
         return None
+
+
+def _closed_from_json(text: str, at: float) -> tuple[dict[str, Any], bytes, float]:
+    """(what :meth:`ChainLink.job` reports, root prefix, when seen) of a checkpointed closed job."""
+    d = json.loads(text)
+    if d["state"] not in ("settled", "refunded"):
+        raise ValueError(f"closed job state {d['state']!r}")
+    closed = {
+        "state": d["state"],
+        "paid": {str(k): int(v) for k, v in d["paid"].items()},
+        "paid_wei": int(d["paid_wei"]),
+        "refunded_wei": int(d["refunded_wei"]),
+        "agreeing": int(d["agreeing"]),
+    }
+    return closed, bytes.fromhex(d["root"]), at
 
 
 def open_chain(options: dict[str, Any]) -> ChainLink:

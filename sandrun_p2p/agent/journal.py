@@ -53,6 +53,16 @@ CREATE TABLE IF NOT EXISTS vouchers (
 CREATE TABLE IF NOT EXISTS voucher_batches (
     batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS chain_view (
+    id INTEGER PRIMARY KEY CHECK (id = 0), key TEXT NOT NULL, position INTEGER NOT NULL, extra TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain_nodes (
+    idx INTEGER PRIMARY KEY, node_id BLOB NOT NULL, account TEXT NOT NULL, unbonding INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain_jobs (
+    job_id BLOB PRIMARY KEY, seed BLOB NOT NULL, deadline INTEGER NOT NULL, commits TEXT NOT NULL,
+    closed TEXT, closed_at REAL
+);
 """
 
 #: Job states after which nothing more happens to a job here ("forgotten": the protocol core dropped a decided
@@ -343,6 +353,58 @@ class Journal:
         """Forget a paid or voided batch of this executor, with its jobs' rows."""
         self._w("DELETE FROM vouchers WHERE role='executor' AND batch=?", (batch_id,))
         self._w("DELETE FROM voucher_batches WHERE batch_id=?", (batch_id,))
+
+    # ------------------------------------------------------------------ chain view (chainlink.py)
+    # A checkpoint of what the chain adaptor derived from the contract's events below block ``position``: the
+    # node registry, the jobs posted (seed, deadline, commitments, how they closed) and a JSON ``extra`` (the
+    # voucher mode's part), under a ``key`` naming the chain and deployment. Written with the poll that moved
+    # it, in the same transaction as the writes that poll caused; only the rows that poll changed.
+    def chain_view(self) -> tuple[str, int, str, list[tuple], list[tuple]] | None:
+        """(key, position, extra, node rows, job rows) of the stored checkpoint, or None."""
+        row = self.db.execute("SELECT key, position, extra FROM chain_view WHERE id=0").fetchone()
+        if row is None:
+            return None
+        nodes = self.db.execute("SELECT idx, node_id, account, unbonding FROM chain_nodes ORDER BY idx")
+        jobs = self.db.execute(
+            "SELECT job_id, seed, deadline, commits, closed, closed_at FROM chain_jobs ORDER BY rowid"
+        )
+        return row[0], row[1], row[2], nodes.fetchall(), jobs.fetchall()
+
+    def chain_view_put(
+        self,
+        key: str,
+        position: int,
+        extra: str,
+        nodes: list[tuple[int, bytes, str, int]],
+        jobs: list[tuple[bytes, bytes, int, str, str | None, float | None]],
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Move the checkpoint to ``position`` with these changed rows; ``replace``: drop every row first (a
+        checkpoint of another chain or deployment, or one that could not be read)."""
+        if replace:
+            for table in ("chain_view", "chain_nodes", "chain_jobs"):
+                self._w(f"DELETE FROM {table}")
+        self._w(
+            "INSERT OR REPLACE INTO chain_view(id, key, position, extra) VALUES (0, ?, ?, ?)",
+            (key, position, extra),
+        )
+        for row in nodes:
+            self._w(
+                "INSERT OR REPLACE INTO chain_nodes(idx, node_id, account, unbonding) VALUES (?, ?, ?, ?)",
+                row,
+            )
+        for row in jobs:
+            self._w(
+                "INSERT INTO chain_jobs(job_id, seed, deadline, commits, closed, closed_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(job_id) DO UPDATE SET commits=excluded.commits, closed=excluded.closed, "
+                "closed_at=excluded.closed_at",
+                row,
+            )
+
+    def chain_jobs_forget(self, job_ids: list[bytes]) -> None:
+        for jid in job_ids:
+            self._w("DELETE FROM chain_jobs WHERE job_id=?", (jid,))
 
     # ------------------------------------------------------------------ pruning
     def forget_final(self, older_than_s: float) -> int:

@@ -64,7 +64,9 @@ class ChainPort(Protocol):
     async def close(self) -> None: ...
 
     # Optional (an adaptor without them works, without that feature): ``poll_in()``, seconds until a poll has
-    # work beyond reading events (None: nothing waits); ``vouchers``, the voucher payment mode
+    # work beyond reading events (None: nothing waits); ``attach(journal, history_s)``, keep a checkpoint of what
+    # ``poll`` derived in the agent's journal and resume from it (then it attaches its ``vouchers`` itself);
+    # ``vouchers``, the voucher payment mode
     # (:class:`~sandrun_p2p.agent.voucherlink.VoucherLink`: ``attach(journal)``, ``ended(job_id)``,
     # ``issue(job_id, executor, ...)``, and the ``fetcher`` and ``on_error`` the agent sets).
 

@@ -104,7 +104,10 @@ class Agent:
         )
         # the chain adaptor's voucher mode, when it has one (ports.py): its state is kept in the journal
         self.vouchers = getattr(chain, "vouchers", None)
-        if self.vouchers is not None:
+        attach = getattr(chain, "attach", None)
+        if attach is not None:  # a checkpoint of its view of the chain (it attaches its voucher mode too)
+            attach(self.journal, cfg.history_s)
+        elif self.vouchers is not None:
             self.vouchers.attach(self.journal)  # signed and held vouchers, batches not yet paid
         self.keys = KeyStore(cfg.data_dir)
         self.keys.sweep(set(self.journal.open_jobs()))  # keys of jobs that ended while this node was down

@@ -72,6 +72,7 @@ class _Batch:
     amount: int
     release_at: int
     tree: ResultsTree | None = None
+    paying: bool = False  # a batch settled on this node's deposit (as payer): forgotten once paid or voided
 
 
 class VoucherLink:
@@ -510,6 +511,8 @@ class VoucherLink:
                     }
                 )
         batch.tree = None
+        if batch.paying:
+            del self.batches[bid]
         jobs = list(batch.jobs)
 
         def op(j: Journal) -> None:
@@ -545,11 +548,49 @@ class VoucherLink:
             for jid, v in list(self.book.issued.items())  # issue() may add meanwhile
             if v.executor == executor and first < v.seq <= last
         )
-        self.batches[bid] = _Batch([jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
-        for _, jid in jobs:
+        self._add_payer_batch(bid, [jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
+
+    def _add_payer_batch(self, bid: int, jobs: list[bytes], amount: int, release_at: int) -> None:
+        self.batches[bid] = _Batch(jobs, amount, release_at, paying=True)
+        for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
                 {"state": "batched", "batch": bid}
             )
+
+    # ------------------------------------------------------------------ checkpoint (ChainLink's chain view)
+
+    def steady(self) -> bool:
+        """Whether what was restored after a restart is reconciled with the chain: until then the chain view's
+        checkpoint stays where it was (a restarted executor may still need the events after it)."""
+        return self._resumed and not self._restored and not self._unmatched and not any(self.orphans.values())
+
+    def view(self) -> dict[str, Any]:
+        """What this mode derived from batch events that the journal does not hold: as payer, the last seq the
+        chain settled per executor and the batches on its deposit not paid or voided yet."""
+        return {
+            "payer_seq": dict(self.payer_seq),
+            "batches": {
+                str(bid): [[j.hex() for j in b.jobs], str(b.amount), b.release_at]
+                for bid, b in self.batches.items()
+                if b.paying
+            },
+        }
+
+    def parse_view(self, view: dict[str, Any]) -> Callable[[], None]:
+        """Check :meth:`view`'s output (raises when it does not parse) and return what restores it."""
+        seqs = {to_checksum_address(ex): int(seq) for ex, seq in view["payer_seq"].items()}
+        batches = [
+            (int(bid), [bytes.fromhex(j) for j in jobs], int(amount), int(release_at))
+            for bid, (jobs, amount, release_at) in view["batches"].items()
+        ]
+
+        def restore() -> None:
+            self.payer_seq.update(seqs)
+            for bid, jobs, amount, release_at in batches:
+                if bid not in self.batches:
+                    self._add_payer_batch(bid, jobs, amount, release_at)
+
+        return restore
 
     def release(self, job_id: bytes) -> None:
         """Payer: a voucher job failed before any voucher was signed; its price returns to the deposit room."""

@@ -60,12 +60,17 @@ class EventPoller:
         self._polls = 1
         head = self.market.chain.block_number() - self.confirmations
         out: list[Event] = []
-        while self.position <= head:
-            end = min(head, self.position + self.page - 1)
-            out.extend(
-                ev for ev in self._logs(self.position, end) if self.names is None or ev.name in self.names
-            )
-            self.position = end + 1
+        start = self.position
+        try:
+            while self.position <= head:
+                end = min(head, self.position + self.page - 1)
+                out.extend(
+                    ev for ev in self._logs(self.position, end) if self.names is None or ev.name in self.names
+                )
+                self.position = end + 1
+        except BaseException:
+            self.position = start  # the pages read are read again: their events were not returned
+            raise
         return out
 
     def _logs(self, start: int, end: int | str) -> list[Event]:

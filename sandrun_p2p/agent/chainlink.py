@@ -517,7 +517,13 @@ class ChainLink:
                 c = None if closed is None else _closed_from_json(closed, float(closed_at))
                 pos = {int(p): (int(i), int(u)) for p, (i, u) in json.loads(commits).items()}
                 job_rows.append((bytes(jid), bytes(seed), int(deadline), pos, c))
-            vouchers = self.vouchers.parse_view(json.loads(extra)["vouchers"])
+            extra_d = json.loads(extra)
+            if (extra_d["nodes"], extra_d["jobs"]) != (len(node_rows), len(job_rows)):
+                raise ValueError(
+                    f"{len(node_rows)} node and {len(job_rows)} job rows, "
+                    f"{extra_d['nodes']} and {extra_d['jobs']} written"
+                )
+            vouchers = self.vouchers.parse_view(extra_d["vouchers"])
         except Exception as e:
             self._view_unusable(f"unreadable: {type(e).__name__}: {e}")
             return
@@ -551,14 +557,10 @@ class ChainLink:
         if self.journal is None or self._view_key is None or not self.vouchers.steady():
             return  # (restored voucher results not reconciled with the chain yet: their events may be needed)
         now = time.time()
-        if now >= self._next_prune:
-            self._prune(now)
+        pruned = now >= self._next_prune and self._prune(now)
         pos = self.poller.position
-        if (
-            pos == self._saved_at
-            and not self._dirty_nodes
-            and not self._dirty_jobs
-            and not self._replace_view
+        if pos == self._saved_at and not (
+            self._dirty_nodes or self._dirty_jobs or self._replace_view or pruned
         ):
             return
         if self._replace_view:
@@ -569,7 +571,9 @@ class ChainLink:
             if i in self.account_of_index
         ]
         jobs = [self._job_row(jid) for jid in self.seeds if jid in self._dirty_jobs]
-        extra = json.dumps({"vouchers": self.vouchers.view()}, sort_keys=True)
+        # the row counts: rows lost from the tables are noticed
+        n = {"nodes": len(self.account_of_index), "jobs": len(self.seeds)}
+        extra = json.dumps({**n, "vouchers": self.vouchers.view()}, sort_keys=True)
         self.journal.chain_view_put(self._view_key, pos, extra, nodes, jobs, replace=self._replace_view)
         self._dirty_nodes, self._dirty_jobs = set(), set()
         self._saved_at, self._replace_view = pos, False
@@ -580,9 +584,9 @@ class ChainLink:
         closed = None if c is None else json.dumps({**c, "root": self.roots[jid].hex()}, sort_keys=True)
         return jid, self.seeds[jid], self.deadlines[jid], commits, closed, self.closed_at.get(jid)
 
-    def _prune(self, now: float) -> None:
+    def _prune(self, now: float) -> bool:
         """Forget the jobs closed, or past their deadline, for longer than ``history_s`` (here and in the
-        checkpoint); at most every ten minutes."""
+        checkpoint; at most every ten minutes). Whether any was."""
         self._next_prune = now + min(600.0, self.history_s)
         cutoff = now - self.history_s
         old = [
@@ -597,6 +601,7 @@ class ChainLink:
             self._dirty_jobs.discard(jid)
         if old and self.journal is not None:
             self.journal.chain_jobs_forget(old)
+        return bool(old)
 
     async def account(self, node_id: bytes) -> dict[str, Any]:
         def work() -> dict[str, Any]:

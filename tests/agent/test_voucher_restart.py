@@ -3,7 +3,9 @@ journal (SQLite), so nothing is lost or paid twice when either is restarted befo
 
 A restart here is a crash: the journal's open (uncommitted) transaction is rolled back and its connection
 closed, and a new ChainLink for the same account (on the same embedded chain) attaches the reopened journal,
-as the agent does on start. Its event poller reads the chain's events from the deployment on again.
+as the agent does on start. Every test runs twice: with the voucher mode alone attached to the journal (the
+event poller reads the chain's events from the deployment on again), and with the whole ChainLink attached, as
+the agent does (it resumes from its chain checkpoint; its polls are committed as the agent commits each turn).
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h, spec
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(autouse=True, params=["replay", "checkpoint"])
+def chain_view(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(JournaledPair, "checkpoints", request.param == "checkpoint")
+    return request.param
+
+
 def crash(j: Journal) -> None:
     """Lose what was not committed, as a SIGKILL would."""
     if j.db.in_transaction:
@@ -33,7 +41,10 @@ def crash(j: Journal) -> None:
 
 
 class JournaledPair(Pair):
-    """:class:`Pair` whose payer and executor journal their voucher state (group commit, as in the agent)."""
+    """:class:`Pair` whose payer and executor journal their voucher state (group commit, as in the agent);
+    with ``checkpoints``, their chain view too."""
+
+    checkpoints = False
 
     def __init__(self, data: Path, batch_jobs: int = 3) -> None:
         super().__init__(batch_jobs)
@@ -41,17 +52,39 @@ class JournaledPair(Pair):
         self.batch_jobs = batch_jobs
         self.payer_journal = self._journal("payer")
         self.executor_journal = self._journal("executor")
-        self.payer.vouchers.attach(self.payer_journal)
-        self.executor.vouchers.attach(self.executor_journal)
+        self._attach(self.payer, self.payer_journal)
+        self._attach(self.executor, self.executor_journal)
 
     def _journal(self, who: str) -> Journal:
         return Journal(self.data / f"{who}.sqlite", group_commit=True)
+
+    def _attach(self, link: ChainLink, journal: Journal) -> None:
+        """As the agent does on start; with checkpoints, each poll is committed (the agent commits once a turn),
+        and the block ranges the poller asks for are kept in ``link.asked``."""
+        if not self.checkpoints:
+            link.vouchers.attach(journal)
+            return
+        link.attach(journal)
+        poll, logs = link.poll, link.poller._logs
+        link.asked = []  # type: ignore[attr-defined]
+
+        async def polled():  # noqa: ANN202
+            out = await poll()
+            journal.commit()
+            return out
+
+        def counted(start: int, end: int | str) -> list:
+            link.asked.append((start, end))  # type: ignore[attr-defined]
+            return logs(start, end)
+
+        link.poll = polled  # type: ignore[method-assign]
+        link.poller._logs = counted  # type: ignore[method-assign]
 
     async def restart_payer(self) -> None:
         crash(self.payer_journal)
         self.payer = ChainLink({"voucher_deposit_wei": 10 * PRICE}, shared=self.payer)
         self.payer_journal = self._journal("payer")
-        self.payer.vouchers.attach(self.payer_journal)
+        self._attach(self.payer, self.payer_journal)
         await self.payer.join(PAYER_NODE)
         await self.payer.poll()
 
@@ -64,7 +97,7 @@ class JournaledPair(Pair):
         self.executor.vouchers.on_error = self.errors.append
         self.executor.vouchers.fetcher = self._fetch
         self.executor_journal = self._journal("executor")
-        self.executor.vouchers.attach(self.executor_journal)
+        self._attach(self.executor, self.executor_journal)
         await self.executor.join(EXEC_NODE)
 
     def held(self, job_id: bytes) -> bytes:
@@ -170,7 +203,8 @@ def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_p
         p = JournaledPair(tmp_path, batch_jobs=2)
         await p.start()
         jobs = [(await p.job(i))[0] for i in range(2)]
-        p.executor.vouchers.journal = None  # the receipt of the next settleBatch never reaches the journal
+        # the receipt of the next settleBatch never reaches the journal (nor does anything after it)
+        p.executor.vouchers.journal = p.executor.journal = None
         await p.executor.poll()
         (bid,) = p.executor.vouchers.batches
         await p.restart_executor()
@@ -180,6 +214,42 @@ def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_p
         assert p.payer.market._call("batchCount") == bid  # no second batch
         settled, earned = await p.paid_out()
         assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.errors == []
+
+    run(main)
+
+
+def test_restarts_resume_from_checkpoints_taken_while_a_batch_was_pending(
+    tmp_path: Path, chain_view: str
+) -> None:
+    """Both sides restart after the batch was settled and its BatchSettled polled (and committed), before it is
+    paid: each resumes from its checkpoint (no block before it is read again); the executor finalizes the batch
+    it journaled, and the payer maps the batch's payment onto its jobs from its checkpoint (its BatchSettled,
+    which maps seqs to jobs, is not read again)."""
+    if chain_view != "checkpoint":
+        pytest.skip("about the checkpoint")
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        await p.executor.poll()  # settleBatch; its BatchSettled is read in the same poll
+        await p.payer.poll()
+        (bid,) = p.executor.vouchers.batches
+        assert p.payer.vouchers.batches[bid].jobs == jobs
+        saved = {"payer": p.payer.poller.position, "executor": p.executor.poller.position}
+        p.payer.chain.mine(3)  # (blocks the restarted sides read)
+        await p.restart_payer()
+        await p.restart_executor()
+        assert p.payer.vouchers.batches[bid].jobs == jobs  # from the payer's checkpoint
+        assert {p.payer.vouchers.state[j]["state"] for j in jobs} == {"batched"}
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert {u.job_id for u in await p.payer.poll() if u.kind == "job_settled"} == set(jobs)
+        assert p.payer_journal.voucher_rows("payer") == [] and p.executor_rows_gone()
+        assert bid not in p.payer.vouchers.batches  # paid: the payer forgets it (and so does its checkpoint)
+        for who, link in (("payer", p.payer), ("executor", p.executor)):
+            assert link.asked and min(start for start, _ in link.asked) >= saved[who], who
         assert p.errors == []
 
     run(main)

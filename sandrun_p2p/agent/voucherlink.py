@@ -29,6 +29,13 @@ be mined after that first poll: the restarted executor's settleBatch of the same
 results the chain's channel settled go to that batch's ``BatchSettled`` (kept when read before them), not to a
 failed try. Rows go once their batch is paid or voided.
 
+The events this needs after a restart are read again, also when the ChainLink resumes from its chain
+checkpoint rather than the deployment block: a batch's ``BatchSettled``/``BatchPaid``/``BatchVoided`` that the
+journal has not taken in yet was mined after the checkpoint (which a poll writes after its batch writes), and
+the checkpoint holds what the payer derived from the older ones (:meth:`VoucherLink.view`: the seq each
+executor's channel reached, the batches on its deposit not paid yet). It does not move while restored results
+are not reconciled with the chain (:meth:`VoucherLink.steady`).
+
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
 gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
 """
@@ -183,7 +190,7 @@ class VoucherLink:
                 self._orphan(payer, gone.items)
             self._settled_restored(payer)
         for bid, st in states.items():
-            if st != 1:  # paid or voided meanwhile: its event (the poller reads them all again) says which
+            if st != 1:  # paid or voided meanwhile: its event (read again after a restart) says which
                 self.batches[bid].tree = None
         self._resumed = True
 
@@ -251,8 +258,8 @@ class VoucherLink:
         def work() -> tuple[Voucher, bool]:
             if not self.book.has_channel(executor):
                 # after the later of the chain's channel and the vouchers restored from the journal; payer_seq
-                # (which maps batches onto vouchers) follows the BatchSettled events only: the poller reads them
-                # all from the deployment on, also after a restart
+                # (which maps batches onto vouchers) follows the BatchSettled events only (kept in the chain
+                # checkpoint across restarts: view())
                 paid, seq = market.channel(market.account, executor)
                 self.book.open_channel(executor, seq, paid)
             terms = self.book.next_terms(executor, job_id, price)

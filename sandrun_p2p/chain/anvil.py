@@ -70,7 +70,9 @@ class Anvil:
         binary: str | None = None,
         block_time: float | None = None,
         log: str | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
+        """``args``: more command-line arguments for anvil (e.g. ``("--hardfork", "cancun")``)."""
         self.binary = binary or find_anvil()
         if not self.binary:
             raise ChainError(
@@ -81,6 +83,7 @@ class Anvil:
         self.chain_id = chain_id
         self.block_time = block_time
         self.log = log
+        self.args = tuple(args)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -98,6 +101,7 @@ class Anvil:
             cmd = [self.binary, "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(self.chain_id)]
             if self.block_time:
                 cmd += ["--block-time", str(self.block_time)]
+            cmd += self.args
             out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.port = port

@@ -396,12 +396,13 @@ class ChainLink:
         await self.vouchers.tick()
 
         def work() -> list[ChainUpdate]:
-            if self._view_key is None:
-                self._view_key = self._read_view_key()
+            if self._view_key is None:  # (an RPC error here: tried again by the next poll)
+                key = self._read_view_key()
                 if self._stored is not None:
-                    self._resume_view(*self._stored)
+                    self._resume_view(key, self.reader.chain.block_number(), *self._stored)
                     self._stored = None
-            out, self._restored = self._restored, []
+                self._view_key = key
+            out = list(self._restored)  # (kept until a poll succeeds)
             for ev in self.poller.poll():
                 a = ev.args
                 if ev.name in BATCH_EVENTS:
@@ -460,6 +461,7 @@ class ChainLink:
                             data={"reason": reason, "amount": int(a["amount"])},
                         )
                     )
+            self._restored = []
             return out
 
         updates = await self._read(work) + self.vouchers.drain()
@@ -499,16 +501,15 @@ class ChainLink:
         )
 
     def _resume_view(
-        self, key: str, position: int, extra: str, nodes: list[tuple], jobs: list[tuple]
+        self, key: str, head: int, stored_key: str, position: int, extra: str, nodes: list, jobs: list
     ) -> None:
         """Take the stored checkpoint (in the poller's thread, before the first events are read), or say why not
         and leave the view empty (the events are then read from the deployment block on)."""
-        if key != self._view_key:
-            self._view_unusable(f"taken on another chain or deployment ({key[:60]})")
+        if stored_key != key:
+            self._view_unusable(f"taken on another chain or deployment ({stored_key[:60]})")
             return
         try:
             position = int(position)
-            head = self.reader.chain.block_number()
             if not self.deploy_block <= position <= head + 1:
                 raise ValueError(f"position {position} outside blocks {self.deploy_block}..{head + 1}")
             node_rows = [(int(i), bytes(n), str(acc), bool(u)) for i, n, acc, u in nodes]

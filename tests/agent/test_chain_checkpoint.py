@@ -209,3 +209,37 @@ def test_an_unusable_checkpoint_gives_a_clear_line_and_a_full_replay(
         agent.journal.close()
 
     trio.run(main)
+
+
+def test_a_first_poll_that_fails_part_way_loses_nothing(tmp_path: Path) -> None:
+    """An RPC error on a later page of the first poll after a restart: the pages read are read again and the
+    updates from the checkpoint are handed over by the poll that succeeds."""
+
+    async def main() -> None:
+        world = World()
+        before, saved = await first_life(world, tmp_path)
+        world.execs[1].request_unbond()  # an event after the checkpoint, in the second page
+        world.base.chain.mine(25)
+        link = world.link()
+        link.poller.page = 10
+        logs, calls = link.poller._logs, []
+
+        def flaky(start: int, end: int | str) -> list:
+            calls.append(start)
+            if len(calls) == 3:
+                raise ConnectionError("the RPC went away")
+            return logs(start, end)
+
+        link.poller._logs = flaky  # type: ignore[method-assign]
+        agent = agent_on(tmp_path, link)
+        with pytest.raises(ConnectionError):
+            await agent.chain.poll()
+        assert link.poller.position == saved and agent.core.staked == set()
+        await polled(agent)
+        assert (
+            calls[3] == saved - 1
+        )  # read again from the checkpoint (EventPoller's short poll: one block back)
+        assert agent.core.staked == before.core.staked - {EXEC_KEYS[1].node_id}
+        agent.journal.close()
+
+    trio.run(main)

@@ -162,14 +162,13 @@ class ChainLink:
         self.journal: Journal | None = None
         self.history_s = 7 * 86400.0
         self._stored: tuple | None = None  # the checkpoint read by attach(), resumed from by the first poll
-        self._view_key: str | None = (
-            None  # chain id, contract, deployment block hash (read by the first poll)
-        )
+        # chain id, contract, deployment block hash (read by the first poll)
+        self._view_key: str | None = None
         self._restored: list[ChainUpdate] = []  # what the first poll hands NodeCore from the checkpoint
         self._saved_at: int | None = None  # the stored checkpoint's position
         self._replace_view = True  # the next checkpoint replaces every stored row
         self._dirty_nodes: set[int] = set()
-        self._dirty_jobs: set[bytes] = set()
+        self._dirty_jobs: dict[bytes, None] = {}  # (an ordered set: rows are restored in event order)
         self._next_prune = 0.0
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -426,12 +425,12 @@ class ChainLink:
                     jid = bytes(a["jobId"])
                     self.deadlines[jid] = int(a["deadline"])
                     self.seeds[jid] = widen_seed(jid, bytes(a["seed"]))
-                    self._dirty_jobs.add(jid)
+                    self._dirty_jobs[jid] = None
                     out.append(ChainUpdate("job_funded", jid, data={"seed": self.seeds[jid]}))
                 elif ev.name == "Committed":
                     jid = bytes(a["jobId"])
                     self.commits.setdefault(jid, {})[int(a["pos"])] = (int(a["node"]), int(a["usage"]))
-                    self._dirty_jobs.add(jid)
+                    self._dirty_jobs[jid] = None
                 elif ev.name == "JobClosed":
                     jid = bytes(a["jobId"])
                     execs = self.commits.get(jid, {})
@@ -449,7 +448,7 @@ class ChainLink:
                         "agreeing": int(a["agreeing"]),
                     }
                     self.roots[jid], self.closed_at[jid] = bytes(a["rootPrefix"]), time.time()
-                    self._dirty_jobs.add(jid)
+                    self._dirty_jobs[jid] = None
                     out.append(self._closed_update(jid))
                 elif ev.name == "Slashed":
                     reason = SLASH_REASONS.get(int(a["reason"]), str(a["reason"]))
@@ -565,18 +564,18 @@ class ChainLink:
         ):
             return
         if self._replace_view:
-            self._dirty_nodes, self._dirty_jobs = set(self.account_of_index), set(self.seeds)
+            self._dirty_nodes, self._dirty_jobs = set(self.account_of_index), dict.fromkeys(self.seeds)
         nodes = [
             (i, self.node_ids[i], self.account_of_index[i], int(i in self.unbonding))
             for i in sorted(self._dirty_nodes)
             if i in self.account_of_index
         ]
-        jobs = [self._job_row(jid) for jid in self.seeds if jid in self._dirty_jobs]
+        jobs = [self._job_row(jid) for jid in self._dirty_jobs if jid in self.seeds]
         # the row counts: rows lost from the tables are noticed
         n = {"nodes": len(self.account_of_index), "jobs": len(self.seeds)}
         extra = json.dumps({**n, "vouchers": self.vouchers.view()}, sort_keys=True)
         self.journal.chain_view_put(self._view_key, pos, extra, nodes, jobs, replace=self._replace_view)
-        self._dirty_nodes, self._dirty_jobs = set(), set()
+        self._dirty_nodes, self._dirty_jobs = set(), {}
         self._saved_at, self._replace_view = pos, False
 
     def _job_row(self, jid: bytes) -> tuple[bytes, bytes, int, str, str | None, float | None]:
@@ -592,14 +591,14 @@ class ChainLink:
         cutoff = now - self.history_s
         old = [
             jid
-            for jid in self.seeds
+            for jid in {**self.seeds, **self.closed_at}  # (a job closed after its posting was pruned, too)
             if self.closed_at.get(jid, float("inf")) < cutoff
             or (jid not in self.closed and self.deadlines[jid] + self.reveal_window < cutoff)
         ]
         for jid in old:
             for d in (self.seeds, self.deadlines, self.commits, self.closed, self.roots, self.closed_at):
                 d.pop(jid, None)
-            self._dirty_jobs.discard(jid)
+            self._dirty_jobs.pop(jid, None)
         if old and self.journal is not None:
             self.journal.chain_jobs_forget(old)
         return bool(old)

@@ -72,8 +72,9 @@ class World:
         return link
 
 
-def agent_on(data_dir: Path, link: ChainLink) -> Agent:
-    cfg = AgentConfig(data_dir=data_dir, mdns=False, core={"require_stake": True, "require_escrow": True})
+def agent_on(data_dir: Path, link: ChainLink, **settings: Any) -> Agent:
+    core = {"require_stake": True, "require_escrow": True}
+    cfg = AgentConfig(data_dir=data_dir, mdns=False, core=core, **settings)
     return Agent(cfg, key=AGENT_KEY, executor=NoExecutor(), store=NoStore(), chain=link, exec_caps=CAPS)
 
 
@@ -240,6 +241,27 @@ def test_a_first_poll_that_fails_part_way_loses_nothing(tmp_path: Path) -> None:
             calls[3] == saved - 1
         )  # read again from the checkpoint (EventPoller's short poll: one block back)
         assert agent.core.staked == before.core.staked - {EXEC_KEYS[1].node_id}
+        agent.journal.close()
+
+    trio.run(main)
+
+
+def test_jobs_closed_longer_than_history_s_leave_the_view_and_its_checkpoint(tmp_path: Path) -> None:
+    async def main() -> None:
+        world = World()
+        agent = agent_on(tmp_path, world.link(), history_s=0.0)  # (closed jobs go at the next poll)
+        assert agent.chain.history_s == 0.0
+        await polled(agent)
+        await polled(agent)
+        assert DONE not in agent.chain.closed and DONE not in agent.chain.seeds
+        assert OPEN in agent.chain.seeds  # open, its deadline ahead
+        _, _, _, _, jobs = agent.journal.chain_view()
+        assert [bytes(row[0]) for row in jobs] == [OPEN]
+        assert (await agent.chain.job(DONE))["state"] == "settled"  # (read from the chain now)
+        crash(agent.journal)
+        agent = agent_on(tmp_path, world.link(), history_s=0.0)
+        updates = await polled(agent)
+        assert {u.job_id for u in updates if u.job_id} == {OPEN}
         agent.journal.close()
 
     trio.run(main)

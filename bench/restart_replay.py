@@ -2,13 +2,14 @@
 """What an agent restart costs in chain reads: a full replay of the contract's events vs resuming from the chain
 checkpoint in the journal (chainlink.py "Restarts"), on anvil after mining many empty blocks.
 
-    python bench/restart_replay.py                    # 200,000 empty blocks, median of 3 restarts each
-    python bench/restart_replay.py --blocks 1000000 --runs 5
+    python bench/restart_replay.py                    # 20,000 empty blocks, median of 3 restarts each
+    python bench/restart_replay.py --blocks 200000    # ~20 minutes here: anvil's mining slows with height
 
 A restart here is what the agent does before its first poll is fed to NodeCore: a new ChainLink attaches the
 journal and polls once. "full replay" attaches a journal without a checkpoint (what every restart did before
-the checkpoint, and what a fresh data dir still does); "checkpoint" reopens the journal the running agent left.
-Prints the wall time of that first poll and the number of ``eth_getLogs`` calls (pages of 5,000 blocks).
+the checkpoint, and what a fresh data dir still does); "no journal" is a ChainLink never attached (the code
+path every restart took before); "checkpoint" reopens the journal the running agent left. Prints the wall time
+of that first poll, the number of ``eth_getLogs`` calls (pages of 5,000 blocks) and what the view holds.
 Needs anvil (npm @foundry-rs/anvil-linux-amd64); without it, says so and exits 0.
 """
 
@@ -31,7 +32,7 @@ from sandrun_p2p.chain import Chain, deploy  # noqa: E402
 from sandrun_p2p.chain.anvil import Anvil, find_anvil  # noqa: E402
 
 
-def link_on(opts: dict, journal: Journal) -> tuple[ChainLink, list]:
+def link_on(opts: dict, journal: Journal | None) -> tuple[ChainLink, list]:
     link = ChainLink(opts)
     asked: list = []
     logs = link.poller._logs
@@ -41,25 +42,29 @@ def link_on(opts: dict, journal: Journal) -> tuple[ChainLink, list]:
         return logs(start, end)
 
     link.poller._logs = counted  # type: ignore[method-assign]
-    link.attach(journal)
+    if journal is not None:
+        link.attach(journal)
     return link, asked
 
 
-def restart(opts: dict, path: Path) -> tuple[float, int]:
-    """(seconds, eth_getLogs calls) of one restart's first poll on the journal at ``path`` (nothing kept)."""
-    journal = Journal(path, group_commit=True)
+def restart(opts: dict, path: Path | None) -> tuple[float, int, str]:
+    """(seconds, eth_getLogs calls, what the view holds) of one restart's first poll on the journal at
+    ``path`` (None: no journal); nothing it writes is kept."""
+    journal = None if path is None else Journal(path, group_commit=True)
     link, asked = link_on(opts, journal)
     t = time.perf_counter()
     trio.run(link.poll)
     took = time.perf_counter() - t
-    journal.db.execute("ROLLBACK") if journal.db.in_transaction else None
-    journal.db.close()
-    return took, len(asked)
+    if journal is not None:
+        if journal.db.in_transaction:
+            journal.db.execute("ROLLBACK")
+        journal.db.close()
+    return took, len(asked), f"{len(link.accounts)} nodes, {len(link.seeds)} jobs"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--blocks", type=int, default=200_000, help="empty blocks mined after the activity")
+    ap.add_argument("--blocks", type=int, default=20_000, help="empty blocks mined after the activity")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     if not find_anvil():
@@ -105,11 +110,12 @@ def measure(url: str, args: argparse.Namespace) -> None:
             f"anvil: {head:,} blocks (deployed at {first.deploy_block}; {args.blocks:,} mined in {mined:.1f} s)"
         )
         fresh = Path(tmp) / "fresh.sqlite"
-        for name, path in (("full replay", fresh), ("checkpoint", Path(tmp) / "journal.sqlite")):
+        cases = (("no journal", None), ("full replay", fresh), ("checkpoint", Path(tmp) / "journal.sqlite"))
+        for name, path in cases:
             runs = [restart(opts, path) for _ in range(args.runs)]
             secs = statistics.median(r[0] for r in runs)
-            calls = {r[1] for r in runs}
-            print(f"{name:12s} first poll {secs * 1000:9.1f} ms  eth_getLogs calls {sorted(calls)}")
+            calls, held = sorted({r[1] for r in runs}), sorted({r[2] for r in runs})
+            print(f"{name:12s} first poll {secs * 1000:9.1f} ms  eth_getLogs calls {calls}  view {held}")
 
 
 if __name__ == "__main__":

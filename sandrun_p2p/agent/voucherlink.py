@@ -34,7 +34,8 @@ checkpoint rather than the deployment block: a batch's ``BatchSettled``/``BatchP
 journal has not taken in yet was mined after the checkpoint (which a poll writes after its batch writes), and
 the checkpoint holds what the payer derived from the older ones (:meth:`VoucherLink.view`: the seq each
 executor's channel reached, the batches on its deposit not paid yet). It does not move while restored results
-are not reconciled with the chain (:meth:`VoucherLink.steady`).
+are not reconciled with the chain, nor while a settleBatch that failed (mined all the same, when only its
+receipt was lost) waits for its next try (:meth:`VoucherLink.steady`).
 
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
 gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
@@ -125,6 +126,9 @@ class VoucherLink:
         # no orphan yet (the orphans may come later: :meth:`_orphan`)
         self._restored: set[str] = set()
         self._unmatched: dict[str, dict[int, dict[str, Any]]] = {}
+        # payers whose last settleBatch failed: it may have been mined all the same (a receipt lost), and after a
+        # restart its BatchSettled is needed again (steady())
+        self._unsure: set[str] = set()
 
     # ------------------------------------------------------------------ journal
 
@@ -359,6 +363,7 @@ class VoucherLink:
         except ChainError as e:
             if payer in self._restored and await self._settled_meanwhile(payer, p):
                 return
+            self._unsure.add(payer)
             tries = self.tries[payer] = self.tries.get(payer, 0) + 1
             msg = f"settleBatch of {len(jobs)} job(s) for {payer} failed ({tries}/{MAX_BATCH_TRIES}): {e}"
             self.on_error(msg[:300])
@@ -367,6 +372,7 @@ class VoucherLink:
                 self.queue.put_back(payer, p)
             else:
                 self.tries.pop(payer, None)
+                self._unsure.discard(payer)
                 for jid in jobs:
                     self.state[jid] = {
                         "state": "unpaid",
@@ -378,6 +384,7 @@ class VoucherLink:
                 self._settled_restored(payer)
             return
         self.tries.pop(payer, None)
+        self._unsure.discard(payer)
         ev = res.event("BatchSettled")
         bid = int(ev["batchId"])
         early = len(jobs) - int(ev["count"])
@@ -567,9 +574,16 @@ class VoucherLink:
     # ------------------------------------------------------------------ checkpoint (ChainLink's chain view)
 
     def steady(self) -> bool:
-        """Whether what was restored after a restart is reconciled with the chain: until then the chain view's
-        checkpoint stays where it was (a restarted executor may still need the events after it)."""
-        return self._resumed and not self._restored and not self._unmatched and not any(self.orphans.values())
+        """Whether what was restored after a restart is reconciled with the chain, and no settleBatch of unknown
+        outcome waits for another try: until then the chain view's checkpoint stays where it was (a restarted
+        executor may still need the events after it)."""
+        return (
+            self._resumed
+            and not self._restored
+            and not self._unmatched
+            and not self._unsure
+            and not any(self.orphans.values())
+        )
 
     def view(self) -> dict[str, Any]:
         """What this mode derived from batch events that the journal does not hold: as payer, the last seq the

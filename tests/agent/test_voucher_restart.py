@@ -18,6 +18,7 @@ import trio
 from sandrun_p2p.agent.chainlink import ChainLink
 from sandrun_p2p.agent.journal import Journal
 from sandrun_p2p.agent.vouchers import VoucherBook, batch_of, voucher_from_bytes, voucher_to_bytes
+from sandrun_p2p.chain import ChainError
 from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 from sandrun_p2p.protocol.events import SubmitTx
 
@@ -251,6 +252,38 @@ def test_restarts_resume_from_checkpoints_taken_while_a_batch_was_pending(
         for who, link in (("payer", p.payer), ("executor", p.executor)):
             assert link.asked and min(start for start, _ in link.asked) >= saved[who], who
         assert p.errors == []
+
+    run(main)
+
+
+def test_a_batch_taken_for_failed_but_mined_is_found_after_a_restart(tmp_path: Path) -> None:
+    """The executor's settleBatch raised (its receipt was lost, say) though the batch was mined, and the executor
+    restarts before it gives the results up: they get that batch (its BatchSettled is read again: the chain
+    checkpoint did not move past it meanwhile) and are paid once."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        market = p.executor.market
+        send = market.settle_batch
+
+        def receipt_lost(v: Voucher, t: ResultsTree):  # noqa: ANN202
+            send(v, t)
+            raise ChainError("timeout", "no receipt")
+
+        market.settle_batch = receipt_lost  # type: ignore[method-assign]
+        # mined, but taken for a failed try (1 of 3): the results wait for the next; its BatchSettled is read by
+        # the same poll and matches nothing known
+        await p.executor.poll()
+        assert len(p.errors) == 1 and p.payer.market._call("batchCount") == 1
+        await p.restart_executor()
+        await p.executor.poll()
+        assert p.payer.market._call("batchCount") == 1  # not sent again
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone() and len(p.errors) == 1
 
     run(main)
 

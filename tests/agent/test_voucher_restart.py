@@ -220,6 +220,7 @@ def test_a_batch_sent_before_a_restart_but_not_journaled_is_not_sent_again(tmp_p
     run(main)
 
 
+@pytest.mark.parametrize("chain_view", ["checkpoint"], indirect=True)  # (about the checkpoint only)
 def test_restarts_resume_from_checkpoints_taken_while_a_batch_was_pending(
     tmp_path: Path, chain_view: str
 ) -> None:
@@ -227,8 +228,6 @@ def test_restarts_resume_from_checkpoints_taken_while_a_batch_was_pending(
     paid: each resumes from its checkpoint (no block before it is read again); the executor finalizes the batch
     it journaled, and the payer maps the batch's payment onto its jobs from its checkpoint (its BatchSettled,
     which maps seqs to jobs, is not read again)."""
-    if chain_view != "checkpoint":
-        pytest.skip("about the checkpoint")
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)

@@ -66,7 +66,7 @@ SLASH_REASONS = {1: "no_reveal", 2: "dissent", 3: "equivocation"}
 #: The events :meth:`ChainLink.poll` turns into updates: the node asks only for these (``Revealed``, one per
 #: opening, and the money-movement events are neither sent nor decoded).
 POLLED_EVENTS = frozenset(
-    {"NodeRegistered", "UnbondRequested", "JobPosted", "Committed", "JobClosed", "Slashed"}
+    {"NodeRegistered", "UnbondRequested", "UnbondCancelled", "JobPosted", "Committed", "JobClosed", "Slashed"}
 )
 
 
@@ -421,6 +421,15 @@ class ChainLink:
                     self.unbonding.add(int(a["node"]))
                     self._dirty_nodes.add(int(a["node"]))
                     out.append(ChainUpdate("unstaked", node=self._node_id(int(a["node"]))))
+                elif ev.name == "UnbondCancelled":  # eligible again
+                    idx = int(a["node"])
+                    self.unbonding.discard(idx)
+                    self._dirty_nodes.add(idx)
+                    nid = self._node_id(idx)
+                    acc = self.account_of_index.get(idx)
+                    out.append(
+                        ChainUpdate("staked", node=nid, data={"eth": bytes.fromhex(acc[2:])} if acc else {})
+                    )
                 elif ev.name == "JobPosted":
                     jid = bytes(a["jobId"])
                     self.deadlines[jid] = int(a["deadline"])

@@ -265,3 +265,31 @@ def test_jobs_closed_longer_than_history_s_leave_the_view_and_its_checkpoint(tmp
         agent.journal.close()
 
     trio.run(main)
+
+
+def test_a_node_that_cancels_its_unbonding_is_eligible_again_also_after_a_restart(tmp_path: Path) -> None:
+    """``UnbondCancelled`` was not polled: a node that cancelled its unbonding stayed out of every NodeCore's
+    stake table (after a full replay too)."""
+
+    async def main() -> None:
+        world = World()
+        agent, _ = await first_life(world, tmp_path)
+        assert EXEC_KEYS[2].node_id not in agent.core.staked
+        agent = agent_on(tmp_path, world.link())
+        await agent.chain.join(agent.node_id)
+        await polled(agent)
+        world.execs[2].cancel_unbond()
+        await polled(agent)
+        assert EXEC_KEYS[2].node_id in agent.core.staked and not agent.chain.unbonding
+        crash(agent.journal)
+        again = agent_on(tmp_path, world.link())  # from the checkpoint taken after the cancel
+        await again.chain.join(again.node_id)
+        await polled(again)
+        full = world.link()  # and a full replay
+        await full.poll()
+        assert EXEC_KEYS[2].node_id in again.core.staked
+        assert view(again.chain) == view(full)
+        assert not again.chain.unbonding and not full.unbonding
+        again.journal.close()
+
+    trio.run(main)

@@ -361,7 +361,13 @@ class VoucherLink:
         try:
             res = await self.link._run(self.link.market.settle_batch, voucher, tree)
         except ChainError as e:
-            if payer in self._restored and await self._settled_meanwhile(payer, p):
+            # mined all the same (a lost receipt, or an earlier try mined late)? then its BatchSettled gives
+            # these results their batch
+            if await self._settled_meanwhile(payer, p):
+                self.tries.pop(payer, None)  # the outcome is known: the rest were not settled
+                self._unsure.discard(payer)
+                if payer not in self._restored:
+                    self._settled_restored(payer)  # (a restored payer's, when its results are all batched)
                 return
             self._unsure.add(payer)
             tries = self.tries[payer] = self.tries.get(payer, 0) + 1
@@ -384,13 +390,15 @@ class VoucherLink:
                 self._settled_restored(payer)
             return
         self.tries.pop(payer, None)
+        unsure = payer in self._unsure
         self._unsure.discard(payer)
         ev = res.event("BatchSettled")
         bid = int(ev["batchId"])
         early = len(jobs) - int(ev["count"])
-        if early > 0 and payer in self._restored:
-            # a batch sent before a restart, mined after the chain was consulted, settled the lowest of these
-            # results (this one then settled only the rest: the count says how many)
+        if early > 0 and (payer in self._restored or unsure):
+            # an earlier try taken for failed, or a batch sent before a restart, was mined after the chain was
+            # consulted and settled the lowest of these results (this one then settled only the rest: the count
+            # says how many)
             seqs = sorted(p.items)
             jobs = jobs[early:]
             self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
@@ -401,9 +409,10 @@ class VoucherLink:
         self._flush(commit=True)
 
     async def _settled_meanwhile(self, payer: str, p: Pending) -> bool:
-        """A settleBatch of restored results reverted: did the chain settle some of them meanwhile (a batch sent
-        before the restart, mined after it)? Those go to the orphans (its replayed ``BatchSettled`` gives them
-        their batch), the rest waits for the next batch; False when the chain settled none of them."""
+        """A settleBatch failed: did the chain settle some of these results meanwhile (a try whose receipt was
+        lost, or mined late; a batch sent before a restart, mined after it)? Those go to the orphans (the
+        batch's ``BatchSettled``, read or still to come, gives them their batch), the rest waits for the next
+        batch; False when the chain settled none of them."""
         market = self.link.market
         try:
             _, seq = await self.link._read(market.channel, payer, market.account)
@@ -419,9 +428,12 @@ class VoucherLink:
         return True
 
     def _settled_restored(self, payer: str) -> None:
-        """``payer``'s restored results are all in a batch, matched or given up: none can be orphaned any more."""
+        """``payer``'s restored results, or those of a try of unknown outcome, are all in a batch, matched or
+        given up: none can be orphaned any more, so batch events that matched none are dropped."""
         if payer in self._restored and payer not in self.queue.pending:
             self._restored.discard(payer)
+            self._unmatched.pop(payer, None)
+        elif payer not in self._restored and payer not in self._unsure and not self.orphans.get(payer):
             self._unmatched.pop(payer, None)
 
     def _orphan(self, payer: str, items: dict[int, tuple[bytes, bytes, Voucher]]) -> None:
@@ -499,8 +511,9 @@ class VoucherLink:
         me = self.link.market.account
         if name == "BatchSettled":
             client = to_checksum_address(a["client"])
-            if bid not in self.batches and self.link.account_of_index.get(int(a["node"])) == me:
-                self._own_batch(bid, client, a)
+            mine = bid not in self.batches and self.link.account_of_index.get(int(a["node"])) == me
+            if mine and self._own_batch(bid, client, a) and client not in self._restored:
+                self._settled_restored(client)  # (its events that matched nothing can go)
             if client == me and bid not in self.batches:
                 self._payer_batch(bid, a)
             return
@@ -543,7 +556,7 @@ class VoucherLink:
         held = self.orphans.get(payer)
         got = take_batch(held, bytes(a["resultsRoot"])) if held else None
         if got is None:
-            if payer in self._restored:
+            if payer in self._restored or payer in self._unsure:
                 self._unmatched.setdefault(payer, {})[bid] = a
             return False
         _, tree, jobs = batch_of(got)

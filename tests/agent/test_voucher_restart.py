@@ -271,9 +271,13 @@ def test_a_batch_taken_for_failed_but_mined_is_found_after_a_restart(tmp_path: P
             send(v, t)
             raise ChainError("timeout", "no receipt")
 
+        def channel_down(*a: object) -> None:
+            raise ChainError("connection", "the RPC went away")
+
         market.settle_batch = receipt_lost  # type: ignore[method-assign]
-        # mined, but taken for a failed try (1 of 3): the results wait for the next; its BatchSettled is read by
-        # the same poll and matches nothing known
+        market.channel = channel_down  # type: ignore[method-assign]
+        # mined, but taken for a failed try (1 of 3; the channel could not be asked whether it was mined): the
+        # results wait for the next; its BatchSettled is read by the same poll and matches nothing known
         await p.executor.poll()
         assert len(p.errors) == 1 and p.payer.market._call("batchCount") == 1
         await p.restart_executor()
@@ -505,3 +509,70 @@ def test_the_agent_tells_the_voucher_mode_a_job_ended(tmp_path: Path, state: str
     finally:
         agent.journal.close()
     assert told == [h("job")]
+
+
+def test_a_batch_taken_for_failed_but_mined_is_found_without_a_restart(tmp_path: Path) -> None:
+    """The executor's settleBatch raised (its receipt was lost) though the batch was mined: before, the retries
+    reverted (the seqs were spent) and after three the results were given up as unpaid while their batch waited
+    on chain, never finalized. Now the failed try asks the channel, finds them settled, and the batch's
+    BatchSettled (read by the same poll) gives them their batch: finalized and paid once, nothing sent again."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        market = p.executor.market
+        send = market.settle_batch
+
+        def receipt_lost(v: Voucher, t: ResultsTree):  # noqa: ANN202
+            send(v, t)
+            raise ChainError("timeout", "no receipt")
+
+        market.settle_batch = receipt_lost  # type: ignore[method-assign]
+        await p.executor.poll()
+        market.settle_batch = send  # type: ignore[method-assign]
+        assert p.payer.market._call("batchCount") == 1 and p.errors == []  # not taken for a failed try
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
+        for _ in range(3):
+            await p.executor.poll()
+        assert p.payer.market._call("batchCount") == 1  # not sent again
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone() and p.errors == []
+        assert p.executor.vouchers.steady()  # nothing left waiting: the chain checkpoint moves on
+
+    run(main)
+
+
+def test_a_mined_try_first_taken_for_failed_is_found_at_the_next_try(tmp_path: Path) -> None:
+    """As above, but the channel could not be asked at the failed try (the RPC was down): the try counts as
+    failed, the batch's BatchSettled (read by the same poll, matching nothing yet) is kept, and the next try,
+    reverted because its seqs are spent, finds them settled and matches them to that batch."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        market = p.executor.market
+        send, channel = market.settle_batch, market.channel
+
+        def receipt_lost(v: Voucher, t: ResultsTree):  # noqa: ANN202
+            send(v, t)
+            raise ChainError("timeout", "no receipt")
+
+        def channel_down(*a: object) -> None:
+            raise ChainError("connection", "the RPC went away")
+
+        market.settle_batch, market.channel = receipt_lost, channel_down  # type: ignore[method-assign]
+        await p.executor.poll()
+        assert len(p.errors) == 1 and not p.executor.vouchers.steady()
+        market.settle_batch, market.channel = send, channel  # type: ignore[method-assign]
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0  # (the next try is due)
+        await p.executor.poll()  # the next try reverts (spent seqs): the channel says they were settled
+        assert p.payer.market._call("batchCount") == 1 and len(p.errors) == 1
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)

@@ -10,7 +10,9 @@ the agent does (it resumes from its chain checkpoint; its polls are committed as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -39,6 +41,28 @@ def crash(j: Journal) -> None:
     if j.db.in_transaction:
         j.db.execute("ROLLBACK")
     j.db.close()
+
+
+def receipts_lost(market: Any, channel_down: bool = False) -> Callable[[], None]:
+    """From now on ``market``'s settleBatch is mined but raises (its receipt lost); with ``channel_down`` the
+    channel cannot be read either (the RPC went away). Returns what puts both back."""
+    send, channel = market.settle_batch, market.channel
+
+    def receipt_lost(v: Voucher, t: ResultsTree) -> None:
+        send(v, t)
+        raise ChainError("timeout", "no receipt")
+
+    def unreachable(*a: object) -> None:
+        raise ChainError("connection", "the RPC went away")
+
+    market.settle_batch = receipt_lost
+    if channel_down:
+        market.channel = unreachable
+
+    def restore() -> None:
+        market.settle_batch, market.channel = send, channel
+
+    return restore
 
 
 class JournaledPair(Pair):
@@ -264,18 +288,7 @@ def test_a_batch_taken_for_failed_but_mined_is_found_after_a_restart(tmp_path: P
         p = JournaledPair(tmp_path, batch_jobs=2)
         await p.start()
         jobs = [(await p.job(i))[0] for i in range(2)]
-        market = p.executor.market
-        send = market.settle_batch
-
-        def receipt_lost(v: Voucher, t: ResultsTree):  # noqa: ANN202
-            send(v, t)
-            raise ChainError("timeout", "no receipt")
-
-        def channel_down(*a: object) -> None:
-            raise ChainError("connection", "the RPC went away")
-
-        market.settle_batch = receipt_lost  # type: ignore[method-assign]
-        market.channel = channel_down  # type: ignore[method-assign]
+        receipts_lost(p.executor.market, channel_down=True)
         # mined, but taken for a failed try (1 of 3; the channel could not be asked whether it was mined): the
         # results wait for the next; its BatchSettled is read by the same poll and matches nothing known
         await p.executor.poll()
@@ -521,16 +534,9 @@ def test_a_batch_taken_for_failed_but_mined_is_found_without_a_restart(tmp_path:
         p = JournaledPair(tmp_path, batch_jobs=2)
         await p.start()
         jobs = [(await p.job(i))[0] for i in range(2)]
-        market = p.executor.market
-        send = market.settle_batch
-
-        def receipt_lost(v: Voucher, t: ResultsTree):  # noqa: ANN202
-            send(v, t)
-            raise ChainError("timeout", "no receipt")
-
-        market.settle_batch = receipt_lost  # type: ignore[method-assign]
+        restore = receipts_lost(p.executor.market)
         await p.executor.poll()
-        market.settle_batch = send  # type: ignore[method-assign]
+        restore()
         assert p.payer.market._call("batchCount") == 1 and p.errors == []  # not taken for a failed try
         assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
         for _ in range(3):
@@ -553,20 +559,10 @@ def test_a_mined_try_first_taken_for_failed_is_found_at_the_next_try(tmp_path: P
         p = JournaledPair(tmp_path, batch_jobs=2)
         await p.start()
         jobs = [(await p.job(i))[0] for i in range(2)]
-        market = p.executor.market
-        send, channel = market.settle_batch, market.channel
-
-        def receipt_lost(v: Voucher, t: ResultsTree):  # noqa: ANN202
-            send(v, t)
-            raise ChainError("timeout", "no receipt")
-
-        def channel_down(*a: object) -> None:
-            raise ChainError("connection", "the RPC went away")
-
-        market.settle_batch, market.channel = receipt_lost, channel_down  # type: ignore[method-assign]
+        restore = receipts_lost(p.executor.market, channel_down=True)
         await p.executor.poll()
         assert len(p.errors) == 1 and not p.executor.vouchers.steady()
-        market.settle_batch, market.channel = send, channel  # type: ignore[method-assign]
+        restore()
         p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0  # (the next try is due)
         await p.executor.poll()  # the next try reverts (spent seqs): the channel says they were settled
         assert p.payer.market._call("batchCount") == 1 and len(p.errors) == 1

@@ -169,6 +169,15 @@ def _toml(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def agent_command(d: Path, cfg: dict[str, Any], *, faulty: bool = False) -> list[str]:
+    """Write ``cfg`` as the config file of the agent whose data dir is ``d``; the command that runs it (logs in
+    ``d/agent.log``; ``faulty``: with the test-only faulty executor)."""
+    (d / "agent.toml").write_text(_toml(cfg))
+    argv = [sys.executable, "-m", "sandrun_p2p.agent.cli_agent", "--data-dir", str(d)]
+    argv += ["--config", str(d / "agent.toml"), "--log-file", str(d / "agent.log")]
+    return [*argv, "--test-faulty-executor"] if faulty else argv
+
+
 class Testnet:
     def __init__(self, args: argparse.Namespace, say: Any, *, faulty: tuple[int, ...] = ()) -> None:
         """``faulty``: indexes of nodes started with the test-only faulty executor (tests only)."""
@@ -239,20 +248,7 @@ class Testnet:
                 cfg["job_runtimes"] = [str(Path(r).resolve()) for r in a.job_runtime]
             if getattr(a, "publish_batch_window", 0):
                 cfg["publish_batch_window_s"] = float(a.publish_batch_window)
-            (d / "agent.toml").write_text(_toml(cfg))
-            argv = [
-                sys.executable,
-                "-m",
-                "sandrun_p2p.agent.cli_agent",
-                "--data-dir",
-                str(d),
-                "--config",
-                str(d / "agent.toml"),
-                "--log-file",
-                str(d / "agent.log"),
-            ]
-            if i in self.faulty:
-                argv.append("--test-faulty-executor")
+            argv = agent_command(d, cfg, faulty=i in self.faulty)
             with open(d / "agent.out", "ab") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs.append(proc)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandrun_p2p.agent.testnet import agent_command
 from sandrun_p2p.client.errors import PeerUnavailable
 from sandrun_p2p.client.peer import ControlClient
 from sandrun_p2p.exec.sandbox import sweep_stale_runs
@@ -238,21 +238,7 @@ def start_cluster(
             "chain_poll_s": 0.1,
             "log_level": "info",
         }
-        (d / "agent.toml").write_text(_toml(cfg))
-        argv = [
-            sys.executable,
-            "-m",
-            "sandrun_p2p.agent.cli_agent",
-            "--data-dir",
-            str(d),
-            "--config",
-            str(d / "agent.toml"),
-            "--log-file",
-            str(d / "agent.log"),
-        ]
-        if i in faulty:
-            argv.append("--test-faulty-executor")
-        cluster.nodes.append(Node(i, d, port, nid, pid, argv))
+        cluster.nodes.append(Node(i, d, port, nid, pid, agent_command(d, cfg, faulty=i in faulty)))
     if start:
         for node in cluster.nodes:
             node.start()
@@ -269,16 +255,3 @@ def running_cluster(root: Path, n: int, **kw: Any) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
-
-
-def _toml(d: dict[str, Any]) -> str:
-    lines, tables = [], []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {json.dumps(v)}")
-    for name, t in tables:
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {json.dumps(v)}" for k, v in t.items())
-    return "\n".join(lines) + "\n"

@@ -4,11 +4,9 @@ uninterrupted run (examples/checkpoint-counter)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,13 +16,11 @@ from sandrun_p2p.agent.checkpoints import Notice, notice_body, notices, verify
 from sandrun_p2p.exec import checkpoint as ckpt
 from sandrun_p2p.exec.errors import BundleError
 from sandrun_p2p.protocol import messages as m
-from sandrun_p2p.protocol.claiming import rank
 from sandrun_p2p.protocol.identity import NodeKey
-from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
-from sandrun_p2p.store import cid_of_bytes
+from sandrun_p2p.protocol.jobspec import Manifest
 
 from .cluster import Cluster, bundle, running_cluster, wait_for
-from .test_cluster import fake_seed
+from .test_cluster import k1_job_off_node0
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "checkpoint-counter"
 JID = b"\x42" * 32
@@ -90,32 +86,7 @@ def counter_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]
     """The checkpoint-counter example as a k=1 job whose top rank is not node 0 (the origin we watch)."""
     code = bundle({"count.py": (EXAMPLE / "count.py").read_text()})
     manifest = json.loads((EXAMPLE / "job.json").read_text())
-    ids = [n.node_id for n in cluster.nodes]
-    deadline = int(time.time()) + 150
-    for i in range(200):
-        nonce = tag + i.to_bytes(4, "big")
-        spec = JobSpec.from_dict(
-            {
-                "code_cid": cid_of_bytes(code),
-                "manifest": manifest,
-                "redundancy": 1,
-                "deadline": deadline,
-                "nonce": nonce,
-                "payment_wei": 10**15,
-            }
-        )
-        order = rank(spec.job_id, fake_seed(spec.job_id), ids)
-        if order[0] != ids[0]:
-            body = {
-                "manifest": manifest,
-                "bundle_b64": base64.b64encode(code).decode(),
-                "redundancy": 1,
-                "deadline": deadline,
-                "nonce": nonce.hex(),
-                "payment_wei": 10**15,
-            }
-            return body, spec.job_id, order
-    raise AssertionError("no nonce found")
+    return k1_job_off_node0(cluster, code, manifest, tag, 150)
 
 
 def uninterrupted_root(code_files: dict[str, str], manifest: dict, job_id: bytes, tmp: Path) -> str:

@@ -30,6 +30,26 @@ def fake_seed(job_id: bytes) -> bytes:
     return hashlib.sha256(job_id + b"fake-chain-seed").digest()
 
 
+def k1_job_off_node0(
+    cluster: Cluster, code: bytes, manifest: dict, tag: bytes, deadline_s: float
+) -> tuple[dict, bytes, list[bytes]]:
+    """A k=1 job body (``code`` as a bundle's bytes) whose HRW top rank under the fake chain's seed is not node 0
+    (the origin a test watches); (body, job id, ranking)."""
+    ids = [n.node_id for n in cluster.nodes]
+    deadline = int(time.time() + deadline_s)
+    for i in range(200):
+        nonce = tag + i.to_bytes(4, "big")
+        fields = {"redundancy": 1, "deadline": deadline, "payment_wei": 10**15}
+        spec = JobSpec.from_dict(
+            {"code_cid": cid_of_bytes(code), "manifest": manifest, "nonce": nonce, **fields}
+        )
+        order = rank(spec.job_id, fake_seed(spec.job_id), ids)
+        if order[0] != ids[0]:
+            body = {"manifest": manifest, "bundle_b64": base64.b64encode(code).decode(), "nonce": nonce.hex()}
+            return {**body, **fields}, spec.job_id, order
+    raise AssertionError("no nonce found")
+
+
 def pick_job(cluster: Cluster, k: int, want_faulty_in_top: bool, **extra) -> tuple[dict, bytes, list[bytes]]:
     """A job body whose HRW top-k (under the fake chain's seed) does / does not include the faulty node."""
     ids = [n.node_id for n in cluster.nodes]

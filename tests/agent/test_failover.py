@@ -3,17 +3,12 @@ killed and restarted at once resumes from its journal (abandons the interrupted 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from sandrun_p2p.protocol.claiming import rank
-from sandrun_p2p.protocol.jobspec import JobSpec
-from sandrun_p2p.store import cid_of_bytes
-
 from .cluster import Cluster, bundle, running_cluster, wait_for
-from .test_cluster import fake_seed
+from .test_cluster import k1_job_off_node0
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -28,35 +23,8 @@ def cluster(tmp_path_factory) -> Cluster:
 
 def slow_job(cluster: Cluster, tag: bytes) -> tuple[dict, bytes, list[bytes]]:
     """A k=1 job whose HRW top rank is not node 0 (node 0 is the origin we watch)."""
-    import base64
-
-    ids = [n.node_id for n in cluster.nodes]
-    deadline = int(time.time()) + 120
     manifest = {"entrypoint": "main.py", "outputs": ["out.txt"], "timeout": 20, "memory_mb": 128}
-    for i in range(200):
-        nonce = tag + i.to_bytes(4, "big")
-        spec = JobSpec.from_dict(
-            {
-                "code_cid": cid_of_bytes(SLOW),
-                "manifest": manifest,
-                "redundancy": 1,
-                "deadline": deadline,
-                "nonce": nonce,
-                "payment_wei": 10**15,
-            }
-        )
-        order = rank(spec.job_id, fake_seed(spec.job_id), ids)
-        if order[0] != cluster.nodes[0].node_id:
-            body = {
-                "manifest": manifest,
-                "bundle_b64": base64.b64encode(SLOW).decode(),
-                "redundancy": 1,
-                "deadline": deadline,
-                "nonce": nonce.hex(),
-                "payment_wei": 10**15,
-            }
-            return body, spec.job_id, order
-    raise AssertionError("no nonce found")
+    return k1_job_off_node0(cluster, SLOW, manifest, tag, 120)
 
 
 def node_of(cluster: Cluster, node_id: bytes):

@@ -12,29 +12,33 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
+def run_testnet(
+    *args: str, timeout: float = 280, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``sandrun-p2p testnet ARGS`` in a child process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "sandrun_p2p", "testnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
     # no --data-dir: the testnet makes its own temp dir, and removes it after a good run
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandrun_p2p",
-            "testnet",
-            "--nodes",
-            "3",
-            "--jobs",
-            "3",
-            "--redundancy",
-            "2",
-            "--json",
-            "--timeout",
-            "120",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
+    r = run_testnet(
+        "--nodes",
+        "3",
+        "--jobs",
+        "3",
+        "--redundancy",
+        "2",
+        "--json",
+        "--timeout",
+        "120",
         env={**os.environ, "TMPDIR": str(tmp)},
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -58,29 +62,20 @@ def test_testnet_three_nodes_three_jobs_k2_settle(tmp_path) -> None:
 
 def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
     """The same network on QUIC listen and bootstrap addresses (TLS 1.3 instead of Noise over TCP)."""
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandrun_p2p",
-            "testnet",
-            "--nodes",
-            "3",
-            "--jobs",
-            "2",
-            "--redundancy",
-            "2",
-            "--transport",
-            "quic",
-            "--json",
-            "--timeout",
-            "120",
-            "--data-dir",
-            str(tmp_path / "net"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
+    r = run_testnet(
+        "--nodes",
+        "3",
+        "--jobs",
+        "2",
+        "--redundancy",
+        "2",
+        "--transport",
+        "quic",
+        "--json",
+        "--timeout",
+        "120",
+        "--data-dir",
+        str(tmp_path / "net"),
     )
     assert r.returncode == 0, r.stderr[-3000:]
     nodes = [line for line in r.stderr.splitlines() if line.lstrip().startswith("node") and " pid " in line]
@@ -93,29 +88,20 @@ def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
 
 def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     """k = 1 jobs paid by voucher: no per-job escrow; each settles once the executor's batch is paid out."""
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandrun_p2p",
-            "testnet",
-            "--nodes",
-            "3",
-            "--jobs",
-            "6",
-            "--pay",
-            "voucher",
-            "--json",
-            "--data-dir",
-            str(tmp_path / "net"),
-            "--timeout",
-            "120",
-            "--job-size",
-            "1000",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
+    r = run_testnet(
+        "--nodes",
+        "3",
+        "--jobs",
+        "6",
+        "--pay",
+        "voucher",
+        "--json",
+        "--data-dir",
+        str(tmp_path / "net"),
+        "--timeout",
+        "120",
+        "--job-size",
+        "1000",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
@@ -127,33 +113,12 @@ def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     assert "kind=commit receipt='voucher job" in logs and "queued for a batch" in logs
     assert "kind=commit receipt=0x" not in logs and "kind=reveal receipt=0x" not in logs  # no per-job tx
     assert "voucher-batch-failed" not in logs
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sandrun_p2p",
-            "testnet",
-            "--nodes",
-            "2",
-            "--pay",
-            "voucher",
-            "--redundancy",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_testnet("--nodes", "2", "--pay", "voucher", "--redundancy", "2", timeout=60)
     assert r.returncode == 2 and "--pay voucher is for --redundancy 1 only" in r.stderr
 
 
 def test_testnet_rejects_bad_arguments() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--redundancy", "3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = run_testnet("--nodes", "2", "--redundancy", "3", timeout=60)
     assert r.returncode == 2 and "--redundancy must be between 1 and" in r.stderr
 
 
@@ -257,12 +222,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_testnet_keeps_its_state_after_a_failure(tmp_path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "sandrun_p2p", "testnet", "--nodes", "2", "--timeout", "0.5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+    r = run_testnet(
+        "--nodes", "2", "--timeout", "0.5", timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)}
     )
     assert r.returncode == 1 and "node state and logs kept in" in r.stdout + r.stderr
     kept = list(tmp_path.glob("sandrun-testnet-*"))

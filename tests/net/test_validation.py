@@ -4,13 +4,19 @@ accepting good messages, and the raw peer's gossip score goes negative. Also: fe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
+import cbor2
+import multiaddr
 import pytest
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
@@ -46,16 +52,12 @@ async def wait_until(pred, timeout: float = 10.0) -> None:
             await trio.sleep(0.02)
 
 
-async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
-    got: list[m.Message] = []
-    node = Network(NodeKey.generate(), NetConfig(mdns=False), lambda msg, now: got.append(msg))
-    await nursery.start(node.run)
-
-    # the raw peer: plain py-libp2p, its own Ed25519 key doubles as a protocol key for the "valid" cases
-    seed = hashlib.sha256(b"raw-peer").digest()
-    raw_kp = create_new_key_pair(seed)
-    raw_key = NodeKey.from_seed(seed)
-    host = new_host(key_pair=raw_kp, listen_addrs=[])
+@contextlib.asynccontextmanager
+async def raw_peer(name: bytes, node: Network) -> AsyncIterator[tuple[Any, Pubsub, NodeKey]]:
+    """A plain py-libp2p gossipsub peer (not the project's encoder) subscribed to TOPIC and connected to
+    ``node``: its host, its pubsub, and its Ed25519 key as a protocol key. Its host is closed after."""
+    seed = hashlib.sha256(name).digest()
+    host = new_host(key_pair=create_new_key_pair(seed), listen_addrs=[])
     router = GossipSub(
         protocols=["/meshsub/1.1.0"],
         degree=3,
@@ -67,15 +69,25 @@ async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
     ps = Pubsub(
         host, router, strict_signing=True, msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest()
     )
-    async with host.run(listen_addrs=[]), background_trio_service(ps), background_trio_service(router):
-        await ps.wait_until_ready()
-        await ps.subscribe(TOPIC)
-        import multiaddr
-        from libp2p.peer.peerinfo import info_from_p2p_addr
+    try:
+        async with host.run(listen_addrs=[]), background_trio_service(ps), background_trio_service(router):
+            await ps.wait_until_ready()
+            await ps.subscribe(TOPIC)
+            with trio.fail_after(10):
+                await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0])))
+            await wait_until(lambda: TOPIC in ps.peer_topics and ps.peer_topics[TOPIC])
+            yield host, ps, NodeKey.from_seed(seed)
+    finally:
+        await host.close()
 
-        with trio.fail_after(10):
-            await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0])))
-        await wait_until(lambda: TOPIC in ps.peer_topics and ps.peer_topics[TOPIC])
+
+async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
+    got: list[m.Message] = []
+    node = Network(NodeKey.generate(), NetConfig(mdns=False), lambda msg, now: got.append(msg))
+    await nursery.start(node.run)
+
+    # the raw peer: plain py-libp2p, its own Ed25519 key doubles as a protocol key for the "valid" cases
+    async with raw_peer(b"raw-peer", node) as (host, ps, raw_key):
         raw_pid = host.get_id()
 
         await ps.publish(TOPIC, claim(raw_key, 1))  # a valid message first
@@ -122,7 +134,6 @@ async def test_raw_peer_garbage_is_rejected_and_scored(nursery) -> None:
         await wait_until(lambda: len(got) == 2)
         assert [x.seq for x in got] == [1, 4]
         assert ADVERT_TOPIC in node._topics
-    await host.close()
     nursery.cancel_scope.cancel()
 
 
@@ -132,31 +143,7 @@ async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None
     got: list[m.Message] = []
     node = Network(NodeKey.generate(), NetConfig(mdns=False), lambda msg, now: got.append(msg))
     await nursery.start(node.run)
-    seed = hashlib.sha256(b"raw-batcher").digest()
-    raw_key = NodeKey.from_seed(seed)
-    host = new_host(key_pair=create_new_key_pair(seed), listen_addrs=[])
-    router = GossipSub(
-        protocols=["/meshsub/1.1.0"],
-        degree=3,
-        degree_low=2,
-        degree_high=4,
-        heartbeat_interval=1,
-        spam_protection_enabled=False,
-    )
-    ps = Pubsub(
-        host, router, strict_signing=True, msg_id_constructor=lambda msg: hashlib.sha256(msg.data).digest()
-    )
-    async with host.run(listen_addrs=[]), background_trio_service(ps), background_trio_service(router):
-        await ps.wait_until_ready()
-        await ps.subscribe(TOPIC)
-        import cbor2
-        import multiaddr
-        from libp2p.peer.peerinfo import info_from_p2p_addr
-
-        with trio.fail_after(10):
-            await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0])))
-        await wait_until(lambda: TOPIC in ps.peer_topics and ps.peer_topics[TOPIC])
-
+    async with raw_peer(b"raw-batcher", node) as (host, ps, raw_key):
         await ps.publish(TOPIC, m.encode_batch([claim(raw_key, s) for s in (1, 2, 3)]))
         await wait_until(lambda: len(got) == 3)
         assert node.stats.batches_in == 1
@@ -181,7 +168,6 @@ async def test_batches_from_a_raw_peer_are_checked_item_by_item(nursery) -> None
         await ps.publish(TOPIC, m.encode_batch([claim(raw_key, 10), claim(raw_key, 12)]))
         await wait_until(lambda: len(got) == 5)
         assert [x.seq for x in got] == [1, 2, 3, 10, 12]
-    await host.close()
     nursery.cancel_scope.cancel()
 
 

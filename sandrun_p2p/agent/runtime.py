@@ -329,6 +329,7 @@ class Agent:
                 bundle = await self.store.get(spec.code_cid)
         finally:
             self._code_origin.pop(spec.code_cid, None)
+        t_fetched = time.time()
         try:
             bundle = open_for_execution(bundle, spec, a.grant, self.key, self.keys.get(a.job_id))
         except BundleKeyError as e:
@@ -343,7 +344,9 @@ class Agent:
             set(view.claims) if view else set(),
             getattr(self.executor, "resumes_checkpoints", True),
         )
+        t_run = time.time()
         result = await self.executor.run(bundle, spec.manifest, a.job_id, **opts)
+        t_ran = time.time()
         if self.checkpoints.stopped(a.job_id):  # stopped at shutdown: hand the job over with its checkpoint
             failed = await self.checkpoints.hand_over(a.job_id, result)
             self.journal.execution_ended(a.job_id, "stopped", failed.reason)
@@ -353,15 +356,8 @@ class Agent:
         if self.cfg.test_faulty_executor:
             trace = dataclasses.replace(trace, stdout_sha256=sha256(b"faulty", trace.stdout_sha256))
         stage = self.cfg.data_dir / "results" / a.job_id.hex()
-        if stage.exists():
-            shutil.rmtree(stage)
-        (stage / "outputs").mkdir(parents=True)
-        for p in Path(result.outputs_dir).iterdir():
-            shutil.move(str(p), stage / "outputs" / p.name)
-        shutil.copyfile(result.stdout, stage / "stdout")
-        shutil.copyfile(result.stderr, stage / "stderr")
         trace_bytes = canonical(trace.to_dict())
-        (stage / "trace.cbor").write_bytes(trace_bytes)
+        await trio.to_thread.run_sync(_stage_result, stage, result, trace_bytes)
         trace_cid = await self.store.put_bytes(trace_bytes, pin=True)
         # sealed to the client: the CID is of the ciphertext, the trace root of the plaintext
         if spec.result_key:
@@ -369,9 +365,7 @@ class Agent:
             result_cid = await self.store.put_bytes(sealed, pin=True)
         else:
             result_cid = await self.store.put_dir(stage, pin=True)
-        shutil.rmtree(stage, ignore_errors=True)
-        with _suppress():
-            shutil.rmtree(Path(result.outputs_dir).parent, ignore_errors=True)
+        await trio.to_thread.run_sync(_remove_staged, stage, Path(result.outputs_dir).parent)
         salt = os.urandom(32)
         usage = usage_charge(
             spec.manifest,
@@ -389,6 +383,10 @@ class Agent:
             status=trace.status,
             exit=trace.exit_code,
             secs=f"{time.time() - t0:.2f}",
+            fetch=f"{t_fetched - t0:.3f}",
+            prepare=f"{t_run - t_fetched:.3f}",
+            run=f"{t_ran - t_run:.3f}",
+            store=f"{time.time() - t_ran:.3f}",
         )
         return ExecutionDone(a.job_id, root, salt, trace_cid, result_cid, usage)
 
@@ -726,6 +724,24 @@ class _suppress:
             log.debug("ignored during cleanup: %r", e)
             return True
         return False
+
+
+def _stage_result(stage: Path, result: Any, trace_bytes: bytes) -> None:
+    """Lay out a run's result for the store: ``outputs/``, ``stdout``, ``stderr``, ``trace.cbor`` (a worker
+    thread's file work, kept out of the loop)."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    (stage / "outputs").mkdir(parents=True)
+    for p in Path(result.outputs_dir).iterdir():
+        shutil.move(str(p), stage / "outputs" / p.name)
+    shutil.copyfile(result.stdout, stage / "stdout")
+    shutil.copyfile(result.stderr, stage / "stderr")
+    (stage / "trace.cbor").write_bytes(trace_bytes)
+
+
+def _remove_staged(*dirs: Path) -> None:
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _material_change(old: Capabilities, new: Capabilities) -> bool:

@@ -11,6 +11,7 @@ host (the node's keys, config, journal, home) is mounted. The job directory is a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +142,51 @@ def _run_area(work_root: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"sandrun-p2p-runs-{tag}"
 
 
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
+_libc: Any = None
+
+
+def _mount_calls() -> Any:
+    """libc, for the mount(2) and umount2(2) system calls (a ``mount`` process per job cost the agent a fork)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's on Linux
+    return _libc
+
+
 def _tmpfs_mount(path: Path, size_bytes: int) -> bool:
     """Mount a size-capped tmpfs on ``path`` (needs CAP_SYS_ADMIN); False where not allowed."""
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0755,nosuid,nodev", "sandrun-job", str(path)],
-        capture_output=True,
+    rc = _mount_calls().mount(
+        b"sandrun-job",
+        os.fsencode(path),
+        b"tmpfs",
+        _MS_NOSUID | _MS_NODEV,
+        f"size={size_bytes},mode=0755".encode(),
     )
-    return r.returncode == 0
+    return rc == 0
 
 
 def _umount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+    """Detach ``path``'s mount (lazily, as ``umount -l``); nothing when it is not mounted."""
+    _mount_calls().umount2(os.fsencode(path), _MNT_DETACH)
+
+
+@dataclass
+class _RunArea:
+    """One run's directory, whether a tmpfs is mounted on its ``fs`` and its cgroups (what to remove after)."""
+
+    root: Path
+    counter: int
+    mounted: bool = False
+    cg: JobCgroup | None = None
+
+
+def _remove_area(area: _RunArea) -> None:
+    if area.cg is not None:
+        area.cg.remove()
+    if area.mounted:
+        _umount(area.root / "fs")
+    shutil.rmtree(area.root, ignore_errors=True)
 
 
 _RUN_NAME = re.compile(r"^[0-9a-f]{16}-(\d+)-\d+$")
@@ -476,42 +512,52 @@ class LocalExecutor:
         gpus: list[int],
     ) -> ExecResult:
         self._counter += 1
-        name = f"{job_id.hex()[:16]}-{os.getpid()}-{self._counter}"
-        run_root = self.work_root / name
-        if run_root.exists():
-            shutil.rmtree(run_root)
-        fs = run_root / "fs"
-        fs.mkdir(parents=True)
-        mounted = self.enforced["disk"] == "tmpfs" and _tmpfs_mount(fs, self.disk_mb * MiB)
-        cg: JobCgroup | None = None
+        area = _RunArea(self.work_root / f"{job_id.hex()[:16]}-{os.getpid()}-{self._counter}", self._counter)
         try:
-            work, ckdir = fs / "work", fs / "checkpoint"
-            work.mkdir()
-            ckdir.mkdir()
-            self._place_code(job_dir, work, manifest)
-            if checkpoint_from is not None:
-                ckpt.restore(checkpoint_from, ckdir)
-            uid = JOB_UID_BASE + self._counter % JOB_UID_SLOTS if self.job_uids else None
-            for d in (work, ckdir):
-                os.chmod(d, 0o777)
-                if uid is not None:  # the job's own files, as they were when its sandbox uid mapped to root
-                    _chown_tree(d, uid)
-            cg = JobCgroup(self.cgroups, name) if (self.cgroups.v1 or self.cgroups.v2) else None
-            limits = (
-                cg.limit(memory_bytes=manifest.memory_mb * MiB, pids=self.max_pids, cpus=manifest.cpu)
-                if cg
-                else {}
+            # the file work of a run (unpacking, mounting, cgroups, removing it all) happens in a worker thread:
+            # done in the loop, it held up every other task of the agent (gossip, fetches) for milliseconds
+            work, ckdir, uid, limits = await trio.to_thread.run_sync(
+                self._prepare_area, area, job_dir, manifest, checkpoint_from
             )
             return await self._execute(
-                run_root, work, ckdir, manifest, job_id, cg, limits, stop, on_checkpoint, uid, gpus
+                area.root, work, ckdir, manifest, job_id, area.cg, limits, stop, on_checkpoint, uid, gpus
             )
         finally:
             with trio.CancelScope(shield=True):
-                if cg is not None:
-                    cg.remove()
-                if mounted:
-                    _umount(fs)
-                shutil.rmtree(run_root, ignore_errors=True)
+                await trio.to_thread.run_sync(_remove_area, area)
+
+    def _prepare_area(
+        self,
+        area: _RunArea,
+        job_dir: Path | bytes,
+        manifest: Manifest,
+        checkpoint_from: Path | ckpt.Checkpoint | bytes | None,
+    ) -> tuple[Path, Path, int | None, dict[str, bool]]:
+        """Make a run's directories (a tmpfs where enforced), unpack its code and checkpoint, make its cgroups;
+        what was made is recorded in ``area`` for :func:`_remove_area`, also when this fails part-way."""
+        if area.root.exists():
+            shutil.rmtree(area.root)
+        fs = area.root / "fs"
+        fs.mkdir(parents=True)
+        area.mounted = self.enforced["disk"] == "tmpfs" and _tmpfs_mount(fs, self.disk_mb * MiB)
+        work, ckdir = fs / "work", fs / "checkpoint"
+        work.mkdir()
+        ckdir.mkdir()
+        self._place_code(job_dir, work, manifest)
+        if checkpoint_from is not None:
+            ckpt.restore(checkpoint_from, ckdir)
+        uid = JOB_UID_BASE + area.counter % JOB_UID_SLOTS if self.job_uids else None
+        for d in (work, ckdir):
+            os.chmod(d, 0o777)
+            if uid is not None:  # the job's own files, as they were when its sandbox uid mapped to root
+                _chown_tree(d, uid)
+        area.cg = JobCgroup(self.cgroups, area.root.name) if (self.cgroups.v1 or self.cgroups.v2) else None
+        limits = (
+            area.cg.limit(memory_bytes=manifest.memory_mb * MiB, pids=self.max_pids, cpus=manifest.cpu)
+            if area.cg
+            else {}
+        )
+        return work, ckdir, uid, limits
 
     def _place_code(self, job_dir: Path | bytes, work: Path, manifest: Manifest) -> None:
         epoch = environment.SOURCE_DATE_EPOCH

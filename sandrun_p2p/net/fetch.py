@@ -1,9 +1,13 @@
 """CID fetch over a direct libp2p stream (bulk bytes never ride on gossip).
 
-Wire format on ``/sandrun-p2p/fetch/1.0.0``: the requester writes a varint-prefixed CID string and
-closes its write side; the server answers one status byte (0 found, 1 not found, 2 error), then for
-"found" an 8-byte big-endian length and the bytes. The requester caps the length it accepts; the
-content store checks that the bytes hash to the CID.
+Wire format on ``/sandrun-p2p/fetch/1.0.0``: the requester writes a varint-prefixed CID string; the server
+answers one status byte (0 found, 1 not found, 2 error), then for "found" an 8-byte big-endian length and
+the bytes. The requester caps the length it accepts; the content store checks that the bytes hash to the CID.
+
+The requester opens the stream with :func:`open_pipelined`: the multistream-select header, the protocol
+proposal and the request leave in one write (the pipelining multistream-select allows a dialer that proposes
+one protocol), so a fetch takes one round trip instead of three (header, proposal, request, each waiting for
+the answer before). Under load each round trip waits on both agents' loops; this cut the fetch of a job's code.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from libp2p.utils import encode_delim, read_delim
 
 FETCH_PROTOCOL = "/sandrun-p2p/fetch/1.0.0"
+MULTISTREAM = b"/multistream/1.0.0"
 FOUND, NOT_FOUND, ERROR = 0, 1, 2
 MAX_CID_LEN = 256
 CHUNK = 64 * 1024
@@ -28,6 +34,10 @@ Provider = Callable[[str], Awaitable[bytes | None]]
 
 class FetchError(Exception):
     """A peer answered a fetch with an error, a bad frame, or more bytes than allowed."""
+
+
+class ProtocolRefused(FetchError):
+    """The peer's multistream-select did not accept the protocol (or answered something else)."""
 
 
 async def _read_exact(stream: Any, n: int) -> bytes:
@@ -95,10 +105,37 @@ def make_handler(provider: Provider, timeout: float) -> Callable[[Any], Awaitabl
     return handler
 
 
-async def request(stream: Any, cid: str, max_bytes: int) -> bytes | None:
-    """Ask for ``cid`` on an open fetch stream; None when the peer does not have it."""
+def encode_request(cid: str) -> bytes:
     raw = cid.encode("ascii")
-    await stream.write(_varint(len(raw)) + raw)
+    return _varint(len(raw)) + raw
+
+
+async def open_pipelined(network: Any, peer_id: Any, protocol: str, first: bytes) -> Any:
+    """A new stream to ``peer_id`` speaking ``protocol``, negotiated pipelined: the multistream header, the
+    proposal and ``first`` (the request) in one write, then both echoes read and checked. A peer that does not
+    speak ``protocol`` answers "na": :class:`ProtocolRefused`, the stream reset. ``network``: the host's swarm."""
+    stream = await network.new_stream(peer_id)
+    # QUIC connections bound how many streams negotiate at once (py-libp2p's host does the same)
+    slot = getattr(getattr(stream, "muxed_conn", None), "_negotiation_semaphore", None)
+    try:
+        async with slot if slot is not None else contextlib.nullcontext():
+            await stream.write(encode_delim(MULTISTREAM) + encode_delim(protocol.encode()) + first)
+            header = await read_delim(stream)
+            if header != MULTISTREAM:
+                raise ProtocolRefused(f"peer answered {header[:64]!r} to the multistream header")
+            answer = await read_delim(stream)
+            if answer != protocol.encode():
+                raise ProtocolRefused(f"peer answered {answer[:64]!r} to {protocol}")
+    except BaseException:
+        with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await stream.reset()
+        raise
+    stream.set_protocol(protocol)
+    return stream
+
+
+async def read_response(stream: Any, max_bytes: int) -> bytes | None:
+    """The answer to a fetch request: the bytes, or None when the peer does not have them."""
     status = (await _read_exact(stream, 1))[0]
     if status == NOT_FOUND:
         return None

@@ -497,10 +497,10 @@ class Network:
             with trio.move_on_after(self.cfg.call_timeout_s):
                 await self._find(pid)
         try:
-            stream = await self._open_fetch_stream(pid)
+            stream = await self._open_fetch_stream(pid, cid)
             try:
                 with trio.fail_after(self.cfg.call_timeout_s + self.cfg.max_fetch_bytes / 50e6):
-                    return await fetchproto.request(stream, cid, self.cfg.max_fetch_bytes)
+                    return await fetchproto.read_response(stream, self.cfg.max_fetch_bytes)
             finally:
                 with trio.move_on_after(1):
                     with contextlib.suppress(Exception):
@@ -509,15 +509,19 @@ class Network:
             log.info("net: fetch %s from %s failed: %s: %s", cid, pid, type(e).__name__, e)
             return None
 
-    async def _open_fetch_stream(self, pid: ID) -> Any:
-        """A fetch stream to ``pid``, with one more try when the protocol handshake on it fails: py-libp2p loses
-        one now and then (mplex under load; the first stream of a freshly dialled QUIC connection, about one in
-        three on loopback: ``tests/net/test_quic.py``). A timeout is not retried."""
+    async def _open_fetch_stream(self, pid: ID, cid: str) -> Any:
+        """A fetch stream to ``pid`` with the request for ``cid`` sent (:func:`fetchproto.open_pipelined`), with
+        one more try when the protocol handshake on it fails: py-libp2p loses one now and then (mplex under load;
+        the first stream of a freshly dialled QUIC connection, about one in three on loopback:
+        ``tests/net/test_quic.py``). A timeout or a refused protocol is not retried."""
+        request = fetchproto.encode_request(cid)
         for attempt in (1, 2):
             try:
                 with trio.fail_after(self.cfg.call_timeout_s):
-                    return await self.host.new_stream(pid, [fetchproto.FETCH_PROTOCOL])
-            except trio.TooSlowError:
+                    return await fetchproto.open_pipelined(
+                        self.host.get_network(), pid, fetchproto.FETCH_PROTOCOL, request
+                    )
+            except (trio.TooSlowError, fetchproto.ProtocolRefused):
                 raise
             except Exception as e:
                 if attempt == 2:

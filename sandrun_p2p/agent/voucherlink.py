@@ -514,7 +514,7 @@ class VoucherLink:
             mine = bid not in self.batches and self.link.account_of_index.get(int(a["node"])) == me
             if mine and self._own_batch(bid, client, a) and client not in self._restored:
                 self._settled_restored(client)  # (its events that matched nothing can go)
-            if client == me and bid not in self.batches:
+            if client == me:
                 self._payer_batch(bid, a)
             return
         batch = self.batches.get(bid)
@@ -564,12 +564,18 @@ class VoucherLink:
         return True
 
     def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:
+        """A batch settled on this node's deposit: it covers the next ``count`` seqs of its executor's channel.
+        Counted also when this node is that executor (a job it runs itself), whose side already maps the batch
+        (else the next batch it reads first, before its executor side knows it, would be mapped onto these
+        seqs)."""
         executor = self.link.account_of_index.get(int(a["node"]))
         if executor is None:
             return
         first = self.payer_seq.get(executor, 0)
         last = first + int(a["count"])
         self.payer_seq[executor] = last
+        if bid in self.batches:
+            return
         jobs = sorted(
             (v.seq, jid)
             for jid, v in list(self.book.issued.items())  # issue() may add meanwhile

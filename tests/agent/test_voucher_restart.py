@@ -572,3 +572,59 @@ def test_a_mined_try_first_taken_for_failed_is_found_at_the_next_try(tmp_path: P
         assert p.executor_rows_gone() and p.executor.vouchers.steady()
 
     run(main)
+
+
+class SelfPair(JournaledPair):
+    """One node that pays for the voucher jobs it runs itself (their origin and their executor): ``executor`` is
+    the payer's own ChainLink (the executor fetches each voucher from itself)."""
+
+    def __init__(self, data: Path, batch_jobs: int = 2) -> None:
+        super().__init__(data, batch_jobs)
+        self.executor, self.executor_journal = self.payer, self.payer_journal
+        queue = self.payer.vouchers.queue
+        queue.max_jobs, queue.max_age = batch_jobs, 3600.0
+        self.payer.vouchers.on_error = self.errors.append
+
+    async def start(self) -> None:
+        await self.payer.join(PAYER_NODE)
+        await self.payer.poll()
+
+    async def job(self, i: int, root: bytes | None = None) -> tuple[bytes, str]:
+        s = spec(i, self.payer.chain.now() + 3000)
+        await self.payer.fund_job(s, PAYER_NODE)
+        args = {"root": root or h(f"root{i}"), "salt": h("salt"), "pay": "voucher", "origin": PAYER_NODE}
+        return s.job_id, await self.payer.submit(
+            PAYER_NODE, SubmitTx("reveal", s.job_id, {**args, "price": PRICE})
+        )
+
+
+def test_a_node_paying_itself_maps_each_batch_onto_its_own_vouchers(tmp_path: Path) -> None:
+    """A node that runs its own voucher jobs settles their batches as executor; as payer it must still count the
+    seqs each of those batches settled (``payer_seq``). Before, it skipped every batch its executor side knew, so
+    a later batch it read before its executor side matched it (a lost receipt) was mapped onto the vouchers of
+    the first batch: those jobs, already paid, went back to "batched" in the wrong batch for good."""
+
+    async def main() -> None:
+        p = SelfPair(tmp_path)
+        await p.start()
+        me = p.payer.market.account
+        first = [(await p.job(i))[0] for i in range(2)]
+        await p.payer.poll()  # batch 1: seqs 1-2
+        settled, earned = await p.paid_out()
+        assert settled == set(first) and earned == 2 * PRICE
+        later = [(await p.job(i))[0] for i in range(2, 4)]
+        restore = receipts_lost(p.payer.market, channel_down=True)
+        await p.payer.poll()  # batch 2 mined, taken for a failed try; its BatchSettled is read first
+        restore()
+        p.payer.vouchers.queue.pending[me].since = 0.0  # (the next try is due)
+        await p.payer.poll()  # reverts (spent seqs): the channel says batch 2 holds them
+        state = p.payer.vouchers.state
+        assert [(state[j]["state"], state[j]["batch"]) for j in first] == [("settled", 1)] * 2
+        assert {state[j]["batch"] for j in later} == {2}
+        assert p.payer.vouchers.payer_seq.get(me) == 4  # what the chain checkpoint keeps of it
+        settled, earned = await p.paid_out()
+        assert settled == set(later) and earned == 2 * PRICE
+        assert {state[j]["state"] for j in first + later} == {"settled"}
+        assert len(p.errors) == 1  # (the try whose receipt was lost)
+
+    run(main)

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS txs (
 );
 CREATE TABLE IF NOT EXISTS vouchers (
     job_id BLOB NOT NULL, role TEXT NOT NULL, price TEXT, voucher BLOB, root BLOB,
-    batch INTEGER, PRIMARY KEY (job_id, role)
+    batch INTEGER, given_up REAL, PRIMARY KEY (job_id, role)
 );
 CREATE TABLE IF NOT EXISTS voucher_batches (
     batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL
@@ -112,6 +112,9 @@ class Journal:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(vouchers)")}
+        if "given_up" not in columns:  # a journal written before the column
+            self.db.execute("ALTER TABLE vouchers ADD COLUMN given_up REAL")
 
     def _w(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         """Run one write (opening the group's transaction first when grouping)."""
@@ -297,8 +300,9 @@ class Journal:
     # ------------------------------------------------------------------ vouchers (voucherlink.py)
     # role "payer": a voucher job this node funds (its price), then the voucher it signed for it (written and
     # committed before the voucher leaves); role "executor": a voucher this node holds with its result's root,
-    # then the batch that settled it. Rows go once their batch is paid or voided. Amounts are decimal text
-    # (wei overflow SQLite's 64-bit integers).
+    # then the batch that settled it, or when its settleBatch was given up (``given_up``, unix time) while a
+    # try may still be mined. Rows go once their batch is paid or voided (a given-up one once it can no longer
+    # be settled). Amounts are decimal text (wei overflow SQLite's 64-bit integers).
     def voucher_put(
         self,
         job_id: bytes,
@@ -308,19 +312,20 @@ class Journal:
         voucher: bytes | None = None,
         root: bytes | None = None,
         batch: int | None = None,
+        given_up: float | None = None,
     ) -> None:
         """Create or update a voucher row (the fields given; the others keep their value): one statement."""
         self._w(
-            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch, given_up) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(job_id, role) DO UPDATE SET price=COALESCE(excluded.price, price), "
             "voucher=COALESCE(excluded.voucher, voucher), root=COALESCE(excluded.root, root), "
-            "batch=COALESCE(excluded.batch, batch)",
-            (job_id, role, None if price is None else str(price), voucher, root, batch),
+            "batch=COALESCE(excluded.batch, batch), given_up=COALESCE(excluded.given_up, given_up)",
+            (job_id, role, None if price is None else str(price), voucher, root, batch, given_up),
         )
 
     def voucher_rows(self, role: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT job_id, price, voucher, root, batch FROM vouchers WHERE role=?", (role,)
+            "SELECT job_id, price, voucher, root, batch, given_up FROM vouchers WHERE role=?", (role,)
         )
         return [
             {
@@ -329,8 +334,9 @@ class Journal:
                 "voucher": bytes(v) if v is not None else None,
                 "root": bytes(r) if r is not None else None,
                 "batch": b,
+                "given_up": g,
             }
-            for j, p, v, r, b in rows
+            for j, p, v, r, b, g in rows
         ]
 
     def voucher_forget(self, job_ids: list[bytes], role: str) -> None:

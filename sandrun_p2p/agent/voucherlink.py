@@ -14,7 +14,9 @@ the adaptor coalesces them instead of sending them one per job:
 * both: ``BatchSettled``/``BatchPaid``/``BatchVoided`` map back to jobs (the executor knows its batches; the
   payer maps the batch's seq range onto the vouchers it signed), and a job counts as ``settled`` once its batch
   is paid. A batch that reverts is reported (``on_error``) and retried; after ``MAX_BATCH_TRIES`` its jobs are
-  ``unpaid`` with the reason.
+  ``unconfirmed`` with the reason (journaled): a try may still be mined, and the payer's next voucher is
+  cumulative, so they join the batch whose ``BatchSettled`` has their results root, or the next batch whose
+  ``count`` covers their seqs; ``unpaid`` once nothing can settle them any more, or ``history_s`` later.
 
 Restarts (:meth:`VoucherLink.attach`, given the agent's journal): the payer journals each voucher job's price
 and, committed before the voucher leaves, the voucher it signed, so a restarted payer serves the same voucher
@@ -35,7 +37,9 @@ journal has not taken in yet was mined after the checkpoint (which a poll writes
 the checkpoint holds what the payer derived from the older ones (:meth:`VoucherLink.view`: the seq each
 executor's channel reached, the batches on its deposit not paid yet). It does not move while restored results
 are not reconciled with the chain, nor while a settleBatch that failed (mined all the same, when only its
-receipt was lost) waits for its next try (:meth:`VoucherLink.steady`).
+receipt was lost) waits for its next try (:meth:`VoucherLink.steady`). Results given up after the last try
+(``unconfirmed``) do not hold it: the events kept while the tries' outcome was unknown are matched to them when
+they are given up, and every own batch event read after that is matched to them as it is read.
 
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
 gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
@@ -129,6 +133,10 @@ class VoucherLink:
         # payers whose last settleBatch failed: it may have been mined all the same (a receipt lost), and after a
         # restart its BatchSettled is needed again (steady())
         self._unsure: set[str] = set()
+        # results whose settleBatch was given up after MAX_BATCH_TRIES (payer -> seq -> item): a try may still be
+        # mined, so they are matched like the orphans until ``history_s`` after the last give-up (_give_up)
+        self.unconfirmed: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
+        self._unconfirmed_until: dict[str, float] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -149,6 +157,12 @@ class VoucherLink:
         now = time.monotonic()
         for row in journal.voucher_rows("executor"):
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
+            if bid is None and row["given_up"] is not None:
+                payer = to_checksum_address(v.client)
+                self.queue.used[(payer, v.seq)] = jid  # (a seq pays for one job only)
+                reason = f"settleBatch given up after {MAX_BATCH_TRIES} tries"
+                self._hold(payer, {v.seq: (jid, row["root"], v)}, reason, float(row["given_up"]))
+                continue
             self.queue.restore(v, v.client, jid, row["root"], bid, now)
             self.state[jid] = {
                 "state": "batching" if bid is None else "batched",
@@ -292,7 +306,7 @@ class VoucherLink:
         origin: bytes = args["origin"]
         held = self.state.get(job_id, {})
         # e.g. a reveal sent again after a restart
-        if held.get("state") in ("batching", "batched", "settled"):
+        if held.get("state") in ("batching", "batched", "settled", "unconfirmed"):
             return f"voucher seq {held.get('seq')} already held ({held['state']})"
         payer = self.link.accounts.get(origin)
         if payer is None:
@@ -353,6 +367,7 @@ class VoucherLink:
             await self._resume()
         for payer in self.queue.due(time.monotonic()):
             await self._settle(payer, self.queue.take(payer))
+        self._expire()
         await self._finalize_due()
 
     async def _settle(self, payer: str, p: Pending) -> None:
@@ -379,15 +394,7 @@ class VoucherLink:
             else:
                 self.tries.pop(payer, None)
                 self._unsure.discard(payer)
-                for jid in jobs:
-                    self.state[jid] = {
-                        "state": "unpaid",
-                        "pay": "voucher",
-                        "reason": str(e)[:200],
-                        "paid_wei": 0,
-                    }
-                self._write(lambda j: j.voucher_forget(jobs, "executor"))
-                self._settled_restored(payer)
+                self._give_up(payer, p, str(e)[:200])
             return
         self.tries.pop(payer, None)
         unsure = payer in self._unsure
@@ -440,9 +447,90 @@ class VoucherLink:
         """Results of ``payer`` the chain settled in a batch this node does not know (sent before a restart);
         matched to the batch's ``BatchSettled`` now if it was already read, else when it is."""
         self.orphans.setdefault(payer, {}).update(items)
+        self._match_kept(payer)
+
+    def _match_kept(self, payer: str) -> None:
+        """Match ``payer``'s own batch events kept unmatched to the results that may be theirs now."""
         for bid, a in sorted(self._unmatched.get(payer, {}).items()):
             if self._own_batch(bid, payer, a):
                 del self._unmatched[payer][bid]
+
+    def _give_up(self, payer: str, p: Pending, reason: str) -> None:
+        """``p``'s settleBatch failed MAX_BATCH_TRIES times: it is not sent again, but a try may have been mined all
+        the same (a receipt lost, a try mined late). Its results wait as ``unconfirmed`` (journaled) for their
+        batch's ``BatchSettled`` (read already, kept while the tries' outcome was unknown, or still to come:
+        :meth:`_own_batch`) or a later batch of theirs that covers them (:meth:`_covered`), until ``history_s``
+        has passed (then ``unpaid``). The chain checkpoint need not wait for them: from now on every own batch
+        event read is matched to them at once (:meth:`steady`)."""
+        now = time.time()
+        self._hold(payer, p.items, reason, now)
+        jobs = [jid for jid, _, _ in p.items.values()]
+
+        def op(j: Journal) -> None:
+            for jid in jobs:
+                j.voucher_put(jid, "executor", given_up=now)
+
+        self._writes.append(op)
+        self._match_kept(payer)
+        self._settled_restored(payer)
+
+    def _hold(
+        self, payer: str, items: dict[int, tuple[bytes, bytes, Voucher]], reason: str, given_up: float
+    ) -> None:
+        self.unconfirmed.setdefault(payer, {}).update(items)
+        until = given_up + self.link.history_s
+        self._unconfirmed_until[payer] = max(until, self._unconfirmed_until.get(payer, until))
+        for s, (jid, _, _) in items.items():
+            self.state[jid] = {
+                "state": "unconfirmed",
+                "pay": "voucher",
+                "seq": s,
+                "reason": reason,
+                "paid_wei": 0,
+                "refunded_wei": 0,
+            }
+
+    def _covered(self, bid: int, payer: str, count: int) -> None:
+        """Own batch ``bid`` settled ``count`` of ``payer``'s seqs: no batch can settle a lower seq any more. Results
+        given up below its own were either in a batch read before (matched then) or in none: the vouchers are
+        cumulative, so this batch pays for the seqs its count has beyond its results (they join it), and the
+        rest are unpaid for good."""
+        held, b = self.unconfirmed.get(payer), self.batches.get(bid)
+        if held and b is not None and b.jobs:
+            low = min(int(self.state.get(j, {}).get("seq", 0)) for j in b.jobs)
+            below = sorted(s for s in held if s < low)
+            extra = min(len(below), max(0, count - len(b.jobs)))
+            joined = [held.pop(s)[0] for s in below[len(below) - extra :]]
+            self._unpaid([held.pop(s)[0] for s in below[: len(below) - extra]])
+            if joined:
+                b.jobs = joined + b.jobs
+                for jid in joined:
+                    self.state[jid].update({"state": "batched", "batch": bid})
+
+                def op(j: Journal) -> None:
+                    for jid in joined:
+                        j.voucher_put(jid, "executor", batch=bid)
+
+                self._writes.append(op)
+        if not self.unconfirmed.get(payer):
+            self.unconfirmed.pop(payer, None)
+            self._unconfirmed_until.pop(payer, None)
+
+    def _unpaid(self, jobs: list[bytes]) -> None:
+        """Given-up results no batch can settle any more: unpaid for good (their rows go)."""
+        if not jobs:
+            return
+        for jid in jobs:
+            self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0}).update({"state": "unpaid"})
+        self._writes.append(lambda j: j.voucher_forget(jobs, "executor"))
+
+    def _expire(self) -> None:
+        """Given-up results still unsettled ``history_s`` after they were given up are unpaid for good."""
+        now = time.time()
+        for payer, until in list(self._unconfirmed_until.items()):
+            if until <= now:
+                del self._unconfirmed_until[payer]
+                self._unpaid([jid for jid, _, _ in self.unconfirmed.pop(payer, {}).values()])
 
     def _adopt(
         self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int, tree: ResultsTree
@@ -511,9 +599,12 @@ class VoucherLink:
         me = self.link.market.account
         if name == "BatchSettled":
             client = to_checksum_address(a["client"])
-            mine = bid not in self.batches and self.link.account_of_index.get(int(a["node"])) == me
-            if mine and self._own_batch(bid, client, a) and client not in self._restored:
-                self._settled_restored(client)  # (its events that matched nothing can go)
+            if self.link.account_of_index.get(int(a["node"])) == me:
+                known = self.batches.get(bid)  # (paying: mapped as the payer of a job this node ran itself)
+                if known is not None and not known.paying:
+                    self._covered(bid, client, int(a["count"]))
+                elif self._own_batch(bid, client, a) and client not in self._restored:
+                    self._settled_restored(client)  # (its events that matched nothing can go)
             if client == me:
                 self._payer_batch(bid, a)
             return
@@ -553,14 +644,17 @@ class VoucherLink:
         Its results are those restored here that the chain settled (:meth:`_resume`, :meth:`_settled_meanwhile`)
         whose tree has the batch's results root. While such results may still turn up, an event that matches
         none is kept for them."""
-        held = self.orphans.get(payer)
+        held, given_up = self.orphans.get(payer), self.unconfirmed.get(payer)
         got = take_batch(held, bytes(a["resultsRoot"])) if held else None
+        if got is None and given_up:
+            got = take_batch(given_up, bytes(a["resultsRoot"]), anywhere=True)
         if got is None:
             if payer in self._restored or payer in self._unsure:
                 self._unmatched.setdefault(payer, {})[bid] = a
             return False
         _, tree, jobs = batch_of(got)
         self._adopt(bid, payer, jobs, int(a["amount"]), int(a["releaseAt"]), tree)
+        self._covered(bid, payer, int(a["count"]))
         return True
 
     def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:

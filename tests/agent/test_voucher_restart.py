@@ -19,6 +19,7 @@ import trio
 
 from sandrun_p2p.agent.chainlink import ChainLink
 from sandrun_p2p.agent.journal import Journal
+from sandrun_p2p.agent.voucherlink import MAX_BATCH_TRIES
 from sandrun_p2p.agent.vouchers import VoucherBook, batch_of, voucher_from_bytes, voucher_to_bytes
 from sandrun_p2p.chain import ChainError
 from sandrun_p2p.chain.crypto import ResultsTree, Voucher
@@ -63,6 +64,24 @@ def receipts_lost(market: Any, channel_down: bool = False) -> Callable[[], None]
         market.settle_batch, market.channel = send, channel
 
     return restore
+
+
+def unmined(market: Any) -> tuple[list[tuple[Voucher, ResultsTree]], Callable[[], None]]:
+    """From now on ``market``'s settleBatch raises (no receipt in time) without being mined yet (it waits in a
+    mempool). Returns the tries sent, and what puts settleBatch back."""
+    send = market.settle_batch
+    sent: list[tuple[Voucher, ResultsTree]] = []
+
+    def no_receipt(v: Voucher, t: ResultsTree) -> None:
+        sent.append((v, t))
+        raise ChainError("timeout", "no receipt")
+
+    market.settle_batch = no_receipt
+
+    def restore() -> None:
+        market.settle_batch = send
+
+    return sent, restore
 
 
 class JournaledPair(Pair):
@@ -142,6 +161,14 @@ class JournaledPair(Pair):
         self.pay_out()
         settled = {u.job_id for u in await self.executor.poll() if u.kind == "job_settled"}
         return settled, self.earnings() - before
+
+    async def give_up(self) -> None:
+        """Poll the executor until its waiting batch has failed MAX_BATCH_TRIES times (each try due at once)."""
+        for _ in range(MAX_BATCH_TRIES):
+            for waiting in self.executor.vouchers.queue.pending.values():
+                waiting.since = 0.0
+            await self.executor.poll()
+        assert len(self.errors) == MAX_BATCH_TRIES and not self.executor.vouchers.queue.pending
 
     def executor_rows_gone(self) -> bool:
         j = self.executor_journal
@@ -628,3 +655,140 @@ def test_a_node_paying_itself_maps_each_batch_onto_its_own_vouchers(tmp_path: Pa
         assert len(p.errors) == 1  # (the try whose receipt was lost)
 
     run(main)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "restarted"])
+def test_a_try_mined_after_its_results_were_given_up_still_pays_them(tmp_path: Path, restart: bool) -> None:
+    """Each of the three tries raised (no receipt) and the channel said none was mined: the results are given up,
+    but only as "unconfirmed" (journaled: a restart keeps them). The first try is mined later all the same: its
+    BatchSettled gives them their batch, which is finalized and paid once. Before, they were "unpaid" for good
+    and the batch sat on chain, never finalized by this executor."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        tries, restore = unmined(p.executor.market)
+        await p.give_up()
+        restore()
+        assert {p.executor.vouchers.job(j)["state"] for j in jobs} == {"unconfirmed"}
+        assert "no receipt" in p.executor.vouchers.job(jobs[0])["reason"]
+        assert p.executor.vouchers.steady()  # the chain checkpoint moves on meanwhile
+        p.executor.market.settle_batch(*tries[0])  # mined late
+        if restart:
+            p.executor_journal.commit()  # (the agent commits once a turn)
+            await p.restart_executor()
+            assert {p.executor.vouchers.job(j)["state"] for j in jobs} == {"unconfirmed"}
+            # a reveal sent again by the restarted agent does not queue them again
+            args = {
+                "root": h("root0"),
+                "salt": h("salt"),
+                "pay": "voucher",
+                "origin": PAYER_NODE,
+                "price": PRICE,
+            }
+            assert "already held" in await p.executor.submit(EXEC_NODE, SubmitTx("reveal", jobs[0], args))
+            assert not p.executor.vouchers.queue.pending
+        await p.executor.poll()  # reads its BatchSettled
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.payer.market._call("batchCount") == 1
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)
+
+
+def test_a_mined_try_given_up_before_the_channel_could_say_so_is_paid(tmp_path: Path) -> None:
+    """The first try was mined (its receipt lost) and the channel could not be asked at any of the three tries:
+    the results are given up, and the batch's BatchSettled, read after the first try and kept while the tries'
+    outcome was unknown, gives them their batch at once."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        restore = receipts_lost(p.executor.market, channel_down=True)
+        await p.give_up()  # the later tries revert: their seqs are spent
+        restore()
+        assert p.payer.market._call("batchCount") == 1
+        assert {
+            (p.executor.vouchers.state[j]["state"], p.executor.vouchers.state[j]["batch"]) for j in jobs
+        } == {("batched", 1)}
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)
+
+
+def test_results_given_up_are_unpaid_once_history_s_has_passed(tmp_path: Path) -> None:
+    """Nothing settles the given-up results within ``history_s`` (0 here): they are unpaid for good, their rows
+    go and nothing waits for them."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        p.executor.history_s = 0.0
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        _, restore = unmined(p.executor.market)
+        await p.give_up()
+        restore()
+        await p.executor.poll()
+        assert {p.executor.vouchers.job(j)["state"] for j in jobs} == {"unpaid"}
+        assert "no receipt" in p.executor.vouchers.job(jobs[0])["reason"]
+        p.executor_journal.commit()
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)
+
+
+def test_results_given_up_unmined_are_paid_by_the_payers_next_batch(tmp_path: Path) -> None:
+    """Every try reverted (the payer had emptied its deposit): the results wait, unconfirmed. The payer's next
+    voucher is cumulative, so the executor's next batch covers them too (its count says how many seqs): they are
+    paid with it."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=1)
+        await p.start()
+        p.executor.vouchers.queue.max_jobs = 99  # hold the result while the payer empties its deposit
+        first, _ = await p.job(0)
+        p.payer.market.request_deposit_withdrawal()
+        p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
+        p.payer.market.withdraw_deposit()
+        p.executor.vouchers.queue.max_jobs = 1
+        await p.give_up()
+        info = p.executor.vouchers.job(first)
+        assert info["state"] == "unconfirmed" and "NothingToPay" in info["reason"]
+        p.payer.vouchers.room = 0  # (the payer's next job deposits a chunk again)
+        second, _ = await p.job(1)
+        await p.executor.poll()  # one result, one leaf: the batch's count covers both seqs
+        bid = p.executor.vouchers.state[second]["batch"]
+        assert p.payer.market.batch(bid)["count"] == 2 and p.payer.market.batch(bid)["amount"] == 2 * PRICE
+        assert p.executor.vouchers.state[first]["batch"] == bid
+        settled, earned = await p.paid_out()
+        assert settled == {first, second} and earned == 2 * PRICE
+        assert p.executor_rows_gone() and len(p.errors) == MAX_BATCH_TRIES
+
+    run(main)
+
+
+def test_a_journal_written_before_given_up_rows_opens_with_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.execute(
+        "CREATE TABLE vouchers (job_id BLOB NOT NULL, role TEXT NOT NULL, price TEXT, voucher BLOB, root BLOB, "
+        "batch INTEGER, PRIMARY KEY (job_id, role))"
+    )
+    db.execute(
+        "INSERT INTO vouchers(job_id, role, voucher, root) VALUES (?, 'executor', ?, ?)",
+        (h("j"), b"v", h("r")),
+    )
+    db.commit()
+    db.close()
+    j = Journal(tmp_path / "old.sqlite")
+    assert [r["given_up"] for r in j.voucher_rows("executor")] == [None]
+    j.voucher_put(h("j"), "executor", given_up=12.5)
+    assert [r["given_up"] for r in j.voucher_rows("executor")] == [12.5]
+    j.close()

@@ -65,7 +65,7 @@ from .vouchers import (
     VoucherBook,
     VoucherError,
     batch_of,
-    take_batch,
+    batch_run,
     voucher_from_bytes,
     voucher_to_bytes,
 )
@@ -137,6 +137,9 @@ class VoucherLink:
         # mined, so they are matched like the orphans until ``history_s`` after the last give-up (_give_up)
         self.unconfirmed: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
         self._unconfirmed_until: dict[str, float] = {}
+        # payer -> the results of its tries of unknown outcome: a batch's leaves may repeat results an earlier
+        # try settled (a result queued between two tries that were both mined), see _own_batch
+        self._tried: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -378,6 +381,7 @@ class VoucherLink:
         except ChainError as e:
             # mined all the same (a lost receipt, or an earlier try mined late)? then its BatchSettled gives
             # these results their batch
+            self._tried.setdefault(payer, {}).update(p.items)
             if await self._settled_meanwhile(payer, p):
                 self.tries.pop(payer, None)  # the outcome is known: the rest were not settled
                 self._unsure.discard(payer)
@@ -442,6 +446,16 @@ class VoucherLink:
             self._unmatched.pop(payer, None)
         elif payer not in self._restored and payer not in self._unsure and not self.orphans.get(payer):
             self._unmatched.pop(payer, None)
+        self._tidy(payer)
+
+    def _tidy(self, payer: str) -> None:
+        """Forget what was kept to match ``payer``'s batches once none of its results can be matched any more."""
+        if self.unconfirmed.get(payer):
+            return
+        self.unconfirmed.pop(payer, None)
+        self._unconfirmed_until.pop(payer, None)
+        if payer not in self._restored and payer not in self._unsure and not self.orphans.get(payer):
+            self._tried.pop(payer, None)
 
     def _orphan(self, payer: str, items: dict[int, tuple[bytes, bytes, Voucher]]) -> None:
         """Results of ``payer`` the chain settled in a batch this node does not know (sent before a restart);
@@ -512,9 +526,7 @@ class VoucherLink:
                         j.voucher_put(jid, "executor", batch=bid)
 
                 self._writes.append(op)
-        if not self.unconfirmed.get(payer):
-            self.unconfirmed.pop(payer, None)
-            self._unconfirmed_until.pop(payer, None)
+        self._tidy(payer)
 
     def _unpaid(self, jobs: list[bytes]) -> None:
         """Given-up results no batch can settle any more: unpaid for good (their rows go)."""
@@ -529,8 +541,8 @@ class VoucherLink:
         now = time.time()
         for payer, until in list(self._unconfirmed_until.items()):
             if until <= now:
-                del self._unconfirmed_until[payer]
                 self._unpaid([jid for jid, _, _ in self.unconfirmed.pop(payer, {}).values()])
+                self._tidy(payer)
 
     def _adopt(
         self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int, tree: ResultsTree
@@ -640,21 +652,25 @@ class VoucherLink:
         self._writes.append(op)
 
     def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> bool:
-        """A batch of this executor's that it does not know: sent before a restart, receipt not journaled.
-        Its results are those restored here that the chain settled (:meth:`_resume`, :meth:`_settled_meanwhile`)
-        whose tree has the batch's results root. While such results may still turn up, an event that matches
-        none is kept for them."""
-        held, given_up = self.orphans.get(payer), self.unconfirmed.get(payer)
-        got = take_batch(held, bytes(a["resultsRoot"])) if held else None
-        if got is None and given_up:
-            got = take_batch(given_up, bytes(a["resultsRoot"]), anywhere=True)
-        if got is None:
+        """A batch of this executor's that it does not know: sent before a restart, receipt not journaled, or a
+        try taken for failed. Its leaves are a run of results whose tree has the batch's results root, among those
+        restored here that the chain settled (:meth:`_resume`, :meth:`_settled_meanwhile`), those given up
+        (:meth:`_give_up`) and those of the tries of unknown outcome; it settled the top ``count`` of them (the
+        lower ones, sent again, an earlier try settled), which must be among the first two. While such results
+        may still turn up, an event that matches none is kept for them."""
+        orphans, given_up = self.orphans.get(payer, {}), self.unconfirmed.get(payer, {})
+        pool = {**self._tried.get(payer, {}), **orphans, **given_up}
+        run = batch_run(pool, bytes(a["resultsRoot"])) if orphans or given_up else None
+        count = int(a["count"])
+        settled = run[len(run) - count :] if run and 0 < count <= len(run) else []
+        if not settled or any(s not in orphans and s not in given_up for s in settled):
             if payer in self._restored or payer in self._unsure:
                 self._unmatched.setdefault(payer, {})[bid] = a
             return False
-        _, tree, jobs = batch_of(got)
-        self._adopt(bid, payer, jobs, int(a["amount"]), int(a["releaseAt"]), tree)
-        self._covered(bid, payer, int(a["count"]))
+        got = Pending(0.0, {s: (orphans.pop(s) if s in orphans else given_up.pop(s)) for s in settled})
+        tree = ResultsTree([(pool[s][0], pool[s][1]) for s in run])
+        self._adopt(bid, payer, batch_of(got)[2], int(a["amount"]), int(a["releaseAt"]), tree)
+        self._covered(bid, payer, count)
         return True
 
     def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:

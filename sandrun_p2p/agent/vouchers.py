@@ -259,16 +259,13 @@ def batch_of(p: Pending) -> tuple[Voucher, ResultsTree, list[bytes]]:
     return p.items[seqs[-1]][2], ResultsTree(leaves), [jid for jid, _ in leaves]
 
 
-def take_batch(
-    held: dict[int, tuple[bytes, bytes, Voucher]], results_root: bytes, anywhere: bool = False
-) -> Pending | None:
-    """Remove and return the results in ``held`` (seq -> item) that a batch with ``results_root`` settled: the
-    lowest seqs whose results tree has that root (a batch covers every result waiting when it was sent, and a
-    later voucher has a higher seq); with ``anywhere``, any run of consecutive held seqs (results given up at
-    different times: a batch is a prefix of one of them; quadratic in ``len(held)``). None when none matches."""
-    seqs = sorted(held)
-    for i in range(len(seqs) if anywhere else min(1, len(seqs))):
+def batch_run(items: dict[int, tuple[bytes, bytes, Voucher]], results_root: bytes) -> list[int] | None:
+    """The seqs, ascending, of the run of consecutive seqs in ``items`` (seq -> item) whose results tree has
+    ``results_root``: a batch's leaves are every result waiting when it was sent, in seq order (lowest start
+    first; quadratic in ``len(items)``). None when no run has it."""
+    seqs = sorted(items)
+    for i in range(len(seqs)):
         for n in range(i + 1, len(seqs) + 1):
-            if ResultsTree([(held[s][0], held[s][1]) for s in seqs[i:n]]).root == results_root:
-                return Pending(0.0, {s: held.pop(s) for s in seqs[i:n]})
+            if ResultsTree([(items[s][0], items[s][1]) for s in seqs[i:n]]).root == results_root:
+                return seqs[i:n]
     return None

@@ -792,3 +792,33 @@ def test_a_journal_written_before_given_up_rows_opens_with_them(tmp_path: Path) 
     j.voucher_put(h("j"), "executor", given_up=12.5)
     assert [r["given_up"] for r in j.voucher_rows("executor")] == [12.5]
     j.close()
+
+
+def test_tries_mined_with_overlapping_results_each_get_the_results_they_settled(tmp_path: Path) -> None:
+    """Two tries are mined though both raised (receipts lost, the channel unreadable), and a result was queued
+    between them: the second batch's leaves hold the first's results again, but its count settles only the new
+    one. Each batch gets the results it settled (the top ``count`` of its leaves): all three are finalized and
+    paid, and nothing is left waiting (before, the third result matched no batch and held the chain checkpoint
+    for good)."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        restore = receipts_lost(p.executor.market, channel_down=True)
+        await p.executor.poll()  # batch 1: results 1-2
+        restore()
+        jobs.append((await p.job(2))[0])
+        restore = receipts_lost(p.executor.market, channel_down=True)
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+        await p.executor.poll()  # batch 2: leaves 1-3, count 1
+        restore()
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+        await p.executor.poll()  # reverts (spent seqs): the channel says all three were settled
+        assert p.payer.market._call("batchCount") == 2 and len(p.errors) == 2
+        assert [p.executor.vouchers.state[j]["batch"] for j in jobs] == [1, 1, 2]
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 3 * PRICE
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)

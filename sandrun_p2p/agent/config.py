@@ -50,7 +50,7 @@ class AgentConfig:
     # folders jobs see read-only, their bin first on PATH (e.g. a Python environment with PyTorch)
     job_runtimes: list[str] = field(default_factory=list)
     shutdown_grace_s: float = 10.0
-    # keep events of jobs this node neither submitted nor ran this long after final
+    # keep the history (events, executions, transactions) of final jobs this long, this node's own ones too
     history_s: float = 7 * 86400.0
     fetch_timeout_s: float = 60.0
     chain_poll_s: float = 0.25

@@ -413,27 +413,31 @@ class Journal:
             self._w("DELETE FROM chain_jobs WHERE job_id=?", (jid,))
 
     # ------------------------------------------------------------------ pruning
-    def forget_final(self, older_than_s: float) -> int:
+    def forget_final(self, older_than_s: float, now: float | None = None) -> int:
         """Drop raw messages of jobs final for longer than ``older_than_s`` (events and results stay)."""
-        cutoff = time.time() - older_than_s
+        cutoff = (time.time() if now is None else now) - older_than_s
         cur = self._w(
             "DELETE FROM messages WHERE job_id IN (SELECT job_id FROM jobs WHERE final=1 AND updated<?)",
             (cutoff,),
         )
         return cur.rowcount
 
-    def forget_history(self, older_than_s: float) -> int:
-        """Drop the summary row and events of jobs this node neither submitted nor ran, final for longer than
-        ``older_than_s`` (a node sees every job of its shards: their history would otherwise grow for good).
-        Returns the number of jobs dropped."""
-        cutoff = time.time() - older_than_s
-        old = (
-            "SELECT job_id FROM jobs WHERE final=1 AND updated<? AND mine=0 "
-            "AND job_id NOT IN (SELECT job_id FROM executions)"
-        )
-        self._w(f"DELETE FROM messages WHERE job_id IN ({old})", (cutoff,))
-        self._w(f"DELETE FROM events WHERE job_id IN ({old})", (cutoff,))
-        return self._w(f"DELETE FROM jobs WHERE job_id IN ({old})", (cutoff,)).rowcount
+    def forget_history(self, older_than_s: float, now: float | None = None) -> int:
+        """Drop every row of the jobs final for longer than ``older_than_s``: summary, raw messages, events, and
+        this node's executions and chain transactions (a node sees every job of its shards, and submits and runs
+        jobs for as long as it lives: the journal would otherwise grow for good). Jobs not final stay however
+        old (a restart replays them); rows of no job left (an event or transaction that came after its job
+        went) go once as old. Returns the number of jobs dropped."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        old = "SELECT job_id FROM jobs WHERE final=1 AND updated<?"
+        for table in ("messages", "events", "executions", "txs"):
+            self._w(f"DELETE FROM {table} WHERE job_id IN ({old})", (cutoff,))
+        n = self._w(f"DELETE FROM jobs WHERE job_id IN ({old})", (cutoff,)).rowcount
+        for table, at in (("events", "at"), ("txs", "at"), ("executions", "started")):
+            self._w(
+                f"DELETE FROM {table} WHERE {at}<? AND job_id NOT IN (SELECT job_id FROM jobs)", (cutoff,)
+            )
+        return n
 
 
 def _job_row(row: tuple) -> dict[str, Any]:

@@ -422,9 +422,9 @@ class Agent:
 
     async def _journal_pruner(self) -> None:
         """Drop the raw messages of jobs final for longer than ``forget_after`` (the core has forgotten them, a
-        restart no longer replays them; events and results stay), and the whole history of other nodes' jobs
-        final for longer than ``history_s``, at start and every ``forget_after``: without it the journal kept
-        every message and event of every job the node ever saw."""
+        restart no longer replays them; events and results stay), and the whole history of jobs final for longer
+        than ``history_s`` (this node's own executions and transactions too), at start and every
+        ``forget_after``: without it the journal kept every message and event of every job the node ever saw."""
         every = self.core.cfg.forget_after
         while True:
             self.prune_journal()

@@ -1,6 +1,7 @@
 """The journal does not grow for good: raw messages of jobs final for longer than ``forget_after`` are dropped
-(events and results stay), other nodes' jobs final for longer than ``history_s`` go entirely (this node's own
-submissions and runs stay), and a job the protocol core forgot unclosed is final (no longer replayed)."""
+(events and results stay), jobs final for longer than ``history_s`` go entirely (this node's own submissions
+and runs too, with their executions and transactions; open jobs stay and are resumed), and a job the protocol
+core forgot unclosed is final (no longer replayed)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_the_agent_prunes_with_its_forget_after(tmp_path: Path, caplog) -> None:
     assert agent.prune_journal() == (0, 0)  # nothing left to drop (no job is a week past final)
 
 
-def test_other_nodes_old_jobs_go_entirely_this_node_s_own_stay(tmp_path: Path) -> None:
+def test_jobs_final_for_longer_than_history_s_go_entirely_this_node_s_own_too(tmp_path: Path) -> None:
     j = Journal(tmp_path / "journal.sqlite")
     long_ago = time.time() - 8 * DAY
     for jid in (OLD, MINE, RAN, NEW):
@@ -68,12 +69,70 @@ def test_other_nodes_old_jobs_go_entirely_this_node_s_own_stay(tmp_path: Path) -
         j.event(jid, "claimed", "", b"\x09" * 32, now=long_ago)
         j.event(jid, "settled", "", b"", now=long_ago if jid != NEW else time.time())
     j.mark_job(MINE, origin=b"\x07" * 32, redundancy=1, mine=True)  # submitted through this node
-    j.execution_started(RAN)  # this node ran it (its earnings record)
+    j.tx(MINE, "fund", "ok")
+    for jid in (RAN, OPEN):  # this node ran them
+        j.execution_started(jid)
+        j.tx(jid, "commit", "ok")
+    j.event(OPEN, "committed", "", b"", now=long_ago)  # not final, however old: a restart resumes it
     j.commit()
-    assert j.forget_history(7 * DAY) == 1
+    top = j.db.execute("SELECT MAX(id) FROM events").fetchone()[0]
+    assert j.forget_history(7 * DAY) == 3
     j.commit()
-    assert j.job(OLD) is None and j.events(OLD) == [] and j.messages(OLD) == []
-    for jid in (MINE, RAN, NEW):
-        assert j.job(jid)["state"] == "settled" and len(j.events(jid)) == 2
-    later = j.event(NEW, "evidence", "", b"")
-    assert later > max(e["id"] for e in j.events(MINE))  # event ids keep rising (clients page by them)
+    for jid in (OLD, MINE, RAN):
+        assert j.job(jid) is None and j.events(jid) == [] and j.messages(jid) == []
+        assert j.execution(jid) is None and j.txs(jid) == []
+    assert j.job(NEW)["state"] == "settled" and len(j.events(NEW)) == 2
+    assert j.open_jobs() == [OPEN] and j.execution(OPEN) is not None and len(j.txs(OPEN)) == 1
+    assert j.event(NEW, "evidence", "", b"") > top  # event ids keep rising (clients page by them)
+
+
+def rows(j: Journal) -> dict[str, int]:
+    tables = ("jobs", "messages", "events", "executions", "txs")
+    return {t: j.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+async def test_a_long_running_node_s_journal_stays_bounded_and_still_resumes(tmp_path: Path) -> None:
+    """Thirty days of a node that submits and runs ten jobs a day (messages, events, an execution and a
+    transaction each), pruned daily as the agent prunes (``forget_after``, then ``history_s`` = 7 days): the
+    tables hold about a week of jobs, not thirty days'. A job of the first day still open (its result stored,
+    not committed yet) stays, and the restarted agent commits its stored result without running it again."""
+    from sandrun_p2p.protocol import messages as m
+
+    from .test_journal_resume import NoExecutor, job_message, published
+
+    key, origin = NodeKey.from_seed(b"\x0a" * 32), NodeKey.from_seed(b"\x0b" * 32)
+    j = Journal(tmp_path / "journal.sqlite")
+    pending, raw = job_message(origin, b"open")
+    j.add_message(pending, m.JOB, raw)
+    j.execution_started(pending)
+    j.execution_done(pending, b"\x02" * 32, b"\x03" * 32, "bafkreitrace", "bafyresult", 7)
+    start, most = time.time() - 30 * DAY, {}
+    for day in range(30):
+        now = start + day * DAY
+        for i in range(10):
+            jid = bytes([day, i]) * 16
+            j.add_message(jid, "job", b"announcement")
+            j.mark_job(jid, origin=key.node_id, redundancy=1, mine=i % 2 == 0)
+            j.execution_started(jid)
+            j.tx(jid, "commit", "ok")
+            j.event(jid, "claimed", "", key.node_id, now=now)
+            j.event(jid, "settled", "", b"", now=now)
+        j.forget_final(600, now=now)
+        j.forget_history(7 * DAY, now=now)
+        j.commit()
+        most = {t: max(n, most.get(t, 0)) for t, n in rows(j).items()}
+    week = 8 * 10 + 1  # (the jobs final less than history_s ago, the open job)
+    assert most == {
+        "jobs": week,
+        "messages": 10 + 1,
+        "events": 2 * (week - 1),
+        "executions": week,
+        "txs": week - 1,
+    }
+    j.close()
+
+    agent = make_agent(tmp_path, key)
+    assert agent.replay_journal() == 1
+    commits = [x for x in published(agent) if x.kind == m.COMMIT]
+    assert [x.body["job"] for x in commits] == [pending] and NoExecutor.calls == 0
+    agent.journal.close()

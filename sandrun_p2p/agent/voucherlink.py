@@ -65,7 +65,7 @@ from .vouchers import (
     VoucherBook,
     VoucherError,
     batch_of,
-    batch_run,
+    prefix_run,
     voucher_from_bytes,
     voucher_to_bytes,
 )
@@ -137,9 +137,11 @@ class VoucherLink:
         # mined, so they are matched like the orphans until ``history_s`` after the last give-up (_give_up)
         self.unconfirmed: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
         self._unconfirmed_until: dict[str, float] = {}
-        # payer -> the results of its tries of unknown outcome: a batch's leaves may repeat results an earlier
-        # try settled (a result queued between two tries that were both mined), see _own_batch
-        self._tried: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
+        # payer -> results root -> the results of each of its tries of unknown outcome (a mined one's batch has
+        # them as its leaves, which may repeat results an earlier try settled: _own_batch); after a restart,
+        # the first seq of each group of results given up together (their tries are prefixes of it)
+        self._tried: dict[str, dict[bytes, dict[int, tuple[bytes, bytes, Voucher]]]] = {}
+        self._given_up_from: dict[str, set[int]] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -158,13 +160,16 @@ class VoucherLink:
             self.state[jid] = st
         by_batch: dict[int, list[tuple[int, bytes, bytes]]] = {}
         now = time.monotonic()
+        groups: dict[tuple[str, float], int] = {}
         for row in journal.voucher_rows("executor"):
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
             if bid is None and row["given_up"] is not None:
-                payer = to_checksum_address(v.client)
+                payer, at = to_checksum_address(v.client), float(row["given_up"])
                 self.queue.used[(payer, v.seq)] = jid  # (a seq pays for one job only)
-                reason = f"settleBatch given up after {MAX_BATCH_TRIES} tries"
-                self._hold(payer, {v.seq: (jid, row["root"], v)}, reason, float(row["given_up"]))
+                self._hold(
+                    payer, {v.seq: (jid, row["root"], v)}, f"given up after {MAX_BATCH_TRIES} tries", at
+                )
+                groups[(payer, at)] = min(v.seq, groups.get((payer, at), v.seq))
                 continue
             self.queue.restore(v, v.client, jid, row["root"], bid, now)
             self.state[jid] = {
@@ -183,6 +188,8 @@ class VoucherLink:
             leaves = sorted(by_batch.get(bid, []))
             tree = ResultsTree([(jid, root) for _, jid, root in leaves]) if leaves else None
             self.batches[bid] = _Batch([jid for _, jid, _ in leaves], amount, release_at, tree)
+        for (payer, _), first in groups.items():
+            self._given_up_from.setdefault(payer, set()).add(first)
         self._resumed = not (self.queue.pending or self.batches)
 
     def _write(self, op: Callable[[Journal], None] | None, commit: bool = False) -> None:
@@ -381,7 +388,7 @@ class VoucherLink:
         except ChainError as e:
             # mined all the same (a lost receipt, or an earlier try mined late)? then its BatchSettled gives
             # these results their batch
-            self._tried.setdefault(payer, {}).update(p.items)
+            self._tried.setdefault(payer, {})[tree.root] = dict(p.items)
             if await self._settled_meanwhile(payer, p):
                 self.tries.pop(payer, None)  # the outcome is known: the rest were not settled
                 self._unsure.discard(payer)
@@ -454,6 +461,7 @@ class VoucherLink:
             return
         self.unconfirmed.pop(payer, None)
         self._unconfirmed_until.pop(payer, None)
+        self._given_up_from.pop(payer, None)
         if payer not in self._restored and payer not in self._unsure and not self.orphans.get(payer):
             self._tried.pop(payer, None)
 
@@ -653,25 +661,42 @@ class VoucherLink:
 
     def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> bool:
         """A batch of this executor's that it does not know: sent before a restart, receipt not journaled, or a
-        try taken for failed. Its leaves are a run of results whose tree has the batch's results root, among those
-        restored here that the chain settled (:meth:`_resume`, :meth:`_settled_meanwhile`), those given up
-        (:meth:`_give_up`) and those of the tries of unknown outcome; it settled the top ``count`` of them (the
-        lower ones, sent again, an earlier try settled), which must be among the first two. While such results
-        may still turn up, an event that matches none is kept for them."""
+        try taken for failed. Its leaves are the results whose tree has the batch's results root (:meth:`_leaves`);
+        it settled the top ``count`` of them (the lower ones, sent again, an earlier try settled), which must be
+        among those the chain settled unseen (:meth:`_resume`, :meth:`_settled_meanwhile`) or those given up
+        (:meth:`_give_up`). While such results may still turn up, an event that matches none is kept for them."""
         orphans, given_up = self.orphans.get(payer, {}), self.unconfirmed.get(payer, {})
-        pool = {**self._tried.get(payer, {}), **orphans, **given_up}
-        run = batch_run(pool, bytes(a["resultsRoot"])) if orphans or given_up else None
+        leaves = self._leaves(payer, bytes(a["resultsRoot"])) if orphans or given_up else None
         count = int(a["count"])
-        settled = run[len(run) - count :] if run and 0 < count <= len(run) else []
+        settled = sorted(leaves)[len(leaves) - count :] if leaves and 0 < count <= len(leaves) else []
         if not settled or any(s not in orphans and s not in given_up for s in settled):
             if payer in self._restored or payer in self._unsure:
                 self._unmatched.setdefault(payer, {})[bid] = a
             return False
         got = Pending(0.0, {s: (orphans.pop(s) if s in orphans else given_up.pop(s)) for s in settled})
-        tree = ResultsTree([(pool[s][0], pool[s][1]) for s in run])
+        _, tree, _ = batch_of(
+            Pending(0.0, leaves)
+        )  # (the batch's tree: its leaves, also those settled before)
         self._adopt(bid, payer, batch_of(got)[2], int(a["amount"]), int(a["releaseAt"]), tree)
         self._covered(bid, payer, count)
         return True
+
+    def _leaves(self, payer: str, root: bytes) -> dict[int, tuple[bytes, bytes, Voucher]] | None:
+        """The results (seq -> item) of ``payer``'s own batch with results ``root``: one of its tries of unknown
+        outcome, else the lowest orphans (a batch sent before a restart) or the lowest of a group of results
+        given up together (restored after a restart)."""
+        tried = self._tried.get(payer, {}).get(root)
+        if tried is not None:
+            return tried
+        for held, starts in (
+            (self.orphans.get(payer, {}), [min(self.orphans.get(payer) or [0])]),
+            (self.unconfirmed.get(payer, {}), sorted(self._given_up_from.get(payer, ()))),
+        ):
+            for start in starts:
+                run = prefix_run(held, root, start)
+                if run is not None:
+                    return {s: held[s] for s in run}
+        return None
 
     def _payer_batch(self, bid: int, a: dict[str, Any]) -> None:
         """A batch settled on this node's deposit: it covers the next ``count`` seqs of its executor's channel.

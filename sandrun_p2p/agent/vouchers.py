@@ -259,13 +259,13 @@ def batch_of(p: Pending) -> tuple[Voucher, ResultsTree, list[bytes]]:
     return p.items[seqs[-1]][2], ResultsTree(leaves), [jid for jid, _ in leaves]
 
 
-def batch_run(items: dict[int, tuple[bytes, bytes, Voucher]], results_root: bytes) -> list[int] | None:
-    """The seqs, ascending, of the run of consecutive seqs in ``items`` (seq -> item) whose results tree has
-    ``results_root``: a batch's leaves are every result waiting when it was sent, in seq order (lowest start
-    first; quadratic in ``len(items)``). None when no run has it."""
-    seqs = sorted(items)
-    for i in range(len(seqs)):
-        for n in range(i + 1, len(seqs) + 1):
-            if ResultsTree([(items[s][0], items[s][1]) for s in seqs[i:n]]).root == results_root:
-                return seqs[i:n]
+def prefix_run(
+    items: dict[int, tuple[bytes, bytes, Voucher]], results_root: bytes, start: int
+) -> list[int] | None:
+    """The seqs, ascending, of the shortest run of ``items`` (seq -> item) from ``start`` on whose results tree
+    has ``results_root`` (a batch's leaves are every result waiting when it was sent, in seq order), or None."""
+    seqs = sorted(s for s in items if s >= start)
+    for n in range(1, len(seqs) + 1):
+        if ResultsTree([(items[s][0], items[s][1]) for s in seqs[:n]]).root == results_root:
+            return seqs[:n]
     return None

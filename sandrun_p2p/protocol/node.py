@@ -128,6 +128,11 @@ class CoreConfig:
     evidence_stagger: float = 5.0  # seconds between observers' turns to post equivocation on chain
     max_orphan_jobs: int = 1024  # messages held for jobs not yet announced here: this many jobs
     max_orphan_msgs: int = 32  # ... and this many messages per job
+    # a node whose claim turn comes while it is full says so (a RELEASE without a claim: it "passes"), so the
+    # next rank claims after one gossip hop instead of at its own turn; the passer ranks last for that job.
+    # Off by default: it shortens claims on a network with spare capacity and lengthens them under overload
+    # (docs/protocol.md). Every node honours the passes it receives, whatever its own setting.
+    pass_when_full: bool = False
 
 
 @dataclass(slots=True)
@@ -158,6 +163,8 @@ class JobView:
     reveal_started: float | None = None
     reveal_deadline: float | None = None
     winners: tuple[bytes, ...] = ()
+    # nodes that passed while full (ranked last for this job; rarely non-empty: shared empty, replaced when set)
+    passed: frozenset[bytes] = frozenset()
     # this node's part
     claimed: bool = False
     executing: bool = False
@@ -690,6 +697,11 @@ class NodeCore:
             c.released = True
             job.epoch = now
             out.append(JobEvent(job.job_id, "released", msg.body["reason"], msg.sender))
+        elif c is None and msg.sender not in job.passed and job.phase == OPEN:
+            # a release without a claim: the sender was full at its turn and passes (ranked last from now on)
+            job.passed = job.passed | {msg.sender}
+            job.epoch = now
+            out.append(JobEvent(job.job_id, "passed", msg.body["reason"], msg.sender))
 
     def _on_commit(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
         prev = job.commits.get(msg.sender)
@@ -1058,16 +1070,29 @@ class NodeCore:
                 return
             if full:
                 self._deferred[job.job_id] = None  # looked at again when a slot (or a GPU) frees
-                return
-            if len(valid) >= k:
+                if not self.cfg.pass_when_full or len(valid) >= k or self.node_id in job.passed:
+                    return
+            elif len(valid) >= k:
                 return
             candidates = [n for n in ranked if n not in job.claims]
+            if job.passed:  # those that passed rank after the rest, among themselves as before
+                candidates = [n for n in candidates if n not in job.passed] + [
+                    n for n in candidates if n in job.passed
+                ]
             if now < self._started + self.cfg.advert_interval and self.cfg.require_stake:
                 candidates = self._warming_candidates(job, candidates)
             pos = candidates.index(self.node_id)
+            if job.passed and not full and all(n in job.passed for n in candidates):
+                pos = 0  # everyone left passed (was full): whoever frees first claims, as a deferred node did
             at = job.epoch + claiming.claim_delay(pos, k - len(valid), self.cfg.fallback_interval)
             if now < at:
                 self._wake_fallback(job.job_id, at)
+                return
+            if full:  # my turn, and no slot: pass, so that the next rank need not wait for its own turn
+                job.passed = job.passed | {self.node_id}
+                job.epoch = now
+                out.append(Publish(m.RELEASE, {"job": job.job_id, "reason": "busy"}, job.shard))
+                out.append(JobEvent(job.job_id, "passed", "busy", self.node_id))
                 return
             job.claims[self.node_id] = Claim(now)
             job.claimed = True

@@ -11,6 +11,7 @@ from sandrun_p2p.protocol import messages as m
 from sandrun_p2p.protocol.encoding import sha256
 from sandrun_p2p.protocol.events import (
     ChainUpdate,
+    ExecutionFailed,
     JobEvent,
     Received,
     Start,
@@ -698,3 +699,75 @@ def test_a_node_in_its_first_advert_interval_counts_staked_nodes_it_has_not_hear
     assert _claims(_announce(w, kc, chosen, 4.0))  # kb cannot run this one: it does not count, warm or not
     later = _ranked(w, [kb, w, kc], int.from_bytes(early.nonce, "big") + 1)
     assert _claims(_announce(w, kc, later, 10.5))  # warmed up: a node never heard from is not a candidate
+
+
+# ------------------------------------------------------------------ passing while full (CoreConfig.pass_when_full)
+
+ONE_SLOT = dataclasses.replace(CPU, max_jobs=1)
+
+
+def _releases(actions: list) -> list:
+    return [a for a in actions if getattr(a, "kind", "") == m.RELEASE]
+
+
+def _one_slot_node(passing: bool) -> NodeCore:
+    key = NodeKey.from_seed(b"\x09" * 32)
+    return NodeCore(key.node_id, ONE_SLOT, CoreConfig(pass_when_full=passing))
+
+
+def _keep_busy(w: NodeCore, by: NodeKey, start: int) -> bytes:
+    """Fill ``w``'s only slot with a job it ranks first on; that job's id."""
+    spec = _ranked(w, [w, by], start)
+    assert _claims(_announce(w, by, spec, 0.0)) and w.running == 1
+    return spec.job_id
+
+
+@pytest.mark.parametrize("passing", [True, False])
+def test_a_full_node_passes_at_its_turn_only_when_configured(passing):
+    kb = NodeKey.from_seed(b"\x0b" * 32)
+    w = _one_slot_node(passing)
+    w.handle(_advert(kb), 0.0)
+    _keep_busy(w, kb, 3_000)
+    spec = _ranked(w, [w, kb], 4_000)  # w first again, but full
+    out = _announce(w, kb, spec, 0.1)
+    assert not _claims(out)
+    if passing:
+        assert [a.body for a in _releases(out)] == [{"job": spec.job_id, "reason": "busy"}]
+        assert w.node_id in w.jobs[spec.job_id].passed
+    else:
+        assert not _releases(out)
+
+
+def test_a_pass_lets_the_next_rank_claim_at_once_and_ranks_the_passer_last():
+    """b and c rank above w: b passes (full), so c is first and w second (its turn 2 s after the pass, not
+    4 s after the announcement); c passes too: w claims at once. A node's own setting does not matter here:
+    every node honours the passes it receives."""
+    kb, kc = NodeKey.from_seed(b"\x0b" * 32), NodeKey.from_seed(b"\x0c" * 32)
+    _, w = _core(9)
+    for key in (kb, kc):
+        w.handle(_advert(key), 0.0)
+    jid = _ranked_last(w, [kb, kc])
+    assert (4.0, jid, 1) in w._pending
+    w.handle(_msg(kb, m.RELEASE, {"job": jid, "reason": "busy"}), 0.1)
+    assert w.jobs[jid].passed == {kb.node_id} and (2.1, jid, 1) in w._pending
+    again = w.handle(_msg(kb, m.RELEASE, {"job": jid, "reason": "busy"}), 0.15)  # a repeat changes nothing
+    assert "passed" not in [e.state for e in again if isinstance(e, JobEvent)] and (2.1, jid, 1) in w._pending
+    assert _claims(w.handle(_msg(kc, m.RELEASE, {"job": jid, "reason": "busy"}), 0.2))
+
+
+def test_when_every_candidate_passed_whoever_frees_first_claims():
+    """b, c and w all full: each passes at its turn; then w frees first and claims at once although it ranks
+    last among those that passed (the others are full: nobody else would claim sooner)."""
+    kb, kc = NodeKey.from_seed(b"\x0b" * 32), NodeKey.from_seed(b"\x0c" * 32)
+    w = _one_slot_node(True)
+    for key in (kb, kc):
+        w.handle(_advert(key), 0.0)
+    busy = _keep_busy(w, kb, 5_000)
+    spec = _ranked(w, [kb, kc, w], 6_000)
+    _announce(w, kb, spec, 0.0)
+    w.handle(_msg(kb, m.RELEASE, {"job": spec.job_id, "reason": "busy"}), 0.1)
+    out = w.handle(_msg(kc, m.RELEASE, {"job": spec.job_id, "reason": "busy"}), 0.2)
+    assert _releases(out) and not _claims(out)  # w's turn came (first of those left), and it is full: it passes
+    assert w.jobs[spec.job_id].passed == {kb.node_id, kc.node_id, w.node_id}
+    out = w.handle(ExecutionFailed(busy, "bundle unavailable"), 0.3)  # its slot frees
+    assert _claims(out) and w.jobs[spec.job_id].claims.get(w.node_id) is not None

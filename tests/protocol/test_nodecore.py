@@ -767,7 +767,9 @@ def test_when_every_candidate_passed_whoever_frees_first_claims():
     _announce(w, kb, spec, 0.0)
     w.handle(_msg(kb, m.RELEASE, {"job": spec.job_id, "reason": "busy"}), 0.1)
     out = w.handle(_msg(kc, m.RELEASE, {"job": spec.job_id, "reason": "busy"}), 0.2)
-    assert _releases(out) and not _claims(out)  # w's turn came (first of those left), and it is full: it passes
+    assert _releases(out) and not _claims(
+        out
+    )  # w's turn came (first of those left), and it is full: it passes
     assert w.jobs[spec.job_id].passed == {kb.node_id, kc.node_id, w.node_id}
     out = w.handle(ExecutionFailed(busy, "bundle unavailable"), 0.3)  # its slot frees
     assert _claims(out) and w.jobs[spec.job_id].claims.get(w.node_id) is not None

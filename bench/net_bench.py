@@ -31,6 +31,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -286,6 +287,26 @@ def run_counts(net) -> dict[str, int]:
     return counts
 
 
+STEPS = ("fetch", "prepare", "run", "store")
+
+
+def run_timings(net) -> dict[str, dict[str, float]]:
+    """Where the executions' time went, from every agent's ``event=executed`` log lines (claim and throughput
+    phases): per step (fetching the code, preparing the sandbox, the run, storing the result) and in all
+    (``secs``), the median and p90 in ms."""
+    steps: dict[str, list[float]] = {k: [] for k in (*STEPS, "secs")}
+    for node in net.nodes:
+        log = Path(node["data_dir"]) / "agent.log"
+        if not log.exists():
+            continue
+        for line in log.read_text(errors="replace").splitlines():
+            if "event=executed " not in line:
+                continue
+            for k, v in re.findall(r" (fetch|prepare|run|store|secs)=([0-9.]+)", line):
+                steps[k].append(float(v) * 1000)
+    return {k: {"p50_ms": pct(v, 50), "p90_ms": pct(v, 90), "n": len(v)} for k, v in steps.items() if v}
+
+
 def origin_nodes(n: int, origins: int) -> list[int]:
     """The nodes the throughput jobs are submitted through: ``origins`` of the ``n``, spread evenly (so one per
     block of nodes, i.e. one per shard, when ``origins`` is the number of shards)."""
@@ -464,6 +485,7 @@ def agent_phases(
         executions = run_counts(net)
         return {
             "executions": executions,
+            "run_timings": run_timings(net),
             "claim": {
                 "jobs": claim_jobs,
                 "k": k_claim,
@@ -648,6 +670,15 @@ def main() -> int:
             f"runs on all nodes (claim and throughput phases): {ex.pop('started')} started"
             + "".join(f"; {c} {why}" for why, c in sorted(ex.items()))
         )
+        tm = ag["run_timings"]
+        if tm:
+            print(
+                "where an execution's time went (all nodes, median / p90 ms): "
+                + ", ".join(
+                    f"{k} {tm[k]['p50_ms']:.0f} / {tm[k]['p90_ms']:.0f}" for k in (*STEPS, "secs") if k in tm
+                )
+                + " (secs: the whole execution, start to result stored)"
+            )
         r = out["ratios"]
         print(
             f"ratios: claim p99 / gossip p99 = {r['claim_p99_over_gossip_p99']:.2f} (goal <= 2); "

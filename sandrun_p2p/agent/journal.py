@@ -439,6 +439,17 @@ class Journal:
             )
         return n
 
+    def forget_strays(self, older_than_s: float, now: float | None = None) -> int:
+        """Drop the jobs only ever seen through messages about them (a claim, a commitment...), never announced
+        here, for longer than ``older_than_s``: stray or junk messages, which the core holds only briefly. Kept,
+        they would be replayed at every restart and never pruned (their job never becomes final). Returns the
+        number of jobs dropped."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        stray = "SELECT job_id FROM jobs WHERE state='known' AND final=0 AND mine=0 AND created<?"
+        for table in ("messages", "events"):
+            self._w(f"DELETE FROM {table} WHERE job_id IN ({stray})", (cutoff,))
+        return self._w(f"DELETE FROM jobs WHERE job_id IN ({stray})", (cutoff,)).rowcount
+
 
 def _job_row(row: tuple) -> dict[str, Any]:
     j, state, detail, origin, k, created, updated, mine, final = row

@@ -239,16 +239,23 @@ class Agent:
     # ------------------------------------------------------------------ network in
 
     def _on_net_message(self, msg: m.Message, now: float) -> None:
-        """Called from the gossip validator; a ProtocolError here rejects the message (the forwarder pays)."""
+        """Called from the gossip validator; a ProtocolError here rejects the message (the forwarder pays) and
+        nothing of it is journaled (the core's handling and the journal write happen in the same loop turn, so
+        nothing that depends on the message leaves before both)."""
         jid = job_id_of(msg)
+        if (
+            jid is not None
+            and msg.kind == m.JOB
+            and self.core.cfg.require_escrow
+            and jid not in self.core.funded
+        ):
+            self._poll_now.set()  # look for the escrow now rather than at the next poll
+        self.feed(Received(msg))
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
             if msg.sender == self.node_id:
                 self.journal.commit()  # our own message is durable before it leaves
             self.checkpoints.on_notice(msg, getattr(self.core.jobs.get(jid), "origin", None))
-            if msg.kind == m.JOB and self.core.cfg.require_escrow and jid not in self.core.funded:
-                self._poll_now.set()  # look for the escrow now rather than at the next poll
-        self.feed(Received(msg))
 
     # ------------------------------------------------------------------ executions
 
@@ -434,6 +441,7 @@ class Agent:
         """(raw messages, jobs' histories) dropped from the journal now."""
         n = self.journal.forget_final(self.core.cfg.forget_after)
         h = self.journal.forget_history(self.cfg.history_s)
+        h += self.journal.forget_strays(self.core.cfg.forget_after)
         if n or h:
             self._log("pruned", None, messages=n, jobs=h)
         return n, h

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -222,6 +223,7 @@ class NodeCore:
         self.staked: set[bytes] = set()
         self.jobs: dict[bytes, JobView] = {}
         self.funded: dict[bytes, bytes] = {}  # job -> chain seed, for funding seen before the announcement
+        self._funded_seen: deque[tuple[float, bytes]] = deque()  # (when, job), to drop those never announced
         self.running = 0
         self.gpus_busy = 0  # GPUs held by running GPU jobs: no GPU-job claim beyond caps.gpus
         self._freed = False  # a slot or a GPU freed (or the caps changed) since deferred jobs were looked at
@@ -824,8 +826,12 @@ class NodeCore:
             self.staked.discard(ev.node)
             self._adv_version += 1
         elif ev.kind == "job_funded":
-            self.funded[ev.job_id] = ev.data.get("seed", b"")
+            self._forget_funded(now)
             job = self.jobs.get(ev.job_id)
+            if job is None and not self.serves(claiming.shard_of(ev.job_id, self.cfg.shard_bits)):
+                return  # a job of a shard this node does not read: its announcement never comes here
+            self.funded[ev.job_id] = ev.data.get("seed", b"")
+            self._funded_seen.append((now, ev.job_id))
             if job is not None and not job.funded:
                 job.funded = True
                 job.seed = self.funded[ev.job_id]
@@ -872,10 +878,23 @@ class NodeCore:
                     self._sweep(now, out)
                 continue
             if job.forget_at is not None and now >= job.forget_at and not job.slash_due:
-                del self.jobs[jid]
-                self._awaiting.pop(jid, None)
+                self._drop_view(jid)
                 continue
             self._step(job, now, out)
+
+    def _forget_funded(self, now: float) -> None:
+        """Drop the escrows seen more than ``forget_after`` ago of jobs never announced here (the chain shows
+        every job of the network; kept, they would pile up for good). Those of viewed jobs go with the view."""
+        seen, cutoff = self._funded_seen, now - self.cfg.forget_after
+        while seen and seen[0][0] < cutoff:
+            jid = seen.popleft()[1]
+            if jid not in self.jobs:
+                self.funded.pop(jid, None)
+
+    def _drop_view(self, jid: bytes) -> None:
+        del self.jobs[jid]
+        self._awaiting.pop(jid, None)
+        self.funded.pop(jid, None)
 
     def _await_chain(self, job: JobView, now: float) -> None:
         """``job`` was decided here (accepted or failed) and waits for the chain to close it: make sure a
@@ -901,8 +920,7 @@ class NodeCore:
                 continue
             dl = job.spec.deadline
             if dl and now >= dl + self.cfg.forget_after and not job.executing and not job.slash_due:
-                del self.jobs[jid]
-                del self._awaiting[jid]
+                self._drop_view(jid)
                 self._count("forgotten_unclosed")
                 out.append(JobEvent(jid, "forgotten", "no settlement or refund closed it in time"))
         if self._awaiting:
@@ -916,6 +934,7 @@ class NodeCore:
         if job.slash_due:
             self._post_due_evidence(job, now, out)
         if not job.funded:
+            self._unfunded(job, now, out)
             return
         if job.reveal_deadline is not None and job.phase != REVEALING:
             # dissent and silence are judged until the reveal window closes
@@ -968,6 +987,19 @@ class NodeCore:
                 self._wake(job.job_id, job.settle_at)
         if deadline and job.phase in (OPEN, REVEALING):
             self._wake(job.job_id, deadline)
+
+    def _unfunded(self, job: JobView, now: float, out: list[Action]) -> None:
+        """An announcement whose escrow this node has not seen on chain: wait for it, but not for good (anyone
+        can announce a job nobody paid for); dropped at its deadline or ``forget_after`` after it came."""
+        drop_at = job.t0 + self.cfg.forget_after
+        if job.spec.deadline:
+            drop_at = min(drop_at, job.spec.deadline)
+        if now < drop_at:
+            self._wake(job.job_id, drop_at)
+            return
+        self._drop_view(job.job_id)
+        self._count("forgotten_unfunded")
+        out.append(JobEvent(job.job_id, "forgotten", "never funded: no escrow for it on chain"))
 
     @staticmethod
     def _at_rest(job: JobView) -> bool:

@@ -9,8 +9,13 @@ import logging
 import time
 from pathlib import Path
 
+import pytest
+
 from sandrun_p2p.agent.journal import Journal
+from sandrun_p2p.protocol import messages as m
+from sandrun_p2p.protocol.errors import ProtocolError
 from sandrun_p2p.protocol.identity import NodeKey
+from sandrun_p2p.protocol.jobspec import JobSpec
 
 from .test_journal_resume import make_agent
 
@@ -96,7 +101,6 @@ async def test_a_long_running_node_s_journal_stays_bounded_and_still_resumes(tmp
     transaction each), pruned daily as the agent prunes (``forget_after``, then ``history_s`` = 7 days): the
     tables hold about a week of jobs, not thirty days'. A job of the first day still open (its result stored,
     not committed yet) stays, and the restarted agent commits its stored result without running it again."""
-    from sandrun_p2p.protocol import messages as m
 
     from .test_journal_resume import NoExecutor, job_message, published
 
@@ -136,3 +140,44 @@ async def test_a_long_running_node_s_journal_stays_bounded_and_still_resumes(tmp
     commits = [x for x in published(agent) if x.kind == m.COMMIT]
     assert [x.body["job"] for x in commits] == [pending] and NoExecutor.calls == 0
     agent.journal.close()
+
+
+STRAY, KNOWN_MINE, ANNOUNCED = (bytes([i]) * 32 for i in (7, 8, 9))
+
+
+def test_jobs_only_seen_through_stray_messages_go_after_forget_after(tmp_path: Path) -> None:
+    """A claim (or any job message) for a job never announced here leaves a row that never becomes final: it
+    goes once older than forget_after; this node's own submissions and announced jobs stay."""
+    j = Journal(tmp_path / "journal.sqlite")
+    for jid in (STRAY, KNOWN_MINE, ANNOUNCED):
+        j.add_message(jid, "claim", b"claim of " + jid[:1])
+    j.mark_job(KNOWN_MINE, mine=True)  # e.g. a submission whose announcement is still to come
+    j.event(ANNOUNCED, "announced", "k=1 q=1", b"")
+    j.commit()
+    assert j.forget_strays(600) == 0  # not old yet
+    assert j.forget_strays(600, now=time.time() + 3600) == 1
+    j.commit()
+    assert j.job(STRAY) is None and j.messages(STRAY) == [] and STRAY not in j.open_jobs()
+    assert j.job(KNOWN_MINE) is not None and j.job(ANNOUNCED) is not None
+    assert len(j.messages(ANNOUNCED)) == 1
+
+
+def test_a_rejected_message_leaves_nothing_in_the_journal(tmp_path: Path) -> None:
+    """An announcement the core refuses (its deadline passed) is rejected at the gossip validator and never
+    journaled (before, its row stayed for good and was replayed at every restart)."""
+    agent = make_agent(tmp_path, NodeKey.generate())
+    origin = NodeKey.generate()
+    spec = JobSpec.from_dict(
+        {
+            "code_cid": "bafkreiexamplecode",
+            "manifest": {"entrypoint": "main.py"},
+            "deadline": 1,
+            "nonce": b"x",
+        }
+    )
+    body = {"spec": spec.to_dict(), "seed": b"\x01" * 32, "origin_ts": 0}
+    msg = m.decode(m.encode(origin, m.JOB, body, 1, int(time.time() * 1000)))
+    with pytest.raises(ProtocolError):
+        agent._on_net_message(msg, time.time())
+    agent.journal.commit()
+    assert agent.journal.messages(spec.job_id) == [] and agent.journal.job(spec.job_id) is None

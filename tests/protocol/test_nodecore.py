@@ -338,6 +338,40 @@ def test_funding_gates_processing_when_escrow_is_required():
     assert executor == claiming.rank(jid, chain_seed, ids)[0]
 
 
+def test_an_announcement_nobody_funded_is_forgotten_not_kept_for_good():
+    """Anyone can announce a job; without its escrow on chain it is never run, and its view goes at the job's
+    deadline or forget_after after it came, whichever is first."""
+    kb = NodeKey.from_seed(b"\x0b" * 32)
+    _, w = _core(9, CoreConfig(require_escrow=True, forget_after=60))
+    w.handle(_advert(kb), 0.0)
+    late = make_spec(31, k=1, deadline=1000)
+    soon = make_spec(32, k=1, deadline=30)
+    for spec in (late, soon):
+        w.handle(_msg(kb, m.JOB, {"spec": spec.to_dict(), "seed": SEED, "origin_ts": 0}), 0.0)
+    assert not w.jobs[late.job_id].funded and w.next_deadline() == 30
+    out = w.handle(Tick(), 30.0)
+    assert soon.job_id not in w.jobs and late.job_id in w.jobs
+    assert [(e.job_id, e.state) for e in out if isinstance(e, JobEvent)] == [(soon.job_id, "forgotten")]
+    w.handle(Tick(), 60.0)
+    assert late.job_id not in w.jobs and w.stats["forgotten_unfunded"] == 2
+
+
+def test_escrows_of_jobs_never_announced_here_are_not_kept_for_good():
+    """The chain reports every job of the network: escrows of other shards' jobs are not kept, and those of this
+    node's shards are dropped forget_after after they were seen unless the job was announced (then they go
+    with its view)."""
+    key = NodeKey.from_seed(b"\x09" * 32)
+    w = NodeCore(key.node_id, CPU, CoreConfig(require_escrow=True, shard_bits=1, forget_after=60), shards={0})
+    ids = [make_spec(i).job_id for i in range(40, 80)]
+    mine = [j for j in ids if claiming.shard_of(j, 1) == 0][:2]
+    other = next(j for j in ids if claiming.shard_of(j, 1) == 1)
+    for jid in (*mine, other):
+        w.handle(ChainUpdate("job_funded", jid, data={"seed": SEED}), 0.0)
+    assert set(w.funded) == set(mine)
+    w.handle(ChainUpdate("job_funded", ids[-1], data={"seed": SEED}), 61.0)  # the next escrow seen, later
+    assert not set(mine) & set(w.funded)
+
+
 class VoucherChain(Loop):
     """As the chain reports a voucher job: only its executor and its origin (the payer) can map the batch that
     paid it onto the job, so only they learn it settled."""

@@ -26,7 +26,7 @@ from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 from sandrun_p2p.protocol.events import SubmitTx
 
 from .test_journal_resume import CAPS, NoExecutor, NoStore
-from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h, spec
+from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h, job_held_while_the_deposit_empties, spec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -751,12 +751,7 @@ def test_results_given_up_unmined_are_paid_by_the_payers_next_batch(tmp_path: Pa
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=1)
         await p.start()
-        p.executor.vouchers.queue.max_jobs = 99  # hold the result while the payer empties its deposit
-        first, _ = await p.job(0)
-        p.payer.market.request_deposit_withdrawal()
-        p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
-        p.payer.market.withdraw_deposit()
-        p.executor.vouchers.queue.max_jobs = 1
+        first = await job_held_while_the_deposit_empties(p)
         await p.give_up()
         info = p.executor.vouchers.job(first)
         assert info["state"] == "unconfirmed" and "NothingToPay" in info["reason"]

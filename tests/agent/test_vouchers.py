@@ -162,16 +162,23 @@ def test_a_voucher_the_executor_cannot_cash_is_refused(case: str) -> None:
     run(main)
 
 
+async def job_held_while_the_deposit_empties(p: Pair) -> bytes:
+    """Run job 0, its result held by the executor while the payer withdraws its whole deposit; the job's id
+    (its settleBatch will revert with NothingToPay)."""
+    p.executor.vouchers.queue.max_jobs = 99
+    jid, _ = await p.job(0)
+    p.payer.market.request_deposit_withdrawal()
+    p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
+    p.payer.market.withdraw_deposit()
+    p.executor.vouchers.queue.max_jobs = 1
+    return jid
+
+
 def test_a_reverted_settle_batch_is_reported_and_retried_not_dropped() -> None:
     async def main() -> None:
         p = Pair(batch_jobs=1)
         await p.start()
-        p.executor.vouchers.queue.max_jobs = 99  # hold the result while the payer empties its deposit
-        jid, _ = await p.job(0)
-        p.payer.market.request_deposit_withdrawal()
-        p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
-        p.payer.market.withdraw_deposit()
-        p.executor.vouchers.queue.max_jobs = 1
+        jid = await job_held_while_the_deposit_empties(p)
         await p.executor.poll()
         assert len(p.errors) == 1 and "NothingToPay" in p.errors[0] and "1/3" in p.errors[0]
         assert p.executor.vouchers.state[jid]["state"] == "batching"  # put back for a retry

@@ -198,12 +198,7 @@ def test_a_batch_that_never_settles_leaves_its_jobs_unconfirmed_with_the_reason(
     async def main() -> None:
         p = Pair(batch_jobs=1)
         await p.start()
-        p.executor.vouchers.queue.max_jobs = 99
-        jid, _ = await p.job(0)
-        p.payer.market.request_deposit_withdrawal()
-        p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
-        p.payer.market.withdraw_deposit()
-        p.executor.vouchers.queue.max_jobs = 1
+        jid = await job_held_while_the_deposit_empties(p)
         for _ in range(3):
             for pend in p.executor.vouchers.queue.pending.values():
                 pend.since = -1e9

@@ -249,9 +249,7 @@ class VoucherLink:
 
         def work() -> tuple[int, dict[str, int]]:
             settled = {}
-            for ex in {to_checksum_address(v.executor) for v in self.book.issued.values()} | set(
-                self.book.channels
-            ):
+            for ex in self.book.executors():
                 paid, seq = market.channel(market.account, ex)
                 self.book.open_channel(ex, seq, paid)
                 settled[ex] = paid
@@ -711,12 +709,8 @@ class VoucherLink:
         self.payer_seq[executor] = last
         if bid in self.batches:
             return
-        jobs = sorted(
-            (v.seq, jid)
-            for jid, v in list(self.book.issued.items())  # issue() may add meanwhile
-            if v.executor == executor and first < v.seq <= last
-        )
-        self._add_payer_batch(bid, [jid for _, jid in jobs], int(a["amount"]), int(a["releaseAt"]))
+        jobs = self.book.jobs_between(executor, first, last)
+        self._add_payer_batch(bid, jobs, int(a["amount"]), int(a["releaseAt"]))
 
     def _add_payer_batch(self, bid: int, jobs: list[bytes], amount: int, release_at: int) -> None:
         self.batches[bid] = _Batch(jobs, amount, release_at, paying=True)

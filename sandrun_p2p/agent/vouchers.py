@@ -88,14 +88,20 @@ class _Channel:
 
 
 class VoucherBook:
-    """The vouchers a payer signed: per executor the last (seq, cumulative), per job the voucher."""
+    """The vouchers a payer signed: per executor the last (seq, cumulative), per job the voucher (indexed by
+    executor and seq)."""
 
     def __init__(self) -> None:
         self.channels: dict[str, _Channel] = {}
         self.issued: dict[bytes, Voucher] = {}
+        self.by_seq: dict[str, dict[int, bytes]] = {}  # executor -> seq -> job, of the vouchers in ``issued``
 
     def has_channel(self, executor: str) -> bool:
         return to_checksum_address(executor) in self.channels
+
+    def executors(self) -> set[str]:
+        """Every executor this book numbers vouchers for."""
+        return set(self.by_seq) | set(self.channels)
 
     def open_channel(self, executor: str, settled_seq: int, settled_paid: int) -> None:
         """Start numbering after what the chain already settled or this book already signed (restored from the
@@ -106,14 +112,18 @@ class VoucherBook:
         if executor in self.channels:
             return
         last = (settled_seq, settled_paid)
-        for v in self.issued.values():
-            if to_checksum_address(v.executor) == executor:
-                last = max(last, (v.seq, v.cumulative))
+        for jid in list(self.by_seq.get(executor, {}).values()):
+            v = self.issued[jid]
+            last = max(last, (v.seq, v.cumulative))
         self.channels[executor] = _Channel(*last)
+
+    def _add(self, v: Voucher) -> None:
+        self.issued[v.job_id] = v
+        self.by_seq.setdefault(to_checksum_address(v.executor), {})[v.seq] = v.job_id
 
     def restore(self, v: Voucher) -> None:
         """A voucher signed before a restart (from the journal): served again as is for its job."""
-        self.issued[v.job_id] = v
+        self._add(v)
 
     def next_terms(self, executor: str, job_id: bytes, amount: int) -> tuple[int, int] | Voucher:
         """(seq, cumulative) of the voucher to sign for ``job_id``, or the voucher already signed for it."""
@@ -126,7 +136,15 @@ class VoucherBook:
     def record(self, v: Voucher) -> None:
         ch = self.channels[to_checksum_address(v.executor)]
         ch.seq, ch.cumulative = v.seq, v.cumulative
-        self.issued[v.job_id] = v
+        self._add(v)
+
+    def jobs_between(self, executor: str, first: int, last: int) -> list[bytes]:
+        """The jobs of the vouchers to ``executor`` with ``first < seq <= last``, in seq order (a batch's range;
+        the cost is that of the range or of the vouchers to ``executor``, whichever is smaller)."""
+        held = self.by_seq.get(to_checksum_address(executor), {})
+        if last - first <= len(held):
+            return [jid for s in range(first + 1, last + 1) if (jid := held.get(s)) is not None]
+        return [jid for s, jid in sorted(list(held.items())) if first < s <= last]
 
     def outstanding(self, settled: dict[str, int]) -> int:
         """Wei promised by vouchers beyond what the chain settled (``settled``: executor -> cumulative paid)."""

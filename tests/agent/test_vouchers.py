@@ -12,13 +12,20 @@ import hashlib
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import trio
 
 from sandrun_p2p.agent.chainlink import ChainLink
-from sandrun_p2p.agent.vouchers import VoucherError, parse_voucher_name, voucher_from_bytes, voucher_to_bytes
-from sandrun_p2p.chain.crypto import ResultsTree
+from sandrun_p2p.agent.vouchers import (
+    VoucherBook,
+    VoucherError,
+    parse_voucher_name,
+    voucher_from_bytes,
+    voucher_to_bytes,
+)
+from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 from sandrun_p2p.protocol.events import SubmitTx
 from sandrun_p2p.protocol.identity import NodeKey
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
@@ -302,3 +309,46 @@ def test_poll_in_says_when_a_batch_comes_of_age_or_can_be_paid() -> None:
         assert (wake is None) if left <= 0 else (abs(wake - left) < 1.0)
 
     run(main)
+
+
+class NoScan(dict):
+    """Vouchers that may be looked up by job but not listed."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("every voucher ever signed was scanned")
+
+    keys = values = items = __iter__  # type: ignore[assignment]
+
+
+def test_a_batch_is_mapped_without_a_scan_of_every_voucher_signed() -> None:
+    """The payer maps each batch settled on its deposit onto its vouchers by executor and seq: before, every
+    batch event scanned every voucher the node ever signed."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        book = p.payer.vouchers.book
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        book.issued = NoScan(book.issued)
+        await p.executor.poll()
+        await p.payer.poll()
+        ((bid, batch),) = p.payer.vouchers.batches.items()
+        assert batch.jobs == jobs and (await p.payer.job(jobs[0]))["batch"] == bid
+
+    run(main)
+
+
+def test_the_book_finds_a_range_of_seqs_by_executor() -> None:
+    """A batch's seq range costs the range (or the executor's vouchers), not every voucher signed."""
+    ex, other = "0x" + "22" * 20, "0x" + "33" * 20
+    book = VoucherBook()
+    book.open_channel(ex, 0, 0)
+    book.open_channel(other, 0, 0)
+    signed = {}
+    for seq in range(1, 101):
+        for who in (ex, other):
+            v = Voucher("0x" + "11" * 20, who, bytes([seq]) + who.encode()[-31:], seq, 5, 5 * seq, b"")
+            book.record(v)
+            signed[(who, seq)] = v.job_id
+    assert book.jobs_between(ex, 10, 13) == [signed[(ex, s)] for s in (11, 12, 13)]
+    assert book.jobs_between(ex, 95, 10**9) == [signed[(ex, s)] for s in range(96, 101)]

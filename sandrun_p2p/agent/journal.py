@@ -299,10 +299,12 @@ class Journal:
 
     # ------------------------------------------------------------------ vouchers (voucherlink.py)
     # role "payer": a voucher job this node funds (its price), then the voucher it signed for it (written and
-    # committed before the voucher leaves); role "executor": a voucher this node holds with its result's root,
-    # then the batch that settled it, or when its settleBatch was given up (``given_up``, unix time) while a
-    # try may still be mined. Rows go once their batch is paid or voided (a given-up one once it can no longer
-    # be settled). Amounts are decimal text (wei overflow SQLite's 64-bit integers).
+    # committed before the voucher leaves), and when the job ended here with its batch not paid (``given_up``,
+    # unix time); role "executor": a voucher this node holds with its result's root, then the batch that settled
+    # it, or when its settleBatch was given up (``given_up``) while a try may still be mined. Rows go once their
+    # batch is paid or voided (a given-up one once it can no longer be settled; a payer's ended one ``history_s``
+    # after it ended, but for the highest voucher to its executor, kept for the numbering). Amounts are decimal
+    # text (wei overflow SQLite's 64-bit integers).
     def voucher_put(
         self,
         job_id: bytes,

@@ -29,7 +29,9 @@ them their batch back) and batches no longer pending are not finalized. A batch 
 be mined after that first poll: the restarted executor's settleBatch of the same results then reverts
 (``VoucherSpent``), or settles only the results queued after it (its ``count`` is short); either way the
 results the chain's channel settled go to that batch's ``BatchSettled`` (kept when read before them), not to a
-failed try. Rows go once their batch is paid or voided.
+failed try. Rows go once their batch is paid or voided. What either side keeps of a job final here (paid, voided,
+refunded, unpaid, or ended unpaid at the payer) goes ``history_s`` later (:meth:`VoucherLink._prune`), but for the
+payer's row of its highest voucher to each executor (the numbering after a restart).
 
 The events this needs after a restart are read again, also when the ChainLink resumes from its chain
 checkpoint rather than the deployment block: a batch's ``BatchSettled``/``BatchPaid``/``BatchVoided`` that the
@@ -61,6 +63,7 @@ from ..protocol.events import ChainUpdate
 from ..protocol.jobspec import JobSpec
 from .vouchers import (
     BatchQueue,
+    Finals,
     Pending,
     VoucherBook,
     VoucherError,
@@ -142,6 +145,11 @@ class VoucherLink:
         # the first seq of each group of results given up together (their tries are prefixes of it)
         self._tried: dict[str, dict[bytes, dict[int, tuple[bytes, bytes, Voucher]]]] = {}
         self._given_up_from: dict[str, set[int]] = {}
+        # jobs final here: what is kept of them goes ``history_s`` later (_prune); payer: executor -> the job whose
+        # journal row, kept after the job went, holds this executor's highest voucher (numbering after a restart)
+        self.finals = Finals()
+        self._kept: dict[str, bytes] = {}
+        self._pruned_at = float("-inf")
 
     # ------------------------------------------------------------------ journal
 
@@ -149,7 +157,8 @@ class VoucherLink:
         """Keep this node's voucher state in ``journal`` from now on, and restore what it holds (the agent
         calls this before it polls or serves anything)."""
         self.journal = journal
-        for row in journal.voucher_rows("payer"):
+        # (oldest ended first: the order in which they go)
+        for row in sorted(journal.voucher_rows("payer"), key=lambda r: r["given_up"] or 0.0):
             jid = row["job_id"]
             self.prices[jid] = row["price"]
             st: dict[str, Any] = {"state": "open", "pay": "voucher", "paid_wei": 0, "refunded_wei": 0}
@@ -157,6 +166,8 @@ class VoucherLink:
                 v = voucher_from_bytes(row["voucher"])
                 self.book.restore(v)
                 st.update({"state": "voucher-signed", "executor": v.executor, "seq": v.seq})
+                if row["given_up"] is not None:  # the job ended here unpaid (ended())
+                    self.finals.mark(jid, float(row["given_up"]))
             self.state[jid] = st
         by_batch: dict[int, list[tuple[int, bytes, bytes]]] = {}
         now = time.monotonic()
@@ -165,7 +176,7 @@ class VoucherLink:
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
             if bid is None and row["given_up"] is not None:
                 payer, at = to_checksum_address(v.client), float(row["given_up"])
-                self.queue.used[(payer, v.seq)] = jid  # (a seq pays for one job only)
+                self.queue.mark_used(payer, v.seq, jid)  # (a seq pays for one job only)
                 self._hold(
                     payer, {v.seq: (jid, row["root"], v)}, f"given up after {MAX_BATCH_TRIES} tries", at
                 )
@@ -218,8 +229,9 @@ class VoucherLink:
                 self._orphan(payer, gone.items)
             self._settled_restored(payer)
         for bid, st in states.items():
-            if st != 1:  # paid or voided meanwhile: its event (read again after a restart) says which
-                self.batches[bid].tree = None
+            b = self.batches.get(bid)
+            if st != 1 and b is not None:  # paid or voided meanwhile: its event (read again) says which
+                b.tree = None
         self._resumed = True
 
     # ------------------------------------------------------------------ payer
@@ -281,7 +293,9 @@ class VoucherLink:
         executor = to_checksum_address(executor)
         market = self.link.market
 
-        def work() -> tuple[Voucher, bool]:
+        def work() -> tuple[Voucher, bool] | None:
+            if job_id not in self.prices:
+                return None  # (forgotten meanwhile: final for longer than history_s)
             if not self.book.has_channel(executor):
                 # after the later of the chain's channel and the vouchers restored from the journal; payer_seq
                 # (which maps batches onto vouchers) follows the BatchSettled events only (kept in the chain
@@ -296,15 +310,23 @@ class VoucherLink:
             return v, True
 
         async with self._issue_lock:
-            v, new = await self.link._run(work)
+            signed = await self.link._run(work)
+            if signed is None:
+                return None
+            v, new = signed
             if new:  # durable before it leaves: a restarted payer serves it again and numbers after it
-                self._write(
-                    lambda j: j.voucher_put(job_id, "payer", price=price, voucher=voucher_to_bytes(v)),
-                    commit=True,
-                )
-        if attest is not None:
+                kept = self._kept.pop(executor, None)  # (numbers after this one now)
+
+                def op(j: Journal) -> None:
+                    j.voucher_put(job_id, "payer", price=price, voucher=voucher_to_bytes(v))
+                    if kept is not None:
+                        j.voucher_forget([kept], "payer")
+
+                self._write(op, commit=True)
+        if attest is not None and job_id in self.state:
             self.attested[job_id] = attest
-        self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
+        if new:  # (served again: its state may have moved on, to batched or settled)
+            self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
         return voucher_to_bytes(v)
 
     # ------------------------------------------------------------------ executor
@@ -331,6 +353,7 @@ class VoucherLink:
             await self.link._read(check)
         except VoucherError as e:
             self.state[job_id] = {"state": "unpaid", "pay": "voucher", "reason": str(e), "paid_wei": 0}
+            self.finals.mark(job_id, time.time())
             raise
         self.queue.add(v, payer, job_id, args["root"], time.monotonic())
         self._write(
@@ -373,6 +396,7 @@ class VoucherLink:
     async def tick(self) -> None:
         if not self._resumed:
             await self._resume()
+        self._prune(time.time())  # (first: what becomes final below is still reported until the next prune)
         for payer in self.queue.due(time.monotonic()):
             await self._settle(payer, self.queue.take(payer))
         self._expire()
@@ -538,8 +562,10 @@ class VoucherLink:
         """Given-up results no batch can settle any more: unpaid for good (their rows go)."""
         if not jobs:
             return
+        now = time.time()
         for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0}).update({"state": "unpaid"})
+            self.finals.mark(jid, now)
         self._writes.append(lambda j: j.voucher_forget(jobs, "executor"))
 
     def _expire(self) -> None:
@@ -549,6 +575,38 @@ class VoucherLink:
             if until <= now:
                 self._unpaid([jid for jid, _, _ in self.unconfirmed.pop(payer, {}).values()])
                 self._tidy(payer)
+
+    def _prune(self, now: float) -> None:
+        """Forget the jobs final for longer than ``history_s`` (at most every ten minutes): their state, the payer's
+        voucher, price and attestation and its journal row (but the row of the highest voucher to each executor,
+        which numbers the next one after a restart), the executor's record of their seq (the chain's channel or
+        their being unpaid covers it), and the payer's batches none of whose jobs is left."""
+        if now < self._pruned_at + min(600.0, self.link.history_s):
+            return
+        self._pruned_at = now
+        jobs = self.finals.due(now - self.link.history_s)
+        if not jobs:
+            return
+        gone, superseded = [], []
+        for jid in jobs:
+            for kept in (self.state, self.prices, self.attested):
+                kept.pop(jid, None)
+            self.queue.forget(jid)
+            if jid not in self.book.issued:
+                continue
+            top = self.book.forget(jid)
+            if top is None:
+                gone.append(jid)
+                continue
+            old = self._kept.get(top)
+            if old is not None and old != jid:
+                superseded.append(old)
+            self._kept[top] = jid
+        for bid, b in list(self.batches.items()):
+            if b.paying and not any(j in self.state for j in b.jobs):
+                del self.batches[bid]
+        if gone or superseded:
+            self._write(lambda j: j.voucher_forget(gone + superseded, "payer"))
 
     def _adopt(
         self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int, tree: ResultsTree
@@ -595,19 +653,20 @@ class VoucherLink:
         # and mine a block when the chain still says TooEarly (as ChainLink._finalize does)
         now = max(time.time(), await self.link._read(self.link.reader.chain.now))
         for bid in mine:
-            if self.batches[bid].release_at > now:
+            batch = self.batches.get(bid)
+            if batch is None or batch.release_at > now:
                 continue
             try:
                 await self.link._run(self.link.market.finalize_batch, bid)
             except ChainError as e:
                 if "BatchNotPending" in f"{e.reason} {e}":
-                    self.batches[bid].tree = None  # paid or voided: its event says which
+                    batch.tree = None  # paid or voided: its event says which
                 elif "TooEarly" in f"{e.reason} {e}" and self.link.chain.is_dev:
                     await self.link._run(self.link.chain.mine)  # an idle dev chain's clock moves with blocks
                 else:
                     self.on_error(f"finalizeBatch {bid}: {e}"[:300])
                 continue
-            self.batches[bid].tree = None
+            batch.tree = None
 
     # ------------------------------------------------------------------ events
 
@@ -646,9 +705,10 @@ class VoucherLink:
                         "reason": "batch voided by an equivocation proof",
                     }
                 )
-        batch.tree = None
-        if batch.paying:
-            del self.batches[bid]
+        now = time.time()
+        for jid in batch.jobs:
+            self.finals.mark(jid, now)
+        del self.batches[bid]  # paid or voided: nothing more can happen to it
         jobs = list(batch.jobs)
 
         def op(j: Journal) -> None:
@@ -767,10 +827,19 @@ class VoucherLink:
         self.updates.append(ChainUpdate("job_refunded", job_id))
 
     def ended(self, job_id: bytes) -> None:
-        """Payer: ``job_id`` ended without a voucher (refunded, failed, or forgotten unclosed: the agent calls
-        this on those job events). Unless a voucher was signed for it, its price returns to the deposit room and
-        its journal row goes (it stayed for good otherwise)."""
-        if job_id in self.book.issued or job_id not in self.prices:
+        """Payer: ``job_id`` ended here unpaid (refunded, failed, or forgotten unclosed: the agent calls this on
+        those job events). Unless a voucher was signed for it, its price returns to the deposit room and its journal
+        row goes. A signed one is final from now on (its batch may still come): it goes ``history_s`` later
+        (:meth:`_prune`), unless this node is its executor too (that side says when it is final)."""
+        if job_id not in self.prices or job_id in self.finals:
+            return
+        v = self.book.issued.get(job_id)
+        if v is not None and to_checksum_address(v.executor) == self.queue.me:
+            return
+        now = time.time()
+        self.finals.mark(job_id, now)
+        if v is not None:
+            self._write(lambda j: j.voucher_put(job_id, "payer", given_up=now))
             return
         price = self.prices.pop(job_id)
         self.room += price

@@ -89,19 +89,21 @@ class _Channel:
 
 class VoucherBook:
     """The vouchers a payer signed: per executor the last (seq, cumulative), per job the voucher (indexed by
-    executor and seq)."""
+    executor and seq), until the job is forgotten (:meth:`forget`)."""
 
     def __init__(self) -> None:
         self.channels: dict[str, _Channel] = {}
         self.issued: dict[bytes, Voucher] = {}
         self.by_seq: dict[str, dict[int, bytes]] = {}  # executor -> seq -> job, of the vouchers in ``issued``
+        # executor -> (seq, cumulative) of the highest voucher forgotten: numbering goes on after it
+        self.floor: dict[str, tuple[int, int]] = {}
 
     def has_channel(self, executor: str) -> bool:
         return to_checksum_address(executor) in self.channels
 
     def executors(self) -> set[str]:
         """Every executor this book numbers vouchers for."""
-        return set(self.by_seq) | set(self.channels)
+        return set(self.by_seq) | set(self.channels) | set(self.floor)
 
     def open_channel(self, executor: str, settled_seq: int, settled_paid: int) -> None:
         """Start numbering after what the chain already settled or this book already signed (restored from the
@@ -111,7 +113,7 @@ class VoucherBook:
         executor = to_checksum_address(executor)
         if executor in self.channels:
             return
-        last = (settled_seq, settled_paid)
+        last = max((settled_seq, settled_paid), self.floor.get(executor, (0, 0)))
         for jid in list(self.by_seq.get(executor, {}).values()):
             v = self.issued[jid]
             last = max(last, (v.seq, v.cumulative))
@@ -140,11 +142,25 @@ class VoucherBook:
 
     def jobs_between(self, executor: str, first: int, last: int) -> list[bytes]:
         """The jobs of the vouchers to ``executor`` with ``first < seq <= last``, in seq order (a batch's range;
-        the cost is that of the range or of the vouchers to ``executor``, whichever is smaller)."""
+        the cost is that of the range or of the vouchers held for ``executor``, whichever is smaller)."""
         held = self.by_seq.get(to_checksum_address(executor), {})
         if last - first <= len(held):
             return [jid for s in range(first + 1, last + 1) if (jid := held.get(s)) is not None]
         return [jid for s, jid in sorted(list(held.items())) if first < s <= last]
+
+    def forget(self, job_id: bytes) -> str | None:
+        """Drop ``job_id``'s voucher. Its executor when it is the highest voucher this book knows for it (its journal
+        row then keeps the numbering after a restart), else None."""
+        v = self.issued.pop(job_id, None)
+        if v is None:
+            return None
+        executor = to_checksum_address(v.executor)
+        held = self.by_seq.get(executor, {})  # (kept when empty: issue() may add to it from a worker thread)
+        held.pop(v.seq, None)
+        ch = self.channels.get(executor)
+        top = max([v.seq, *held, self.floor.get(executor, (0, 0))[0], ch.seq if ch else 0])
+        self.floor[executor] = max(self.floor.get(executor, (0, 0)), (v.seq, v.cumulative))
+        return executor if v.seq == top else None
 
     def outstanding(self, settled: dict[str, int]) -> int:
         """Wei promised by vouchers beyond what the chain settled (``settled``: executor -> cumulative paid)."""
@@ -175,6 +191,7 @@ class BatchQueue:
         self.max_age = max_age
         self.pending: dict[str, Pending] = {}
         self.used: dict[tuple[str, int], bytes] = {}  # (payer, seq) -> job: a seq pays for one job only
+        self._used_by: dict[bytes, tuple[str, int]] = {}  # job -> its key in ``used`` (forget())
 
     def check(
         self,
@@ -219,7 +236,19 @@ class BatchQueue:
         if not p.items:
             p.since = now
         p.items[v.seq] = (job_id, trace_root, v)
-        self.used[(payer, v.seq)] = job_id
+        self.mark_used(payer, v.seq, job_id)
+
+    def mark_used(self, payer: str, seq: int, job_id: bytes) -> None:
+        """Remember that ``payer``'s ``seq`` pays for ``job_id`` (no other job may take it)."""
+        key = (to_checksum_address(payer), seq)
+        self.used[key] = job_id
+        self._used_by[job_id] = key
+
+    def forget(self, job_id: bytes) -> None:
+        """Drop what is remembered of ``job_id``'s seq (its job is final: its seq settled, or unpaid for good)."""
+        key = self._used_by.pop(job_id, None)
+        if key is not None and self.used.get(key) == job_id:
+            del self.used[key]
 
     def due(self, now: float) -> list[str]:
         return [
@@ -244,7 +273,7 @@ class BatchQueue:
         if batch is None:
             self.add(v, payer, job_id, trace_root, now - self.max_age)
         else:
-            self.used[(to_checksum_address(payer), v.seq)] = job_id
+            self.mark_used(payer, v.seq, job_id)
 
     def settled_by_chain(self, payer: str, settled_seq: int) -> Pending | None:
         """Remove and return ``payer``'s waiting results the chain already settled (seq <= ``settled_seq``): a
@@ -268,6 +297,32 @@ class BatchQueue:
         held = self.pending.setdefault(to_checksum_address(payer), Pending(p.since))
         held.items.update(p.items)
         held.since = min(held.since, p.since)
+
+
+class Finals:
+    """Jobs final here (paid, voided, refunded, unpaid for good, or ended unpaid), with when they became so (wall
+    clock), in that order: what is kept of them goes once the node's retention (``history_s``) has passed."""
+
+    def __init__(self) -> None:
+        self.at: dict[bytes, float] = {}
+
+    def mark(self, job_id: bytes, at: float) -> None:
+        self.at.pop(job_id, None)  # (to the end: the order stays that of the times)
+        self.at[job_id] = at
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.at
+
+    def due(self, cutoff: float) -> list[bytes]:
+        """Remove and return the jobs final before ``cutoff`` (the oldest first; stops at the first later one)."""
+        out = []
+        for jid, at in self.at.items():
+            if at >= cutoff:
+                break
+            out.append(jid)
+        for jid in out:
+            del self.at[jid]
+        return out
 
 
 def batch_of(p: Pending) -> tuple[Voucher, ResultsTree, list[bytes]]:

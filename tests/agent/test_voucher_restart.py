@@ -723,8 +723,9 @@ def test_a_mined_try_given_up_before_the_channel_could_say_so_is_paid(tmp_path: 
 
 
 def test_results_given_up_are_unpaid_once_history_s_has_passed(tmp_path: Path) -> None:
-    """Nothing settles the given-up results within ``history_s`` (0 here): they are unpaid for good, their rows
-    go and nothing waits for them."""
+    """Nothing settles the given-up results within ``history_s`` (0 here): they are unpaid for good (by the poll
+    of the last try), their rows go and nothing waits for them; being final, they are forgotten ``history_s``
+    later (the next poll)."""
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)
@@ -734,11 +735,13 @@ def test_results_given_up_are_unpaid_once_history_s_has_passed(tmp_path: Path) -
         _, restore = unmined(p.executor.market)
         await p.give_up()
         restore()
-        await p.executor.poll()
         assert {p.executor.vouchers.job(j)["state"] for j in jobs} == {"unpaid"}
         assert "no receipt" in p.executor.vouchers.job(jobs[0])["reason"]
         p.executor_journal.commit()
         assert p.executor_rows_gone() and p.executor.vouchers.steady()
+        await p.executor.poll()
+        assert [p.executor.vouchers.job(j) for j in jobs] == [None, None]
+        assert not p.executor.vouchers.queue.used
 
     run(main)
 

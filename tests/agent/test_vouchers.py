@@ -338,8 +338,9 @@ def test_a_batch_is_mapped_without_a_scan_of_every_voucher_signed() -> None:
     run(main)
 
 
-def test_the_book_finds_a_range_of_seqs_by_executor() -> None:
-    """A batch's seq range costs the range (or the executor's vouchers), not every voucher signed."""
+def test_the_book_finds_a_range_of_seqs_and_keeps_numbering_after_what_it_forgot() -> None:
+    """A batch's seq range costs the range (or the executor's vouchers); a voucher forgotten is out of the index,
+    and only the highest of an executor says its row must stay for the numbering."""
     ex, other = "0x" + "22" * 20, "0x" + "33" * 20
     book = VoucherBook()
     book.open_channel(ex, 0, 0)
@@ -352,3 +353,11 @@ def test_the_book_finds_a_range_of_seqs_by_executor() -> None:
             signed[(who, seq)] = v.job_id
     assert book.jobs_between(ex, 10, 13) == [signed[(ex, s)] for s in (11, 12, 13)]
     assert book.jobs_between(ex, 95, 10**9) == [signed[(ex, s)] for s in range(96, 101)]
+    assert book.forget(signed[(ex, 12)]) is None  # not the highest: its row may go
+    assert book.jobs_between(ex, 10, 13) == [signed[(ex, s)] for s in (11, 13)]
+    assert book.forget(signed[(ex, 100)]) == ex  # the highest: its row numbers the next after a restart
+    restarted = VoucherBook()  # only the highest voucher's row is left: numbering goes on after it
+    restarted.restore(Voucher("0x" + "11" * 20, ex, signed[(ex, 100)], 100, 5, 500, b""))
+    restarted.forget(signed[(ex, 100)])
+    restarted.open_channel(ex, 3, 15)
+    assert restarted.next_terms(ex, b"\x00" * 32, 5) == (101, 505)

@@ -1,0 +1,140 @@
+"""A long-running node's voucher bookkeeping stays bounded: what it keeps of a voucher job that is final (paid,
+voided, refunded, unpaid, or ended here unpaid) goes ``history_s`` after it became so, in memory and in the
+journal, but for the payer's highest voucher to each executor (the numbering after a restart).
+
+Each test runs with the voucher mode alone attached to the journal and with the whole ChainLink (its
+checkpoint), as in test_voucher_restart.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from sandrun_p2p.agent.vouchers import voucher_from_bytes
+
+from .test_voucher_restart import JournaledPair, chain_view  # noqa: F401 (chain_view: both modes)
+from .test_vouchers import PRICE
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(fn) -> None:
+    trio.run(fn)
+
+
+def sizes(p: JournaledPair) -> dict[str, int]:
+    """How many entries each side keeps of its voucher jobs, in memory and in its journal."""
+    pv, ev = p.payer.vouchers, p.executor.vouchers
+    return {
+        "payer state": len(pv.state),
+        "payer vouchers": len(pv.book.issued),
+        "payer prices": len(pv.prices),
+        "payer batches": len(pv.batches),
+        "payer rows": len(p.payer_journal.voucher_rows("payer")),
+        "executor state": len(ev.state),
+        "executor seqs": len(ev.queue.used),
+        "executor batches": len(ev.batches),
+        "executor rows": len(p.executor_journal.voucher_rows("executor")),
+    }
+
+
+def test_settled_voucher_jobs_are_forgotten_history_s_after_they_were_paid(tmp_path: Path) -> None:
+    """Before, every entry stayed for good (the executor's paid batches too); now they stay for ``history_s``
+    (reported meanwhile), then go. Numbering goes on after them, also across restarts of both sides."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs: list[bytes] = []
+        for r in range(4):
+            jobs += [(await p.job(2 * r + i))[0] for i in range(2)]
+            await p.executor.poll()  # settleBatch
+            await p.payer.poll()  # maps it onto its vouchers
+            settled, earned = await p.paid_out()
+            assert len(settled) == 2 and earned == 2 * PRICE
+            await p.payer.poll()  # BatchPaid
+        assert {(await p.payer.job(j))["state"] for j in jobs} == {"settled"}  # reported within history_s
+        assert sizes(p)["payer state"] == sizes(p)["executor state"] == 8
+        p.payer.history_s = p.executor.history_s = 0.0
+        await p.payer.poll()
+        await p.executor.poll()
+        assert set(sizes(p).values()) == {0}, sizes(p)
+        assert not any(p.payer.vouchers.book.by_seq.values())
+        later, answer = await p.job(8)
+        assert "seq 9" in answer
+        for journal in (p.payer_journal, p.executor_journal):
+            journal.commit()  # (the agent commits once a turn)
+        await p.restart_payer()
+        await p.restart_executor()
+        await p.executor.poll()  # the result it held is settled (restored: due at once)
+        more = [await p.job(i) for i in (9, 10)]
+        assert ["seq 10" in more[0][1], "seq 11" in more[1][1]] == [True, True]
+        await p.executor.poll()
+        settled, earned = await p.paid_out()
+        assert settled == {later, *(jid for jid, _ in more)} and earned == 3 * PRICE
+        assert p.errors == []
+
+    run(main)
+
+
+def test_vouchers_never_settled_keep_only_the_row_that_numbers_the_next(tmp_path: Path) -> None:
+    """The payer's jobs ended here unpaid (the protocol core forgot them unclosed): their executor has not settled
+    their vouchers. Before, each kept its journal row for good; now, ``history_s`` later, only the row of the
+    highest voucher to that executor stays (the chain's channel knows none of them). A restarted payer numbers its
+    next voucher after it, and the restarted executor still settles every result it held (the cumulative
+    voucher pays them all)."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=99)  # the executor holds its results (no batch yet)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(6)]
+        for jid in jobs:
+            p.payer.vouchers.ended(jid)  # as the agent does when the core forgets a job
+        await p.payer.poll()
+        assert sizes(p)["payer rows"] == 6  # within history_s: kept
+        p.payer.history_s = 0.0
+        await p.payer.poll()
+        p.payer_journal.commit()
+        rows = p.payer_journal.voucher_rows("payer")
+        assert [voucher_from_bytes(r["voucher"]).seq for r in rows] == [6]
+        assert sizes(p)["payer vouchers"] == sizes(p)["payer state"] == sizes(p)["payer prices"] == 0
+        await p.restart_payer()
+        nxt, answer = await p.job(6)
+        assert "seq 7" in answer and p.errors == []
+        await p.restart_executor()
+        await p.executor.poll()  # its restored results are due at once: one batch of the seven
+        settled, earned = await p.paid_out()
+        assert settled == {*jobs, nxt} and earned == 7 * PRICE
+        await p.payer.poll()
+        p.payer_journal.commit()
+        assert p.payer_journal.voucher_rows("payer") == []  # paid: the chain's channel numbers now
+        assert p.errors == []
+
+    run(main)
+
+
+def test_a_kept_row_goes_once_a_later_voucher_numbers_after_it(tmp_path: Path) -> None:
+    """The row kept for the numbering is dropped as soon as a higher voucher to that executor is journaled, and
+    when a later job of that executor ends unpaid the row of the new highest replaces it: one row per executor."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=99)
+        p.payer.history_s = 0.0
+        await p.start()
+        first, _ = await p.job(0)
+        p.payer.vouchers.ended(first)
+        await p.payer.poll()
+        assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [first]
+        second, answer = await p.job(1)
+        assert "seq 2" in answer
+        assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [second]
+        p.payer.vouchers.ended(second)
+        third, _ = await p.job(2)
+        p.payer.vouchers.ended(third)
+        await p.payer.poll()
+        assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [third]
+
+    run(main)

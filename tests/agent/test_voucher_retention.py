@@ -15,7 +15,7 @@ import trio
 
 from sandrun_p2p.agent.vouchers import voucher_from_bytes
 
-from .test_voucher_restart import JournaledPair, chain_view  # noqa: F401 (chain_view: both modes)
+from .test_voucher_restart import JournaledPair, SelfPair, chain_view  # noqa: F401 (chain_view: both modes)
 from .test_vouchers import PRICE
 
 pytestmark = pytest.mark.timeout(120)
@@ -136,5 +136,27 @@ def test_a_kept_row_goes_once_a_later_voucher_numbers_after_it(tmp_path: Path) -
         p.payer.vouchers.ended(third)
         await p.payer.poll()
         assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [third]
+
+    run(main)
+
+
+def test_a_node_paying_itself_keeps_a_job_its_executor_side_still_holds(tmp_path: Path) -> None:
+    """The core forgets a voucher job this node pays and runs itself while its result still waits for a batch:
+    the executor side says when it is final (paid), not the payer side's ending."""
+
+    async def main() -> None:
+        p = SelfPair(tmp_path)
+        p.payer.history_s = 0.0
+        await p.start()
+        first, _ = await p.job(0)
+        p.payer.vouchers.ended(first)
+        await p.payer.poll()
+        assert p.payer.vouchers.job(first)["state"] == "batching" and p.payer.vouchers.queue.used
+        second, _ = await p.job(1)
+        await p.payer.poll()  # the batch of both
+        settled, earned = await p.paid_out()
+        assert settled == {first, second} and earned == 2 * PRICE
+        await p.payer.poll()
+        assert set(sizes(p).values()) == {0}, sizes(p)
 
     run(main)

@@ -605,9 +605,18 @@ class ChainLink:
             or (jid not in self.closed and self.deadlines[jid] + self.reveal_window < cutoff)
         ]
         for jid in old:
-            for d in (self.seeds, self.deadlines, self.commits, self.closed, self.roots, self.closed_at):
+            for d in (
+                self.seeds,
+                self.deadlines,
+                self.commits,
+                self.closed,
+                self.roots,
+                self.closed_at,
+                self.positions,  # (committed here, never revealed)
+                self._dirty_jobs,
+            ):
                 d.pop(jid, None)
-            self._dirty_jobs.pop(jid, None)
+            self.closed_here.discard(jid)  # (closed by this node's reveal, its settle step never came)
         if old and self.journal is not None:
             self.journal.chain_jobs_forget(old)
         return bool(old)

@@ -251,9 +251,12 @@ def test_jobs_closed_longer_than_history_s_leave_the_view_and_its_checkpoint(tmp
         world = World()
         agent = agent_on(tmp_path, world.link(), history_s=0.0)  # (closed jobs go at the next poll)
         assert agent.chain.history_s == 0.0
+        agent.chain.positions[DONE] = 0  # as if this node had committed to it and never revealed,
+        agent.chain.closed_here.add(DONE)  # ... or its reveal had closed it and no settle step came
         await polled(agent)
         await polled(agent)
         assert DONE not in agent.chain.closed and DONE not in agent.chain.seeds
+        assert DONE not in agent.chain.positions and DONE not in agent.chain.closed_here
         assert OPEN in agent.chain.seeds  # open, its deadline ahead
         _, _, _, _, jobs = agent.journal.chain_view()
         assert [bytes(row[0]) for row in jobs] == [OPEN]

@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from libp2p.utils import encode_delim, read_delim
+from libp2p.utils import encode_delim
 
 FETCH_PROTOCOL = "/sandrun-p2p/fetch/1.0.0"
 MULTISTREAM = b"/multistream/1.0.0"
+MAX_MULTISTREAM_LINE = 1024  # a multistream-select answer: a protocol id or "na"
 FOUND, NOT_FOUND, ERROR = 0, 1, 2
 MAX_CID_LEN = 256
 CHUNK = 64 * 1024
@@ -59,6 +60,18 @@ async def _read_varint(stream: Any) -> int:
             return value
         shift += 7
     raise FetchError("varint too long")
+
+
+async def _read_line(stream: Any) -> bytes:
+    """One multistream-select message (varint length, text, newline), at most ``MAX_MULTISTREAM_LINE`` bytes:
+    a peer announcing more is refused before anything more is read."""
+    n = await _read_varint(stream)
+    if not 0 < n <= MAX_MULTISTREAM_LINE:
+        raise ProtocolRefused(f"peer answered a multistream message of {n} bytes")
+    line = await _read_exact(stream, n)
+    if not line.endswith(b"\n"):
+        raise ProtocolRefused("peer answered a multistream message without its newline")
+    return line[:-1]
 
 
 def _varint(n: int) -> bytes:
@@ -120,10 +133,10 @@ async def open_pipelined(network: Any, peer_id: Any, protocol: str, first: bytes
     try:
         async with slot if slot is not None else contextlib.nullcontext():
             await stream.write(encode_delim(MULTISTREAM) + encode_delim(protocol.encode()) + first)
-            header = await read_delim(stream)
+            header = await _read_line(stream)
             if header != MULTISTREAM:
                 raise ProtocolRefused(f"peer answered {header[:64]!r} to the multistream header")
-            answer = await read_delim(stream)
+            answer = await _read_line(stream)
             if answer != protocol.encode():
                 raise ProtocolRefused(f"peer answered {answer[:64]!r} to {protocol}")
     except BaseException:

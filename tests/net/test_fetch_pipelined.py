@@ -73,6 +73,16 @@ async def test_a_refused_protocol_resets_the_stream() -> None:
     assert stream.was_reset
 
 
+async def test_an_oversized_or_unterminated_answer_is_refused_unread() -> None:
+    prefix = fetchproto._varint(1 << 40)  # announces a terabyte
+    for answer, read_at_most in ((prefix + b"x" * 64, len(prefix)), (fetchproto._varint(4) + b"/mul", 5)):
+        stream = _Stream(answer)
+        with pytest.raises(fetchproto.ProtocolRefused):
+            await fetchproto.open_pipelined(_Swarm(stream), "peer", fetchproto.FETCH_PROTOCOL, b"\x01x")
+        assert stream.was_reset
+        assert sum(len(d) for op, d in stream.ops if op == "read") <= read_at_most
+
+
 async def test_peer_without_the_fetch_protocol(nursery) -> None:
     """Real hosts: the refused fetch is None at once (not retried), and the same connection serves a fetch after
     the peer offers the protocol again (the peer's multistream-select read the pipelined request as one more

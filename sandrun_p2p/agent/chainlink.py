@@ -473,6 +473,7 @@ class ChainLink:
             return out
 
         updates = await self._read(work) + self.vouchers.drain()
+        await self.vouchers.audit()  # (a batch just settled on this node's deposit: within this poll)
         self._save_view()
         return updates
 

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS txs (
 );
 CREATE TABLE IF NOT EXISTS vouchers (
     job_id BLOB NOT NULL, role TEXT NOT NULL, price TEXT, voucher BLOB, root BLOB,
-    batch INTEGER, given_up REAL, PRIMARY KEY (job_id, role)
+    batch INTEGER, given_up REAL, attest BLOB, PRIMARY KEY (job_id, role)
 );
 CREATE TABLE IF NOT EXISTS voucher_batches (
     batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL
@@ -115,6 +115,8 @@ class Journal:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(vouchers)")}
         if "given_up" not in columns:  # a journal written before the column
             self.db.execute("ALTER TABLE vouchers ADD COLUMN given_up REAL")
+        if "attest" not in columns:
+            self.db.execute("ALTER TABLE vouchers ADD COLUMN attest BLOB")
 
     def _w(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         """Run one write (opening the group's transaction first when grouping)."""
@@ -301,7 +303,8 @@ class Journal:
     # role "payer": a voucher job this node funds (its price), then the voucher it signed for it (written and
     # committed before the voucher leaves), and when the job ended here with its batch not paid (``given_up``,
     # unix time); role "executor": a voucher this node holds with its result's root, then the batch that settled
-    # it, or when its settleBatch was given up (``given_up``) while a try may still be mined. Rows go once their
+    # it, or when its settleBatch was given up (``given_up``) while a try may still be mined. A payer's row also
+    # keeps the executor's attestation of its result (``root`` and ``attest``, its signature: audit.py). Rows go once their
     # batch is paid or voided (a given-up one once it can no longer be settled; a payer's ended one ``history_s``
     # after it ended, but for the highest voucher to its executor, kept for the numbering). Amounts are decimal
     # text (wei overflow SQLite's 64-bit integers).
@@ -315,19 +318,22 @@ class Journal:
         root: bytes | None = None,
         batch: int | None = None,
         given_up: float | None = None,
+        attest: bytes | None = None,
     ) -> None:
         """Create or update a voucher row (the fields given; the others keep their value): one statement."""
         self._w(
-            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch, given_up) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch, given_up, attest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(job_id, role) DO UPDATE SET price=COALESCE(excluded.price, price), "
             "voucher=COALESCE(excluded.voucher, voucher), root=COALESCE(excluded.root, root), "
-            "batch=COALESCE(excluded.batch, batch), given_up=COALESCE(excluded.given_up, given_up)",
-            (job_id, role, None if price is None else str(price), voucher, root, batch, given_up),
+            "batch=COALESCE(excluded.batch, batch), given_up=COALESCE(excluded.given_up, given_up), "
+            "attest=COALESCE(excluded.attest, attest)",
+            (job_id, role, None if price is None else str(price), voucher, root, batch, given_up, attest),
         )
 
     def voucher_rows(self, role: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT job_id, price, voucher, root, batch, given_up FROM vouchers WHERE role=?", (role,)
+            "SELECT job_id, price, voucher, root, batch, given_up, attest FROM vouchers WHERE role=?", (role,)
         )
         return [
             {
@@ -337,8 +343,9 @@ class Journal:
                 "root": bytes(r) if r is not None else None,
                 "batch": b,
                 "given_up": g,
+                "attest": bytes(a) if a is not None else None,
             }
-            for j, p, v, r, b, g in rows
+            for j, p, v, r, b, g, a in rows
         ]
 
     def voucher_forget(self, job_ids: list[bytes], role: str) -> None:

@@ -56,6 +56,7 @@ from ..protocol.jobspec import PAY_VOUCHER, JobSpec
 from ..protocol.node import NodeCore
 from ..protocol.node import _parse_spec as parse_spec  # NodeCore's bounded parse cache, keyed by the dict
 from ..protocol.pricing import usage_charge
+from .audit import parse_batch_tree_name
 from .checkpoints import STOP_LEAD_S, Checkpoints
 from .config import AgentConfig
 from .evidence import with_attestation
@@ -496,6 +497,10 @@ class Agent:
         self.chain_errors.append(f"vouchers: {msg}"[:300])
         self._log("voucher-batch-failed", None, error=msg)
 
+    def _voucher_audit(self, msg: str) -> None:
+        self.chain_errors.append(f"vouchers: {msg}"[:300])
+        self._log("voucher-audit", None, error=msg)
+
     async def _chain_watcher(self) -> None:
         while True:
             self._poll_now = trio.Event()
@@ -607,6 +612,7 @@ class Agent:
         if self.vouchers is not None:
             self.vouchers.fetcher = self.net.fetch_from
             self.vouchers.on_error = self._voucher_error
+            self.vouchers.on_audit = self._voucher_audit
         try:
             async with trio.open_nursery() as nursery:
                 with trio.fail_after(120):
@@ -681,6 +687,9 @@ class Agent:
         asked = parse_voucher_name(cid)
         if asked is not None:
             return await self._serve_voucher(*asked)
+        batch = parse_batch_tree_name(cid)
+        if batch is not None:  # a payer auditing a batch this node settled (audit.py)
+            return self.vouchers.batch_tree(batch) if self.vouchers is not None else None
         try:
             with trio.fail_after(10):
                 return await self.store.get_block(cid)

@@ -44,7 +44,10 @@ receipt was lost) waits for its next try (:meth:`VoucherLink.steady`). Results g
 they are given up, and every own batch event read after that is matched to them as it is read.
 
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
-gossip (with their attestations); a leaf that contradicts an attestation voids the batch (``challengeBatch``).
+gossip (with their attestations, journaled with its vouchers); a leaf that contradicts an attestation voids the
+batch (``challengeBatch``). See audit.py: a matching root costs nothing more; otherwise the payer fetches the
+batch's leaves from its executor (:meth:`VoucherLink.batch_tree` serves them) and challenges; an executor whose
+batch cannot be verified gets no new voucher.
 """
 
 from __future__ import annotations
@@ -58,9 +61,11 @@ import trio
 from eth_utils import to_checksum_address
 
 from ..chain import Attestation, ChainError, ResultsTree, Voucher
+from ..chain.crypto import verify_attestation
 from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate
 from ..protocol.jobspec import JobSpec
+from .audit import Audits, batch_tree_name, tree_to_bytes
 from .vouchers import (
     BatchQueue,
     Finals,
@@ -88,6 +93,7 @@ class _Batch:
     release_at: int
     tree: ResultsTree | None = None
     paying: bool = False  # a batch settled on this node's deposit (as payer): forgotten once paid or voided
+    audit: tuple[bytes, int, int] | None = None  # paying: (results root, executor's node index, count)
 
 
 class VoucherLink:
@@ -122,6 +128,8 @@ class VoucherLink:
         self.tries: dict[str, int] = {}
         self.state: dict[bytes, dict[str, Any]] = {}  # job -> what job() reports
         self.attested: dict[bytes, Attestation] = {}  # payer: job -> the executor's attestation of its reveal
+        self.on_audit: Callable[[str], None] | None = None  # audit reports (default: on_error)
+        self.audits = Audits(options, lambda msg: (self.on_audit or self.on_error)(msg))
         self.updates: list[ChainUpdate] = []
         self.journal: Journal | None = None
         self._writes: list[Callable[[Journal], None]] = []  # from the poller thread, written by drain()
@@ -166,6 +174,8 @@ class VoucherLink:
                 v = voucher_from_bytes(row["voucher"])
                 self.book.restore(v)
                 st.update({"state": "voucher-signed", "executor": v.executor, "seq": v.seq})
+                if row["root"] is not None and row["attest"] is not None:
+                    self.attested[jid] = Attestation(jid, row["root"], row["attest"])
                 if row["given_up"] is not None:  # the job ended here unpaid (ended())
                     self.finals.mark(jid, float(row["given_up"]))
             self.state[jid] = st
@@ -286,16 +296,29 @@ class VoucherLink:
 
     async def issue(self, job_id: bytes, executor: str, attest: Attestation | None = None) -> bytes | None:
         """The voucher for ``job_id`` to ``executor`` (signed once; the same bytes on every request), or None
-        when this node is not the job's voucher payer."""
+        when this node is not the job's voucher payer, or signs no new voucher to ``executor`` (one of its batches
+        failed the audit: audit.py). ``attest``: the executor's attestation carried by its reveal (kept for the
+        audit when it is the executor's)."""
         price = self.prices.get(job_id)
         if price is None:
             return None
         executor = to_checksum_address(executor)
         market = self.link.market
+        blocked = self.audits.blocked.get(executor)
+        if blocked is not None and job_id not in self.book.issued:
+            if job_id in self.state:
+                self.state[job_id]["reason"] = f"no voucher signed for {executor}: {blocked}"
+            return None
 
-        def work() -> tuple[Voucher, bool] | None:
+        def work() -> tuple[Voucher, bool, Attestation | None] | None:
             if job_id not in self.prices:
                 return None  # (forgotten meanwhile: final for longer than history_s)
+            att = attest
+            if att is not None and (
+                att.job_id != job_id
+                or not verify_attestation(att, self.link.chain_id, market.address, executor)
+            ):
+                att = None  # (not its executor's: useless to challenge a batch)
             if not self.book.has_channel(executor):
                 # after the later of the chain's channel and the vouchers restored from the journal; payer_seq
                 # (which maps batches onto vouchers) follows the BatchSettled events only (kept in the chain
@@ -304,27 +327,37 @@ class VoucherLink:
                 self.book.open_channel(executor, seq, paid)
             terms = self.book.next_terms(executor, job_id, price)
             if isinstance(terms, Voucher):
-                return terms, False
+                return terms, False, att
             v = market.sign_voucher(executor, job_id, terms[0], price, terms[1])
             self.book.record(v)
-            return v, True
+            return v, True, att
 
         async with self._issue_lock:
             signed = await self.link._run(work)
             if signed is None:
                 return None
-            v, new = signed
-            if new:  # durable before it leaves: a restarted payer serves it again and numbers after it
-                kept = self._kept.pop(executor, None)  # (numbers after this one now)
+            v, new, att = signed
+            keep = att is not None and job_id in self.state and job_id not in self.attested
+            if (
+                new or keep
+            ):  # durable before it leaves: a restarted payer serves it again and numbers after it
+                kept = self._kept.pop(executor, None) if new else None  # (numbers after this one now)
 
                 def op(j: Journal) -> None:
-                    j.voucher_put(job_id, "payer", price=price, voucher=voucher_to_bytes(v))
+                    j.voucher_put(
+                        job_id,
+                        "payer",
+                        price=price,
+                        voucher=voucher_to_bytes(v),
+                        root=att.trace_root if att is not None else None,
+                        attest=att.signature if att is not None else None,
+                    )
                     if kept is not None:
                         j.voucher_forget([kept], "payer")
 
                 self._write(op, commit=True)
-        if attest is not None and job_id in self.state:
-            self.attested[job_id] = attest
+        if att is not None and job_id in self.state:
+            self.attested[job_id] = att
         if new:  # (served again: its state may have moved on, to batched or settled)
             self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
         return voucher_to_bytes(v)
@@ -401,6 +434,7 @@ class VoucherLink:
             await self._settle(payer, self.queue.take(payer))
         self._expire()
         await self._finalize_due()
+        await self.audit()
 
     async def _settle(self, payer: str, p: Pending) -> None:
         voucher, tree, jobs = batch_of(p)
@@ -643,6 +677,9 @@ class VoucherLink:
         times.extend(
             b.release_at - wall for b in self.batches.values() if b.tree is not None and b.release_at > wall
         )
+        audit = self.audits.next_due()
+        if audit is not None:
+            times.append(max(0.0, audit - mono))
         return min(times) if times else None
 
     async def _finalize_due(self) -> None:
@@ -674,6 +711,8 @@ class VoucherLink:
         """Called by the poller thread for each batch event; appends job updates to ``self.updates``."""
         bid = int(a["batchId"])
         me = self.link.market.account
+        if name != "BatchSettled":
+            self.audits.done(bid)
         if name == "BatchSettled":
             client = to_checksum_address(a["client"])
             if self.link.account_of_index.get(int(a["node"])) == me:
@@ -770,14 +809,56 @@ class VoucherLink:
         if bid in self.batches:
             return
         jobs = self.book.jobs_between(executor, first, last)
-        self._add_payer_batch(bid, jobs, int(a["amount"]), int(a["releaseAt"]))
+        audit = (bytes(a["resultsRoot"]), int(a["node"]), int(a["count"]))
+        self._add_payer_batch(bid, jobs, int(a["amount"]), int(a["releaseAt"]), audit)
 
-    def _add_payer_batch(self, bid: int, jobs: list[bytes], amount: int, release_at: int) -> None:
-        self.batches[bid] = _Batch(jobs, amount, release_at, paying=True)
+    def _add_payer_batch(
+        self, bid: int, jobs: list[bytes], amount: int, release_at: int, audit: tuple[bytes, int, int] | None
+    ) -> None:
+        """Map batch ``bid`` on this node's deposit onto its jobs, and audit it (audit.py) unless its executor is
+        this node."""
+        self.batches[bid] = _Batch(jobs, amount, release_at, paying=True, audit=audit)
         for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
                 {"state": "batched", "batch": bid}
             )
+        if audit is None:
+            return
+        root, node, count = audit
+        executor = self.link.account_of_index.get(node)
+        if executor is not None and to_checksum_address(executor) != self.queue.me:
+            self.audits.check(
+                bid, to_checksum_address(executor), node, root, release_at, jobs, count, self.attested
+            )
+
+    async def audit(self) -> None:
+        """Fetch, check and challenge the batches on this node's deposit whose root was not the one expected,
+        as far as they are due (audit.py)."""
+        if not self.audits.pending:
+            return
+        link = self.link
+
+        async def fetch(node: int, bid: int) -> bytes | None:
+            if self.fetcher is None:
+                return None
+            try:
+                node_id = link.node_ids.get(node) or await link._read(link._node_id, node)
+            except ChainError:
+                return None
+            return await self.fetcher(node_id, batch_tree_name(bid))
+
+        async def chain_now() -> int:
+            return int(await link._read(link.reader.chain.now))
+
+        await self.audits.run(fetch, self.challenge, chain_now, self.attested)
+
+    def batch_tree(self, batch_id: int) -> bytes | None:
+        """Executor: the leaves of ``batch_id`` (audit.py's format) while it is a pending batch of this node's,
+        else None (the runtime serves them under :func:`~.audit.batch_tree_name` to the payer's audit)."""
+        b = self.batches.get(batch_id)
+        if b is None or b.paying or b.tree is None:
+            return None
+        return tree_to_bytes(b.tree)
 
     # ------------------------------------------------------------------ checkpoint (ChainLink's chain view)
 
@@ -799,7 +880,12 @@ class VoucherLink:
         return {
             "payer_seq": dict(self.payer_seq),
             "batches": {
-                str(bid): [[j.hex() for j in b.jobs], str(b.amount), b.release_at]
+                str(bid): [
+                    [j.hex() for j in b.jobs],
+                    str(b.amount),
+                    b.release_at,
+                    *([b.audit[0].hex(), b.audit[1], b.audit[2]] if b.audit is not None else []),
+                ]
                 for bid, b in self.batches.items()
                 if b.paying
             },
@@ -809,15 +895,22 @@ class VoucherLink:
         """Check :meth:`view`'s output (raises when it does not parse) and return what restores it."""
         seqs = {to_checksum_address(ex): int(seq) for ex, seq in view["payer_seq"].items()}
         batches = [
-            (int(bid), [bytes.fromhex(j) for j in jobs], int(amount), int(release_at))
-            for bid, (jobs, amount, release_at) in view["batches"].items()
+            (
+                int(bid),
+                [bytes.fromhex(j) for j in jobs],
+                int(amount),
+                int(release_at),
+                # (root, node, count): audited again; absent from a checkpoint written before the audit
+                (bytes.fromhex(audit[0]), int(audit[1]), int(audit[2])) if audit else None,
+            )
+            for bid, (jobs, amount, release_at, *audit) in view["batches"].items()
         ]
 
         def restore() -> None:
             self.payer_seq.update(seqs)
-            for bid, jobs, amount, release_at in batches:
+            for bid, jobs, amount, release_at, audit in batches:
                 if bid not in self.batches:
-                    self._add_payer_batch(bid, jobs, amount, release_at)
+                    self._add_payer_batch(bid, jobs, amount, release_at, audit)
 
         return restore
 

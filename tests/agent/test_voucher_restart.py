@@ -127,6 +127,8 @@ class JournaledPair(Pair):
     async def restart_payer(self) -> None:
         crash(self.payer_journal)
         self.payer = ChainLink({"voucher_deposit_wei": 10 * PRICE}, shared=self.payer)
+        self.payer.vouchers.on_error = self.payer_errors.append
+        self.payer.vouchers.fetcher = self._fetch_tree
         self.payer_journal = self._journal("payer")
         self._attach(self.payer, self.payer_journal)
         await self.payer.join(PAYER_NODE)

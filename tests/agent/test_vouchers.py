@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from sandrun_p2p.agent.audit import parse_batch_tree_name
 from sandrun_p2p.agent.chainlink import ChainLink
 from sandrun_p2p.agent.vouchers import (
     VoucherBook,
@@ -65,13 +66,31 @@ class Pair:
         self.executor.vouchers.on_error = self.errors.append
         self.executor.vouchers.fetcher = self._fetch
         self.forged: dict[bytes, bytes] = {}  # job -> the bytes the "origin" answers instead
+        # job -> the root the executor attests in its gossip reveal (the payer keeps it when it serves the voucher)
+        self.revealed: dict[bytes, bytes] = {}
+        self.payer_errors: list[str] = []
+        self.payer.vouchers.on_error = self.payer_errors.append
+        self.payer.vouchers.fetcher = self._fetch_tree
+        self.trees_asked: list[int] = []
+        self.tree_answer: Any = None  # bytes the executor answers for its batch tree instead (None: its own)
 
     async def _fetch(self, origin: bytes, name: str) -> bytes | None:
         asked = parse_voucher_name(name)
         assert asked is not None and origin == PAYER_NODE and asked[1] == EXEC_NODE
         if asked[0] in self.forged:
             return self.forged[asked[0]]
-        return await self.payer.vouchers.issue(asked[0], self.executor.market.account)
+        root = self.revealed.get(asked[0])
+        att = None if root is None else self.executor.market.attest(asked[0], root)
+        return await self.payer.vouchers.issue(asked[0], self.executor.market.account, att)
+
+    async def _fetch_tree(self, node: bytes, name: str) -> bytes | None:
+        """The payer's audit asks the executor for a batch's leaves (as the runtime serves them)."""
+        bid = parse_batch_tree_name(name)
+        assert bid is not None and node == EXEC_NODE
+        self.trees_asked.append(bid)
+        if self.tree_answer is not None:
+            return self.tree_answer
+        return self.executor.vouchers.batch_tree(bid)
 
     async def start(self) -> None:
         await self.payer.join(PAYER_NODE)
@@ -79,10 +98,14 @@ class Pair:
         await self.payer.poll()
         await self.executor.poll()
 
-    async def job(self, i: int, root: bytes | None = None) -> tuple[bytes, str]:
-        """Fund job ``i`` at the payer and hand its result to the executor; (job id, the executor's answer)."""
+    async def job(
+        self, i: int, root: bytes | None = None, revealed: bytes | None = None
+    ) -> tuple[bytes, str]:
+        """Fund job ``i`` at the payer and hand its result to the executor; (job id, the executor's answer).
+        ``revealed``: the root the executor attested on gossip, when not the one it queues for its batch."""
         s = spec(i, self.payer.chain.now() + 3000)
         await self.payer.fund_job(s, PAYER_NODE)
+        self.revealed[s.job_id] = revealed or root or h(f"root{i}")
         args = {
             "root": root or h(f"root{i}"),
             "salt": h("salt"),

@@ -1,0 +1,233 @@
+"""The payer's audit of the voucher batches settled on its deposit (audit.py), through a payer and an executor
+ChainLink on one embedded chain (:class:`Pair`): an honest batch costs nothing beyond the event, a batch whose
+leaves contradict what its executor attested on gossip is voided on chain without anyone asking, and a batch
+that cannot be verified is reported and its executor gets no new voucher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from sandrun_p2p.agent.audit import (
+    MAX_TREE_LEAVES,
+    AuditError,
+    batch_tree_name,
+    parse_batch_tree_name,
+    tree_from_bytes,
+    tree_to_bytes,
+)
+from sandrun_p2p.agent.vouchers import VoucherError
+from sandrun_p2p.chain.crypto import ResultsTree, Voucher
+
+from .test_voucher_restart import JournaledPair
+from .test_vouchers import Pair, h, spec
+
+pytestmark = pytest.mark.timeout(120)
+
+PENDING, VOIDED = 1, 3
+
+
+def run(fn: Any) -> None:
+    trio.run(fn)
+
+
+async def settled(p: Pair, n: int, tampered: int | None = None) -> tuple[list[bytes], int]:
+    """``n`` jobs settled in one batch by the executor (job ``tampered`` with another root in the batch than the
+    one it attested on gossip); the jobs and the batch id (the payer has not polled yet)."""
+    jobs = []
+    for i in range(n):
+        other = h(f"in the batch {i}") if i == tampered else None
+        jobs.append((await p.job(i, root=other, revealed=h(f"root{i}")))[0])
+    await p.executor.poll()
+    return jobs, p.executor.vouchers.state[jobs[0]]["batch"]
+
+
+def test_an_honest_batch_is_verified_without_a_fetch() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=3)
+        await p.start()
+        _, bid = await settled(p, 3)
+        await p.payer.poll()
+        assert bid in p.payer.vouchers.audits.verified and not p.payer.vouchers.audits.pending
+        assert p.trees_asked == [] and p.payer_errors == []
+        assert p.payer.market.batch(bid)["state"] == PENDING
+
+    run(main)
+
+
+@pytest.mark.parametrize("how", ["queued", "market API"])
+def test_a_tampered_batch_is_challenged_automatically(how: str) -> None:
+    """The executor attested one root on gossip and settles a batch whose leaf has another: the payer's poll
+    that reads the batch fetches its leaves and challenges it; the batch is voided, the executor's stake slashed,
+    the batch's amount back in the payer's deposit, and the executor gets no new voucher."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=3)
+        await p.start()
+        stake = p.executor.market.node().stake
+        if how == "queued":  # the executor's own tree (the one it serves) has the other root
+            jobs, bid = await settled(p, 3, tampered=1)
+            deposit = p.payer.market.deposit_of()[0] + p.payer.market.batch(bid)["amount"]
+        else:  # settled through the market directly with a tampered tree, which the executor then serves
+            send = p.executor.market.settle_batch
+
+            def tamper(v: Voucher, t: ResultsTree) -> Any:
+                bad = ResultsTree([(j, h("tampered") if k == 1 else r) for k, (j, r) in enumerate(t.results)])
+                p.tree_answer = tree_to_bytes(bad)
+                return send(v, bad)
+
+            p.executor.market.settle_batch = tamper
+            jobs, bid = await settled(p, 3)
+            deposit = p.payer.market.deposit_of()[0] + p.payer.market.batch(bid)["amount"]
+        await p.payer.poll()
+        assert p.trees_asked == [bid]
+        assert p.payer.market.batch(bid)["state"] == VOIDED
+        assert p.payer.market.deposit_of()[0] == deposit
+        assert p.executor.market.node().stake < stake
+        assert p.payer.vouchers.audits.challenged == {bid: jobs[1]}
+        assert any("challenged" in e for e in p.payer_errors)
+        updates = await p.payer.poll()
+        assert (await p.payer.job(jobs[0]))["state"] == "voided"
+        assert not [u for u in updates if u.kind == "job_settled"]
+        s = spec(9, p.payer.chain.now() + 3000)
+        await p.payer.fund_job(s, b"")
+        assert await p.payer.vouchers.issue(s.job_id, p.executor.market.account) is None
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "answer, why",
+    [
+        (None, "gave no batch tree"),
+        (tree_to_bytes(ResultsTree([(h("x"), h("y"))])), "does not hash to the batch's results root"),
+        (b"\x01" * 63, "malformed"),
+        (b"\x01" * 64 * (MAX_TREE_LEAVES + 1), "too large"),
+    ],
+)
+def test_a_batch_that_cannot_be_verified_is_reported_and_its_executor_gets_no_voucher(
+    answer: bytes | None, why: str
+) -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        if answer is None:
+            p.payer.vouchers.fetcher = None  # no way to reach the executor
+        else:
+            p.tree_answer = answer
+        _, bid = await settled(p, 2, tampered=0)
+        await p.payer.poll()
+        assert p.payer.market.batch(bid)["state"] == PENDING  # nothing proven
+        (err,) = p.payer_errors
+        assert f"batch {bid}" in err and "could not be verified" in err and why in err
+        executor = p.executor.market.account
+        assert executor in p.payer.vouchers.audits.blocked
+        # tried again later (backing off), reported once
+        p.payer.vouchers.audits.pending[bid].next_try = 0.0
+        await p.payer.poll()
+        assert len(p.payer_errors) == 1
+        # no new voucher for this executor: its job stays unpaid, with the reason
+        p.executor.vouchers.fetch_timeout = 0.0
+        with pytest.raises(VoucherError, match="gave no voucher"):
+            await p.job(5)
+        (jid,) = [j for j, st in p.payer.vouchers.state.items() if st["state"] == "open"]
+        assert "could not be verified" in (await p.payer.job(jid))["reason"]
+
+    run(main)
+
+
+def test_an_audit_whose_window_is_too_short_is_reported() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        p.payer.vouchers.audits.margin = 10**9
+        _, bid = await settled(p, 2, tampered=0)
+        await p.payer.poll()
+        assert p.trees_asked == [] and p.payer.market.batch(bid)["state"] == PENDING
+        (err,) = p.payer_errors
+        assert "challenge window ends" in err and not p.payer.vouchers.audits.pending
+
+    run(main)
+
+
+def test_a_batch_verified_after_a_failed_fetch_unblocks_its_executor() -> None:
+    """The payer lacks an attestation (its root cannot be rebuilt): it fetches the tree; the first try finds
+    no executor, the next one verifies the batch, and vouchers go to that executor again."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]
+        fetcher, p.payer.vouchers.fetcher = p.payer.vouchers.fetcher, None
+        await p.payer.poll()
+        assert p.executor.market.account in p.payer.vouchers.audits.blocked and len(p.payer_errors) == 1
+        p.payer.vouchers.fetcher = fetcher
+        p.payer.vouchers.audits.pending[bid].next_try = 0.0
+        await p.payer.poll()
+        assert p.trees_asked == [bid] and bid in p.payer.vouchers.audits.verified
+        assert not p.payer.vouchers.audits.blocked and p.payer.market.batch(bid)["state"] == PENDING
+        assert "seq 3" in (await p.job(5))[1]
+
+    run(main)
+
+
+def test_the_executor_serves_the_tree_of_its_pending_batches_only() -> None:
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        served = p.executor.vouchers.batch_tree(bid)
+        assert (
+            served is not None and tree_from_bytes(served).root == p.payer.market.batch(bid)["results_root"]
+        )
+        assert [j for j, _ in tree_from_bytes(served).results] == jobs
+        await p.payer.poll()
+        assert p.payer.vouchers.batch_tree(bid) is None  # settled on its deposit, not by it
+        assert p.executor.vouchers.batch_tree(bid + 1) is None
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        await p.executor.poll()  # paid: no longer served
+        assert p.payer.market.batch(bid)["state"] == 2
+        assert p.executor.vouchers.batch_tree(bid) is None
+
+    run(main)
+
+
+def test_batch_tree_names_and_answers_are_bounded() -> None:
+    assert parse_batch_tree_name(batch_tree_name(12)) == 12
+    for bad in ("vbatch/", "vbatch/-1", "vbatch/1/2", "vbatch/" + "9" * 21, "voucher/12", "vbatch/1a"):
+        assert parse_batch_tree_name(bad) is None
+    tree = ResultsTree([(h("a"), h("b")), (h("c"), h("d"))])
+    assert tree_from_bytes(tree_to_bytes(tree)).root == tree.root
+    for bad, why in ((b"", "malformed"), (b"\x00" * 65, "malformed"), (b"\x00" * 64 * 3, "too large")):
+        with pytest.raises(AuditError, match=why):
+            tree_from_bytes(bad, max_leaves=2)
+
+
+@pytest.mark.parametrize("checkpoints", [False, True])
+@pytest.mark.parametrize("when", ["before the batch is read", "audit in progress"])
+def test_a_restarted_payer_audits_with_the_attestations_it_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoints: bool, when: str
+) -> None:
+    """The payer crashes after serving the vouchers (with the executor's attestations), before it read the
+    tampered batch or while its audit could not fetch the tree yet: restarted (its batches from the events read
+    again, or from its chain checkpoint), it still challenges the batch."""
+    monkeypatch.setattr(JournaledPair, "checkpoints", checkpoints)
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2, tampered=1)
+        if when == "audit in progress":
+            p.payer.vouchers.fetcher = None
+            await p.payer.poll()
+            assert bid in p.payer.vouchers.audits.pending and len(p.payer_errors) == 1
+        await p.restart_payer()  # (its first poll audits the batch)
+        assert p.payer.market.batch(bid)["state"] == VOIDED
+        assert p.payer.vouchers.audits.challenged == {bid: jobs[1]}
+
+    run(main)

@@ -113,6 +113,8 @@ def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     assert "kind=commit receipt='voucher job" in logs and "queued for a batch" in logs
     assert "kind=commit receipt=0x" not in logs and "kind=reveal receipt=0x" not in logs  # no per-job tx
     assert "voucher-batch-failed" not in logs
+    # every batch matched the roots its executor attested on gossip: audited without a fetch or a report
+    assert "voucher-audit" not in logs
     r = run_testnet("--nodes", "2", "--pay", "voucher", "--redundancy", "2", timeout=60)
     assert r.returncode == 2 and "--pay voucher is for --redundancy 1 only" in r.stderr
 

@@ -7,6 +7,7 @@ that cannot be verified is reported and its executor gets no new voucher.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sandrun_p2p.agent.audit import (
     tree_from_bytes,
     tree_to_bytes,
 )
+from sandrun_p2p.agent.runtime import Agent
 from sandrun_p2p.agent.vouchers import VoucherError
 from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 
@@ -186,6 +188,9 @@ def test_the_executor_serves_the_tree_of_its_pending_batches_only() -> None:
             served is not None and tree_from_bytes(served).root == p.payer.market.batch(bid)["results_root"]
         )
         assert [j for j, _ in tree_from_bytes(served).results] == jobs
+        # the agent serves it under its fetch name (Agent._provide)
+        agent = SimpleNamespace(vouchers=p.executor.vouchers)
+        assert await Agent._provide(agent, batch_tree_name(bid)) == served  # type: ignore[arg-type]
         await p.payer.poll()
         assert p.payer.vouchers.batch_tree(bid) is None  # settled on its deposit, not by it
         assert p.executor.vouchers.batch_tree(bid + 1) is None

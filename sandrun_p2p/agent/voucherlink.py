@@ -337,11 +337,8 @@ class VoucherLink:
             if signed is None:
                 return None
             v, new, att = signed
-            keep = att is not None and job_id in self.state and job_id not in self.attested
-            if (
-                new or keep
-            ):  # durable before it leaves: a restarted payer serves it again and numbers after it
-                kept = self._kept.pop(executor, None) if new else None  # (numbers after this one now)
+            if new:  # durable before it leaves: a restarted payer serves it again and numbers after it
+                kept = self._kept.pop(executor, None)  # (numbers after this one now)
 
                 def op(j: Journal) -> None:
                     j.voucher_put(
@@ -356,8 +353,8 @@ class VoucherLink:
                         j.voucher_forget([kept], "payer")
 
                 self._write(op, commit=True)
-        if att is not None and job_id in self.state:
-            self.attested[job_id] = att
+        if att is not None and job_id in self.state:  # (journaled with a new voucher only)
+            self.attested.setdefault(job_id, att)
         if new:  # (served again: its state may have moved on, to batched or settled)
             self.state[job_id].update({"state": "voucher-signed", "executor": executor, "seq": v.seq})
         return voucher_to_bytes(v)

@@ -732,6 +732,8 @@ class VoucherLink:
                 )
                 self.updates.append(ChainUpdate("job_settled", jid))
         elif name == "BatchVoided":
+            if batch.paying:
+                self.room += batch.amount  # the contract returned it to this payer's deposit: free again
             for jid in batch.jobs:
                 self.state.setdefault(jid, {}).update(
                     {

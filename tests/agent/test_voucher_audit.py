@@ -85,6 +85,7 @@ def test_a_tampered_batch_is_challenged_automatically(how: str) -> None:
             p.executor.market.settle_batch = tamper
             jobs, bid = await settled(p, 3)
             deposit = p.payer.market.deposit_of()[0] + p.payer.market.batch(bid)["amount"]
+        amount = p.payer.market.batch(bid)["amount"]
         await p.payer.poll()
         assert p.trees_asked == [bid]
         assert p.payer.market.batch(bid)["state"] == VOIDED
@@ -92,8 +93,10 @@ def test_a_tampered_batch_is_challenged_automatically(how: str) -> None:
         assert p.executor.market.node().stake < stake
         assert p.payer.vouchers.audits.challenged == {bid: jobs[1]}
         assert any("challenged" in e for e in p.payer_errors)
-        updates = await p.payer.poll()
+        room = p.payer.vouchers.room
+        updates = await p.payer.poll()  # reads BatchVoided
         assert (await p.payer.job(jobs[0]))["state"] == "voided"
+        assert p.payer.vouchers.room == room + amount  # the amount is back in the deposit: free for new jobs
         assert not [u for u in updates if u.kind == "job_settled"]
         s = spec(9, p.payer.chain.now() + 3000)
         await p.payer.fund_job(s, b"")

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS vouchers (
     batch INTEGER, given_up REAL, attest BLOB, PRIMARY KEY (job_id, role)
 );
 CREATE TABLE IF NOT EXISTS voucher_batches (
-    batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL
+    batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL,
+    leaves BLOB
 );
 CREATE TABLE IF NOT EXISTS chain_view (
     id INTEGER PRIMARY KEY CHECK (id = 0), key TEXT NOT NULL, position INTEGER NOT NULL, extra TEXT NOT NULL
@@ -117,6 +118,8 @@ class Journal:
             self.db.execute("ALTER TABLE vouchers ADD COLUMN given_up REAL")
         if "attest" not in columns:
             self.db.execute("ALTER TABLE vouchers ADD COLUMN attest BLOB")
+        if "leaves" not in {row[1] for row in self.db.execute("PRAGMA table_info(voucher_batches)")}:
+            self.db.execute("ALTER TABLE voucher_batches ADD COLUMN leaves BLOB")
 
     def _w(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         """Run one write (opening the group's transaction first when grouping)."""
@@ -352,17 +355,22 @@ class Journal:
         for jid in job_ids:
             self._w("DELETE FROM vouchers WHERE job_id=? AND role=?", (jid, role))
 
-    def voucher_batch(self, batch_id: int, payer: str, amount: int, release_at: int) -> None:
+    def voucher_batch(
+        self, batch_id: int, payer: str, amount: int, release_at: int, leaves: bytes | None = None
+    ) -> None:
+        """An executor's batch; ``leaves``: its whole results tree as settled (it may repeat results an earlier
+        try settled, which the batch's own jobs alone do not give back)."""
         self._w(
-            "INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at) VALUES (?, ?, ?, ?)",
-            (batch_id, payer, str(amount), release_at),
+            "INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at, leaves) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (batch_id, payer, str(amount), release_at, leaves),
         )
 
-    def voucher_batches(self) -> list[tuple[int, str, int, int]]:
+    def voucher_batches(self) -> list[tuple[int, str, int, int, bytes | None]]:
         rows = self.db.execute(
-            "SELECT batch_id, payer, amount, release_at FROM voucher_batches ORDER BY batch_id"
+            "SELECT batch_id, payer, amount, release_at, leaves FROM voucher_batches ORDER BY batch_id"
         )
-        return [(b, p, int(a), r) for b, p, a, r in rows]
+        return [(b, p, int(a), r, bytes(lv) if lv is not None else None) for b, p, a, r, lv in rows]
 
     def voucher_batch_done(self, batch_id: int) -> None:
         """Forget a paid or voided batch of this executor, with its jobs' rows."""

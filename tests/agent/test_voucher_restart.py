@@ -822,3 +822,37 @@ def test_tries_mined_with_overlapping_results_each_get_the_results_they_settled(
         assert p.executor_rows_gone() and p.executor.vouchers.steady()
 
     run(main)
+
+
+def test_a_restarted_executor_serves_the_tree_its_batch_settled_even_with_repeated_leaves(
+    tmp_path: Path,
+) -> None:
+    """The second of two tries mined with lost receipts repeats the first's results among its leaves; the
+    executor restarts while that batch is pending. What it serves to the payer's audit must hash to the batch's
+    on-chain results root (before, it rebuilt the tree from the batch's own rows only: another root, and the
+    payer reported an honest executor and stopped signing it vouchers)."""
+    from sandrun_p2p.agent.audit import tree_from_bytes
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        for i in range(2):
+            await p.job(i)
+        restore = receipts_lost(p.executor.market, channel_down=True)
+        await p.executor.poll()  # batch 1: results 1-2
+        restore()
+        await p.job(2)
+        restore = receipts_lost(p.executor.market, channel_down=True)
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+        await p.executor.poll()  # batch 2: leaves 1-3, count 1
+        restore()
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+        await p.executor.poll()  # the channel says all three were settled: batch 2 is this executor's
+        root = p.payer.market.batch(2)["results_root"]
+        assert tree_from_bytes(p.executor.vouchers.batch_tree(2)).root == root
+        p.executor_journal.commit()  # (the agent commits once a loop turn)
+        await p.restart_executor()
+        served = p.executor.vouchers.batch_tree(2)
+        assert served is not None and tree_from_bytes(served).root == root
+
+    run(main)

@@ -43,6 +43,8 @@ def render(s: dict[str, Any]) -> str:
     ]
     for p in s["peers"]:
         lines.append(f"  peer {p['peer_id']}  score {p['score']}  mesh {len(p['mesh_topics'])} topic(s)")
+    for executor, why in sorted(s.get("vouchers_blocked", {}).items()):
+        lines.append(f"no vouchers for {executor}: {why}")
     if s.get("chain_errors"):
         lines.append("recent chain errors:")
         lines.extend(f"  {e}" for e in s["chain_errors"][-5:])

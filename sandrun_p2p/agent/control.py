@@ -300,6 +300,8 @@ class ControlServer:
             "core": dict(a.core.stats),
             "chain_errors": list(a.chain_errors),
             "chain_info": _chain_info(a),
+            # voucher payer: executors it signs no new voucher for (a batch of theirs failed its audit), and why
+            "vouchers_blocked": dict(a.vouchers.audits.blocked) if a.vouchers is not None else {},
         }
 
     def nodes(self) -> dict[str, Any]:

@@ -217,6 +217,13 @@ def test_cli_status_nodes_jobs(cluster: Cluster) -> None:
     assert "network" in st["enforced"] and st["gpus"] == []
     text = cli("status", "--data-dir", d).stdout
     assert "peers" in text and "sandbox" in text and "gpus      none" in text
+    assert (
+        st["vouchers_blocked"] == {}
+    )  # (no voucher payer here; shown when an executor's batch failed its audit)
+    from sandrun_p2p.agent.cli_status import render
+
+    st["vouchers_blocked"] = {"0x" + "ab" * 20: "its batch 3 could not be verified"}
+    assert f"no vouchers for 0x{'ab' * 20}: its batch 3 could not be verified" in render(st)
     nodes = json.loads(cli("nodes", "--data-dir", d, "--json").stdout)["nodes"]
     assert len(nodes) == len(cluster.nodes)
     jobs = json.loads(cli("jobs", "--data-dir", d, "--json").stdout)["jobs"]

@@ -28,6 +28,7 @@ import trio
 
 from ..chain.crypto import Attestation
 from ..exec.capabilities import caps_from_exec
+from ..exec.result import ExecResult
 from ..net.host import NetConfig, Network
 from ..net.topics import topic_for
 from ..protocol import messages as m
@@ -743,7 +744,7 @@ class _suppress:
         return False
 
 
-def _stage_result(stage: Path, result: Any, trace_bytes: bytes) -> None:
+def _stage_result(stage: Path, result: ExecResult, trace_bytes: bytes) -> None:
     """Lay out a run's result for the store: ``outputs/``, ``stdout``, ``stderr``, ``trace.cbor`` (a worker
     thread's file work, kept out of the loop)."""
     if stage.exists():

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from sandrun_p2p.agent.audit import tree_from_bytes
 from sandrun_p2p.agent.chainlink import ChainLink
 from sandrun_p2p.agent.journal import Journal
 from sandrun_p2p.agent.voucherlink import MAX_BATCH_TRIES
@@ -794,6 +795,25 @@ def test_a_journal_written_before_given_up_rows_opens_with_them(tmp_path: Path) 
     j.close()
 
 
+async def two_tries_mined_with_overlap(p: JournaledPair) -> list[bytes]:
+    """Start ``p`` (batches of 2) and run three jobs whose two settleBatch tries are both mined though both
+    raised (receipts lost, the channel unreadable): batch 1 settles results 1-2, batch 2 has leaves 1-3 and count
+    1; a third try reverts (spent seqs) and the channel says all three were settled. The three job ids."""
+    await p.start()
+    jobs = [(await p.job(i))[0] for i in range(2)]
+    restore = receipts_lost(p.executor.market, channel_down=True)
+    await p.executor.poll()  # batch 1: results 1-2
+    restore()
+    jobs.append((await p.job(2))[0])
+    restore = receipts_lost(p.executor.market, channel_down=True)
+    p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+    await p.executor.poll()  # batch 2: leaves 1-3, count 1
+    restore()
+    p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+    await p.executor.poll()  # reverts (spent seqs): the channel says all three were settled
+    return jobs
+
+
 def test_tries_mined_with_overlapping_results_each_get_the_results_they_settled(tmp_path: Path) -> None:
     """Two tries are mined though both raised (receipts lost, the channel unreadable), and a result was queued
     between them: the second batch's leaves hold the first's results again, but its count settles only the new
@@ -803,18 +823,7 @@ def test_tries_mined_with_overlapping_results_each_get_the_results_they_settled(
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)
-        await p.start()
-        jobs = [(await p.job(i))[0] for i in range(2)]
-        restore = receipts_lost(p.executor.market, channel_down=True)
-        await p.executor.poll()  # batch 1: results 1-2
-        restore()
-        jobs.append((await p.job(2))[0])
-        restore = receipts_lost(p.executor.market, channel_down=True)
-        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
-        await p.executor.poll()  # batch 2: leaves 1-3, count 1
-        restore()
-        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
-        await p.executor.poll()  # reverts (spent seqs): the channel says all three were settled
+        jobs = await two_tries_mined_with_overlap(p)
         assert p.payer.market._call("batchCount") == 2 and len(p.errors) == 2
         assert [p.executor.vouchers.state[j]["batch"] for j in jobs] == [1, 1, 2]
         settled, earned = await p.paid_out()
@@ -831,23 +840,10 @@ def test_a_restarted_executor_serves_the_tree_its_batch_settled_even_with_repeat
     executor restarts while that batch is pending. What it serves to the payer's audit must hash to the batch's
     on-chain results root (before, it rebuilt the tree from the batch's own rows only: another root, and the
     payer reported an honest executor and stopped signing it vouchers)."""
-    from sandrun_p2p.agent.audit import tree_from_bytes
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)
-        await p.start()
-        for i in range(2):
-            await p.job(i)
-        restore = receipts_lost(p.executor.market, channel_down=True)
-        await p.executor.poll()  # batch 1: results 1-2
-        restore()
-        await p.job(2)
-        restore = receipts_lost(p.executor.market, channel_down=True)
-        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
-        await p.executor.poll()  # batch 2: leaves 1-3, count 1
-        restore()
-        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
-        await p.executor.poll()  # the channel says all three were settled: batch 2 is this executor's
+        await two_tries_mined_with_overlap(p)
         root = p.payer.market.batch(2)["results_root"]
         assert tree_from_bytes(p.executor.vouchers.batch_tree(2)).root == root
         p.executor_journal.commit()  # (the agent commits once a loop turn)

@@ -15,6 +15,7 @@ the node had gone down a few milliseconds earlier; reads on the same connection 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS vouchers (
 );
 CREATE TABLE IF NOT EXISTS voucher_batches (
     batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL,
-    leaves BLOB
+    leaves BLOB, paid TEXT
 );
 CREATE TABLE IF NOT EXISTS chain_view (
     id INTEGER PRIMARY KEY CHECK (id = 0), key TEXT NOT NULL, position INTEGER NOT NULL, extra TEXT NOT NULL
@@ -118,8 +119,11 @@ class Journal:
             self.db.execute("ALTER TABLE vouchers ADD COLUMN given_up REAL")
         if "attest" not in columns:
             self.db.execute("ALTER TABLE vouchers ADD COLUMN attest BLOB")
-        if "leaves" not in {row[1] for row in self.db.execute("PRAGMA table_info(voucher_batches)")}:
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(voucher_batches)")}
+        if "leaves" not in columns:
             self.db.execute("ALTER TABLE voucher_batches ADD COLUMN leaves BLOB")
+        if "paid" not in columns:
+            self.db.execute("ALTER TABLE voucher_batches ADD COLUMN paid TEXT")
 
     def _w(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         """Run one write (opening the group's transaction first when grouping)."""
@@ -356,21 +360,42 @@ class Journal:
             self._w("DELETE FROM vouchers WHERE job_id=? AND role=?", (jid, role))
 
     def voucher_batch(
-        self, batch_id: int, payer: str, amount: int, release_at: int, leaves: bytes | None = None
+        self,
+        batch_id: int,
+        payer: str,
+        amount: int,
+        release_at: int,
+        leaves: bytes | None = None,
+        paid: dict[bytes, int] | None = None,
     ) -> None:
         """An executor's batch; ``leaves``: its whole results tree as settled (it may repeat results an earlier
-        try settled, which the batch's own jobs alone do not give back)."""
+        try settled, which the batch's own jobs alone do not give back); ``paid``: what it pays each job (a
+        top-up pays jobs an earlier, short batch settled)."""
+        parts = (
+            None if paid is None else json.dumps({j.hex(): str(w) for j, w in paid.items()}, sort_keys=True)
+        )
         self._w(
-            "INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at, leaves) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (batch_id, payer, str(amount), release_at, leaves),
+            "INSERT OR REPLACE INTO voucher_batches(batch_id, payer, amount, release_at, leaves, paid) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (batch_id, payer, str(amount), release_at, leaves, parts),
         )
 
-    def voucher_batches(self) -> list[tuple[int, str, int, int, bytes | None]]:
+    def voucher_batches(self) -> list[tuple[int, str, int, int, bytes | None, dict[bytes, int] | None]]:
+        """(batch, payer, amount, release time, leaves, paid) of each batch (None: written before the column)."""
         rows = self.db.execute(
-            "SELECT batch_id, payer, amount, release_at, leaves FROM voucher_batches ORDER BY batch_id"
+            "SELECT batch_id, payer, amount, release_at, leaves, paid FROM voucher_batches ORDER BY batch_id"
         )
-        return [(b, p, int(a), r, bytes(lv) if lv is not None else None) for b, p, a, r, lv in rows]
+        return [
+            (
+                b,
+                p,
+                int(a),
+                r,
+                bytes(lv) if lv is not None else None,
+                None if pd is None else {bytes.fromhex(j): int(w) for j, w in json.loads(pd).items()},
+            )
+            for b, p, a, r, lv, pd in rows
+        ]
 
     def voucher_batch_done(self, batch_id: int) -> None:
         """Forget a paid or voided batch of this executor, with its jobs' rows."""

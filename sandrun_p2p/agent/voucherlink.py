@@ -55,7 +55,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -74,6 +74,7 @@ from .vouchers import (
     VoucherBook,
     VoucherError,
     batch_of,
+    paid_parts,
     prefix_run,
     voucher_from_bytes,
     voucher_to_bytes,
@@ -95,6 +96,10 @@ class _Batch:
     tree: ResultsTree | None = None
     paying: bool = False  # a batch settled on this node's deposit (as payer): forgotten once paid or voided
     audit: tuple[bytes, int, int] | None = None  # paying: (results root, executor's node index, count)
+    # what it pays each job (wei: its voucher's amount, less what a short batch left owing; a top-up's are jobs an
+    # earlier batch settled), and the channel's cumulative amount it paid up to (None: not known)
+    paid: dict[bytes, int] = field(default_factory=dict)
+    top: int | None = None
 
 
 class VoucherLink:
@@ -183,6 +188,7 @@ class VoucherLink:
         by_batch: dict[int, list[tuple[int, bytes, bytes]]] = {}
         now = time.monotonic()
         groups: dict[tuple[str, float], int] = {}
+        amounts: dict[bytes, int] = {}
         for row in journal.voucher_rows("executor"):
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
             if bid is None and row["given_up"] is not None:
@@ -204,17 +210,23 @@ class VoucherLink:
             }
             if bid is not None:
                 by_batch.setdefault(bid, []).append((v.seq, jid, row["root"]))
+                amounts[jid] = v.amount
             else:
                 self._restored.add(to_checksum_address(v.client))
-        for bid, _payer, amount, release_at, whole in journal.voucher_batches():
+        for bid, _payer, amount, release_at, whole, paid in journal.voucher_batches():
             leaves = sorted(by_batch.get(bid, []))
-            tree = ResultsTree([(jid, root) for _, jid, root in leaves]) if leaves else None
-            if whole is not None and leaves:
+            tree = None
+            if whole is not None:
                 # the tree as settled: it may hold results an earlier try settled too (those rows are that
-                # batch's), so the batch's own rows alone would not give its root back (the payer's audit asks)
+                # batch's) and not the given-up results it took in (_covered), so its rows would not give its
+                # root back (the payer's audit asks); a top-up has no rows at all
                 with contextlib.suppress(AuditError):
                     tree = tree_from_bytes(whole)
-            self.batches[bid] = _Batch([jid for _, jid, _ in leaves], amount, release_at, tree)
+            elif leaves:  # (a journal written before the leaves)
+                tree = ResultsTree([(jid, root) for _, jid, root in leaves])
+            parts = {jid: amounts[jid] for _, jid, _ in leaves}  # (journaled before what it paid: in full)
+            parts.update(paid or {})
+            self.batches[bid] = _Batch([jid for _, jid, _ in leaves], amount, release_at, tree, paid=parts)
         for (payer, _), first in groups.items():
             self._given_up_from.setdefault(payer, set()).add(first)
         self._resumed = not (self.queue.pending or self.batches)
@@ -475,13 +487,14 @@ class VoucherLink:
         if early > 0 and (payer in self._restored or unsure):
             # an earlier try taken for failed, or a batch sent before a restart, was mined after the chain was
             # consulted and settled the lowest of these results (this one then settled only the rest: the count
-            # says how many)
+            # says how many; none when it tops up what that earlier batch, short of deposit, left owing: it pays
+            # the highest of them, which stay that batch's)
             seqs = sorted(p.items)
             jobs = jobs[early:]
-            self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+            self._adopt(bid, payer, jobs, ev, tree, [it[2] for it in p.items.values()], voucher.cumulative)
             self._orphan(payer, {s: p.items[s] for s in seqs[:early]})
         else:
-            self._adopt(bid, payer, jobs, int(ev["amount"]), int(ev["releaseAt"]), tree)
+            self._adopt(bid, payer, jobs, ev, tree, [it[2] for it in p.items.values()], voucher.cumulative)
         self._settled_restored(payer)
         self._flush(commit=True)
 
@@ -581,10 +594,17 @@ class VoucherLink:
             low = min(int(self.state.get(j, {}).get("seq", 0)) for j in b.jobs)
             below = sorted(s for s in held if s < low)
             extra = min(len(below), max(0, count - len(b.jobs)))
-            joined = [held.pop(s)[0] for s in below[len(below) - extra :]]
+            items = [held.pop(s) for s in below[len(below) - extra :]]
             self._unpaid([held.pop(s)[0] for s in below[: len(below) - extra]])
+            joined = [jid for jid, _, _ in items]
             if joined:
                 b.jobs = joined + b.jobs
+                vouchers = [v for _, _, v in items]
+                b.paid.update(
+                    paid_parts(vouchers, b.amount, b.top)
+                    if b.top is not None
+                    else {v.job_id: v.amount for v in vouchers}
+                )
                 for jid in joined:
                     self.state[jid].update({"state": "batched", "batch": bid})
 
@@ -640,23 +660,37 @@ class VoucherLink:
                 superseded.append(old)
             self._kept[top] = jid
         for bid, b in list(self.batches.items()):
-            if b.paying and not any(j in self.state for j in b.jobs):
+            if b.paying and not any(j in self.state for j in (*b.jobs, *b.paid)):
                 del self.batches[bid]
         if gone or superseded:
             self._write(lambda j: j.voucher_forget(gone + superseded, "payer"))
 
     def _adopt(
-        self, bid: int, payer: str, jobs: list[bytes], amount: int, release_at: int, tree: ResultsTree
+        self,
+        bid: int,
+        payer: str,
+        jobs: list[bytes],
+        event: dict[str, Any],
+        tree: ResultsTree,
+        vouchers: list[Voucher],
+        cumulative: int,
     ) -> None:
-        """Record this executor's batch ``bid`` (journaled by the next :meth:`_flush`)."""
-        self.batches[bid] = _Batch(jobs, amount, release_at, tree)
+        """Record this executor's batch ``bid`` (journaled by the next :meth:`_flush`): ``jobs``, the results whose
+        seqs it settled, from its ``BatchSettled`` ``event``; it was sent with the voucher of ``cumulative`` (the
+        highest of ``vouchers``, those of its leaves), and pays each of them its part (a top-up pays jobs of an
+        earlier batch)."""
+        amount = int(event["amount"])
+        top = cumulative - int(event.get("shortfall", 0))
+        paid = {j: w for j, w in paid_parts(vouchers, amount, top).items() if w or j in jobs}
+        release_at = int(event["releaseAt"])
+        self.batches[bid] = _Batch(jobs, amount, release_at, tree, paid=paid, top=top)
         for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
                 {"state": "batched", "batch": bid}
             )
 
         def op(j: Journal) -> None:
-            j.voucher_batch(bid, payer, amount, release_at, tree_to_bytes(tree))
+            j.voucher_batch(bid, payer, amount, release_at, tree_to_bytes(tree), paid)
             for jid in jobs:
                 j.voucher_put(jid, "executor", batch=bid)
 
@@ -731,12 +765,15 @@ class VoucherLink:
         if batch is None:
             return
         if name == "BatchPaid":
-            share = batch.amount // max(1, len(batch.jobs))
             for jid in batch.jobs:
-                self.state.setdefault(jid, {}).update(
-                    {"state": "settled", "pay": "voucher", "batch": bid, "paid_wei": share}
-                )
+                st = self.state.setdefault(jid, {})
+                paid = st.get("paid_wei", 0) + batch.paid.get(jid, 0)
+                st.update({"state": "settled", "pay": "voucher", "batch": bid, "paid_wei": paid})
                 self.updates.append(ChainUpdate("job_settled", jid))
+            for jid, part in batch.paid.items():  # a top-up of jobs an earlier batch settled short
+                st = self.state.get(jid)
+                if jid not in batch.jobs and st is not None:
+                    st["paid_wei"] = st.get("paid_wei", 0) + part
         elif name == "BatchVoided":
             if batch.paying:
                 self.room += batch.amount  # the contract returned it to this payer's deposit: free again
@@ -776,10 +813,10 @@ class VoucherLink:
                 self._unmatched.setdefault(payer, {})[bid] = a
             return False
         got = Pending(0.0, {s: (orphans.pop(s) if s in orphans else given_up.pop(s)) for s in settled})
-        _, tree, _ = batch_of(
-            Pending(0.0, leaves)
-        )  # (the batch's tree: its leaves, also those settled before)
-        self._adopt(bid, payer, batch_of(got)[2], int(a["amount"]), int(a["releaseAt"]), tree)
+        # (the batch's tree: its leaves, also those settled before; sent with the voucher of the highest)
+        sent, tree, _ = batch_of(Pending(0.0, leaves))
+        vouchers = [v for _, _, v in leaves.values()]
+        self._adopt(bid, payer, batch_of(got)[2], a, tree, vouchers, sent.cumulative)
         self._covered(bid, payer, count)
         return True
 
@@ -815,14 +852,45 @@ class VoucherLink:
             return
         jobs = self.book.jobs_between(executor, first, last)
         audit = (bytes(a["resultsRoot"]), int(a["node"]), int(a["count"]))
-        self._add_payer_batch(bid, jobs, int(a["amount"]), int(a["releaseAt"]), audit)
+        amount = int(a["amount"])
+        paid = self._paid_by(executor, first, last, jobs, amount, int(a.get("shortfall", 0)))
+        self._add_payer_batch(bid, jobs, amount, int(a["releaseAt"]), audit, paid)
+
+    def _paid_by(
+        self, executor: str, first: int, last: int, jobs: list[bytes], amount: int, shortfall: int
+    ) -> dict[bytes, int]:
+        """What a batch of ``amount`` on this node's deposit, settled with ``executor``'s voucher of seq ``last``,
+        pays each job: exactly (paid_parts) while that voucher is held, also to the jobs below ``first`` whose
+        vouchers a short batch left owing; else (forgotten) its voucher's amount to each job of seqs ``first`` <
+        seq <= ``last`` still held (exact unless the batch was short). Never a share of what it paid for the jobs
+        this node forgot."""
+        issued = self.book.issued
+        held = self.book.by_seq.get(to_checksum_address(executor), {})
+        vouchers = [issued[j] for j in jobs if j in issued]
+        sent = issued.get(held.get(last, b""))
+        if sent is None:
+            return {v.job_id: v.amount for v in vouchers}
+        top = sent.cumulative - shortfall
+        s = first
+        while (v := issued.get(held.get(s, b""))) is not None and v.cumulative > top - amount:
+            vouchers.append(v)  # (a top-up, or after a short batch)
+            s -= 1
+        return {j: w for j, w in paid_parts(vouchers, amount, top).items() if w or j in jobs}
 
     def _add_payer_batch(
-        self, bid: int, jobs: list[bytes], amount: int, release_at: int, audit: tuple[bytes, int, int] | None
+        self,
+        bid: int,
+        jobs: list[bytes],
+        amount: int,
+        release_at: int,
+        audit: tuple[bytes, int, int] | None,
+        paid: dict[bytes, int] | None = None,
     ) -> None:
         """Map batch ``bid`` on this node's deposit onto its jobs, and audit it (audit.py) unless its executor is
-        this node."""
-        self.batches[bid] = _Batch(jobs, amount, release_at, paying=True, audit=audit)
+        this node. ``paid``: what it pays each job (default: its voucher's amount to each of ``jobs``)."""
+        if paid is None:
+            paid = {j: v.amount for j in jobs if (v := self.book.issued.get(j)) is not None}
+        self.batches[bid] = _Batch(jobs, amount, release_at, paying=True, audit=audit, paid=paid)
         for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
                 {"state": "batched", "batch": bid}
@@ -890,6 +958,7 @@ class VoucherLink:
                     str(b.amount),
                     b.release_at,
                     *([b.audit[0].hex(), b.audit[1], b.audit[2]] if b.audit is not None else []),
+                    {j.hex(): str(w) for j, w in b.paid.items()},
                 ]
                 for bid, b in self.batches.items()
                 if b.paying
@@ -906,16 +975,20 @@ class VoucherLink:
                 int(amount),
                 int(release_at),
                 # (root, node, count): audited again; absent from a checkpoint written before the audit
-                (bytes.fromhex(audit[0]), int(audit[1]), int(audit[2])) if audit else None,
+                (bytes.fromhex(rest[0]), int(rest[1]), int(rest[2])) if len(rest) >= 3 else None,
+                # what it pays each job; absent from a checkpoint written before it (then: their vouchers' amounts)
+                {bytes.fromhex(j): int(w) for j, w in rest[-1].items()}
+                if rest and isinstance(rest[-1], dict)
+                else None,
             )
-            for bid, (jobs, amount, release_at, *audit) in view["batches"].items()
+            for bid, (jobs, amount, release_at, *rest) in view["batches"].items()
         ]
 
         def restore() -> None:
             self.payer_seq.update(seqs)
-            for bid, jobs, amount, release_at, audit in batches:
+            for bid, jobs, amount, release_at, audit, paid in batches:
                 if bid not in self.batches:
-                    self._add_payer_batch(bid, jobs, amount, release_at, audit)
+                    self._add_payer_batch(bid, jobs, amount, release_at, audit, paid)
 
         return restore
 

@@ -19,6 +19,7 @@ the origin for ``voucher/<job id hex>/<executor node id hex>``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from eth_utils import to_checksum_address
@@ -330,6 +331,16 @@ def batch_of(p: Pending) -> tuple[Voucher, ResultsTree, list[bytes]]:
     seqs = sorted(p.items)
     leaves = [(p.items[s][0], p.items[s][1]) for s in seqs]
     return p.items[seqs[-1]][2], ResultsTree(leaves), [jid for jid, _ in leaves]
+
+
+def paid_parts(vouchers: Iterable[Voucher], amount: int, top: int) -> dict[bytes, int]:
+    """What a batch pays each job of ``vouchers`` (wei, 0 for none): the part of the cumulative range its voucher
+    added, ``(cumulative - amount, cumulative]``, that lies in the range the batch paid, ``(top - amount, top]``
+    (``amount``: the batch's; ``top``: the cumulative of the voucher it settled with, less its shortfall). A batch
+    pays every seq it covers in full unless its deposit was short; a top-up (the same seq again, after a short
+    batch) pays the rest of the jobs the short one left owing."""
+    low = top - amount
+    return {v.job_id: max(0, min(top, v.cumulative) - max(low, v.cumulative - v.amount)) for v in vouchers}
 
 
 def prefix_run(

@@ -27,7 +27,16 @@ from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 from sandrun_p2p.protocol.events import SubmitTx
 
 from .test_journal_resume import CAPS, NoExecutor, NoStore
-from .test_vouchers import EXEC_NODE, PAYER_NODE, PRICE, Pair, h, job_held_while_the_deposit_empties, spec
+from .test_vouchers import (
+    EXEC_NODE,
+    PAYER_NODE,
+    PRICE,
+    Pair,
+    deposit_emptied,
+    h,
+    job_held_while_the_deposit_empties,
+    spec,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -850,5 +859,64 @@ def test_a_restarted_executor_serves_the_tree_its_batch_settled_even_with_repeat
         await p.restart_executor()
         served = p.executor.vouchers.batch_tree(2)
         assert served is not None and tree_from_bytes(served).root == root
+
+    run(main)
+
+
+@pytest.mark.parametrize("restart_before_paid", [False, True], ids=["live", "restarted-before-paid"])
+@pytest.mark.parametrize("earlier", ["outcome unknown", "in flight at a restart"])
+def test_a_top_up_of_a_short_batch_pays_the_jobs_it_left_owing(
+    tmp_path: Path, earlier: str, restart_before_paid: bool
+) -> None:
+    """The batch of two results is mined with the payer's deposit one price short (it pays the first result in
+    full, nothing of the second) but the executor does not know it: its receipt was lost, or it was in flight when
+    the executor crashed. The payer tops its deposit up, and the executor's next try, the same voucher again, is
+    mined as a top-up (the same seq: count 0) paying the price the first batch left owing. Each job is reported
+    paid its own price and the executor earns both prices, also when it restarts before the batches are paid.
+    Before, the top-up got no jobs: the two jobs each showed half of the first batch, and a restarted executor never
+    finalized the top-up (it has no results of its own), so it was never paid."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        p.executor.vouchers.queue.max_jobs = 99  # (held until the deposit is short)
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        payer = p.payer.market.account
+        deposit_emptied(p)
+        p.payer.market.deposit(PRICE)
+        p.executor.vouchers.queue.max_jobs = 2
+        send = p.executor.market.settle_batch
+        if earlier == "outcome unknown":
+            restore = receipts_lost(p.executor.market, channel_down=True)
+            await p.executor.poll()  # mined short, taken for a failed try
+            restore()
+            assert len(p.errors) == 1
+            p.executor.vouchers.queue.pending[payer].since = 0.0  # (the next try is due)
+        else:
+            in_flight = batch_of(p.executor.vouchers.queue.pending[payer])[:2]
+            p.executor_journal.commit()
+            await p.restart_executor()
+            send = p.executor.market.settle_batch
+
+        def top_up_first(v: Voucher, t: ResultsTree):  # noqa: ANN202
+            if earlier != "outcome unknown":
+                send(*in_flight)  # mined short just before the restarted executor's try
+            p.payer.market.deposit(PRICE)
+            return send(v, t)
+
+        p.executor.market.settle_batch = top_up_first  # type: ignore[method-assign]
+        await p.executor.poll()  # the top-up
+        p.executor.market.settle_batch = send  # type: ignore[method-assign]
+        first, top_up = p.payer.market.batch(1), p.payer.market.batch(2)
+        assert (first["count"], first["amount"], top_up["count"], top_up["amount"]) == (2, PRICE, 0, PRICE)
+        if restart_before_paid:
+            p.executor_journal.commit()  # (the agent commits once a turn)
+            await p.restart_executor()
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert [p.executor.vouchers.job(j)["paid_wei"] for j in jobs] == [PRICE, PRICE]
+        await p.payer.poll()
+        assert [(await p.payer.job(j))["paid_wei"] for j in jobs] == [PRICE, PRICE]
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
 
     run(main)

@@ -160,3 +160,37 @@ def test_a_node_paying_itself_keeps_a_job_its_executor_side_still_holds(tmp_path
         assert set(sizes(p).values()) == {0}, sizes(p)
 
     run(main)
+
+
+def test_a_batch_paying_vouchers_the_payer_forgot_reports_each_job_its_own_price(tmp_path: Path) -> None:
+    """The payer forgot the vouchers of two jobs that ended here unpaid (``history_s`` after they ended); the
+    executor then settles them with a third in one batch (the cumulative voucher pays all three). The payer's
+    status reports the job it still knows paid its own price. Before, it shared the batch's amount over the jobs it
+    still knew: that job showed all three prices."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=3)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(3)]
+        await p.executor.poll()  # a batch of three
+        ended = [(await p.job(i))[0] for i in range(3, 5)]  # held for the next batch
+        for jid in ended:
+            p.payer.vouchers.ended(jid)
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 3 * PRICE
+        await p.payer.poll()
+        assert [(await p.payer.job(j))["paid_wei"] for j in jobs] == [PRICE] * 3
+        p.payer.history_s = 0.0
+        await p.payer.poll()  # the ended jobs' vouchers are forgotten (and the settled jobs)
+        assert not set(ended) & set(p.payer.vouchers.book.issued)
+        p.payer.history_s = 3600.0
+        last, _ = await p.job(5)
+        await p.executor.poll()  # one batch of the three: seqs 4-6
+        settled, earned = await p.paid_out()
+        assert settled == {*ended, last} and earned == 3 * PRICE
+        await p.payer.poll()
+        info = await p.payer.job(last)
+        assert info["state"] == "settled" and info["paid_wei"] == PRICE
+        assert p.errors == []
+
+    run(main)

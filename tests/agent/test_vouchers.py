@@ -192,14 +192,19 @@ def test_a_voucher_the_executor_cannot_cash_is_refused(case: str) -> None:
     run(main)
 
 
+def deposit_emptied(p: Pair) -> None:
+    """The payer withdraws its whole deposit (after the contract's delay)."""
+    p.payer.market.request_deposit_withdrawal()
+    p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
+    p.payer.market.withdraw_deposit()
+
+
 async def job_held_while_the_deposit_empties(p: Pair) -> bytes:
     """Run job 0, its result held by the executor while the payer withdraws its whole deposit; the job's id
     (its settleBatch will revert with NothingToPay)."""
     p.executor.vouchers.queue.max_jobs = 99
     jid, _ = await p.job(0)
-    p.payer.market.request_deposit_withdrawal()
-    p.payer.chain.advance(p.payer.market.params().deposit_delay + 1)
-    p.payer.market.withdraw_deposit()
+    deposit_emptied(p)
     p.executor.vouchers.queue.max_jobs = 1
     return jid
 

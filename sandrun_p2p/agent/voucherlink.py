@@ -66,7 +66,7 @@ from ..chain.crypto import verify_attestation
 from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate
 from ..protocol.jobspec import JobSpec
-from .audit import AuditError, Audits, batch_tree_name, tree_from_bytes, tree_to_bytes
+from .audit import MAX_TREE_LEAVES, AuditError, Audits, batch_tree_name, tree_from_bytes, tree_to_bytes
 from .vouchers import (
     BatchQueue,
     Finals,
@@ -164,6 +164,10 @@ class VoucherLink:
         self.finals = Finals()
         self._kept: dict[str, bytes] = {}
         self._pruned_at = float("-inf")
+        # executor, after a restart: batches restored from a journal written before their leaves (payer of each),
+        # whose tree is rebuilt from its rows and checked against the chain's results root (_resume)
+        self._rebuild: dict[int, str] = {}
+        self._rows: dict[str, dict[int, tuple[bytes, bytes]]] = {}  # payer -> seq -> (job, root) restored
 
     # ------------------------------------------------------------------ journal
 
@@ -211,9 +215,10 @@ class VoucherLink:
             if bid is not None:
                 by_batch.setdefault(bid, []).append((v.seq, jid, row["root"]))
                 amounts[jid] = v.amount
+                self._rows.setdefault(to_checksum_address(v.client), {})[v.seq] = (jid, row["root"])
             else:
                 self._restored.add(to_checksum_address(v.client))
-        for bid, _payer, amount, release_at, whole, paid in journal.voucher_batches():
+        for bid, payer, amount, release_at, whole, paid in journal.voucher_batches():
             leaves = sorted(by_batch.get(bid, []))
             tree = None
             if whole is not None:
@@ -222,8 +227,9 @@ class VoucherLink:
                 # root back (the payer's audit asks); a top-up has no rows at all
                 with contextlib.suppress(AuditError):
                     tree = tree_from_bytes(whole)
-            elif leaves:  # (a journal written before the leaves)
+            elif leaves:  # (a journal written before the leaves: _resume checks the rows' tree on chain)
                 tree = ResultsTree([(jid, root) for _, jid, root in leaves])
+                self._rebuild[bid] = to_checksum_address(payer)
             parts = {jid: amounts[jid] for _, jid, _ in leaves}  # (journaled before what it paid: in full)
             parts.update(paid or {})
             self.batches[bid] = _Batch([jid for _, jid, _ in leaves], amount, release_at, tree, paid=parts)
@@ -244,13 +250,18 @@ class VoucherLink:
         market = self.link.market
         payers, bids = list(self.queue.pending), list(self.batches)
 
-        def work() -> tuple[dict[str, int], dict[int, int]]:
+        def work() -> tuple[dict[str, int], dict[int, dict[str, Any]]]:
             return (
                 {p: market.channel(p, market.account)[1] for p in payers},
-                {b: int(market.batch(b)["state"]) for b in bids},
+                {b: market.batch(b) for b in bids},
             )
 
-        settled, states = await self.link._read(work)
+        settled, on_chain = await self.link._read(work)
+        states = {bid: int(b["state"]) for bid, b in on_chain.items()}
+        for bid, payer in self._rebuild.items():
+            if states.get(bid) == 1:
+                self._rebuilt(bid, payer, bytes(on_chain[bid]["results_root"]))
+        self._rebuild, self._rows = {}, {}
         for payer, seq in settled.items():
             gone = self.queue.settled_by_chain(payer, seq)
             if gone is not None:
@@ -261,6 +272,27 @@ class VoucherLink:
             if st != 1 and b is not None:  # paid or voided meanwhile: its event (read again) says which
                 b.tree = None
         self._resumed = True
+
+    def _rebuilt(self, bid: int, payer: str, root: bytes) -> None:
+        """Batch ``bid``, restored from a journal written before its leaves: its tree is the run of ``payer``'s
+        restored results, in seq order, that ends with its highest result and hashes to its on-chain ``root``
+        (its rows alone may hold given-up results it took in, or lack results an earlier try settled too);
+        journaled as its leaves once found, else reported (its rows' tree is kept: it is still finalized)."""
+        b = self.batches[bid]
+        rows = self._rows.get(payer, {})
+        own = [int(self.state[j]["seq"]) for j in b.jobs if "seq" in self.state.get(j, {})]
+        seqs = sorted(s for s in rows if own and s <= max(own))
+        runs = (
+            ResultsTree([rows[s] for s in seqs[-n:]]) for n in range(1, min(len(seqs), MAX_TREE_LEAVES) + 1)
+        )
+        tree = next((t for t in runs if t.root == root), None)
+        if tree is None:
+            self.on_error(f"batch {bid}: no results restored for it hash to its results root"[:300])
+            return
+        b.tree = tree
+        self._writes.append(
+            lambda j: j.voucher_batch(bid, payer, b.amount, b.release_at, tree_to_bytes(tree), b.paid)
+        )
 
     # ------------------------------------------------------------------ payer
 

@@ -920,3 +920,42 @@ def test_a_top_up_of_a_short_batch_pays_the_jobs_it_left_owing(
         assert p.executor_rows_gone() and p.executor.vouchers.steady()
 
     run(main)
+
+
+def test_a_batch_restored_from_a_journal_without_its_leaves_serves_the_tree_it_settled(
+    tmp_path: Path,
+) -> None:
+    """A batch took in a given-up result its count covers (not among its leaves), and the executor restarts from a
+    journal written before batches kept their leaves: it rebuilds the tree from the results it restored, checked
+    against the batch's on-chain results root, so the payer's audit verifies it (and signs this executor vouchers
+    still). Before, the tree held every result of the batch's rows: another root, and the payer blocked an honest
+    executor."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=1)
+        await p.start()
+        first = await job_held_while_the_deposit_empties(p)
+        await p.give_up()  # unconfirmed
+        p.payer.vouchers.room = 0  # (the payer's next job deposits a chunk again)
+        second, _ = await p.job(1)
+        await p.executor.poll()  # leaves: the second result; its count covers the first
+        bid = p.executor.vouchers.state[second]["batch"]
+        assert p.executor.vouchers.batches[bid].jobs == [first, second]
+        p.executor_journal.commit()
+        p.executor_journal.db.execute(
+            "UPDATE voucher_batches SET leaves=NULL, paid=NULL"
+        )  # (an older journal)
+        await p.restart_executor()
+        await p.executor.poll()  # reconciled with the chain
+        served = p.executor.vouchers.batch_tree(bid)
+        assert (
+            served is not None and tree_from_bytes(served).root == p.payer.market.batch(bid)["results_root"]
+        )
+        await p.payer.poll()  # its audit fetches the tree
+        assert p.trees_asked == [bid] and bid in p.payer.vouchers.audits.verified
+        assert not p.payer.vouchers.audits.blocked and p.payer_errors == []
+        settled, earned = await p.paid_out()
+        assert settled == {first, second} and earned == 2 * PRICE
+        assert p.executor_rows_gone() and len(p.errors) == MAX_BATCH_TRIES
+
+    run(main)

@@ -103,7 +103,9 @@ class Audits:
         self.max_leaves = int(options.get("voucher_audit_max_leaves", MAX_TREE_LEAVES))
         self.report = report
         self.pending: dict[int, Audit] = {}
-        self.verified: set[int] = set()  # batches found as expected (until paid or voided)
+        # batches found as expected -> their release time (kept until paid or voided, or until their challenge
+        # window closed: nothing can void them any more, and a batch nobody finalizes would stay for good)
+        self.verified: dict[int, int] = {}
         self.challenged: dict[int, bytes] = {}  # batch -> the job whose leaf voided it
         self.blocked: dict[str, str] = {}  # executor -> why no new voucher is signed for it
         self._unverified: dict[str, set[int]] = {}  # executor -> its batches not verified (yet)
@@ -122,7 +124,7 @@ class Audits:
         """Compare batch ``bid`` with the tree the payer expects; True when it is verified at once, else the
         batch waits for :meth:`run`."""
         if expected_root(jobs, count, attested) == root:
-            self.verified.add(bid)
+            self.verified[bid] = release_at
             return True
         self.pending[bid] = Audit(executor, node, root, release_at)
         return False
@@ -130,8 +132,14 @@ class Audits:
     def done(self, bid: int) -> None:
         """Batch ``bid`` is paid or voided: nothing more to audit (a block it caused stays)."""
         self.pending.pop(bid, None)
-        self.verified.discard(bid)
+        self.verified.pop(bid, None)
         self.challenged.pop(bid, None)
+
+    def closed(self, now: int) -> None:
+        """Forget the verified batches whose challenge window has closed at chain time ``now`` (the contract refuses
+        a challenge from ``releaseAt`` on): nothing is left to audit of them, paid or not."""
+        for bid in [b for b, release_at in self.verified.items() if release_at <= now]:
+            del self.verified[bid]
 
     def next_due(self) -> float | None:
         """Monotonic time of the next audit try, or None when none waits."""
@@ -186,7 +194,7 @@ class Audits:
             return  # paid or voided meanwhile
         bad = contradictions(tree, attested)
         if not bad:
-            self.verified.add(bid)
+            self.verified[bid] = a.release_at
             self._cleared(bid, a.executor)
             return
         jid, att = bad[0]  # (one proof voids the batch)

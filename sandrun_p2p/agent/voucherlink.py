@@ -481,6 +481,8 @@ class VoucherLink:
             await self._settle(payer, self.queue.take(payer))
         self._expire()
         await self._finalize_due()
+        if self.audits.verified:  # (those whose challenge window closed are forgotten: one chain read a poll)
+            self.audits.closed(int(await self.link._read(self.link.reader.chain.now)))
         await self.audit()
 
     async def _settle(self, payer: str, p: Pending) -> None:

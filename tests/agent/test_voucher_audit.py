@@ -239,3 +239,36 @@ def test_a_restarted_payer_audits_with_the_attestations_it_journaled(
         assert p.payer.vouchers.audits.challenged == {bid: jobs[1]}
 
     run(main)
+
+
+def test_a_verified_batch_nobody_finalizes_is_forgotten_once_its_challenge_window_closed() -> None:
+    """Nobody finalizes the payer's verified batches (the executor went away): each is forgotten once its challenge
+    window has closed on chain (nothing can void it any more), not before; a batch still challengeable stays,
+    and so does an audit in progress. Before, every verified batch stayed until it was paid or voided."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        _, first = await settled(p, 2)
+        await p.payer.poll()
+        p.payer.chain.advance(100)  # (the second batch's window closes 100 s after the first's)
+        jobs, second = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
+        fetcher, p.payer.vouchers.fetcher = p.payer.vouchers.fetcher, None
+        await p.payer.poll()
+        audits = p.payer.vouchers.audits
+        assert set(audits.verified) == {first} and second in audits.pending
+        release = p.payer.market.batch(first)["release_at"]
+        p.payer.chain.advance(release - 1 - p.payer.chain.now())
+        await p.payer.poll()
+        assert set(audits.verified) == {first}  # one second left to challenge it
+        p.payer.chain.advance(1)
+        await p.payer.poll()
+        assert not audits.verified and second in audits.pending
+        assert p.payer.market.batch(first)["state"] == PENDING  # not paid: forgotten for its window alone
+        p.payer.vouchers.fetcher = fetcher
+        audits.pending[second].next_try = 0.0
+        await p.payer.poll()
+        assert set(audits.verified) == {second}  # still challengeable: kept
+
+    run(main)

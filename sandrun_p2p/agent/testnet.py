@@ -49,6 +49,7 @@ TESTNET_CORE = {
     "settle_backup_delay": 3.0,
     "require_stake": True,
     "require_escrow": True,
+    "deferred_spread": 1.0,  # a burst of jobs on one machine: spread freed nodes over them (docs/protocol.md)
 }
 
 

@@ -134,6 +134,12 @@ class CoreConfig:
     # Off by default: it shortens claims on a network with spare capacity and lengthens them under overload
     # (docs/protocol.md). Every node honours the passes it receives, whatever its own setting.
     pass_when_full: bool = False
+    # Local policy (nodes may differ): when a slot frees, which of the jobs this node was full for it claims
+    # first. 0: the oldest whose turn came. S > 0: of those announced within S seconds of that one, first the
+    # ones where no candidate left ranks above it within the k needed (its claim cannot be outranked), oldest
+    # first; so nodes that free within a gossip delay of each other take different jobs instead of all the
+    # oldest, where every claim but the best-ranked one is outranked and its run wasted (docs/protocol.md).
+    deferred_spread: float = 0.0
 
 
 @dataclass(slots=True)
@@ -283,10 +289,54 @@ class NodeCore:
 
     def _retry_deferred(self, now: float, out: list[Action]) -> None:
         deferred, self._deferred = self._deferred, {}
+        if self.cfg.deferred_spread <= 0 or len(deferred) < 2:
+            for jid in deferred:
+                self._step_deferred(jid, now, out)
+            return
+        for jid in self._spread(list(deferred), now):
+            self._step_deferred(jid, now, out)
+        again, self._deferred = self._deferred, {jid: None for jid in deferred if jid in self._deferred}
+        self._deferred.update(again)  # those deferred again keep their places (the oldest first)
+
+    def _step_deferred(self, jid: bytes, now: float, out: list[Action]) -> None:
+        job = self.jobs.get(jid)
+        if job is not None and job.phase == OPEN and self.node_id not in job.claims:
+            self._step(job, now, out)
+
+    def _spread(self, deferred: list[bytes], now: float) -> list[bytes]:
+        """``deferred`` (oldest first) with the jobs this node may claim now (its turn came) that were announced
+        within ``deferred_spread`` seconds of the first such job moved to the front, ordered by this node's place
+        among each one's candidates left (a stable sort: the oldest first among equals)."""
+        jobs, me, fi, spread = self.jobs, self.node_id, self.cfg.fallback_interval, self.cfg.deferred_spread
+        head: list[tuple[bool, bytes]] = []
+        first: float | None = None
         for jid in deferred:
-            job = self.jobs.get(jid)
-            if job is not None and job.phase == OPEN and self.node_id not in job.claims:
-                self._step(job, now, out)
+            job = jobs.get(jid)
+            if job is None or job.phase != OPEN or me in job.claims or job.enough:
+                continue
+            if first is not None and abs(job.epoch - first) > spread:
+                continue
+            ranked = self.eligible_nodes(job, now)
+            if me not in ranked:
+                continue
+            claims, passed = job.claims, job.passed
+            left = [n for n in ranked if n not in claims]
+            if passed:
+                left = [n for n in left if n not in passed] + [n for n in left if n in passed]
+            valid = sum(1 for c in claims.values() if not (c.lapsed or c.released))
+            # how many ranks past the k - valid needed this node is (0: no candidate left can outrank it)
+            behind = claiming.claim_delay(left.index(me), job.spec.redundancy - valid, 1.0)
+            if job.epoch + behind * fi > now:
+                continue  # not its turn yet here
+            if first is None:
+                first = job.epoch
+            head.append((behind > 0, jid))
+        if len(head) < 2:
+            return deferred
+        head.sort(key=lambda e: e[0])
+        front = [jid for _, jid in head]
+        chosen = set(front)
+        return front + [jid for jid in deferred if jid not in chosen]
 
     def next_deadline(self) -> float | None:
         t = self._timers[0][0] if self._timers else None

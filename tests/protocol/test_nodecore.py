@@ -807,3 +807,33 @@ def test_when_every_candidate_passed_whoever_frees_first_claims():
     assert w.jobs[spec.job_id].passed == {kb.node_id, kc.node_id, w.node_id}
     out = w.handle(ExecutionFailed(busy, "bundle unavailable"), 0.3)  # its slot frees
     assert _claims(out) and w.jobs[spec.job_id].claims.get(w.node_id) is not None
+
+
+# ------------------------------------------------------------------ which waiting job a freed node claims first
+
+
+def _spreading_node(spread: float) -> NodeCore:
+    key = NodeKey.from_seed(b"\x09" * 32)
+    return NodeCore(key.node_id, ONE_SLOT, CoreConfig(deferred_spread=spread))
+
+
+@pytest.mark.parametrize(
+    "spread, second_at, expected",
+    [(0.0, 0.5, "older"), (1.0, 0.5, "safe"), (1.0, 1.5, "older")],
+)
+def test_a_freed_node_claims_first_a_job_where_nobody_waiting_outranks_it(spread, second_at, expected):
+    """w is full while two jobs arrive: on the older one b ranks first (b is busy too, so w's fallback turn comes),
+    on the other w ranks first. When w's slot frees, the default takes the older; with ``deferred_spread`` it
+    takes the one where no candidate left ranks above it (its claim cannot be outranked: b, freeing at the same
+    time, would claim the older and outrank w there), as long as the two were announced within the spread."""
+    kb = NodeKey.from_seed(b"\x0b" * 32)
+    w = _spreading_node(spread)
+    w.handle(_advert(kb), 0.0)
+    busy = _keep_busy(w, kb, 7_000)
+    older, safe = _ranked(w, [kb, w], 8_000), _ranked(w, [w, kb], 9_000)
+    assert not _claims(_announce(w, kb, older, 0.1)) and not _claims(_announce(w, kb, safe, 0.1 + second_at))
+    out = w.handle(ExecutionFailed(busy, "bundle unavailable"), 4.0)  # both turns came; the slot frees
+    claimed = [c.body["job"] for c in _claims(out)]
+    assert claimed == [(older if expected == "older" else safe).job_id]
+    if expected == "safe":  # the other keeps its place at the head of the queue for the next free slot
+        assert list(w._deferred) == [older.job_id]

@@ -57,6 +57,7 @@ class AgentConfig:
     tx_timeout_s: float = 7200.0  # a settle/refund may wait for the chain's reveal window
     caps_refresh_s: float = 60.0
     publish_batch_window_s: float = 0.0  # wait this long after a message is queued to batch more with it
+    inline_code_max: int = 4096  # announce a job's code inline when its root block is this small (0: never)
     log_level: str = "info"
     log_file: str | None = None
     test_faulty_executor: bool = False  # test-only: report a wrong trace root

@@ -62,6 +62,7 @@ from .checkpoints import STOP_LEAD_S, Checkpoints
 from .config import AgentConfig
 from .evidence import with_attestation
 from .grants import BundleKeyError, KeyStore, grant_bodies, open_for_execution, seal_result
+from .inline import InlineBlocks, block_to_inline, check_inline
 from .journal import FINAL_STATES, Journal
 from .ports import ChainPort
 from .vouchers import parse_voucher_name
@@ -96,6 +97,7 @@ class Agent:
         self.node_id = key.node_id
         self.executor = executor
         self.store = store
+        self.inline = InlineBlocks()  # code blocks announced inline, for this node's executions (inline.py)
         self.chain = chain
         self.exec_caps = exec_caps
         self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
@@ -252,7 +254,10 @@ class Agent:
             and jid not in self.core.funded
         ):
             self._poll_now.set()  # look for the escrow now rather than at the next poll
+        code = check_inline(msg, parse_spec(msg.body["spec"])) if msg.kind == m.JOB else None
         self.feed(Received(msg))
+        if code is not None and jid in self.core.jobs and msg.sender != self.node_id:
+            self.inline.keep(self.core.jobs[jid].spec.code_cid, code)
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
             if msg.sender == self.node_id:
@@ -314,6 +319,9 @@ class Agent:
             self.feed(outcome)
 
     async def _fetcher(self, cid: str) -> bytes | None:
+        block = self.inline.take(cid)  # announced inline: no fetch (the store checks it like any peer's)
+        if block is not None:
+            return block
         return await self.net.fetch_any(cid, prefer=self._origins(cid))
 
     def _origins(self, cid: str = "") -> list[bytes]:
@@ -569,16 +577,18 @@ class Agent:
             seed = await self.chain.check_job(spec)
         if bundle_key:
             self.keys.put(spec.job_id, bundle_key)
+        code = await block_to_inline(self.store, spec, self.cfg.inline_code_max)
         self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
-        self.feed(SubmitJob(spec, seed))
+        self.feed(SubmitJob(spec, seed, code))
         return seed
 
     async def submit_job(self, spec: JobSpec) -> bytes:
         """Announce a job as its origin: escrow on chain (which fixes the seed), then gossip it."""
         with trio.fail_after(60):
             seed = await self.chain.fund_job(spec, self.node_id)
+        code = await block_to_inline(self.store, spec, self.cfg.inline_code_max)
         self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
-        self.feed(SubmitJob(spec, seed))
+        self.feed(SubmitJob(spec, seed, code))
         return spec.job_id
 
     async def submit_jobs(self, specs: list[JobSpec]) -> list[bytes | BaseException]:
@@ -597,10 +607,11 @@ class Agent:
         async with trio.open_nursery() as nursery:
             for i, spec in enumerate(specs):
                 nursery.start_soon(fund, i, spec)
+        codes = {i: await block_to_inline(self.store, specs[i], self.cfg.inline_code_max) for i in seeds}
         for i, seed in sorted(seeds.items()):
             spec = specs[i]
             self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
-            self.feed(SubmitJob(spec, seed))
+            self.feed(SubmitJob(spec, seed, codes[i]))
             results[i] = spec.job_id
         return results
 

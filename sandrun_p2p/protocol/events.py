@@ -35,6 +35,7 @@ class SubmitJob:
 
     spec: JobSpec
     seed: bytes  # ranking seed the client cannot choose (from the escrow's block)
+    code: bytes = b""  # the code's root block, to announce inline when small (messages.MAX_INLINE_CODE)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ GRANT = "grant"
 BATCH = "batch"
 #: Most messages one batch may carry.
 MAX_BATCH_ITEMS = 64
+#: Largest code a job announcement may carry inline (``code``: the root block of the job's code CID, zlib-compressed,
+#: so a small bundle needs no fetch from the origin; the receiver checks it against the CID) ...
+MAX_INLINE_CODE = 4096
+#: ... and the most that block may inflate to (a tar bundle is at least 10 KiB, mostly padding).
+MAX_INLINE_BLOCK = 64 * 1024
 
 Validator = Callable[[Any, str], None]
 
@@ -159,7 +164,15 @@ SCHEMAS: dict[str, Validator] = {
             "load": _int(0, 4096),
         }
     ),
-    JOB: _map({"spec": _any_map(16), "seed": H32, "origin_ts": _int(0, 2**53)}),
+    JOB: _map(
+        {
+            "spec": _any_map(16),
+            "seed": H32,
+            "origin_ts": _int(0, 2**53),
+            "code": _bytes((1, MAX_INLINE_CODE)),
+        },
+        optional=frozenset({"code"}),  # the code's root block, compressed, when small (agent/inline.py)
+    ),
     CLAIM: _map({"job": H32, "caps": CAPS}),
     RELEASE: _map({"job": H32, "reason": _str(200)}),
     COMMIT: _map({"job": H32, "commitment": H32}),

@@ -711,6 +711,8 @@ class NodeCore:
         jid = ev.spec.job_id
         shard = claiming.shard_of(jid, self.cfg.shard_bits)
         body = {"spec": ev.spec.to_dict(), "seed": ev.seed, "origin_ts": int(now * 1000)}
+        if ev.code:
+            body["code"] = ev.code
         out.append(Publish(m.JOB, body, shard))
         if jid not in self.jobs:
             job = JobView(ev.spec, jid, ev.seed, self.node_id, now, shard, epoch=now)

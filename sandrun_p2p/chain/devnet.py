@@ -151,6 +151,8 @@ def serve(host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, 
     rpc = EmbeddedRPC()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the agents' transport reuses one connection per thread
+
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
             try:

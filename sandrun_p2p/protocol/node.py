@@ -305,8 +305,8 @@ class NodeCore:
 
     def _spread(self, deferred: list[bytes], now: float) -> list[bytes]:
         """``deferred`` (oldest first) with the jobs this node may claim now (its turn came) that were announced
-        within ``deferred_spread`` seconds of the first such job moved to the front, ordered by this node's place
-        among each one's candidates left (a stable sort: the oldest first among equals)."""
+        within ``deferred_spread`` seconds of the first such job moved to the front: first those where no
+        candidate left can outrank its claim, then the others, the oldest first within each (a stable sort)."""
         jobs, me, fi, spread = self.jobs, self.node_id, self.cfg.fallback_interval, self.cfg.deferred_spread
         head: list[tuple[bool, bytes]] = []
         first: float | None = None

@@ -443,6 +443,7 @@ def agent_phases(
     origins: int = 0,
     batch_window: float = 0.0,
     transport: str = "tcp",
+    core: tuple[str, ...] = (),
 ) -> dict:
     from sandrun_p2p.agent import testnet
     from sandrun_p2p.agent.testnet import Testnet
@@ -464,6 +465,7 @@ def agent_phases(
         shard_bits=shard_bits,
         publish_batch_window=batch_window,
         transport=transport,
+        core=list(core),
     )
     net = Testnet(args, lambda msg: print(msg, file=sys.stderr))
     try:
@@ -561,11 +563,25 @@ def main() -> int:
         help="every phase over TCP (Noise, mplex; default) or QUIC (TLS 1.3)",
     )
     p.add_argument(
+        "--core",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a protocol parameter for every agent, over the testnet's (as sandrun-p2p testnet --core), "
+        "e.g. --core deferred_spread=0 for the rule before session 9; repeatable",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="sample node 0's stacks (all threads) during the throughput phase; JSON written here",
     )
     a = p.parse_args()
+    from sandrun_p2p.agent.testnet import core_overrides
+
+    try:
+        core = core_overrides(a.core)
+    except ValueError as e:
+        p.error(str(e))
     t0 = time.monotonic()
     config = {
         "nodes": a.nodes,
@@ -576,6 +592,7 @@ def main() -> int:
         "jobs": a.jobs,
         "transport": a.transport,
         "submission": "one request per job" if a.one_by_one else "batch per node",
+        **({"core": core} if core else {}),
     }
     if not a.json:
         print("configuration: " + ", ".join(f"{k} {v}" for k, v in config.items()), flush=True)
@@ -606,6 +623,7 @@ def main() -> int:
         a.origins,
         a.publish_batch_window,
         a.transport,
+        tuple(a.core),
     )
     out = {
         "machine": {"cpus": os.cpu_count()},

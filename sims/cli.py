@@ -5,28 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from sandrun_p2p import assignments
 
 from . import scenario as scenario_mod
 
 
-def _value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = _value(val)
-    return out
+    try:
+        return assignments.parse(items, "--set")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     params = {}
     for p in args.param:
         key, _, vals = p.partition("=")
-        params[key] = [_value(v) for v in vals.split(",")]
+        params[key] = [assignments.value(v) for v in vals.split(",")]
     tasks = grid(str(args.scenario), base, params, args.seeds)
     rows = run_sweep(tasks, args.workers or None, args.out)
     print(f"{len(rows)} runs written to {args.out / 'sweep.csv'}")

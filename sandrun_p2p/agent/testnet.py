@@ -53,6 +53,29 @@ TESTNET_CORE = {
 }
 
 
+def core_overrides(items: list[str]) -> dict[str, Any]:
+    """``--core KEY=VALUE`` items as [core] settings; raise ValueError for an unknown key or a value of the wrong
+    type (so a typo stops the testnet before it starts, not each agent)."""
+    import dataclasses
+
+    from ..assignments import parse
+    from ..protocol.node import CoreConfig
+
+    out = parse(items, "--core")
+    fields = {f.name: f for f in dataclasses.fields(CoreConfig)}
+    for key, val in out.items():
+        f = fields.get(key)
+        if f is None:
+            raise ValueError(f"--core {key}: no such protocol parameter; known: {', '.join(sorted(fields))}")
+        want = type(f.default)
+        ok = isinstance(val, want) and not (want is int and isinstance(val, bool))
+        if want is float and isinstance(val, int) and not isinstance(val, bool):
+            out[key], ok = float(val), True
+        if not ok:
+            raise ValueError(f"--core {key}={val!r}: expected a {want.__name__}")
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=3, help="number of agents (default 3)")
     p.add_argument("--jobs", type=int, default=0, help="submit this many sample jobs, wait, summarise, exit")
@@ -86,6 +109,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="each agent's publish_batch_window_s (default 0: publish at once)",
+    )
+    p.add_argument(
+        "--core",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a protocol parameter for every node, over the testnet's (the agent config's [core]; e.g. "
+        "--core deferred_spread=0 --core pass_when_full=true); repeatable",
     )
     p.add_argument(
         "--shard-bits",
@@ -234,7 +265,11 @@ class Testnet:
                 "listen": [_addr(transport, port)],
                 "bootstrap": [f"{_addr(transport, infos[j][1])}/p2p/{infos[j][3]}" for j in peers],
                 "mdns": False,
-                "core": {**TESTNET_CORE, "shard_bits": bits},
+                "core": {
+                    **TESTNET_CORE,
+                    "shard_bits": bits,
+                    **core_overrides(getattr(a, "core", None) or []),
+                },
                 "shards": groups[i],
                 "chain": {
                     "rpc": self.local.url,
@@ -456,6 +491,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.jobs < 0:
         print("sandrun-p2p testnet: --jobs must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        core_overrides(args.core)
+    except ValueError as e:
+        print(f"sandrun-p2p testnet: {e}", file=sys.stderr)
         return 2
     quiet = args.json
 

@@ -124,6 +124,29 @@ def test_testnet_rejects_bad_arguments() -> None:
     assert r.returncode == 2 and "--redundancy must be between 1 and" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "item, said",
+    [
+        ("deferred_spread=abc", "deferred_spread='abc': expected a float"),
+        ("no_such=1", "no_such: no such protocol parameter"),
+        ("pass_when_full", "expects KEY=VALUE"),
+        ("shard_bits=true", "expected a int"),
+    ],
+)
+def test_testnet_refuses_a_bad_protocol_parameter_before_starting_anything(item: str, said: str) -> None:
+    r = run_testnet("--nodes", "2", "--core", item, timeout=60)
+    assert r.returncode == 2 and said in r.stderr
+    assert "chain:" not in r.stdout + r.stderr  # no chain, no agent was started
+
+
+def test_protocol_parameters_over_the_testnets_are_typed_like_the_core_config() -> None:
+    from sandrun_p2p.agent.testnet import core_overrides
+
+    got = core_overrides(["deferred_spread=0", "pass_when_full=true", "fallback_interval=2"])
+    assert got == {"deferred_spread": 0.0, "pass_when_full": True, "fallback_interval": 2.0}
+    assert isinstance(got["deferred_spread"], float) and core_overrides([]) == {}
+
+
 def test_faulty_executor_slashed_by_the_contract(tmp_path) -> None:
     """k=3 on the real SandrunMarket: the faulty node's dissenting root is outvoted and the contract slashes it."""
     import argparse

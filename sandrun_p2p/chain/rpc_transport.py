@@ -13,6 +13,7 @@ is honoured by using ``requests`` as before (:func:`provider_for`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import threading
 import urllib.request
@@ -28,6 +29,23 @@ _STALE = (
     ConnectionResetError,
     http.client.CannotSendRequest,
 )
+
+
+class _Closing:
+    """A connection that closes its socket when it is collected (a worker thread ended and its thread-local
+    went, or the provider did), instead of leaving it to the socket's own finalizer (a ResourceWarning)."""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # (at interpreter exit, nothing is left to report to)
+            self.close()  # type: ignore[attr-defined]
+
+
+class _HTTP(_Closing, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPS(_Closing, http.client.HTTPSConnection):
+    pass
 
 
 class KeepAliveHTTPProvider(HTTPProvider):
@@ -51,7 +69,7 @@ class KeepAliveHTTPProvider(HTTPProvider):
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            cls = _HTTPS if self._https else _HTTP
             conn = cls(
                 self._host, self._port, timeout=self._timeout
             )  # (https: the default, verifying context)

@@ -3,8 +3,10 @@ closed is reopened, HTTP errors and a dead node are clear errors, a proxy in the
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -79,6 +81,18 @@ def test_calls_from_one_thread_share_one_connection_and_each_thread_gets_its_own
     t.start()
     t.join(10)
     assert node.connections == 2 and node.requests == before + 21
+
+
+def test_the_connection_of_a_thread_that_ended_is_closed_not_leaked(node: FakeNode) -> None:
+    chain = Chain.connect(node.url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        t = threading.Thread(target=chain.block_number)  # (trio's worker threads end when idle)
+        t.start()
+        t.join(10)
+        del t
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_a_connection_the_node_closed_is_reopened_without_an_error(node: FakeNode) -> None:

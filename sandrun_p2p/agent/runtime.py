@@ -254,13 +254,15 @@ class Agent:
             and jid not in self.core.funded
         ):
             self._poll_now.set()  # look for the escrow now rather than at the next poll
-        code = check_inline(msg, parse_spec(msg.body["spec"])) if msg.kind == m.JOB else None
+        # (an origin's own inline block is in its store already: nothing to check or keep)
+        mine = msg.sender == self.node_id
+        code = check_inline(msg, parse_spec(msg.body["spec"])) if msg.kind == m.JOB and not mine else None
         self.feed(Received(msg))
-        if code is not None and jid in self.core.jobs and msg.sender != self.node_id:
+        if code is not None and jid in self.core.jobs:
             self.inline.keep(self.core.jobs[jid].spec.code_cid, code)
         if jid is not None:
             self.journal.add_message(jid, msg.kind, msg.raw)
-            if msg.sender == self.node_id:
+            if mine:
                 self.journal.commit()  # our own message is durable before it leaves
             self.checkpoints.on_notice(msg, getattr(self.core.jobs.get(jid), "origin", None))
 

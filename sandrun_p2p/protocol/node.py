@@ -209,6 +209,15 @@ class Advert:
     caps_raw: dict | None = None  # the advert's caps as received (an equal dict needs no parsing)
 
 
+def _candidates_left(job: JobView, ranked: list[bytes]) -> list[bytes]:
+    """The ranked nodes without a claim on ``job``, those that passed it (:attr:`JobView.passed`) after the rest,
+    among themselves as ranked: the order of the claim schedule."""
+    left = [n for n in ranked if n not in job.claims]
+    if job.passed:
+        left = [n for n in left if n not in job.passed] + [n for n in left if n in job.passed]
+    return left
+
+
 class NodeCore:
     """One node's protocol state. ``caps=None`` makes a light node (relays and watches, never executes)."""
 
@@ -319,13 +328,11 @@ class NodeCore:
             ranked = self.eligible_nodes(job, now)
             if me not in ranked:
                 continue
-            claims, passed = job.claims, job.passed
-            left = [n for n in ranked if n not in claims]
-            if passed:
-                left = [n for n in left if n not in passed] + [n for n in left if n in passed]
-            valid = sum(1 for c in claims.values() if not (c.lapsed or c.released))
+            valid = len(self._valid_claims(job, now))
             # how many ranks past the k - valid needed this node is (0: no candidate left can outrank it)
-            behind = claiming.claim_delay(left.index(me), job.spec.redundancy - valid, 1.0)
+            behind = claiming.claim_delay(
+                _candidates_left(job, ranked).index(me), job.spec.redundancy - valid, 1.0
+            )
             if job.epoch + behind * fi > now:
                 continue  # not its turn yet here
             if first is None:
@@ -1158,11 +1165,7 @@ class NodeCore:
                     return
             elif len(valid) >= k:
                 return
-            candidates = [n for n in ranked if n not in job.claims]
-            if job.passed:  # those that passed rank after the rest, among themselves as before
-                candidates = [n for n in candidates if n not in job.passed] + [
-                    n for n in candidates if n in job.passed
-                ]
+            candidates = _candidates_left(job, ranked)
             if now < self._started + self.cfg.advert_interval and self.cfg.require_stake:
                 candidates = self._warming_candidates(job, candidates)
             pos = candidates.index(self.node_id)

@@ -28,6 +28,26 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the setting."""
 
 
+def core_settings(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Protocol parameters (``CoreConfig`` fields) checked by name and type (an int is taken for a float), so a
+    typo or a wrong value is a clear error here and not an exception in a running node; ``where`` names their
+    source in the message (``[core]`` of the config file, ``--core``)."""
+    fields = {f.name: f for f in dataclasses.fields(CoreConfig)}
+    out = dict(values)
+    for key, val in values.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(
+                f"{where} has unknown setting {key}: no such protocol parameter; known: {', '.join(sorted(fields))}"
+            )
+        want = type(f.default)
+        if want is float and isinstance(val, int) and not isinstance(val, bool):
+            out[key] = float(val)
+        elif not isinstance(val, want) or (want is int and isinstance(val, bool)):
+            raise ConfigError(f"{where} {key}={val!r}: expected a {want.__name__}")
+    return out
+
+
 @dataclass
 class AgentConfig:
     data_dir: Path
@@ -63,14 +83,7 @@ class AgentConfig:
     test_faulty_executor: bool = False  # test-only: report a wrong trace root
 
     def core_config(self) -> CoreConfig:
-        names = {f.name for f in dataclasses.fields(CoreConfig)}
-        bad = sorted(set(self.core) - names)
-        if bad:
-            raise ConfigError(f"[core] has unknown setting(s) {bad}; known: {sorted(names)}")
-        try:
-            return CoreConfig(**self.core)
-        except TypeError as e:
-            raise ConfigError(f"[core]: {e}") from None
+        return CoreConfig(**core_settings(self.core, "[core]"))
 
     def validate(self) -> None:
         for name, f in _FIELDS.items():  # every numeric setting (counts, ports, seconds) is a number >= 0

@@ -56,24 +56,10 @@ TESTNET_CORE = {
 def core_overrides(items: list[str]) -> dict[str, Any]:
     """``--core KEY=VALUE`` items as [core] settings; raise ValueError for an unknown key or a value of the wrong
     type (so a typo stops the testnet before it starts, not each agent)."""
-    import dataclasses
-
     from ..assignments import parse
-    from ..protocol.node import CoreConfig
+    from .config import core_settings
 
-    out = parse(items, "--core")
-    fields = {f.name: f for f in dataclasses.fields(CoreConfig)}
-    for key, val in out.items():
-        f = fields.get(key)
-        if f is None:
-            raise ValueError(f"--core {key}: no such protocol parameter; known: {', '.join(sorted(fields))}")
-        want = type(f.default)
-        ok = isinstance(val, want) and not (want is int and isinstance(val, bool))
-        if want is float and isinstance(val, int) and not isinstance(val, bool):
-            out[key], ok = float(val), True
-        if not ok:
-            raise ValueError(f"--core {key}={val!r}: expected a {want.__name__}")
-    return out
+    return core_settings(parse(items, "--core"), "--core")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -155,6 +155,11 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         build(tmp_path, {"colour": 1}, {})
     with pytest.raises(ConfigError, match=r"\[core\] has unknown"):
         build(tmp_path, {"core": {"nope": 1}}, {}).core_config()
+    with pytest.raises(ConfigError, match=r"\[core\] deferred_spread='soon': expected a float"):
+        build(
+            tmp_path, {"core": {"deferred_spread": "soon"}}, {}
+        ).core_config()  # (not a crash in a running node)
+    assert build(tmp_path, {"core": {"fallback_interval": 3}}, {}).core_config().fallback_interval == 3.0
     with pytest.raises(ValueError, match="must end with /p2p/"):
         build(tmp_path, {}, {"bootstrap": ["/ip4/127.0.0.1/tcp/1"]}).validate()
     with pytest.raises(ValueError, match="not a multiaddr"):

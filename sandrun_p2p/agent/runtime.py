@@ -598,6 +598,7 @@ class Agent:
         announced at once (so the publisher batches them). Per job: its id, or the exception its escrow raised."""
         results: list[bytes | BaseException] = [ValueError("not funded")] * len(specs)
         seeds: dict[int, bytes] = {}
+        codes: dict[int, bytes] = {}
 
         async def fund(i: int, spec: JobSpec) -> None:
             try:
@@ -605,11 +606,14 @@ class Agent:
                     seeds[i] = await self.chain.fund_job(spec, self.node_id)
             except Exception as e:
                 results[i] = e
+                return
+            codes[i] = await block_to_inline(
+                self.store, spec, self.cfg.inline_code_max
+            )  # (alongside the others)
 
         async with trio.open_nursery() as nursery:
             for i, spec in enumerate(specs):
                 nursery.start_soon(fund, i, spec)
-        codes = {i: await block_to_inline(self.store, specs[i], self.cfg.inline_code_max) for i in seeds}
         for i, seed in sorted(seeds.items()):
             spec = specs[i]
             self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)

@@ -1,14 +1,18 @@
 """Simulator scale: wall time and peak memory for N nodes x J jobs (message-level, real NodeCore per node).
 
-    python bench/sim_scale.py                          # baseline 1k x 10k (1 process), then 1k x 100k, 10k x 100k
+    python bench/sim_scale.py                          # baseline 1k x 10k (1 process, whole), then 1k x 10k
+                                                       # in groups (1 process), 1k x 100k, 10k x 100k
     python bench/sim_scale.py --size 10000x100000      # one size (repeat --size for more)
     python bench/sim_scale.py --workers 1 --size 2000x5000 --baseline 0x0
+    python bench/sim_scale.py --group-nodes 0          # every size as one group per process (before session 10)
 
 Each size runs in a fresh child process (peak RSS is per run: with --workers > 1 the sum of the processes'
 peaks). Shards are sized to ~20 nodes (shard_bits = round(log2(N / 20))), one shard per node; jobs arrive at
 20% of the network's capacity. Random streams are per node (rng_streams = "node"), so a run gives the same
-metrics for any --workers; the sizes are split over --workers processes by shard group (sims.runner).
-Ratios are against the baseline size measured in the same invocation (per job: wall and events).
+metrics for any --workers; the sizes are cut into groups of shards of about --group-nodes nodes, simulated one
+after another in each of --workers processes (sims.runner: a small group's state stays in the CPU's caches).
+The baseline is simulated whole, in one process, as every size was before session 10. Ratios are against it,
+measured in the same invocation (per job: wall and events).
 
 Nodes forget a settled job 60 s after settlement (``forget_after``, rounded up to 15 s by NodeCore; the 600 s
 default outlasts the 10k x 100k run, so every view stayed live: 5.4 GB, and the CPU per event grew with it);
@@ -26,6 +30,8 @@ import math
 import os
 import subprocess
 import sys
+
+from sims.runner import GROUP_NODES
 
 GOAL = (10_000, 100_000, 60.0)  # issue #8: 10k nodes x 100k jobs in <= 60 s wall on the 2-core machine
 FORGET_AFTER = 60.0  # seconds a node keeps a settled job's view (see scenario())
@@ -57,11 +63,12 @@ def scenario(nodes: int, jobs: int) -> dict:
     }
 
 
-def one(nodes: int, jobs: int, workers: int) -> dict:
+def one(nodes: int, jobs: int, workers: int, group_nodes: int) -> dict:
     from sims import scenario as sc_mod
     from sims.runner import run_scenario
 
-    doc = run_scenario(sc_mod.from_dict(scenario(nodes, jobs)), None, plots=False, workers=workers)
+    sc = sc_mod.from_dict(scenario(nodes, jobs))
+    doc = run_scenario(sc, None, plots=False, workers=workers, group_nodes=group_nodes)
     m = doc["metrics"]
     return {
         "nodes": nodes,
@@ -71,7 +78,14 @@ def one(nodes: int, jobs: int, workers: int) -> dict:
         "sim_seconds": m["sim_seconds"],
         "shards": m["shards"],
         "us_per_job": round(doc["run"]["wall_s"] / jobs * 1e6),
+        "cpu_s": round(sum(getattr(r, f) for r in _usage() for f in ("ru_utime", "ru_stime")), 1),
     }
+
+
+def _usage() -> list:
+    import resource
+
+    return [resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)]
 
 
 def size(text: str) -> tuple[int, int]:
@@ -91,17 +105,25 @@ def main() -> int:
     ap.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes per size (default: cores)"
     )
+    ap.add_argument(
+        "--group-nodes",
+        type=int,
+        default=GROUP_NODES,
+        help=f"nodes per group of shards (default {GROUP_NODES}; 0: one group per process)",
+    )
     ap.add_argument("--child", type=size, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(one(*a.child, a.workers)))
+        print(json.dumps(one(*a.child, a.workers, a.group_nodes)))
         return 0
-    runs = [(a.baseline, 1, "baseline")] if a.baseline != (0, 0) else []
-    runs += [(s, a.workers, "") for s in a.size or [(1000, 100_000), (10_000, 100_000)]]
+    runs = [(a.baseline, 1, 0, "baseline")] if a.baseline != (0, 0) else []
+    if a.size is None and a.baseline != (0, 0) and a.group_nodes:
+        runs.append((a.baseline, 1, a.group_nodes, ""))
+    runs += [(s, a.workers, a.group_nodes, "") for s in a.size or [(1000, 100_000), (10_000, 100_000)]]
     base = None
-    for (n, j), w, tag in runs:
+    for (n, j), w, gn, tag in runs:
         p = subprocess.run(
-            [sys.executable, __file__, "--child", f"{n}x{j}", "--workers", str(w)],
+            [sys.executable, __file__, "--child", f"{n}x{j}", "--workers", str(w), "--group-nodes", str(gn)],
             capture_output=True,
             text=True,
         )
@@ -110,8 +132,9 @@ def main() -> int:
             continue
         r = json.loads(p.stdout)
         line = (
-            f"{n:>6} nodes x {j:>6} jobs, {w} proc: {r['wall_s']:7.1f} s wall, {r['peak_rss_mb']:7.1f} MB peak, "
-            f"{r['events']:>9} events ({r['wall_s'] / r['events'] * 1e6:.1f} us/event), {r['us_per_job']} us/job, "
+            f"{n:>6} nodes x {j:>6} jobs, {w} proc, {r.get('groups', w)} groups: {r['wall_s']:7.1f} s wall, "
+            f"{r['cpu_s']:7.1f} s CPU, {r['peak_rss_mb']:7.1f} MB peak, {r['events']:>9} events "
+            f"({r['cpu_s'] / r['events'] * 1e6:.1f} CPU-us/event), {r['us_per_job']} us/job, "
             f"{r['accepted']} accepted, {r['shards']} shards"
         )
         if tag:

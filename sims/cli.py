@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="split the run over this many processes by shard group (needs rng_streams = 'node')",
     )
     r.add_argument(
+        "--group-nodes",
+        type=int,
+        default=None,
+        help="where the run can be split (rng_streams = 'node'): simulate it in groups of shards of about this "
+        "many nodes, one after another (default 30, faster at scale, same metrics; 0: whole)",
+    )
+    r.add_argument(
         "--set",
         action="append",
         default=[],
@@ -63,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
         sc = scenario_mod.load(args.scenario, _overrides(args.set))
         if args.workers < 1:
             raise SystemExit(f"--workers must be at least 1, got {args.workers}")
+        if args.group_nodes is not None and args.group_nodes < 0:
+            raise SystemExit(f"--group-nodes must be 0 or more, got {args.group_nodes}")
+        grouping = {} if args.group_nodes is None else {"group_nodes": args.group_nodes}
         try:
-            doc = run_scenario(sc, args.out, plots=not args.no_plots, workers=args.workers)
+            doc = run_scenario(sc, args.out, plots=not args.no_plots, workers=args.workers, **grouping)
         except ValueError as e:
             raise SystemExit(f"{args.scenario}: {e}") from None
         if args.json:

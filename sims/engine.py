@@ -7,6 +7,7 @@ the same run bit for bit.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 import random
@@ -62,7 +63,6 @@ class SimNode:
     speed: float = 1.0
     key: NodeKey | None = None
     rng: random.Random | None = None  # draws made on this node's behalf (the global stream unless per node)
-    owned: bool = True  # simulated in this process (see Simulator.restrict)
     core: NodeCore | None = None
     alive: bool = False
     part: int = 0
@@ -107,6 +107,45 @@ class JobRec:
     check_roots: list[tuple[bytes, tuple[bytes, ...]]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One job as drawn on the shared stream: its spec, shard and origin draw ``r`` (in [0, 1))."""
+
+    t: float
+    i: int
+    ki: int
+    comp: int
+    spec: JobSpec
+    shard: int
+    r: float
+
+
+@dataclass
+class SharedDraws:
+    """What the shared stream drew over a whole run: every arrival, and each partition's side per node.
+
+    Recorded once by a run that simulates no shard (``Simulator.recording``), then replayed by each process of
+    a split run (``Simulator.replay``), which announces only its own shards' jobs: it neither re-draws nor
+    re-hashes the others' (22 us per arrival and process at 10k x 100k).
+    """
+
+    arrivals: list[Arrival] = field(default_factory=list)
+    partitions: list[bytes] = field(default_factory=list)
+    last_at: float | None = None  # when the run's last job arrived (in whichever shard)
+    _by_shard: dict[int, list[Arrival]] | None = field(default=None, repr=False, compare=False)
+
+    def only(self, shards: frozenset[int]) -> SharedDraws:
+        """The draws a process simulating ``shards`` replays (the run's last arrival time kept)."""
+        by_shard = self._by_shard
+        if by_shard is None:
+            by_shard = self._by_shard = {}
+            for a in self.arrivals:
+                by_shard.setdefault(a.shard, []).append(a)
+        mine = sorted((a for s in shards for a in by_shard.get(s, ())), key=lambda a: a.i)
+        last = self.arrivals[-1].t if self.arrivals else self.last_at
+        return SharedDraws(mine, self.partitions, last)
+
+
 def correct_root(comp: int) -> bytes:
     return sha256(b"right", comp.to_bytes(8, "big"))
 
@@ -116,23 +155,36 @@ class Simulator:
         self.sc = sc
         self.cfg = sc.protocol
         self.rng = random.Random(sc.seed)
+        self.gossip = GossipModel(sc.network, sc.seed)
+        self.nodes: list[SimNode] = []
+        self.by_id: dict[bytes, SimNode] = {}
+        self.submitted = 0  # jobs announced (in every shard, simulated here or not)
+        self.own_shards: frozenset[int] | None = None  # None: every shard is simulated here
+        self.members: list[int] | None = None  # the nodes simulated here (None: all; see restrict)
+        self._own: set[int] | None = None  # the same, as a set
+        self.recording: SharedDraws | None = None  # set: record the shared draws (see SharedDraws)
+        self.replay: SharedDraws | None = None  # set: replay them instead of drawing
+        self._reset_run()
+        self.client = AdaptiveClient(self, sc.verification) if sc.verification.mode == "adaptive" else None
+        self._manifests = [self._manifest(k) for k in sc.jobs.mix]
+        self._build_nodes()
+
+    def _reset_run(self) -> None:
+        """The state of a run (queue, counters, chain, records), apart from the network built once."""
+        sc = self.sc
         self.now = 0.0
         self.heap: list[tuple[float, int, int, Any]] = []
         self.qseq = 0
         self.events = 0
-        self.gossip = GossipModel(sc.network, sc.seed)
         stake_wei = int(sc.chain.stake_eth * WEI_PER_ETH)
         self.chain = ChainModel(dict(sc.chain.gas), stake_wei, sc.chain.slash_fraction)
-        self.nodes: list[SimNode] = []
-        self.by_id: dict[bytes, SimNode] = {}
         self.jobs: list[JobRec] = []
         self.by_jid: dict[bytes, JobRec] = {}
         self.open = 0
         self.arrived = 0
-        self.submitted = 0  # jobs announced (in every shard, simulated here or not)
-        self.own_shards: frozenset[int] | None = None  # None: every shard is simulated here
         # global events (arrivals, partitions) that every process of a split run handles
         self.shared_events = 0
+        self._partitions_seen = 0
         self.end_at: float | None = None
         self.partitioned = False
         self.kind_counts: dict[str, int] = {}
@@ -144,9 +196,16 @@ class Simulator:
         self.anomalies: dict[str, int] = {}
         self.job_states: dict[str, int] = {}
         self.lost = 0
-        self.client = AdaptiveClient(self, sc.verification) if sc.verification.mode == "adaptive" else None
-        self._manifests = [self._manifest(k) for k in sc.jobs.mix]
-        self._build_nodes()
+
+    def piece(self, shards: frozenset[int], members: list[int], draws: SharedDraws) -> Simulator:
+        """A simulator of ``shards`` alone (before any run): it shares this one's network (nodes, topics,
+        delay tables) and has its own run state, so that the pieces of a split run can be simulated one
+        after another in one process, each touching only its own nodes (see sims.runner)."""
+        c = copy.copy(self)
+        c._reset_run()
+        c.replay = draws
+        c.restrict(shards, members)
+        return c
 
     # ------------------------------------------------------------------ setup
 
@@ -249,27 +308,31 @@ class Simulator:
     def call_at(self, at: float, fn: Any, *args: Any) -> None:
         self.push(at, -1, (fn, args))
 
-    def restrict(self, shards: frozenset[int]) -> None:
+    def restrict(self, shards: frozenset[int], members: list[int] | None = None) -> None:
         """Simulate only the jobs of ``shards`` and the nodes serving only those (before :meth:`run`).
 
         Needs per-node random streams, and the groups of shards of a split run must not share a node
         (``sims.runner.shard_groups``): then each process does exactly what the whole run does for its shards.
+        ``members``: those nodes, when the caller knows them (then no other node is read: in a forked
+        process each object read costs a page copied from the parent).
         """
         if self.sc.rng_streams != "node":
             raise ValueError("a run split by shard needs rng_streams = 'node'")
         self.own_shards = shards
-        for n in self.nodes:
-            n.owned = n.shards is not None and n.shards <= shards
+        if members is None:
+            members = [n.idx for n in self.nodes if n.shards is not None and n.shards <= shards]
+        self.members = members
+        self._own = set(members)
 
     def run(self) -> None:
         """Simulate until the end (every job final plus the drain, or the horizon)."""
         sc = self.sc
-        for idx in self.initial:
-            if self.nodes[idx].owned:
-                self.chain.register(self.nodes[idx].nid)
-        for idx in self.initial:
-            if self.nodes[idx].owned:
-                self._boot(self.nodes[idx], 0.0)
+        own = self._own
+        initial = [idx for idx in self.initial if own is None or idx in own]
+        for idx in initial:
+            self.chain.register(self.nodes[idx].nid)
+        for idx in initial:
+            self._boot(self.nodes[idx], 0.0)
         self._schedule_arrivals()
         self._schedule_churn()
         for p in sc.partitions:
@@ -608,7 +671,18 @@ class Simulator:
     # ------------------------------------------------------------------- jobs
 
     def _schedule_arrivals(self) -> None:
-        self.call_at(self.sc.jobs.start, self._arrive)
+        draws = self.replay
+        if draws is None:
+            self.call_at(self.sc.jobs.start, self._arrive)
+            return
+        own = self.own_shards
+        for a in draws.arrivals:
+            if own is None or a.shard in own:
+                self.call_at(a.t, self._replayed, a)
+        last = (
+            draws.last_at if draws.last_at is not None else draws.arrivals[-1].t if draws.arrivals else None
+        )
+        self.call_at(self.sc.jobs.start if last is None else last, self._all_arrived)
 
     def _arrive(self, t: float) -> None:
         self.shared_events += 1
@@ -623,12 +697,26 @@ class Simulator:
         k, q = kind.redundancy, kind.quorum or default_quorum(kind.redundancy)
         if self.client is not None:
             k, q = self.client.plan(kind)
-        self.submit(t, ki, self.arrived, k, q, None)
+        a = self._draw_job(t, ki, self.arrived, k, q)
+        if self.recording is not None:
+            self.recording.arrivals.append(a)
+        self._announce(a, None)
         self.arrived += 1
         if self.arrived < jobs.count:
             self.call_at(t + self.rng.expovariate(jobs.rate), self._arrive)
         else:
             self._maybe_end(t)  # a process of a split run may have no job open (otherwise a no-op)
+
+    def _replayed(self, t: float, a: Arrival) -> None:
+        """A recorded arrival of a shard simulated here (see :class:`SharedDraws`)."""
+        self._announce(a, None)
+        self.arrived += 1
+
+    def _all_arrived(self, t: float) -> None:
+        """Replay: the time of the run's last arrival, in whichever shard (bookkeeping, not a simulated event)."""
+        self.events -= 1
+        self.arrived = self.sc.jobs.count
+        self._maybe_end(t)
 
     def submit(
         self,
@@ -645,6 +733,19 @@ class Simulator:
 
         None when the job's shard is simulated by another process (the draws are made all the same).
         """
+        return self._announce(self._draw_job(t, ki, comp, k, q, executors, want_shard), check_of)
+
+    def _draw_job(
+        self,
+        t: float,
+        ki: int,
+        comp: int,
+        k: int,
+        q: int,
+        executors: tuple[bytes, ...] = (),
+        want_shard: int | None = None,
+    ) -> Arrival:
+        """The job's spec, shard and origin draw (every process of a split run makes the same draws)."""
         kind = self.sc.jobs.mix[ki]
         i = self.submitted
         self.submitted += 1
@@ -660,24 +761,28 @@ class Simulator:
                 payment_wei=int(kind.value_usd * k / 3000 * WEI_PER_ETH),
                 executors=executors,
             )
-            jid = spec.job_id
-            shard = shard_of(jid, self.cfg.shard_bits)
+            shard = shard_of(spec.job_id, self.cfg.shard_bits)
             if want_shard is None or shard == want_shard:
                 break
             grind += 1
-        r = self.rng.random()
-        if self.own_shards is not None and shard not in self.own_shards:
+        return Arrival(t, i, ki, comp, spec, shard, self.rng.random())
+
+    def _announce(self, a: Arrival, check_of: JobRec | None) -> JobRec | None:
+        if self.own_shards is not None and a.shard not in self.own_shards:
             return None
-        alive = [j for j in self.subs[shard] if self.nodes[j].alive]
+        spec, jid, t = a.spec, a.spec.job_id, a.t
+        alive = [j for j in self.subs[a.shard] if self.nodes[j].alive]
         pool = alive or [n.idx for n in self.nodes if n.alive]
-        origin = pool[int(r * len(pool))]
-        rec = JobRec(i, spec, jid, shard, ki, comp, kind.value_usd, t, origin, check_of)
+        origin = pool[int(a.r * len(pool))]
+        rec = JobRec(
+            a.i, spec, jid, a.shard, a.ki, a.comp, self.sc.jobs.mix[a.ki].value_usd, t, origin, check_of
+        )
         self.jobs.append(rec)
         self.by_jid[jid] = rec
         if check_of is None:
             self.open += 1
-        self.chain.fund(jid, k, q)
-        seed = sha256(b"block", self.sc.seed.to_bytes(8, "big"), i.to_bytes(8, "big"))
+        self.chain.fund(jid, spec.redundancy, spec.quorum)
+        seed = sha256(b"block", self.sc.seed.to_bytes(8, "big"), a.i.to_bytes(8, "big"))
         node = self.nodes[origin]
         self._apply(node, node.core.handle(SubmitJob(spec, seed), t), t)
         return rec
@@ -691,11 +796,11 @@ class Simulator:
             n = int(round(ch.fraction * len(honest)))
             for idx in sorted(self.rng.sample(honest, n)):
                 at = self.rng.expovariate(ch.crash_rate_per_h / 3600)
-                if self.nodes[idx].owned:
+                if self._own is None or idx in self._own:
                     self.call_at(at, self._crash, idx)
         for i, idx in enumerate(self.joiners):
             at = ch.join_start + (ch.join_end - ch.join_start) * (i + 0.5) / len(self.joiners)
-            if self.nodes[idx].owned:
+            if self._own is None or idx in self._own:
                 self.call_at(at, self._join, idx)
 
     def _crash(self, t: float, idx: int) -> None:
@@ -727,8 +832,15 @@ class Simulator:
     def _partition(self, t: float, fraction: float) -> None:
         self.shared_events += 1
         self.partitioned = True
-        for n in self.nodes:
-            n.part = 1 if self.rng.random() < fraction else 0
+        if self.replay is not None:
+            sides = self.replay.partitions[self._partitions_seen]
+        else:
+            sides = bytes(1 if self.rng.random() < fraction else 0 for _ in self.nodes)
+            if self.recording is not None:
+                self.recording.partitions.append(sides)
+        self._partitions_seen += 1
+        for idx in self.members if self.members is not None else range(len(self.nodes)):
+            self.nodes[idx].part = sides[idx]
 
     def _heal(self, t: float) -> None:
         self.shared_events += 1

@@ -1,10 +1,16 @@
 """Run one scenario: simulate, compute metrics, write files; returns the ``--json`` document.
 
-A run can be split over processes by groups of shards (``workers``): shards that share no node are
-independent (their jobs, messages, executions and chain transactions never meet), so with per-node random
-streams (``rng_streams = "node"``) each process simulates its groups exactly as the whole run would, and the
-merged metrics are the same for any number of processes (tests/sims check it). The processes only agree on
-when the run ends: every job final (in every group) plus the drain.
+A run can be split by groups of shards: shards that share no node are independent (their jobs, messages,
+executions and chain transactions never meet), so with per-node random streams (``rng_streams = "node"``)
+each group can be simulated on its own exactly as the whole run would simulate it, and the merged metrics are
+the same however the run is cut (tests/sims check it). The groups only agree on when the run ends: every job
+final (in every group) plus the drain; a group that reaches its own end first resumes up to the run's.
+
+Such a run is cut into groups of about ``group_nodes`` nodes (``GROUP_NODES``), simulated one after another
+(``Simulator.piece``), in each of up to ``workers`` forked processes: a small group's state stays in the CPU's
+caches while it runs (at 10k nodes the CPU per event fell from ~29 to ~16 us; docs/performance.md), and the
+memory is the whole run's. The shared draws (arrivals, partitions) are made once and replayed
+(``engine.SharedDraws``).
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from typing import Any
 from sandrun_p2p.protocol.node import NodeCore
 
 from . import metrics as metrics_mod
-from .engine import JobRec, Simulator
+from .engine import JobRec, SharedDraws, Simulator
 from .scenario import Scenario
+
+#: nodes per group of a split run (see the module docstring); measured, docs/performance.md
+GROUP_NODES = 30
 
 
 def peak_rss_mb() -> float:
@@ -48,18 +57,28 @@ def no_gc_passes() -> Iterator[None]:
 
 
 def run_scenario(
-    sc: Scenario, out: Path | None = None, plots: bool = True, workers: int = 1
+    sc: Scenario,
+    out: Path | None = None,
+    plots: bool = True,
+    workers: int = 1,
+    group_nodes: int = GROUP_NODES,
 ) -> dict[str, Any]:
-    """Simulate ``sc`` (in up to ``workers`` processes, see the module docstring) and compute its metrics."""
+    """Simulate ``sc`` and compute its metrics: in up to ``workers`` processes, cut into groups of about
+    ``group_nodes`` nodes where the scenario allows it (0: never cut a process's part; module docstring)."""
     t0 = time.perf_counter()
     sim = Simulator(sc)
+    why = unsplittable(sc)
+    if workers > 1 and why:
+        raise ValueError(f"splitting a run over processes: {why}")
     run: dict[str, Any] = {}
-    if workers > 1:
-        check_splittable(sc)
-        groups = shard_groups(sim, workers)
+    if why is None and (workers > 1 or group_nodes > 0):
+        nodes = sum(1 for n in sim.nodes if n.shards is not None)
+        cut = -(-nodes // group_nodes) if group_nodes > 0 else 1
+        groups = shard_groups(sim, max(workers, cut))
         if len(groups) > 1:
-            run["processes"] = len(groups)
-            run["peak_rss_mb"] = _run_split(sim, groups)
+            per_process = _deal(sim, groups, workers)
+            run = {"processes": len(per_process), "groups": len(groups)}
+            run["children_rss_mb"] = _run_split(sim, per_process)
     if not run:
         with no_gc_passes():
             sim.run()
@@ -72,28 +91,26 @@ def run_scenario(
 
             write_plots(sim, m, out)
     rss = peak_rss_mb()
-    run = {
-        "wall_s": round(wall, 3),
-        "peak_rss_mb": round(rss + run.get("peak_rss_mb", 0.0), 1),
-        "events": sim.events,
-        **({"processes": run["processes"]} if "processes" in run else {}),
+    return {
+        "metrics": m,
+        "run": {
+            "wall_s": round(wall, 3),
+            "peak_rss_mb": round(rss + run.get("children_rss_mb", 0.0), 1),
+            "events": sim.events,
+            **({k: run[k] for k in ("processes", "groups") if k in run}),
+        },
     }
-    return {"metrics": m, "run": run}
 
 
-def check_splittable(sc: Scenario) -> None:
-    """A run can be split by shard only when nothing couples the shards but the arrivals (clear error otherwise)."""
+def unsplittable(sc: Scenario) -> str | None:
+    """Why a run cannot be split by shard (None: it can): something couples the shards beyond the arrivals."""
     if sc.rng_streams != "node":
-        raise ValueError(
-            "splitting a run over processes needs rng_streams = 'node' (per-node random streams)"
-        )
+        return "needs rng_streams = 'node' (per-node random streams)"
     if sc.verification.mode == "adaptive":
-        raise ValueError("splitting a run over processes: the adaptive client submits checks across shards")
+        return "the adaptive client submits checks across shards"
     if sc.churn.fraction and sc.churn.crash_rate_per_h:
-        raise ValueError(
-            "splitting a run over processes: with crashes a job whose shard is down is announced "
-            "through a node of another shard"
-        )
+        return "with crashes a job whose shard is down is announced through a node of another shard"
+    return None
 
 
 def shard_groups(sim: Simulator, workers: int) -> list[frozenset[int]]:
@@ -126,16 +143,50 @@ def shard_groups(sim: Simulator, workers: int) -> list[frozenset[int]]:
     return [frozenset(g) for g in groups]
 
 
-def _run_split(sim: Simulator, groups: list[frozenset[int]]) -> float:
-    """Run each group in a forked copy of ``sim`` (built, not run), merge the results into ``sim``.
+Piece = tuple[frozenset[int], list[int]]  # a group of shards and the nodes serving them
 
-    Returns the sum of the processes' peak RSS in MB (an upper bound: pages shared after the fork count twice).
+
+def _deal(sim: Simulator, groups: list[frozenset[int]], workers: int) -> list[list[Piece]]:
+    """The groups with their nodes, dealt over at most ``workers`` processes, balanced by node count."""
+    pieces = [(g, [n.idx for n in sim.nodes if n.shards is not None and n.shards <= g]) for g in groups]
+    per: list[list[Piece]] = [[] for _ in range(min(workers, len(pieces)))]
+    load = [0] * len(per)
+    for g, members in sorted(pieces, key=lambda p: (-len(p[1]), min(p[0]))):
+        i = load.index(min(load))
+        per[i].append((g, members))
+        load[i] += len(members)
+    return per
+
+
+def shared_draws(sc: Scenario) -> SharedDraws:
+    """The whole run's shared draws, recorded by a run that simulates no shard (arrivals only: cheap)."""
+    pre = Simulator(sc)
+    pre.restrict(frozenset(), [])
+    pre.recording = SharedDraws()
+    with no_gc_passes():
+        pre.run()
+    return pre.recording
+
+
+def _run_split(sim: Simulator, per_process: list[list[Piece]]) -> float:
+    """Simulate the pieces (in this process when there is one list, else in forked ones), merge into ``sim``.
+
+    Returns the sum of the forked processes' peak RSS in MB (an upper bound: pages shared after the fork
+    count twice), 0 when none was forked.
     """
+    draws = shared_draws(sim.sc)
+    if len(per_process) == 1:
+        with no_gc_passes():
+            parts = _simulate(sim, per_process[0], draws)
+            end = _end(parts)
+            _finish(parts, end)
+        _merge(sim, [_summary(parts)], end)
+        return 0.0
     ctx = multiprocessing.get_context("fork")
     pipes, procs = [], []
-    for g in groups:
+    for pieces in per_process:
         here, there = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(sim, g, there), daemon=True)
+        p = ctx.Process(target=_worker, args=(sim, pieces, draws, there), daemon=True)
         p.start()
         there.close()  # the worker's end: a worker that dies then reads as EOF here instead of a hang
         pipes.append(here)
@@ -145,7 +196,7 @@ def _run_split(sim: Simulator, groups: list[frozenset[int]]) -> float:
         end = None if any(e is None for e in ends) else max(ends)
         for c in pipes:
             c.send(end)
-        parts = [c.recv() for c in pipes]
+        summaries = [c.recv() for c in pipes]
     except EOFError:
         raise RuntimeError("a simulator process failed (its traceback is above)") from None
     finally:
@@ -153,43 +204,73 @@ def _run_split(sim: Simulator, groups: list[frozenset[int]]) -> float:
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
-    _merge(sim, parts, end)
-    return sum(p["peak_rss_mb"] for p in parts)
+    _merge(sim, summaries, end)
+    return sum(s["peak_rss_mb"] for s in summaries)
 
 
-def _worker(sim: Simulator, shards: frozenset[int], conn: Connection) -> None:
-    sim.restrict(shards)
+def _simulate(sim: Simulator, pieces: list[Piece], draws: SharedDraws) -> list[Simulator]:
+    """Each piece simulated up to its own end, one after another."""
+    parts = []
+    for shards, members in pieces:
+        part = sim.piece(shards, members, draws.only(shards))
+        part.run()
+        parts.append(part)
+    return parts
+
+
+def _end(parts: list[Simulator]) -> float | None:
+    """The latest end of these pieces (None: one has not ended by the horizon)."""
+    ends = [p.end_at for p in parts]
+    return None if any(e is None for e in ends) else max(ends)  # type: ignore[type-var]
+
+
+def _finish(parts: list[Simulator], end: float | None) -> None:
+    """Resume each piece up to the run's end."""
+    for p in parts:
+        if end != p.end_at:
+            p.end_at = end
+            p.resume()
+
+
+def _worker(sim: Simulator, pieces: list[Piece], draws: SharedDraws, conn: Connection) -> None:
     with no_gc_passes():
-        sim.run()
-        conn.send(sim.end_at)
-        end = conn.recv()
-        if end != sim.end_at:
-            sim.end_at = end
-            sim.resume()
-    ch = sim.chain
-    conn.send(
-        {
-            "jobs": sim.jobs,
-            "nodes": [
-                (n.idx, n.rx, n.tx, n.executions, n.cheated, n.core is not None) for n in sim.nodes if n.owned
-            ],
-            "gas_total": ch.gas_total,
-            "tx_count": ch.tx_count,
-            "reverts": ch.reverts,
-            "slashed_wei": ch.slashed_wei,
-            "kind_counts": sim.kind_counts,
-            "job_states": sim.job_states,
-            "anomalies": sim.anomalies,
-            "lost": sim.lost,
-            "now": sim.now,
-            "events": sim.events,
-            "shared_events": sim.shared_events,
-            "cancelled": sim.cancelled,
-            "cancelled_us": sim.cancelled_us,
-            "peak_rss_mb": peak_rss_mb(),
-        }
-    )
+        parts = _simulate(sim, pieces, draws)
+        conn.send(_end(parts))
+        _finish(parts, conn.recv())
+    conn.send({**_summary(parts), "peak_rss_mb": peak_rss_mb()})
     conn.close()
+
+
+def _summary(parts: list[Simulator]) -> dict[str, Any]:
+    """What metrics and plots read, summed over pieces (each node and job belongs to exactly one); the
+    events every piece handled (partitions) are counted once."""
+    out: dict[str, Any] = {
+        "jobs": [r for p in parts for r in p.jobs],
+        "nodes": [
+            (n.idx, n.rx, n.tx, n.executions, n.cheated, n.core is not None)
+            for p in parts
+            for n in (p.nodes[i] for i in p.members or ())
+        ],
+        "gas_total": sum(p.chain.gas_total for p in parts),
+        "lost": sum(p.lost for p in parts),
+        "cancelled_us": sum(p.cancelled_us for p in parts),
+        "now": max(p.now for p in parts),
+        "shared_events": parts[0].shared_events,
+        "events": sum(p.events for p in parts) - (len(parts) - 1) * parts[0].shared_events,
+    }
+    for key, of in (
+        ("tx_count", lambda p: p.chain.tx_count),
+        ("reverts", lambda p: p.chain.reverts),
+        ("slashed_wei", lambda p: p.chain.slashed_wei),
+        ("kind_counts", lambda p: p.kind_counts),
+        ("job_states", lambda p: p.job_states),
+        ("anomalies", lambda p: p.anomalies),
+        ("cancelled", lambda p: p.cancelled),
+    ):
+        out[key] = {}
+        for p in parts:
+            _add(out[key], of(p))
+    return out
 
 
 def _add(into: dict[Any, int], more: dict[Any, int]) -> None:
@@ -207,7 +288,7 @@ def _merge(sim: Simulator, parts: list[dict[str, Any]], end: float | None) -> No
             n = sim.nodes[idx]
             n.rx, n.tx, n.executions, n.cheated = rx, tx, executions, cheated
             # an idle core stands in for the one that ran in the worker (metrics count booted nodes)
-            if booted:
+            if booted and n.core is None:
                 n.core = NodeCore(n.nid, n.caps, sim.cfg, n.shards)
         sim.chain.gas_total += p["gas_total"]
         _add(sim.chain.tx_count, p["tx_count"])

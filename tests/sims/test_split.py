@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from sims import scenario
+from sims import runner, scenario
 from sims.engine import Simulator
 from sims.runner import run_scenario, shard_groups
 
@@ -44,11 +45,23 @@ def small(name: str, **over) -> scenario.Scenario:
         ),
     ],
 )
-def test_split_run_gives_the_whole_runs_metrics(name: str, over: dict) -> None:
+@pytest.mark.parametrize(
+    "workers,group_nodes",
+    [
+        (2, 0),  # one group per process
+        (2, 15),  # groups of ~15 nodes, several after one another in each of 2 processes
+        (1, 15),  # the same in this process, no fork
+    ],
+)
+def test_split_run_gives_the_whole_runs_metrics(
+    name: str, over: dict, workers: int, group_nodes: int
+) -> None:
     sc = small(name, **over)
-    whole = run_scenario(sc, plots=False)
-    split = run_scenario(sc, plots=False, workers=2)
-    assert split["run"]["processes"] == 2
+    whole = run_scenario(sc, plots=False, group_nodes=0)
+    assert "groups" not in whole["run"]
+    split = run_scenario(sc, plots=False, workers=workers, group_nodes=group_nodes)
+    assert split["run"]["processes"] == workers
+    assert split["run"]["groups"] >= (workers if group_nodes == 0 else 4)
     assert split["metrics"] == whole["metrics"]
     assert split["run"]["events"] == whole["run"]["events"]
     assert whole["metrics"]["jobs"]["submitted"] == over["jobs.count"]
@@ -81,9 +94,26 @@ def test_unknown_rng_streams_is_a_clear_error() -> None:
 
 
 def test_a_failing_process_is_an_error_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: Simulator) -> None:
+    def broken(sim: Simulator, shards: frozenset[int], members: list[int], conn: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Simulator, "resume", broken)  # the forked workers inherit the patch
+    monkeypatch.setattr(runner, "_worker", broken)  # the forked workers inherit the patch
     with pytest.raises(RuntimeError, match="simulator process failed"):
         run_scenario(small("baseline", **{"jobs.count": 10, "nodes.0.count": 40}), plots=False, workers=2)
+
+
+def test_cli_group_nodes_gives_the_same_metrics_and_rejects_a_negative_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sims.cli import main
+
+    args = ["run", str(SCEN / "baseline.toml"), "--json", "--no-plots"]
+    sets = ["--set", "rng_streams=node", "--set", "jobs.count=40", "--set", "nodes.0.count=60"]
+    docs = []
+    for g in ("0", "10"):
+        assert main([*args, *sets, "--group-nodes", g]) == 0
+        docs.append(json.loads(capsys.readouterr().out))
+    assert "groups" not in docs[0]["run"] and docs[1]["run"]["groups"] >= 4
+    assert docs[0]["metrics"] == docs[1]["metrics"]
+    with pytest.raises(SystemExit, match="--group-nodes must be 0 or more"):
+        main([*args, "--group-nodes", "-1"])

@@ -790,7 +790,7 @@ class VoucherLink:
                 known = self.batches.get(bid)  # (paying: mapped as the payer of a job this node ran itself)
                 if known is not None and not known.paying:
                     self._covered(bid, client, int(a["count"]))
-                elif self._own_batch(bid, client, a) and client not in self._restored:
+                elif self._own_batch(bid, client, a):
                     self._settled_restored(client)  # (its events that matched nothing can go)
             if client == me:
                 self._payer_batch(bid, a)

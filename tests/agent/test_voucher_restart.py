@@ -343,6 +343,31 @@ def test_a_batch_taken_for_failed_but_mined_is_found_after_a_restart(tmp_path: P
     run(main)
 
 
+def test_a_restarted_executor_whose_try_was_mined_without_a_receipt_reconciles(tmp_path: Path) -> None:
+    """The executor restarts with two results queued; its first try is mined but raises (its receipt lost), and the
+    channel says the chain settled them: they get that batch (its BatchSettled) and are paid once, and nothing is
+    left waiting on the chain, so the chain checkpoint can move again. Before, the payer stayed "restored" for
+    good (steady() never held: the checkpoint stayed before the batch, and every own batch event of that payer
+    that matched nothing was kept)."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=3)
+        await p.start()
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        p.executor_journal.commit()
+        await p.restart_executor()
+        p.executor.vouchers.queue.max_jobs = 2
+        restore = receipts_lost(p.executor.market)
+        await p.executor.poll()  # mined, raises; the channel says both were settled
+        restore()
+        assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1} and len(p.errors) == 0
+        settled, earned = await p.paid_out()
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)
+
+
 def test_a_restarted_book_numbers_after_the_later_of_the_chain_and_its_vouchers() -> None:
     ex = "0x" + "22" * 20
     signed = Voucher("0x" + "11" * 20, ex, b"\x01" * 32, 3, 5, 15, b"")

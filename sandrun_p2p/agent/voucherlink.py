@@ -100,6 +100,8 @@ class _Batch:
     # earlier batch settled), and the channel's cumulative amount it paid up to (None: not known)
     paid: dict[bytes, int] = field(default_factory=dict)
     top: int | None = None
+    # executor: the vouchers of its leaves (a top-up of it whose receipt was lost is found by its root: _top_up)
+    vouchers: list[Voucher] = field(default_factory=list)
 
 
 class VoucherLink:
@@ -192,7 +194,7 @@ class VoucherLink:
         by_batch: dict[int, list[tuple[int, bytes, bytes]]] = {}
         now = time.monotonic()
         groups: dict[tuple[str, float], int] = {}
-        amounts: dict[bytes, int] = {}
+        batched: dict[bytes, Voucher] = {}
         for row in journal.voucher_rows("executor"):
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
             if bid is None and row["given_up"] is not None:
@@ -214,7 +216,7 @@ class VoucherLink:
             }
             if bid is not None:
                 by_batch.setdefault(bid, []).append((v.seq, jid, row["root"]))
-                amounts[jid] = v.amount
+                batched[jid] = v
                 self._rows.setdefault(to_checksum_address(v.client), {})[v.seq] = (jid, row["root"])
             else:
                 self._restored.add(to_checksum_address(v.client))
@@ -230,9 +232,13 @@ class VoucherLink:
             elif leaves:  # (a journal written before the leaves: _resume checks the rows' tree on chain)
                 tree = ResultsTree([(jid, root) for _, jid, root in leaves])
                 self._rebuild[bid] = to_checksum_address(payer)
-            parts = {jid: amounts[jid] for _, jid, _ in leaves}  # (journaled before what it paid: in full)
+            # (journaled before what it paid: in full)
+            parts = {jid: batched[jid].amount for _, jid, _ in leaves}
             parts.update(paid or {})
-            self.batches[bid] = _Batch([jid for _, jid, _ in leaves], amount, release_at, tree, paid=parts)
+            vouchers = [batched[j] for j, _ in tree.results if j in batched] if tree is not None else []
+            self.batches[bid] = _Batch(
+                [jid for _, jid, _ in leaves], amount, release_at, tree, paid=parts, vouchers=vouchers
+            )
         for (payer, _), first in groups.items():
             self._given_up_from.setdefault(payer, set()).add(first)
         self._resumed = not (self.queue.pending or self.batches)
@@ -717,7 +723,9 @@ class VoucherLink:
         top = cumulative - int(event.get("shortfall", 0))
         paid = {j: w for j, w in paid_parts(vouchers, amount, top).items() if w or j in jobs}
         release_at = int(event["releaseAt"])
-        self.batches[bid] = _Batch(jobs, amount, release_at, tree, paid=paid, top=top)
+        self.batches[bid] = _Batch(
+            jobs, amount, release_at, tree, paid=paid, top=top, vouchers=list(vouchers)
+        )
         for jid in jobs:
             self.state.setdefault(jid, {"pay": "voucher", "paid_wei": 0, "refunded_wei": 0}).update(
                 {"state": "batched", "batch": bid}
@@ -837,10 +845,13 @@ class VoucherLink:
         try taken for failed. Its leaves are the results whose tree has the batch's results root (:meth:`_leaves`);
         it settled the top ``count`` of them (the lower ones, sent again, an earlier try settled), which must be
         among those the chain settled unseen (:meth:`_resume`, :meth:`_settled_meanwhile`) or those given up
-        (:meth:`_give_up`). While such results may still turn up, an event that matches none is kept for them."""
+        (:meth:`_give_up`), or none: a top-up (:meth:`_top_up`). While such results may still turn up, an event
+        that matches none is kept for them."""
+        count = int(a["count"])
+        if count == 0 and self._top_up(bid, payer, a):
+            return True
         orphans, given_up = self.orphans.get(payer, {}), self.unconfirmed.get(payer, {})
         leaves = self._leaves(payer, bytes(a["resultsRoot"])) if orphans or given_up else None
-        count = int(a["count"])
         settled = sorted(leaves)[len(leaves) - count :] if leaves and 0 < count <= len(leaves) else []
         if not settled or any(s not in orphans and s not in given_up for s in settled):
             if payer in self._restored or payer in self._unsure:
@@ -852,6 +863,22 @@ class VoucherLink:
         vouchers = [v for _, _, v in leaves.values()]
         self._adopt(bid, payer, batch_of(got)[2], a, tree, vouchers, sent.cumulative)
         self._covered(bid, payer, count)
+        return True
+
+    def _top_up(self, bid: int, payer: str, a: dict[str, Any]) -> bool:
+        """An own batch of count 0 this executor does not know: a top-up (the same seq again, after a short batch)
+        whose receipt was lost. It settled no result of its own; its leaves, a try of unknown outcome or those of
+        an own batch with its results root (the short one, sent again), get what it pays of what was left owing."""
+        root = bytes(a["resultsRoot"])
+        tried = self._tried.get(payer, {}).get(root)
+        short = next((b for b in self.batches.values() if b.tree is not None and b.tree.root == root), None)
+        if tried is not None:
+            tree, vouchers = batch_of(Pending(0.0, tried))[1], [v for _, _, v in tried.values()]
+        elif short is not None and short.tree is not None:  # (an executor's: a paying batch has no tree)
+            tree, vouchers = short.tree, short.vouchers
+        else:
+            return False
+        self._adopt(bid, payer, [], a, tree, vouchers, max((v.cumulative for v in vouchers), default=0))
         return True
 
     def _leaves(self, payer: str, root: bytes) -> dict[int, tuple[bytes, bytes, Voucher]] | None:

@@ -888,52 +888,64 @@ def test_a_restarted_executor_serves_the_tree_its_batch_settled_even_with_repeat
     run(main)
 
 
+async def short_batch_topped_up(
+    p: JournaledPair, earlier: str, top_up_receipt_lost: bool = False
+) -> list[bytes]:
+    """Two results; their batch is mined with the payer's deposit one price short (it pays the first result in full,
+    nothing of the second) but the executor does not know it (``earlier``: its receipt was lost, or it was in flight
+    when the executor crashed). The payer tops its deposit up, and the executor's next try, the same voucher again,
+    is mined as a top-up (the same seq: count 0) paying the price the first batch left owing; with
+    ``top_up_receipt_lost``, that try raises too (its receipt lost). Returns the two jobs."""
+    await p.start()
+    p.executor.vouchers.queue.max_jobs = 99  # (held until the deposit is short)
+    jobs = [(await p.job(i))[0] for i in range(2)]
+    payer = p.payer.market.account
+    deposit_emptied(p)
+    p.payer.market.deposit(PRICE)
+    p.executor.vouchers.queue.max_jobs = 2
+    send = p.executor.market.settle_batch
+    if earlier == "outcome unknown":
+        restore = receipts_lost(p.executor.market, channel_down=True)
+        await p.executor.poll()  # mined short, taken for a failed try
+        restore()
+        assert len(p.errors) == 1
+        p.executor.vouchers.queue.pending[payer].since = 0.0  # (the next try is due)
+    else:
+        in_flight = batch_of(p.executor.vouchers.queue.pending[payer])[:2]
+        p.executor_journal.commit()
+        await p.restart_executor()
+        send = p.executor.market.settle_batch
+
+    def top_up_first(v: Voucher, t: ResultsTree):  # noqa: ANN202
+        if earlier != "outcome unknown":
+            send(*in_flight)  # mined short just before the restarted executor's try
+        p.payer.market.deposit(PRICE)
+        res = send(v, t)
+        if top_up_receipt_lost:
+            raise ChainError("timeout", "no receipt")
+        return res
+
+    p.executor.market.settle_batch = top_up_first  # type: ignore[method-assign]
+    await p.executor.poll()  # the top-up
+    p.executor.market.settle_batch = send  # type: ignore[method-assign]
+    first, top_up = p.payer.market.batch(1), p.payer.market.batch(2)
+    assert (first["count"], first["amount"], top_up["count"], top_up["amount"]) == (2, PRICE, 0, PRICE)
+    return jobs
+
+
 @pytest.mark.parametrize("restart_before_paid", [False, True], ids=["live", "restarted-before-paid"])
 @pytest.mark.parametrize("earlier", ["outcome unknown", "in flight at a restart"])
 def test_a_top_up_of_a_short_batch_pays_the_jobs_it_left_owing(
     tmp_path: Path, earlier: str, restart_before_paid: bool
 ) -> None:
-    """The batch of two results is mined with the payer's deposit one price short (it pays the first result in
-    full, nothing of the second) but the executor does not know it: its receipt was lost, or it was in flight when
-    the executor crashed. The payer tops its deposit up, and the executor's next try, the same voucher again, is
-    mined as a top-up (the same seq: count 0) paying the price the first batch left owing. Each job is reported
-    paid its own price and the executor earns both prices, also when it restarts before the batches are paid.
-    Before, the top-up got no jobs: the two jobs each showed half of the first batch, and a restarted executor never
-    finalized the top-up (it has no results of its own), so it was never paid."""
+    """A short batch the executor did not know of, then its top-up (:func:`short_batch_topped_up`). Each job is
+    reported paid its own price and the executor earns both prices, also when it restarts before the batches are
+    paid. Before, the top-up got no jobs: the two jobs each showed half of the first batch, and a restarted
+    executor never finalized the top-up (it has no results of its own), so it was never paid."""
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)
-        await p.start()
-        p.executor.vouchers.queue.max_jobs = 99  # (held until the deposit is short)
-        jobs = [(await p.job(i))[0] for i in range(2)]
-        payer = p.payer.market.account
-        deposit_emptied(p)
-        p.payer.market.deposit(PRICE)
-        p.executor.vouchers.queue.max_jobs = 2
-        send = p.executor.market.settle_batch
-        if earlier == "outcome unknown":
-            restore = receipts_lost(p.executor.market, channel_down=True)
-            await p.executor.poll()  # mined short, taken for a failed try
-            restore()
-            assert len(p.errors) == 1
-            p.executor.vouchers.queue.pending[payer].since = 0.0  # (the next try is due)
-        else:
-            in_flight = batch_of(p.executor.vouchers.queue.pending[payer])[:2]
-            p.executor_journal.commit()
-            await p.restart_executor()
-            send = p.executor.market.settle_batch
-
-        def top_up_first(v: Voucher, t: ResultsTree):  # noqa: ANN202
-            if earlier != "outcome unknown":
-                send(*in_flight)  # mined short just before the restarted executor's try
-            p.payer.market.deposit(PRICE)
-            return send(v, t)
-
-        p.executor.market.settle_batch = top_up_first  # type: ignore[method-assign]
-        await p.executor.poll()  # the top-up
-        p.executor.market.settle_batch = send  # type: ignore[method-assign]
-        first, top_up = p.payer.market.batch(1), p.payer.market.batch(2)
-        assert (first["count"], first["amount"], top_up["count"], top_up["amount"]) == (2, PRICE, 0, PRICE)
+        jobs = await short_batch_topped_up(p, earlier)
         if restart_before_paid:
             p.executor_journal.commit()  # (the agent commits once a turn)
             await p.restart_executor()
@@ -942,6 +954,32 @@ def test_a_top_up_of_a_short_batch_pays_the_jobs_it_left_owing(
         assert [p.executor.vouchers.job(j)["paid_wei"] for j in jobs] == [PRICE, PRICE]
         await p.payer.poll()
         assert [(await p.payer.job(j))["paid_wei"] for j in jobs] == [PRICE, PRICE]
+        assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)
+
+
+@pytest.mark.parametrize("restart_before_paid", [False, True], ids=["live", "restarted-before-paid"])
+@pytest.mark.parametrize("earlier", ["outcome unknown", "in flight at a restart"])
+def test_a_top_up_whose_receipt_was_lost_is_still_finalized(
+    tmp_path: Path, earlier: str, restart_before_paid: bool
+) -> None:
+    """As above, but the top-up's receipt is lost too: the executor finds the top-up by its ``BatchSettled``
+    (count 0, the results root of its try) and finalizes it, so it earns both prices and each job is paid in full,
+    also when it restarts before the batches are paid. Before, an own batch of count 0 was never adopted: the
+    executor finalized the short batch only, and the price the top-up took from the deposit stayed in the contract."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        jobs = await short_batch_topped_up(p, earlier, top_up_receipt_lost=True)
+        if restart_before_paid:
+            p.executor_journal.commit()  # (the agent commits once a turn)
+            await p.restart_executor()
+        await p.executor.poll()  # (reconciled with the chain after a restart)
+        settled, earned = await p.paid_out()
+        assert p.payer.market.batch(2)["state"] == 2  # paid
+        assert settled == set(jobs) and earned == 2 * PRICE
+        assert [p.executor.vouchers.job(j)["paid_wei"] for j in jobs] == [PRICE, PRICE]
         assert p.executor_rows_gone() and p.executor.vouchers.steady()
 
     run(main)

@@ -13,10 +13,12 @@ the adaptor coalesces them instead of sending them one per job:
   waited ``voucher_batch_age_s`` (default 2 s), then ``finalizeBatch`` once the challenge window passed;
 * both: ``BatchSettled``/``BatchPaid``/``BatchVoided`` map back to jobs (the executor knows its batches; the
   payer maps the batch's seq range onto the vouchers it signed), and a job counts as ``settled`` once its batch
-  is paid. A batch that reverts is reported (``on_error``) and retried; after ``MAX_BATCH_TRIES`` its jobs are
-  ``unconfirmed`` with the reason (journaled): a try may still be mined, and the payer's next voucher is
-  cumulative, so they join the batch whose ``BatchSettled`` has their results root, or the next batch whose
-  ``count`` covers their seqs; ``unpaid`` once nothing can settle them any more, or ``history_s`` later.
+  is paid (``owed`` while a batch short of deposit left part of its price owing: the payer's next batch of this
+  executor, or a top-up, pays it). A batch that reverts is reported (``on_error``) and retried; after
+  ``MAX_BATCH_TRIES`` its jobs are ``unconfirmed`` with the reason (journaled): a try may still be mined, and
+  the payer's next voucher is cumulative, so they join the batch whose ``BatchSettled`` has their results
+  root, or the next batch whose ``count`` covers their seqs; ``unpaid`` once nothing can settle them any more,
+  or ``history_s`` later.
 
 Restarts (:meth:`VoucherLink.attach`, given the agent's journal): the payer journals each voucher job's price
 and, committed before the voucher leaves, the voucher it signed, so a restarted payer serves the same voucher
@@ -100,7 +102,8 @@ class _Batch:
     # earlier batch settled), and the channel's cumulative amount it paid up to (None: not known)
     paid: dict[bytes, int] = field(default_factory=dict)
     top: int | None = None
-    # executor: the vouchers of its leaves (a top-up of it whose receipt was lost is found by its root: _top_up)
+    # executor: the vouchers of its leaves (a top-up of it whose receipt was lost is found by its root: _top_up),
+    # and of the jobs it pays what a short batch left owing
     vouchers: list[Voucher] = field(default_factory=list)
 
 
@@ -170,6 +173,9 @@ class VoucherLink:
         # whose tree is rebuilt from its rows and checked against the chain's results root (_resume)
         self._rebuild: dict[int, str] = {}
         self._rows: dict[str, dict[int, tuple[bytes, bytes]]] = {}  # payer -> seq -> (job, root) restored
+        # executor: the vouchers of its jobs a batch short of deposit left owing (a later batch of their payer pays
+        # the rest: _adopt), until they are paid in full
+        self._owing: dict[bytes, Voucher] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -239,6 +245,7 @@ class VoucherLink:
             self.batches[bid] = _Batch(
                 [jid for _, jid, _ in leaves], amount, release_at, tree, paid=parts, vouchers=vouchers
             )
+            self._owing.update({v.job_id: v for v in vouchers if parts.get(v.job_id, v.amount) < v.amount})
         for (payer, _), first in groups.items():
             self._given_up_from.setdefault(payer, set()).add(first)
         self._resumed = not (self.queue.pending or self.batches)
@@ -422,7 +429,7 @@ class VoucherLink:
         origin: bytes = args["origin"]
         held = self.state.get(job_id, {})
         # e.g. a reveal sent again after a restart
-        if held.get("state") in ("batching", "batched", "settled", "unconfirmed"):
+        if held.get("state") in ("batching", "batched", "owed", "settled", "unconfirmed"):
             return f"voucher seq {held.get('seq')} already held ({held['state']})"
         payer = self.link.accounts.get(origin)
         if payer is None:
@@ -686,7 +693,7 @@ class VoucherLink:
             return
         gone, superseded = [], []
         for jid in jobs:
-            for kept in (self.state, self.prices, self.attested):
+            for kept in (self.state, self.prices, self.attested, self._owing):
                 kept.pop(jid, None)
             self.queue.forget(jid)
             if jid not in self.book.issued:
@@ -721,7 +728,10 @@ class VoucherLink:
         earlier batch)."""
         amount = int(event["amount"])
         top = cumulative - int(event.get("shortfall", 0))
+        owing = [v for v in self._owing.values() if to_checksum_address(v.client) == payer]
+        vouchers = list({v.job_id: v for v in [*owing, *vouchers]}.values())
         paid = {j: w for j, w in paid_parts(vouchers, amount, top).items() if w or j in jobs}
+        self._owing.update({v.job_id: v for v in vouchers if v.job_id in jobs and paid[v.job_id] < v.amount})
         release_at = int(event["releaseAt"])
         self.batches[bid] = _Batch(
             jobs, amount, release_at, tree, paid=paid, top=top, vouchers=list(vouchers)
@@ -806,20 +816,23 @@ class VoucherLink:
         batch = self.batches.get(bid)
         if batch is None:
             return
+        now = time.time()
         if name == "BatchPaid":
             for jid in batch.jobs:
-                st = self.state.setdefault(jid, {})
-                paid = st.get("paid_wei", 0) + batch.paid.get(jid, 0)
-                st.update({"state": "settled", "pay": "voucher", "batch": bid, "paid_wei": paid})
-                self.updates.append(ChainUpdate("job_settled", jid))
-            for jid, part in batch.paid.items():  # a top-up of jobs an earlier batch settled short
+                self.state.setdefault(jid, {}).update({"pay": "voucher", "batch": bid})
+            # (also the jobs of an earlier batch it pays what that one, short of deposit, left owing)
+            for jid in dict.fromkeys([*batch.jobs, *batch.paid]):
                 st = self.state.get(jid)
-                if jid not in batch.jobs and st is not None:
-                    st["paid_wei"] = st.get("paid_wei", 0) + part
+                if st is None:
+                    continue
+                st["paid_wei"] = st.get("paid_wei", 0) + batch.paid.get(jid, 0)
+                if (jid in batch.jobs or st.get("state") == "owed") and self._paid_up(jid, st, batch):
+                    self.finals.mark(jid, now)
         elif name == "BatchVoided":
             if batch.paying:
                 self.room += batch.amount  # the contract returned it to this payer's deposit: free again
             for jid in batch.jobs:
+                self._owing.pop(jid, None)
                 self.state.setdefault(jid, {}).update(
                     {
                         "state": "voided",
@@ -828,8 +841,7 @@ class VoucherLink:
                         "reason": "batch voided by an equivocation proof",
                     }
                 )
-        now = time.time()
-        for jid in batch.jobs:
+        for jid in batch.jobs:  # (one left owing too: what is kept of it goes history_s later, paid or not)
             self.finals.mark(jid, now)
         del self.batches[bid]  # paid or voided: nothing more can happen to it
         jobs = list(batch.jobs)
@@ -839,6 +851,25 @@ class VoucherLink:
             j.voucher_forget(jobs, "payer")
 
         self._writes.append(op)
+
+    def _paid_up(self, job_id: bytes, st: dict[str, Any], batch: _Batch) -> bool:
+        """A paid ``batch`` paid ``job_id`` (state ``st``) its part: True (``settled``, reported) once what was paid
+        covers its voucher's amount (its leaves' at the executor, signed at the payer; unknown: covered), else
+        ``owed`` the rest (a batch short of deposit: its payer's next batch of this executor, or a top-up, pays it)."""
+        v = next((v for v in batch.vouchers if v.job_id == job_id), None) or self.book.issued.get(job_id)
+        owed = 0 if v is None else v.amount - st.get("paid_wei", 0)
+        if owed > 0:
+            reason = (
+                f"a batch short of deposit left {owed} wei owing: the payer's next batch or a top-up pays it"
+            )
+            st.update({"state": "owed", "owed_wei": owed, "reason": reason})
+            return False
+        if st.pop("owed_wei", None) is not None:
+            st.pop("reason", None)
+        st["state"] = "settled"
+        self._owing.pop(job_id, None)
+        self.updates.append(ChainUpdate("job_settled", job_id))
+        return True
 
     def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> bool:
         """A batch of this executor's that it does not know: sent before a restart, receipt not journaled, or a

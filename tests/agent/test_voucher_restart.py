@@ -940,8 +940,9 @@ def test_a_top_up_of_a_short_batch_pays_the_jobs_it_left_owing(
 ) -> None:
     """A short batch the executor did not know of, then its top-up (:func:`short_batch_topped_up`). Each job is
     reported paid its own price and the executor earns both prices, also when it restarts before the batches are
-    paid. Before, the top-up got no jobs: the two jobs each showed half of the first batch, and a restarted
-    executor never finalized the top-up (it has no results of its own), so it was never paid."""
+    paid; the job the short batch left owing is ``owed``, not settled, while only that batch is paid. Before, the
+    top-up got no jobs: the two jobs each showed half of the first batch, and a restarted executor never
+    finalized the top-up (it has no results of its own), so it was never paid."""
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)
@@ -949,8 +950,13 @@ def test_a_top_up_of_a_short_batch_pays_the_jobs_it_left_owing(
         if restart_before_paid:
             p.executor_journal.commit()  # (the agent commits once a turn)
             await p.restart_executor()
-        settled, earned = await p.paid_out()
-        assert settled == set(jobs) and earned == 2 * PRICE
+        before = p.earnings()
+        p.pay_out()
+        p.payer.market.finalize_batch(1)  # (anyone may) the short batch is paid before its top-up
+        await p.payer.poll()
+        assert [(await p.payer.job(j))["state"] for j in jobs] == ["settled", "owed"]
+        settled = {u.job_id for u in await p.executor.poll() if u.kind == "job_settled"}
+        assert settled == set(jobs) and p.earnings() - before == 2 * PRICE
         assert [p.executor.vouchers.job(j)["paid_wei"] for j in jobs] == [PRICE, PRICE]
         await p.payer.poll()
         assert [(await p.payer.job(j))["paid_wei"] for j in jobs] == [PRICE, PRICE]

@@ -245,6 +245,47 @@ def test_a_batch_that_never_settles_leaves_its_jobs_unconfirmed_with_the_reason(
     run(main)
 
 
+def test_a_job_a_short_batch_left_owing_is_settled_only_once_the_rest_is_paid() -> None:
+    """A batch is mined with the payer's deposit one price short: once it is paid, its first job is settled but
+    the second is shown ``owed`` (the rest of its price, with the reason) on both sides, and not reported settled
+    to the core (the job list). The payer's next batch pays the rest with the next job's price: then the second is
+    settled too, paid its price in full. Before, the second showed ``settled`` as soon as the short batch was
+    paid, paid nothing; and the executor never counted what the next batch paid for it."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        p.executor.vouchers.queue.max_jobs = 99  # (held until the deposit is short)
+        jobs = [(await p.job(i))[0] for i in range(2)]
+        deposit_emptied(p)
+        p.payer.market.deposit(PRICE)
+        p.executor.vouchers.queue.max_jobs = 2
+        await p.executor.poll()  # mined short: it pays the first job only
+        assert p.payer.market.batch(1)["amount"] == PRICE and p.errors == []
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        for side in (p.executor, p.payer):
+            settled = {u.job_id for u in await side.poll() if u.kind == "job_settled"}
+            first, second = [await side.job(j) for j in jobs]
+            assert settled == {jobs[0]} and first["state"] == "settled" and first["paid_wei"] == PRICE
+            assert second["state"] == "owed" and second["paid_wei"] == 0 and second["owed_wei"] == PRICE
+            assert "short" in second["reason"]
+        p.payer.vouchers.room = 0  # (the payer's next job deposits a chunk again)
+        third, _ = await p.job(2)
+        p.executor.vouchers.queue.max_jobs = 1
+        await p.executor.poll()  # its voucher's cumulative amount pays the second job's price too
+        assert p.payer.market.batch(2)["amount"] == 2 * PRICE
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        for side in (p.executor, p.payer):
+            settled = {u.job_id for u in await side.poll() if u.kind == "job_settled"}
+            assert settled == {jobs[1], third}
+            for jid in (*jobs, third):
+                info = await side.job(jid)
+                assert info["state"] == "settled" and info["paid_wei"] == PRICE and not info.get("owed_wei")
+        assert p.earnings() == 3 * PRICE and p.errors == []
+
+    run(main)
+
+
 def test_an_equivocating_executors_batch_is_challenged_and_voided() -> None:
     async def main() -> None:
         p = Pair(batch_jobs=2)

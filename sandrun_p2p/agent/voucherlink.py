@@ -14,11 +14,12 @@ the adaptor coalesces them instead of sending them one per job:
 * both: ``BatchSettled``/``BatchPaid``/``BatchVoided`` map back to jobs (the executor knows its batches; the
   payer maps the batch's seq range onto the vouchers it signed), and a job counts as ``settled`` once its batch
   is paid (``owed`` while a batch short of deposit left part of its price owing: the payer's next batch of this
-  executor, or a top-up, pays it). A batch that reverts is reported (``on_error``) and retried; after
-  ``MAX_BATCH_TRIES`` its jobs are ``unconfirmed`` with the reason (journaled): a try may still be mined, and
-  the payer's next voucher is cumulative, so they join the batch whose ``BatchSettled`` has their results
-  root, or the next batch whose ``count`` covers their seqs; ``unpaid`` once nothing can settle them any more,
-  or ``history_s`` later.
+  executor, or a top-up, pays it; the executor checks such a payer's deposit every ``voucher_top_up_s``, default
+  60 s, and tops up once it holds more: :meth:`VoucherLink._top_up_owed`). A batch that reverts is reported
+  (``on_error``) and retried; after ``MAX_BATCH_TRIES`` its jobs are ``unconfirmed`` with the reason
+  (journaled): a try may still be mined, and the payer's next voucher is cumulative, so they join the batch
+  whose ``BatchSettled`` has their results root, or the next batch whose ``count`` covers their seqs; ``unpaid``
+  once nothing can settle them any more, or ``history_s`` later.
 
 Restarts (:meth:`VoucherLink.attach`, given the agent's journal): the payer journals each voucher job's price
 and, committed before the voucher leaves, the voucher it signed, so a restarted payer serves the same voucher
@@ -122,6 +123,8 @@ class VoucherLink:
             max_age=float(options.get("voucher_batch_age_s", 2.0)),
         )
         self.deposit_chunk = int(options.get("voucher_deposit_wei", 0))
+        # executor: how often it reads the deposit of a payer it has jobs owing from (_top_up_owed)
+        self.top_up_s = float(options.get("voucher_top_up_s", 60.0))
         self.fetcher: Callable[[bytes, str], Awaitable[bytes | None]] | None = None  # set by the runtime
         self.on_error: Callable[[str], None] = lambda msg: None
         self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
@@ -173,9 +176,11 @@ class VoucherLink:
         # whose tree is rebuilt from its rows and checked against the chain's results root (_resume)
         self._rebuild: dict[int, str] = {}
         self._rows: dict[str, dict[int, tuple[bytes, bytes]]] = {}  # payer -> seq -> (job, root) restored
-        # executor: the vouchers of its jobs a batch short of deposit left owing (a later batch of their payer pays
-        # the rest: _adopt), until they are paid in full
-        self._owing: dict[bytes, Voucher] = {}
+        # executor: the vouchers (and results' roots) of its jobs a batch short of deposit left owing (a later batch
+        # of their payer pays the rest: _adopt, _top_up_owed), until they are paid in full; when each payer's deposit
+        # is read next for a top-up (monotonic)
+        self._owing: dict[bytes, tuple[Voucher, bytes]] = {}
+        self._top_up_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -245,7 +250,10 @@ class VoucherLink:
             self.batches[bid] = _Batch(
                 [jid for _, jid, _ in leaves], amount, release_at, tree, paid=parts, vouchers=vouchers
             )
-            self._owing.update({v.job_id: v for v in vouchers if parts.get(v.job_id, v.amount) < v.amount})
+            roots = dict(tree.results) if tree is not None else {}
+            self._owing.update(
+                {v.job_id: (v, roots[v.job_id]) for v in vouchers if parts.get(v.job_id, v.amount) < v.amount}
+            )
         for (payer, _), first in groups.items():
             self._given_up_from.setdefault(payer, set()).add(first)
         self._resumed = not (self.queue.pending or self.batches)
@@ -492,6 +500,7 @@ class VoucherLink:
         self._prune(time.time())  # (first: what becomes final below is still reported until the next prune)
         for payer in self.queue.due(time.monotonic()):
             await self._settle(payer, self.queue.take(payer))
+        await self._top_up_owed()
         self._expire()
         await self._finalize_due()
         if self.audits.verified:  # (those whose challenge window closed are forgotten: one chain read a poll)
@@ -563,6 +572,52 @@ class VoucherLink:
             self.queue.put_back(payer, rest)
         self._orphan(payer, gone)
         return True
+
+    async def _top_up_owed(self) -> None:
+        """Executor: each payer its short batches left owing, once per ``top_up_s`` (and unless a batch of its
+        results waits or a try's outcome is unknown: the next batch's cumulative voucher pays it then), gets a top-up
+        when its deposit holds something now (:meth:`_top_up_payer`)."""
+        now = time.monotonic()
+        owed: dict[str, dict[int, tuple[bytes, bytes, Voucher]]] = {}
+        for jid, (v, root) in self._owing.items():
+            owed.setdefault(to_checksum_address(v.client), {})[v.seq] = (jid, root, v)
+        for payer in [*self._top_up_at]:
+            if payer not in owed:
+                del self._top_up_at[payer]
+        for payer, items in owed.items():
+            if self._top_up_at.get(payer, now) > now or payer in self.queue.pending or payer in self._unsure:
+                continue
+            self._top_up_at[payer] = now + self.top_up_s
+            await self._top_up_payer(payer, items)
+
+    async def _top_up_payer(self, payer: str, items: dict[int, tuple[bytes, bytes, Voucher]]) -> None:
+        """Settle ``payer``'s highest owed voucher again (the same seq: a batch of count 0, whose leaves are the owed
+        results) when the chain's channel has not been paid up to it and the payer's deposit holds something: it
+        pays what the deposit covers of the rest (:meth:`_adopt`). A failed try is reported, tried again
+        ``top_up_s`` later, and matched by its results root should it be mined all the same (:meth:`_top_up`)."""
+        market = self.link.market
+        voucher, tree, _ = batch_of(Pending(0.0, items))
+
+        def due() -> bool:
+            paid, seq = market.channel(payer, market.account)
+            return voucher.cumulative > paid and seq <= voucher.seq and market.deposit_of(payer)[0] > 0
+
+        try:
+            if not await self.link._read(due):
+                return
+        except ChainError:
+            return  # (read again top_up_s later)
+        try:
+            res = await self.link._run(market.settle_batch, voucher, tree)
+        except ChainError as e:
+            self._tried.setdefault(payer, {})[tree.root] = dict(items)
+            self.on_error(f"top-up settleBatch of {len(items)} owed job(s) for {payer} failed: {e}"[:300])
+            return
+        ev = res.event("BatchSettled")
+        self._adopt(
+            int(ev["batchId"]), payer, [], ev, tree, [v for _, _, v in items.values()], voucher.cumulative
+        )
+        self._flush(commit=True)
 
     def _settled_restored(self, payer: str) -> None:
         """``payer``'s restored results, or those of a try of unknown outcome, are all in a batch, matched or
@@ -728,10 +783,17 @@ class VoucherLink:
         earlier batch)."""
         amount = int(event["amount"])
         top = cumulative - int(event.get("shortfall", 0))
-        owing = [v for v in self._owing.values() if to_checksum_address(v.client) == payer]
+        owing = [v for v, _ in self._owing.values() if to_checksum_address(v.client) == payer]
         vouchers = list({v.job_id: v for v in [*owing, *vouchers]}.values())
         paid = {j: w for j, w in paid_parts(vouchers, amount, top).items() if w or j in jobs}
-        self._owing.update({v.job_id: v for v in vouchers if v.job_id in jobs and paid[v.job_id] < v.amount})
+        roots = dict(tree.results)
+        self._owing.update(
+            {
+                v.job_id: (v, roots[v.job_id])
+                for v in vouchers
+                if v.job_id in jobs and paid[v.job_id] < v.amount
+            }
+        )
         release_at = int(event["releaseAt"])
         self.batches[bid] = _Batch(
             jobs, amount, release_at, tree, paid=paid, top=top, vouchers=list(vouchers)

@@ -245,6 +245,21 @@ def test_a_batch_that_never_settles_leaves_its_jobs_unconfirmed_with_the_reason(
     run(main)
 
 
+async def short_batch(p: Pair, deposit: int = PRICE) -> list[bytes]:
+    """Two results whose batch is mined while the payer's deposit holds only ``deposit`` (less than their two
+    prices: it pays the first in full, the second in part or not at all), and whose challenge window then passes
+    (the next polls see it paid). Returns the two jobs."""
+    p.executor.vouchers.queue.max_jobs = 99  # (held until the deposit is short)
+    jobs = [(await p.job(i))[0] for i in range(2)]
+    deposit_emptied(p)
+    p.payer.market.deposit(deposit)
+    p.executor.vouchers.queue.max_jobs = 2
+    await p.executor.poll()  # mined short
+    assert p.payer.market.batch(1)["amount"] == deposit and p.errors == []
+    p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+    return jobs
+
+
 def test_a_job_a_short_batch_left_owing_is_settled_only_once_the_rest_is_paid() -> None:
     """A batch is mined with the payer's deposit one price short: once it is paid, its first job is settled but
     the second is shown ``owed`` (the rest of its price, with the reason) on both sides, and not reported settled
@@ -255,14 +270,7 @@ def test_a_job_a_short_batch_left_owing_is_settled_only_once_the_rest_is_paid() 
     async def main() -> None:
         p = Pair(batch_jobs=2)
         await p.start()
-        p.executor.vouchers.queue.max_jobs = 99  # (held until the deposit is short)
-        jobs = [(await p.job(i))[0] for i in range(2)]
-        deposit_emptied(p)
-        p.payer.market.deposit(PRICE)
-        p.executor.vouchers.queue.max_jobs = 2
-        await p.executor.poll()  # mined short: it pays the first job only
-        assert p.payer.market.batch(1)["amount"] == PRICE and p.errors == []
-        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        jobs = await short_batch(p)  # it pays the first job only
         for side in (p.executor, p.payer):
             settled = {u.job_id for u in await side.poll() if u.kind == "job_settled"}
             first, second = [await side.job(j) for j in jobs]
@@ -282,6 +290,42 @@ def test_a_job_a_short_batch_left_owing_is_settled_only_once_the_rest_is_paid() 
                 info = await side.job(jid)
                 assert info["state"] == "settled" and info["paid_wei"] == PRICE and not info.get("owed_wei")
         assert p.earnings() == 3 * PRICE and p.errors == []
+
+    run(main)
+
+
+def test_an_owed_job_is_topped_up_once_the_payers_deposit_covers_it() -> None:
+    """A short batch left the second job owing, and its payer sends no more jobs but adds to its deposit: the
+    executor, checking that payer's deposit once per ``voucher_top_up_s`` (not on every poll), settles the owed
+    voucher again (a top-up: count 0, the rest of the price), so both jobs end ``settled``, paid in full on both
+    sides, and the executor earns both prices. Before, the owed part waited for that payer's next job, for ever."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs = await short_batch(p)
+        for side in (p.executor, p.payer):
+            await side.poll()  # the short batch is paid: the second job is owed
+        assert (await p.executor.job(jobs[1]))["state"] == "owed"
+        p.payer.market.deposit(PRICE)
+        await p.executor.poll()  # checked right after the short batch: not again before the interval
+        assert p.payer.market._call("batchCount") == 1
+        topping = getattr(p.executor.vouchers, "_top_up_at", {})  # payer -> when its deposit is checked next
+        for payer in topping:
+            topping[payer] = 0.0  # (the interval passed)
+        await p.executor.poll()  # the top-up
+        top_up = p.payer.market.batch(2)
+        assert (top_up["count"], top_up["amount"]) == (0, PRICE)
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        for side in (p.executor, p.payer):
+            settled = {u.job_id for u in await side.poll() if u.kind == "job_settled"}
+            assert settled == {jobs[1]}
+            for jid in jobs:
+                info = await side.job(jid)
+                assert info["state"] == "settled" and info["paid_wei"] == PRICE and not info.get("owed_wei")
+        assert p.earnings() == 2 * PRICE and p.errors == [] and p.payer_errors == []
+        await p.executor.poll()  # nothing is owed any more: no other top-up
+        assert p.payer.market._call("batchCount") == 2
 
     run(main)
 

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS txs (
 );
 CREATE TABLE IF NOT EXISTS vouchers (
     job_id BLOB NOT NULL, role TEXT NOT NULL, price TEXT, voucher BLOB, root BLOB,
-    batch INTEGER, given_up REAL, attest BLOB, PRIMARY KEY (job_id, role)
+    batch INTEGER, given_up REAL, attest BLOB, paid TEXT, PRIMARY KEY (job_id, role)
 );
 CREATE TABLE IF NOT EXISTS voucher_batches (
     batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL,
@@ -119,6 +119,8 @@ class Journal:
             self.db.execute("ALTER TABLE vouchers ADD COLUMN given_up REAL")
         if "attest" not in columns:
             self.db.execute("ALTER TABLE vouchers ADD COLUMN attest BLOB")
+        if "paid" not in columns:
+            self.db.execute("ALTER TABLE vouchers ADD COLUMN paid TEXT")
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(voucher_batches)")}
         if "leaves" not in columns:
             self.db.execute("ALTER TABLE voucher_batches ADD COLUMN leaves BLOB")
@@ -313,8 +315,10 @@ class Journal:
     # it, or when its settleBatch was given up (``given_up``) while a try may still be mined. A payer's row also
     # keeps the executor's attestation of its result (``root`` and ``attest``, its signature: audit.py). Rows go once their
     # batch is paid or voided (a given-up one once it can no longer be settled; a payer's ended one ``history_s``
-    # after it ended, but for the highest voucher to its executor, kept for the numbering). Amounts are decimal
-    # text (wei overflow SQLite's 64-bit integers).
+    # after it ended, but for the highest voucher to its executor, kept for the numbering), but for a job its batch
+    # paid short of its voucher: kept, with what was paid (``paid``, since ``given_up``; a payer's also with the
+    # last ``batch`` that paid part of it), until later batches pay the rest or ``history_s`` passed. Amounts are
+    # decimal text (wei overflow SQLite's 64-bit integers).
     def voucher_put(
         self,
         job_id: bytes,
@@ -326,21 +330,33 @@ class Journal:
         batch: int | None = None,
         given_up: float | None = None,
         attest: bytes | None = None,
+        paid: int | None = None,
     ) -> None:
         """Create or update a voucher row (the fields given; the others keep their value): one statement."""
         self._w(
-            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch, given_up, attest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO vouchers(job_id, role, price, voucher, root, batch, given_up, attest, paid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(job_id, role) DO UPDATE SET price=COALESCE(excluded.price, price), "
             "voucher=COALESCE(excluded.voucher, voucher), root=COALESCE(excluded.root, root), "
             "batch=COALESCE(excluded.batch, batch), given_up=COALESCE(excluded.given_up, given_up), "
-            "attest=COALESCE(excluded.attest, attest)",
-            (job_id, role, None if price is None else str(price), voucher, root, batch, given_up, attest),
+            "attest=COALESCE(excluded.attest, attest), paid=COALESCE(excluded.paid, paid)",
+            (
+                job_id,
+                role,
+                None if price is None else str(price),
+                voucher,
+                root,
+                batch,
+                given_up,
+                attest,
+                None if paid is None else str(paid),
+            ),
         )
 
     def voucher_rows(self, role: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT job_id, price, voucher, root, batch, given_up, attest FROM vouchers WHERE role=?", (role,)
+            "SELECT job_id, price, voucher, root, batch, given_up, attest, paid FROM vouchers WHERE role=?",
+            (role,),
         )
         return [
             {
@@ -351,8 +367,9 @@ class Journal:
                 "batch": b,
                 "given_up": g,
                 "attest": bytes(a) if a is not None else None,
+                "paid": None if pd is None else int(pd),
             }
-            for j, p, v, r, b, g, a in rows
+            for j, p, v, r, b, g, a, pd in rows
         ]
 
     def voucher_forget(self, job_ids: list[bytes], role: str) -> None:
@@ -398,8 +415,8 @@ class Journal:
         ]
 
     def voucher_batch_done(self, batch_id: int) -> None:
-        """Forget a paid or voided batch of this executor, with its jobs' rows."""
-        self._w("DELETE FROM vouchers WHERE role='executor' AND batch=?", (batch_id,))
+        """Forget a paid or voided batch of this executor, with its jobs' rows (but those it paid short: ``paid``)."""
+        self._w("DELETE FROM vouchers WHERE role='executor' AND batch=? AND paid IS NULL", (batch_id,))
         self._w("DELETE FROM voucher_batches WHERE batch_id=?", (batch_id,))
 
     # ------------------------------------------------------------------ chain view (chainlink.py)

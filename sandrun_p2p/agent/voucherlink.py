@@ -32,9 +32,10 @@ them their batch back) and batches no longer pending are not finalized. A batch 
 be mined after that first poll: the restarted executor's settleBatch of the same results then reverts
 (``VoucherSpent``), or settles only the results queued after it (its ``count`` is short); either way the
 results the chain's channel settled go to that batch's ``BatchSettled`` (kept when read before them), not to a
-failed try. Rows go once their batch is paid or voided. What either side keeps of a job final here (paid, voided,
-refunded, unpaid, or ended unpaid at the payer) goes ``history_s`` later (:meth:`VoucherLink._prune`), but for the
-payer's row of its highest voucher to each executor (the numbering after a restart).
+failed try. Rows go once their batch is paid or voided (an ``owed`` job's once it is paid in full: restored
+``owed``, with what was paid). What either side keeps of a job final here (paid, voided, refunded, unpaid, or
+ended unpaid at the payer) goes ``history_s`` later (:meth:`VoucherLink._prune`), but for the payer's row of its
+highest voucher to each executor (the numbering after a restart).
 
 The events this needs after a restart are read again, also when the ChainLink resumes from its chain
 checkpoint rather than the deployment block: a batch's ``BatchSettled``/``BatchPaid``/``BatchVoided`` that the
@@ -181,6 +182,9 @@ class VoucherLink:
         # is read next for a top-up (monotonic)
         self._owing: dict[bytes, tuple[Voucher, bytes]] = {}
         self._top_up_at: dict[str, float] = {}
+        # payer, after a restart: owed jobs -> the last batch counted in what they were paid (not counted again when
+        # its events are read again)
+        self._counted: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ journal
 
@@ -199,8 +203,11 @@ class VoucherLink:
                 st.update({"state": "voucher-signed", "executor": v.executor, "seq": v.seq})
                 if row["root"] is not None and row["attest"] is not None:
                     self.attested[jid] = Attestation(jid, row["root"], row["attest"])
-                if row["given_up"] is not None:  # the job ended here unpaid (ended())
+                if row["given_up"] is not None:  # the job ended here unpaid (ended()), or paid short
                     self.finals.mark(jid, float(row["given_up"]))
+                if row["paid"] is not None:
+                    st = {**self._owed(v, row["paid"], row["batch"]), "executor": v.executor}
+                    self._counted[jid] = row["batch"] or 0
             self.state[jid] = st
         by_batch: dict[int, list[tuple[int, bytes, bytes]]] = {}
         now = time.monotonic()
@@ -208,6 +215,12 @@ class VoucherLink:
         batched: dict[bytes, Voucher] = {}
         for row in journal.voucher_rows("executor"):
             jid, v, bid = row["job_id"], voucher_from_bytes(row["voucher"]), row["batch"]
+            if row["paid"] is not None:  # its batch paid it short (and is gone): owed the rest
+                self.queue.mark_used(v.client, v.seq, jid)
+                self._owing[jid] = (v, row["root"])
+                self.state[jid] = self._owed(v, row["paid"], bid)
+                self.finals.mark(jid, float(row["given_up"] or time.time()))
+                continue
             if bid is None and row["given_up"] is not None:
                 payer, at = to_checksum_address(v.client), float(row["given_up"])
                 self.queue.mark_used(payer, v.seq, jid)  # (a seq pays for one job only)
@@ -747,8 +760,11 @@ class VoucherLink:
         if not jobs:
             return
         gone, superseded = [], []
+        owed = [jid for jid in jobs if jid in self._owing]  # (given up: their rows go)
+        if owed:
+            self._write(lambda j: j.voucher_forget(owed, "executor"))
         for jid in jobs:
-            for kept in (self.state, self.prices, self.attested, self._owing):
+            for kept in (self.state, self.prices, self.attested, self._owing, self._counted):
                 kept.pop(jid, None)
             self.queue.forget(jid)
             if jid not in self.book.issued:
@@ -906,25 +922,38 @@ class VoucherLink:
         for jid in batch.jobs:  # (one left owing too: what is kept of it goes history_s later, paid or not)
             self.finals.mark(jid, now)
         del self.batches[bid]  # paid or voided: nothing more can happen to it
-        jobs = list(batch.jobs)
+        self._writes.append(self._batch_done(bid, batch, now))
+
+    def _batch_done(self, bid: int, batch: _Batch, now: float) -> Callable[[Journal], None]:
+        """What the journal forgets of ``batch``, paid or voided: its rows, and those of the earlier jobs it paid
+        in full; a job it left owing keeps its row, with what it was paid (restored ``owed``: :meth:`attach`)."""
+        role = "payer" if batch.paying else "executor"
+        owed: dict[bytes, int] = {}
+        done: list[bytes] = []
+        for jid in dict.fromkeys([*batch.jobs, *batch.paid]):
+            st = self.state.get(jid, {})
+            if st.get("state") == "owed":
+                owed[jid] = int(st.get("paid_wei", 0))
+            elif jid in batch.jobs or st.get("state") == "settled":
+                done.append(jid)
 
         def op(j: Journal) -> None:
-            j.voucher_batch_done(bid)
-            j.voucher_forget(jobs, "payer")
+            for jid, paid in owed.items():
+                j.voucher_put(jid, role, paid=paid, given_up=now, batch=bid if batch.paying else None)
+            j.voucher_batch_done(bid)  # (an executor's)
+            j.voucher_forget(done, role)
+            if not batch.paying:  # (this node paid for the jobs it ran itself too)
+                j.voucher_forget([jid for jid in batch.jobs if jid not in owed], "payer")
 
-        self._writes.append(op)
+        return op
 
     def _paid_up(self, job_id: bytes, st: dict[str, Any], batch: _Batch) -> bool:
         """A paid ``batch`` paid ``job_id`` (state ``st``) its part: True (``settled``, reported) once what was paid
         covers its voucher's amount (its leaves' at the executor, signed at the payer; unknown: covered), else
         ``owed`` the rest (a batch short of deposit: its payer's next batch of this executor, or a top-up, pays it)."""
         v = next((v for v in batch.vouchers if v.job_id == job_id), None) or self.book.issued.get(job_id)
-        owed = 0 if v is None else v.amount - st.get("paid_wei", 0)
-        if owed > 0:
-            reason = (
-                f"a batch short of deposit left {owed} wei owing: the payer's next batch or a top-up pays it"
-            )
-            st.update({"state": "owed", "owed_wei": owed, "reason": reason})
+        if v is not None and v.amount > st.get("paid_wei", 0):
+            st.update(self._owed(v, st.get("paid_wei", 0), st.get("batch")))
             return False
         if st.pop("owed_wei", None) is not None:
             st.pop("reason", None)
@@ -932,6 +961,21 @@ class VoucherLink:
         self._owing.pop(job_id, None)
         self.updates.append(ChainUpdate("job_settled", job_id))
         return True
+
+    @staticmethod
+    def _owed(v: Voucher, paid: int, batch: int | None) -> dict[str, Any]:
+        """The state of a job ``paid`` wei of its voucher ``v`` so far (``batch``: the last that paid part of it)."""
+        owed = v.amount - paid
+        return {
+            "state": "owed",
+            "pay": "voucher",
+            "seq": v.seq,
+            "paid_wei": paid,
+            "refunded_wei": 0,
+            "owed_wei": owed,
+            "reason": f"a batch short of deposit left {owed} wei owing: the payer's next batch or a top-up pays it",
+            **({} if batch is None else {"batch": batch}),
+        }
 
     def _own_batch(self, bid: int, payer: str, a: dict[str, Any]) -> bool:
         """A batch of this executor's that it does not know: sent before a restart, receipt not journaled, or a
@@ -1008,6 +1052,10 @@ class VoucherLink:
         audit = (bytes(a["resultsRoot"]), int(a["node"]), int(a["count"]))
         amount = int(a["amount"])
         paid = self._paid_by(executor, first, last, jobs, amount, int(a.get("shortfall", 0)))
+        # (read again after a restart: what it paid the owed jobs restored is counted already)
+        if self._counted:
+            jobs = [j for j in jobs if self._counted.get(j, 0) < bid]
+            paid = {j: w for j, w in paid.items() if self._counted.get(j, 0) < bid}
         self._add_payer_batch(bid, jobs, amount, int(a["releaseAt"]), audit, paid)
 
     def _paid_by(

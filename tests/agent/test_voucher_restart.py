@@ -35,6 +35,7 @@ from .test_vouchers import (
     deposit_emptied,
     h,
     job_held_while_the_deposit_empties,
+    short_batch,
     spec,
 )
 
@@ -987,6 +988,41 @@ def test_a_top_up_whose_receipt_was_lost_is_still_finalized(
         assert settled == set(jobs) and earned == 2 * PRICE
         assert [p.executor.vouchers.job(j)["paid_wei"] for j in jobs] == [PRICE, PRICE]
         assert p.executor_rows_gone() and p.executor.vouchers.steady()
+
+    run(main)
+
+
+def test_a_restarted_node_still_shows_an_owed_job_and_its_executor_tops_it_up(tmp_path: Path) -> None:
+    """A short batch paid half of the second job's price; then both the executor and the payer restart (each
+    journal committed). Each still shows that job ``owed`` (what was paid, what is owed); the payer adds to its
+    deposit meanwhile, so the restarted executor's first poll tops the job up, and once that is paid the job is
+    settled, its full price paid on both sides (not counted twice by a payer that reads the chain's events again),
+    and the executor's rows are gone. Before, the short batch's rows were deleted when it was paid: after a restart
+    the job was not shown, and the rest of its price was never claimed."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        half = PRICE // 2
+        jobs = await short_batch(p, deposit=PRICE + half)
+        for side in (p.executor, p.payer):
+            await side.poll()  # the short batch is paid: the second job owes half its price
+        p.executor_journal.commit()
+        p.payer_journal.commit()  # (the agent commits once a turn)
+        await p.restart_executor()
+        await p.restart_payer()
+        for info in (p.executor.vouchers.job(jobs[1]), await p.payer.job(jobs[1])):
+            assert info is not None and info["state"] == "owed"
+            assert (info["paid_wei"], info["owed_wei"]) == (half, PRICE - half)
+        p.payer.market.deposit(PRICE)
+        await p.executor.poll()  # the top-up
+        assert (p.payer.market.batch(2)["count"], p.payer.market.batch(2)["amount"]) == (0, PRICE - half)
+        settled, earned = await p.paid_out()
+        assert settled == {jobs[1]} and earned == PRICE - half
+        assert {u.job_id for u in await p.payer.poll() if u.kind == "job_settled"} == {jobs[1]}
+        for info in (p.executor.vouchers.job(jobs[1]), await p.payer.job(jobs[1])):
+            assert info is not None and info["state"] == "settled" and info["paid_wei"] == PRICE
+        assert p.executor_rows_gone() and p.executor.vouchers.steady() and p.errors == []
 
     run(main)
 

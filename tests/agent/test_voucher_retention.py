@@ -16,7 +16,7 @@ import trio
 from sandrun_p2p.agent.vouchers import voucher_from_bytes
 
 from .test_voucher_restart import JournaledPair, SelfPair, chain_view  # noqa: F401 (chain_view: both modes)
-from .test_vouchers import PRICE
+from .test_vouchers import PRICE, short_batch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -192,5 +192,31 @@ def test_a_batch_paying_vouchers_the_payer_forgot_reports_each_job_its_own_price
         info = await p.payer.job(last)
         assert info["state"] == "settled" and info["paid_wei"] == PRICE
         assert p.errors == []
+
+    run(main)
+
+
+def test_an_owed_job_is_given_up_history_s_after_its_batch_was_paid_short(tmp_path: Path) -> None:
+    """A job a short batch left owing keeps its journal row on both sides (restored ``owed`` after a restart), but
+    not for good: ``history_s`` after that batch was paid it is forgotten like a paid job (the executor's row
+    goes; the payer keeps the row of its highest voucher, for the numbering), and it is no longer topped up."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = await short_batch(p)
+        for side in (p.executor, p.payer):
+            await side.poll()  # the short batch is paid: the second job is owed
+        assert [r["job_id"] for r in p.executor_journal.voucher_rows("executor")] == [jobs[1]]
+        assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [jobs[1]]
+        p.payer.history_s = p.executor.history_s = 0.0
+        await p.payer.poll()
+        await p.executor.poll()
+        s = sizes(p)
+        assert s["executor state"] == s["executor rows"] == s["payer state"] == 0, s
+        p.payer.market.deposit(PRICE)
+        p.executor.vouchers._top_up_at.clear()
+        await p.executor.poll()
+        assert p.payer.market._call("batchCount") == 1 and p.errors == []
 
     run(main)

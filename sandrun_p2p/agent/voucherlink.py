@@ -928,18 +928,18 @@ class VoucherLink:
         """What the journal forgets of ``batch``, paid or voided: its rows, and those of the earlier jobs it paid
         in full; a job it left owing keeps its row, with what it was paid (restored ``owed``: :meth:`attach`)."""
         role = "payer" if batch.paying else "executor"
-        owed: dict[bytes, int] = {}
+        owed: dict[bytes, tuple[int, float]] = {}  # job -> (paid so far, final since)
         done: list[bytes] = []
         for jid in dict.fromkeys([*batch.jobs, *batch.paid]):
             st = self.state.get(jid, {})
             if st.get("state") == "owed":
-                owed[jid] = int(st.get("paid_wei", 0))
+                owed[jid] = (int(st.get("paid_wei", 0)), self.finals.at.get(jid, now))
             elif jid in batch.jobs or st.get("state") == "settled":
                 done.append(jid)
 
         def op(j: Journal) -> None:
-            for jid, paid in owed.items():
-                j.voucher_put(jid, role, paid=paid, given_up=now, batch=bid if batch.paying else None)
+            for jid, (paid, since) in owed.items():
+                j.voucher_put(jid, role, paid=paid, given_up=since, batch=bid if batch.paying else None)
             j.voucher_batch_done(bid)  # (an executor's)
             j.voucher_forget(done, role)
             if not batch.paying:  # (this node paid for the jobs it ran itself too)

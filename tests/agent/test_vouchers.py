@@ -330,6 +330,30 @@ def test_an_owed_job_is_topped_up_once_the_payers_deposit_covers_it() -> None:
     run(main)
 
 
+def test_a_deposit_that_covers_part_of_what_is_owed_is_topped_up_in_parts() -> None:
+    """The payer adds only a quarter of the owed price: the executor's check tops up that quarter (the job stays
+    ``owed`` the rest, on both sides), and its next check, once the payer added the rest, settles the job in full."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs = await short_batch(p)
+        quarter = PRICE // 4
+        window = p.payer.market.params().challenge_window + 1
+        for added, paid in ((quarter, quarter), (PRICE - quarter, PRICE)):
+            p.payer.market.deposit(added)
+            p.executor.vouchers._top_up_at.clear()  # (the interval passed)
+            await p.executor.poll()  # a top-up of what the deposit holds
+            p.payer.chain.advance(window)
+            for side in (p.executor, p.payer):
+                await side.poll()
+                info = await side.job(jobs[1])
+                assert info["paid_wei"] == paid and info["state"] == ("owed" if paid < PRICE else "settled")
+        assert p.payer.market._call("batchCount") == 3 and p.earnings() == 2 * PRICE and p.errors == []
+
+    run(main)
+
+
 def test_an_equivocating_executors_batch_is_challenged_and_voided() -> None:
     async def main() -> None:
         p = Pair(batch_jobs=2)

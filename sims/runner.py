@@ -8,7 +8,7 @@ final (in every group) plus the drain; a group that reaches its own end first re
 
 Such a run is cut into groups of about ``group_nodes`` nodes (``GROUP_NODES``), simulated one after another
 (``Simulator.piece``), in each of up to ``workers`` forked processes: a small group's state stays in the CPU's
-caches while it runs (at 10k nodes the CPU per event fell from ~29 to ~16 us; docs/performance.md), and the
+caches while it runs (at 10k nodes the CPU per event fell from ~29 to ~13 us; docs/performance.md), and the
 memory is the whole run's. The shared draws (arrivals, partitions) are made once and replayed
 (``engine.SharedDraws``).
 """

@@ -697,10 +697,7 @@ class Simulator:
         k, q = kind.redundancy, kind.quorum or default_quorum(kind.redundancy)
         if self.client is not None:
             k, q = self.client.plan(kind)
-        a = self._draw_job(t, ki, self.arrived, k, q)
-        if self.recording is not None:
-            self.recording.arrivals.append(a)
-        self._announce(a, None)
+        self.submit(t, ki, self.arrived, k, q, None)
         self.arrived += 1
         if self.arrived < jobs.count:
             self.call_at(t + self.rng.expovariate(jobs.rate), self._arrive)
@@ -731,21 +728,9 @@ class Simulator:
     ) -> JobRec | None:
         """Announce a job through a random node of its shard; ``want_shard``: grind the nonce until it lands there.
 
-        None when the job's shard is simulated by another process (the draws are made all the same).
+        None when the job's shard is simulated by another process (the draws are made all the same, and recorded
+        when ``recording``: a split run has no other submissions than arrivals).
         """
-        return self._announce(self._draw_job(t, ki, comp, k, q, executors, want_shard), check_of)
-
-    def _draw_job(
-        self,
-        t: float,
-        ki: int,
-        comp: int,
-        k: int,
-        q: int,
-        executors: tuple[bytes, ...] = (),
-        want_shard: int | None = None,
-    ) -> Arrival:
-        """The job's spec, shard and origin draw (every process of a split run makes the same draws)."""
         kind = self.sc.jobs.mix[ki]
         i = self.submitted
         self.submitted += 1
@@ -765,7 +750,10 @@ class Simulator:
             if want_shard is None or shard == want_shard:
                 break
             grind += 1
-        return Arrival(t, i, ki, comp, spec, shard, self.rng.random())
+        a = Arrival(t, i, ki, comp, spec, shard, self.rng.random())
+        if self.recording is not None:
+            self.recording.arrivals.append(a)
+        return self._announce(a, check_of)
 
     def _announce(self, a: Arrival, check_of: JobRec | None) -> JobRec | None:
         if self.own_shards is not None and a.shard not in self.own_shards:

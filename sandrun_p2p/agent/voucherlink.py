@@ -88,6 +88,8 @@ if TYPE_CHECKING:
     from .journal import Journal
 
 MAX_BATCH_TRIES = 3
+#: Most bytes of paid batches' trees an executor keeps serving (``voucher_tree_keep_s``): 16 of the largest.
+KEPT_TREE_BYTES = 16 * MAX_TREE_LEAVES * 64
 #: Events the voucher mode needs from the poller.
 BATCH_EVENTS = frozenset({"BatchSettled", "BatchPaid", "BatchVoided"})
 
@@ -129,6 +131,11 @@ class VoucherLink:
         self.fetcher: Callable[[bytes, str], Awaitable[bytes | None]] | None = None  # set by the runtime
         self.on_error: Callable[[str], None] = lambda msg: None
         self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
+        # executor: the trees of its batches it finalized, still served for a payer's audit that comes after the
+        # payment (a short challenge window), ``voucher_tree_keep_s`` and at most KEPT_TREE_BYTES: batch -> (until,
+        # leaves; monotonic), oldest first (:meth:`batch_tree`)
+        self.tree_keep_s = float(options.get("voucher_tree_keep_s", 600.0))
+        self._paid_trees: dict[int, tuple[float, bytes]] = {}
         self.prices: dict[bytes, int] = {}  # payer: job -> price
         self.room = 0  # payer: deposit not yet promised
         # read from the chain by the first fund() (the deposit may hold some already)
@@ -870,7 +877,26 @@ class VoucherLink:
                 else:
                     self.on_error(f"finalizeBatch {bid}: {e}"[:300])
                 continue
+            if batch.tree is not None:
+                self._keep_tree(bid, batch.tree)
             batch.tree = None
+
+    def _keep_tree(self, bid: int, tree: ResultsTree) -> None:
+        """Serve the tree of batch ``bid``, just paid, ``tree_keep_s`` longer; the oldest go first past
+        KEPT_TREE_BYTES."""
+        if self.tree_keep_s <= 0:
+            return
+        kept = self._paid_trees
+        mono = time.monotonic()
+        kept[bid] = (mono + self.tree_keep_s, tree_to_bytes(tree))
+        size = sum(len(d) for _, d in kept.values())
+        while kept:
+            first = next(iter(kept))
+            until, data = kept[first]
+            if until > mono and size <= KEPT_TREE_BYTES:
+                break
+            del kept[first]
+            size -= len(data)
 
     # ------------------------------------------------------------------ events
 
@@ -1128,12 +1154,14 @@ class VoucherLink:
         await self.audits.run(fetch, self.challenge, chain_now, self.attested)
 
     def batch_tree(self, batch_id: int) -> bytes | None:
-        """Executor: the leaves of ``batch_id`` (audit.py's format) while it is a pending batch of this node's,
-        else None (the runtime serves them under :func:`~.audit.batch_tree_name` to the payer's audit)."""
+        """Executor: the leaves of ``batch_id`` (audit.py's format) while it is a pending batch of this node's, or
+        one it finalized less than ``tree_keep_s`` ago (a payer's audit may come after the payment), else None
+        (the runtime serves them under :func:`~.audit.batch_tree_name` to the payer's audit)."""
         b = self.batches.get(batch_id)
-        if b is None or b.paying or b.tree is None:
-            return None
-        return tree_to_bytes(b.tree)
+        if b is not None and not b.paying and b.tree is not None:
+            return tree_to_bytes(b.tree)
+        kept = self._paid_trees.get(batch_id)
+        return kept[1] if kept is not None and kept[0] > time.monotonic() else None
 
     # ------------------------------------------------------------------ checkpoint (ChainLink's chain view)
 

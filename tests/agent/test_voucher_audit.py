@@ -6,6 +6,7 @@ that cannot be verified is reported and its executor gets no new voucher.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from sandrun_p2p.agent import voucherlink
 from sandrun_p2p.agent.audit import (
     MAX_TREE_LEAVES,
     AuditError,
@@ -30,7 +32,7 @@ from .test_vouchers import Pair, h, spec
 
 pytestmark = pytest.mark.timeout(120)
 
-PENDING, VOIDED = 1, 3
+PENDING, PAID, VOIDED = 1, 2, 3
 
 
 def run(fn: Any) -> None:
@@ -159,6 +161,53 @@ def test_an_audit_whose_window_is_too_short_is_reported() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("when", ["fetch after the payment"])
+def test_a_batch_audited_after_its_executor_was_paid_still_verifies(when: str) -> None:
+    """With a short challenge window (the testnet's is 1 s) the executor finalizes a batch, and is paid, before
+    the payer's audit fetches its tree (or before the payer even reads the batch, or after a try that found no
+    executor): the executor still serves the tree (``voucher_tree_keep_s``), the batch verifies and vouchers go
+    on to that executor. Before, the executor forgot the tree once it finalized the batch and the payer dropped
+    the audit of a paid batch: it could not verify the batch, and signed no new voucher to that executor."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
+        fetch = p.payer.vouchers.fetcher
+        window = p.payer.market.params().challenge_window + 1
+
+        async def late(node: bytes, name: str) -> bytes | None:
+            p.payer.chain.advance(window)
+            await p.executor.poll()  # finalized meanwhile
+            assert p.payer.market.batch(bid)["state"] == PAID
+            return await fetch(node, name)  # type: ignore[misc]
+
+        if when == "fetch after the payment":
+            p.payer.vouchers.fetcher = late
+        elif when == "read with its payment":
+            p.payer.chain.advance(window)
+            await p.executor.poll()
+        else:
+            p.payer.vouchers.fetcher = None
+            await p.payer.poll()
+            assert p.executor.market.account in p.payer.vouchers.audits.blocked
+            p.payer.chain.advance(window)
+            await p.executor.poll()
+            p.payer.vouchers.fetcher = fetch
+            await p.payer.poll()  # reads BatchPaid: the audit goes on
+            p.payer.vouchers.audits.pending[bid].next_try = 0.0
+        await p.payer.poll()
+        assert p.trees_asked == [bid] and p.payer.market.batch(bid)["state"] == PAID
+        assert not p.payer.vouchers.audits.blocked and not p.payer.vouchers.audits.pending
+        assert len(p.payer_errors) == (1 if when == "tried before" else 0)  # (its first try's report)
+        await p.payer.poll()
+        assert (await p.payer.job(jobs[0]))["state"] == "settled"
+        assert "seq 3" in (await p.job(5))[1]
+
+    run(main)
+
+
 def test_a_batch_verified_after_a_failed_fetch_unblocks_its_executor() -> None:
     """The payer lacks an attestation (its root cannot be rebuilt): it fetches the tree; the first try finds
     no executor, the next one verifies the batch, and vouchers go to that executor again."""
@@ -181,7 +230,9 @@ def test_a_batch_verified_after_a_failed_fetch_unblocks_its_executor() -> None:
     run(main)
 
 
-def test_the_executor_serves_the_tree_of_its_pending_batches_only() -> None:
+def test_the_executor_serves_the_tree_of_its_pending_and_lately_paid_batches_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def main() -> None:
         p = Pair(batch_jobs=2)
         await p.start()
@@ -198,11 +249,35 @@ def test_the_executor_serves_the_tree_of_its_pending_batches_only() -> None:
         assert p.payer.vouchers.batch_tree(bid) is None  # settled on its deposit, not by it
         assert p.executor.vouchers.batch_tree(bid + 1) is None
         p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
-        await p.executor.poll()  # paid: no longer served
-        assert p.payer.market.batch(bid)["state"] == 2
+        await p.executor.poll()  # paid: still served voucher_tree_keep_s (a payer's audit may come after it)
+        assert p.payer.market.batch(bid)["state"] == PAID
+        assert p.executor.vouchers.batch_tree(bid) == served
+        later = time.monotonic() + p.executor.vouchers.tree_keep_s
+        monkeypatch.setattr(voucherlink.time, "monotonic", lambda: later)
         assert p.executor.vouchers.batch_tree(bid) is None
 
     run(main)
+
+
+def test_the_paid_trees_an_executor_keeps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trees of paid batches go ``voucher_tree_keep_s`` after their payment, the oldest first past
+    KEPT_TREE_BYTES; none is kept with ``voucher_tree_keep_s = 0``."""
+    monkeypatch.setattr(voucherlink, "KEPT_TREE_BYTES", 3 * 128)
+    link = SimpleNamespace(tree_keep_s=60.0, _paid_trees={})
+    keep = voucherlink.VoucherLink._keep_tree
+    trees = {bid: ResultsTree([(h(f"j{bid}"), h("a")), (h(f"k{bid}"), h("b"))]) for bid in range(5)}
+    for bid in range(4):
+        keep(link, bid, trees[bid])  # type: ignore[arg-type]
+    assert list(link._paid_trees) == [1, 2, 3]
+    assert link._paid_trees[3][1] == tree_to_bytes(trees[3])
+    later = time.monotonic() + 61
+    monkeypatch.setattr(voucherlink.time, "monotonic", lambda: later)
+    keep(link, 4, trees[4])  # type: ignore[arg-type]
+    assert list(link._paid_trees) == [4]
+    link.tree_keep_s = 0.0
+    link._paid_trees = {}
+    keep(link, 0, trees[0])  # type: ignore[arg-type]
+    assert link._paid_trees == {}
 
 
 def test_batch_tree_names_and_answers_are_bounded() -> None:

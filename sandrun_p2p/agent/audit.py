@@ -4,12 +4,15 @@ When a ``BatchSettled`` on this node's deposit is mapped onto its vouchers (:met
 rebuilds the results tree it expects: its jobs of the batch's seq range, in seq order, with the roots its
 executor attested in its gossip reveals (kept when the payer served each voucher). The same root as the batch's
 ``resultsRoot``: verified, nothing more. Another root, or a job whose attestation it lacks: it asks the
-executor for the batch's leaves (served under :func:`batch_tree_name` while the batch is pending), checks that
-they hash to the on-chain root, and voids the batch with ``challengeBatch`` when a leaf contradicts an
-attestation of that executor (:meth:`Audits.run`). A batch it cannot verify within its challenge window (no
-tree, a tree of another root, a malformed one, too little time left) is reported, and the payer signs no new
-voucher to that executor (:attr:`Audits.blocked`) until its unverified batches verify on a later try (never,
-for one whose batch was challenged), or until a restart: the block is kept in memory only (a restarted payer
+executor for the batch's leaves (served under :func:`batch_tree_name` while the batch is pending, and
+``voucher_tree_keep_s`` after the executor finalized it), checks that they hash to the on-chain root, and voids
+the batch with ``challengeBatch`` when a leaf contradicts an attestation of that executor (:meth:`Audits.run`);
+with under ``voucher_audit_margin_s`` left in the window, or once the batch is paid (a short window: the audit
+goes on after the payment), such a batch is not challenged but its executor is blocked as one challenged. A
+batch it cannot verify (no tree, a tree of another root, a malformed one) is reported, tried again (backing off)
+until ``voucher_tree_keep_s`` after its window, and the payer signs no new voucher to that executor
+(:attr:`Audits.blocked`) until its unverified batches verify on a later try (never, for one whose batch
+contradicted an attestation), or until a restart: the block is kept in memory only (a restarted payer
 audits again the batches still pending on its deposit, from the events read again or its chain checkpoint,
 with the attestations it journaled).
 """
@@ -91,6 +94,7 @@ class Audit:
     next_try: float = 0.0  # monotonic
     tries: int = 0
     reported: bool = False
+    paid: bool = False  # its BatchPaid was read (tried on: its executor still serves its tree a while)
 
 
 class Audits:
@@ -100,6 +104,9 @@ class Audits:
     def __init__(self, options: dict[str, Any], report: Callable[[str], None]) -> None:
         self.timeout = float(options.get("voucher_audit_timeout_s", 10.0))
         self.margin = int(options.get("voucher_audit_margin_s", 30))  # time left in the window to challenge
+        # how long after its challenge window a batch's tree is still served (voucher_tree_keep_s: an executor keeps
+        # the tree of a batch it finalized that long): tried until then, verified or not, paid or not
+        self.late_s = int(options.get("voucher_tree_keep_s", 600))
         self.max_leaves = int(options.get("voucher_audit_max_leaves", MAX_TREE_LEAVES))
         self.report = report
         self.pending: dict[int, Audit] = {}
@@ -129,9 +136,16 @@ class Audits:
         self.pending[bid] = Audit(executor, node, root, release_at)
         return False
 
-    def done(self, bid: int) -> None:
-        """Batch ``bid`` is paid or voided: nothing more to audit (a block it caused stays)."""
-        self.pending.pop(bid, None)
+    def done(self, bid: int, paid: bool = False) -> None:
+        """Batch ``bid`` is paid or voided: nothing more to challenge (a block it caused stays). The audit of a
+        paid batch not verified yet goes on (:meth:`run`): its executor still serves its tree ``late_s`` after
+        its window; verified, the executor is no longer held for it, and a leaf contradicting an attestation
+        blocks it (too late to challenge)."""
+        a = self.pending.get(bid)
+        if paid and a is not None:
+            a.paid = True
+        else:
+            self.pending.pop(bid, None)
         self.verified.pop(bid, None)
         self.challenged.pop(bid, None)
 
@@ -174,9 +188,13 @@ class Audits:
         a = self.pending.get(bid)
         if a is None:
             return
+        late = now - a.release_at >= self.late_s  # its executor no longer serves its tree
+        if late and a.paid and not a.tries:  # (a batch paid long ago, read again after a restart)
+            del self.pending[bid]
+            return
         a.tries += 1
-        if a.release_at - now < self.margin:
-            self._failed(bid, a, f"its challenge window ends in {max(0, a.release_at - now)} s", final=True)
+        if late:
+            self._failed(bid, a, f"its challenge window ended {now - a.release_at} s ago", final=True)
             return
         data = None
         with trio.move_on_after(self.timeout):
@@ -191,7 +209,7 @@ class Audits:
             self._failed(bid, a, str(e))
             return
         if self.pending.pop(bid, None) is None:
-            return  # paid or voided meanwhile
+            return  # voided meanwhile
         bad = contradictions(tree, attested)
         if not bad:
             self.verified[bid] = a.release_at
@@ -199,6 +217,13 @@ class Audits:
             return
         jid, att = bad[0]  # (one proof voids the batch)
         self.blocked[a.executor] = f"its batch {bid} contradicts its attestation of job {jid.hex()[:16]}"
+        if a.release_at - now < self.margin:  # (paid, or too late for a challenge to be mined in time)
+            self.report(
+                f"audit: batch {bid} of {a.executor} contradicts {len(bad)} attestation(s) of its executor"
+                f" (job {jid.hex()[:16]}): not challenged, its challenge window ends in"
+                f" {max(0, a.release_at - now)} s"[:300]
+            )
+            return
         try:
             tx = await challenge(bid, tree, jid, att)
         except ChainError as e:
@@ -212,7 +237,7 @@ class Audits:
 
     def _failed(self, bid: int, a: Audit, why: str, final: bool = False) -> None:
         """Batch ``bid`` could not be verified (this try): its executor gets no new voucher; tried again later
-        (backing off) while its challenge window leaves time."""
+        (backing off) while its executor still serves its tree (``late_s`` after its window)."""
         self._unverified.setdefault(a.executor, set()).add(bid)
         self.blocked.setdefault(a.executor, f"its batch {bid} could not be verified")
         if final:

@@ -905,7 +905,7 @@ class VoucherLink:
         bid = int(a["batchId"])
         me = self.link.market.account
         if name != "BatchSettled":
-            self.audits.done(bid)
+            self.audits.done(bid, paid=name == "BatchPaid")
         if name == "BatchSettled":
             client = to_checksum_address(a["client"])
             if self.link.account_of_index.get(int(a["node"])) == me:

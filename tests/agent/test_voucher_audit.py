@@ -147,21 +147,34 @@ def test_a_batch_that_cannot_be_verified_is_reported_and_its_executor_gets_no_vo
     run(main)
 
 
-def test_an_audit_whose_window_is_too_short_is_reported() -> None:
+@pytest.mark.parametrize("tampered", [False, True])
+def test_an_audit_whose_window_is_too_short_to_challenge_still_verifies(tampered: bool) -> None:
+    """Under ``voucher_audit_margin_s`` left in the window (the testnet's window is 1 s): the payer still fetches
+    the tree; an honest batch verifies (vouchers go on), one contradicting an attestation blocks its executor and
+    is reported, not challenged. Before, the audit failed at once without a fetch and blocked the executor."""
+
     async def main() -> None:
         p = Pair(batch_jobs=2)
         await p.start()
         p.payer.vouchers.audits.margin = 10**9
-        _, bid = await settled(p, 2, tampered=0)
+        jobs, bid = await settled(p, 2, tampered=0 if tampered else None)
+        if not tampered:
+            del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
         await p.payer.poll()
-        assert p.trees_asked == [] and p.payer.market.batch(bid)["state"] == PENDING
+        assert p.trees_asked == [bid] and p.payer.market.batch(bid)["state"] == PENDING
+        assert not p.payer.vouchers.audits.pending
+        if not tampered:
+            assert not p.payer.vouchers.audits.blocked and p.payer_errors == []
+            assert "seq 3" in (await p.job(5))[1]
+            return
         (err,) = p.payer_errors
-        assert "challenge window ends" in err and not p.payer.vouchers.audits.pending
+        assert "not challenged" in err and "challenge window ends" in err
+        assert p.executor.market.account in p.payer.vouchers.audits.blocked
 
     run(main)
 
 
-@pytest.mark.parametrize("when", ["fetch after the payment"])
+@pytest.mark.parametrize("when", ["fetch after the payment", "read with its payment", "tried before"])
 def test_a_batch_audited_after_its_executor_was_paid_still_verifies(when: str) -> None:
     """With a short challenge window (the testnet's is 1 s) the executor finalizes a batch, and is paid, before
     the payer's audit fetches its tree (or before the payer even reads the batch, or after a try that found no
@@ -204,6 +217,48 @@ def test_a_batch_audited_after_its_executor_was_paid_still_verifies(when: str) -
         await p.payer.poll()
         assert (await p.payer.job(jobs[0]))["state"] == "settled"
         assert "seq 3" in (await p.job(5))[1]
+
+    run(main)
+
+
+def test_a_tampered_batch_read_with_its_payment_blocks_its_executor() -> None:
+    """A batch whose leaf contradicts an attestation, read by the payer only once it was paid (too late to
+    challenge): the tree the executor still serves proves it, and its executor gets no new voucher. Before, the
+    audit of a batch read with its BatchPaid was dropped, and the executor went on getting vouchers."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2, tampered=1)
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        await p.executor.poll()
+        await p.payer.poll()
+        assert p.trees_asked == [bid] and p.payer.market.batch(bid)["state"] == PAID
+        (err,) = p.payer_errors
+        assert f"batch {bid}" in err and "not challenged" in err
+        assert "contradicts" in p.payer.vouchers.audits.blocked[p.executor.market.account]
+        p.executor.vouchers.fetch_timeout = 0.0
+        with pytest.raises(VoucherError, match="gave no voucher"):
+            await p.job(5)
+
+    run(main)
+
+
+def test_a_batch_paid_long_ago_is_not_audited_after_a_restart() -> None:
+    """A paid batch read again (a restart without a checkpoint) whose window closed more than
+    ``voucher_tree_keep_s`` ago is not audited (its executor no longer serves its tree): nothing fetched, nobody
+    blocked."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 601)
+        await p.executor.poll()
+        await p.payer.poll()
+        assert p.trees_asked == [] and not p.payer.vouchers.audits.pending
+        assert not p.payer.vouchers.audits.blocked and p.payer_errors == []
 
     run(main)
 

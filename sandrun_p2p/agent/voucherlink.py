@@ -50,8 +50,9 @@ they are given up, and every own batch event read after that is matched to them 
 Equivocation: the payer checks each batch settled on its deposit against the roots its executor revealed on
 gossip (with their attestations, journaled with its vouchers); a leaf that contradicts an attestation voids the
 batch (``challengeBatch``). See audit.py: a matching root costs nothing more; otherwise the payer fetches the
-batch's leaves from its executor (:meth:`VoucherLink.batch_tree` serves them) and challenges; an executor whose
-batch cannot be verified gets no new voucher.
+batch's leaves from its executor (:meth:`VoucherLink.batch_tree` serves them, also ``voucher_tree_keep_s``
+after the payment: a short window's audit may come after it) and challenges; an executor whose batch cannot be
+verified gets no new voucher.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS voucher_batches (
     batch_id INTEGER PRIMARY KEY, payer TEXT NOT NULL, amount TEXT NOT NULL, release_at INTEGER NOT NULL,
     leaves BLOB, paid TEXT
 );
+CREATE TABLE IF NOT EXISTS voucher_trees (batch_id INTEGER PRIMARY KEY, until REAL NOT NULL, leaves BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chain_view (
     id INTEGER PRIMARY KEY CHECK (id = 0), key TEXT NOT NULL, position INTEGER NOT NULL, extra TEXT NOT NULL
 );
@@ -418,6 +419,22 @@ class Journal:
         """Forget a paid or voided batch of this executor, with its jobs' rows (but those it paid short: ``paid``)."""
         self._w("DELETE FROM vouchers WHERE role='executor' AND batch=? AND paid IS NULL", (batch_id,))
         self._w("DELETE FROM voucher_batches WHERE batch_id=?", (batch_id,))
+
+    def voucher_tree_keep(self, batch_id: int, until: float, leaves: bytes) -> None:
+        """The leaves of an executor's paid batch, still served to a payer's audit until ``until`` (wall clock)."""
+        self._w(
+            "INSERT OR REPLACE INTO voucher_trees(batch_id, until, leaves) VALUES (?, ?, ?)",
+            (batch_id, until, leaves),
+        )
+
+    def voucher_trees(self) -> list[tuple[int, float, bytes]]:
+        """(batch, until, leaves) of each paid batch's tree kept, the first to go first."""
+        rows = self.db.execute("SELECT batch_id, until, leaves FROM voucher_trees ORDER BY until, batch_id")
+        return [(b, float(u), bytes(lv)) for b, u, lv in rows]
+
+    def voucher_trees_forget(self, batch_ids: list[int]) -> None:
+        for bid in batch_ids:
+            self._w("DELETE FROM voucher_trees WHERE batch_id=?", (bid,))
 
     # ------------------------------------------------------------------ chain view (chainlink.py)
     # A checkpoint of what the chain adaptor derived from the contract's events below block ``position``: the

@@ -277,6 +277,10 @@ class VoucherLink:
             )
         for (payer, _), first in groups.items():
             self._given_up_from.setdefault(payer, set()).add(first)
+        wall, mono = time.time(), time.monotonic()
+        for bid, until, data in journal.voucher_trees():  # (the paid batches' trees still served)
+            self._paid_trees[bid] = (mono + min(until - wall, self.tree_keep_s), data)
+        self._trim_trees()
         self._resumed = not (self.queue.pending or self.batches)
 
     def _write(self, op: Callable[[Journal], None] | None, commit: bool = False) -> None:
@@ -883,14 +887,19 @@ class VoucherLink:
             batch.tree = None
 
     def _keep_tree(self, bid: int, tree: ResultsTree) -> None:
-        """Serve the tree of batch ``bid``, just paid, ``tree_keep_s`` longer; the oldest go first past
-        KEPT_TREE_BYTES."""
+        """Serve the tree of batch ``bid``, just paid, ``tree_keep_s`` longer (journaled: also after a restart);
+        the oldest go first past KEPT_TREE_BYTES."""
         if self.tree_keep_s <= 0:
             return
-        kept = self._paid_trees
-        mono = time.monotonic()
-        kept[bid] = (mono + self.tree_keep_s, tree_to_bytes(tree))
-        size = sum(len(d) for _, d in kept.values())
+        data, until = tree_to_bytes(tree), time.time() + self.tree_keep_s
+        self._write(lambda j: j.voucher_tree_keep(bid, until, data))
+        self._paid_trees[bid] = (time.monotonic() + self.tree_keep_s, data)
+        self._trim_trees()
+
+    def _trim_trees(self) -> None:
+        """Forget the kept trees whose time has passed, and the oldest past KEPT_TREE_BYTES (their rows too)."""
+        kept, mono = self._paid_trees, time.monotonic()
+        size, gone = sum(len(d) for _, d in kept.values()), []
         while kept:
             first = next(iter(kept))
             until, data = kept[first]
@@ -898,6 +907,9 @@ class VoucherLink:
                 break
             del kept[first]
             size -= len(data)
+            gone.append(first)
+        if gone:
+            self._write(lambda j: j.voucher_trees_forget(gone))
 
     # ------------------------------------------------------------------ events
 

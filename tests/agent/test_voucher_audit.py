@@ -23,6 +23,7 @@ from sandrun_p2p.agent.audit import (
     tree_from_bytes,
     tree_to_bytes,
 )
+from sandrun_p2p.agent.journal import Journal
 from sandrun_p2p.agent.runtime import Agent
 from sandrun_p2p.agent.vouchers import VoucherError
 from sandrun_p2p.chain.crypto import ResultsTree, Voucher
@@ -314,21 +315,60 @@ def test_the_executor_serves_the_tree_of_its_pending_and_lately_paid_batches_onl
     run(main)
 
 
-def test_the_paid_trees_an_executor_keeps_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_restarted_executor_still_serves_a_paid_batchs_tree_to_a_late_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor finalizes a batch (paid), restarts, and only then does the payer's audit fetch its tree: the
+    restarted executor still serves it (journaled ``voucher_tree_keep_s``), the batch verifies and its executor
+    is not blocked; restarted ``voucher_tree_keep_s`` later, it no longer serves it and its journal row is gone.
+    Before, the kept trees were in memory only: the restarted executor served nothing and the payer blocked it."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
+        p.pay_out()
+        await p.executor.poll()  # finalized
+        await p.executor.poll()  # reads BatchPaid: the batch is done here
+        assert p.payer.market.batch(bid)["state"] == PAID and not p.executor.vouchers.batches
+        p.executor_journal.commit()  # (the agent commits once a loop turn)
+        await p.restart_executor()
+        await p.payer.poll()
+        assert p.trees_asked == [bid] and not p.payer.vouchers.audits.pending
+        assert not p.payer.vouchers.audits.blocked and p.payer_errors == []
+        later = time.time() + p.executor.vouchers.tree_keep_s + 1
+        monkeypatch.setattr(voucherlink.time, "time", lambda: later)
+        await p.restart_executor()
+        assert p.executor.vouchers.batch_tree(bid) is None
+        p.executor_journal.commit()
+        assert p.executor_journal.voucher_trees() == []
+
+    run(main)
+
+
+def test_the_paid_trees_an_executor_keeps_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The trees of paid batches go ``voucher_tree_keep_s`` after their payment, the oldest first past
-    KEPT_TREE_BYTES; none is kept with ``voucher_tree_keep_s = 0``."""
+    KEPT_TREE_BYTES (from the journal too); none is kept with ``voucher_tree_keep_s = 0``."""
     monkeypatch.setattr(voucherlink, "KEPT_TREE_BYTES", 3 * 128)
-    link = SimpleNamespace(tree_keep_s=60.0, _paid_trees={})
+    journal = Journal(tmp_path / "j.sqlite")
+    link = SimpleNamespace(tree_keep_s=60.0, _paid_trees={}, _write=lambda op: op(journal))
+    link._trim_trees = lambda: voucherlink.VoucherLink._trim_trees(link)  # type: ignore[arg-type]
     keep = voucherlink.VoucherLink._keep_tree
     trees = {bid: ResultsTree([(h(f"j{bid}"), h("a")), (h(f"k{bid}"), h("b"))]) for bid in range(5)}
     for bid in range(4):
         keep(link, bid, trees[bid])  # type: ignore[arg-type]
     assert list(link._paid_trees) == [1, 2, 3]
     assert link._paid_trees[3][1] == tree_to_bytes(trees[3])
+    assert [(b, lv) for b, _, lv in journal.voucher_trees()] == [
+        (b, link._paid_trees[b][1]) for b in (1, 2, 3)
+    ]
     later = time.monotonic() + 61
     monkeypatch.setattr(voucherlink.time, "monotonic", lambda: later)
     keep(link, 4, trees[4])  # type: ignore[arg-type]
-    assert list(link._paid_trees) == [4]
+    assert list(link._paid_trees) == [4] and [b for b, _, _ in journal.voucher_trees()] == [4]
     link.tree_keep_s = 0.0
     link._paid_trees = {}
     keep(link, 0, trees[0])  # type: ignore[arg-type]

@@ -110,6 +110,9 @@ class _Batch:
     # executor: the vouchers of its leaves (a top-up of it whose receipt was lost is found by its root: _top_up),
     # and of the jobs it pays what a short batch left owing
     vouchers: list[Voucher] = field(default_factory=list)
+    # executor: found paid or voided by another's finalizeBatch (or one whose receipt was lost), or after a restart:
+    # not finalized again; its event says which (a paid one's tree is kept: VoucherLink._keep_tree)
+    finalized: bool = False
 
 
 class VoucherLink:
@@ -132,7 +135,7 @@ class VoucherLink:
         self.fetcher: Callable[[bytes, str], Awaitable[bytes | None]] | None = None  # set by the runtime
         self.on_error: Callable[[str], None] = lambda msg: None
         self.fetch_timeout = float(options.get("voucher_fetch_timeout_s", 30.0))
-        # executor: the trees of its batches it finalized, still served for a payer's audit that comes after the
+        # executor: the trees of its paid batches, still served for a payer's audit that comes after the
         # payment (a short challenge window), ``voucher_tree_keep_s`` and at most KEPT_TREE_BYTES: batch -> (until,
         # leaves; monotonic), oldest first (:meth:`batch_tree`)
         self.tree_keep_s = float(options.get("voucher_tree_keep_s", 600.0))
@@ -316,7 +319,7 @@ class VoucherLink:
         for bid, st in states.items():
             b = self.batches.get(bid)
             if st != 1 and b is not None:  # paid or voided meanwhile: its event (read again) says which
-                b.tree = None
+                b.finalized = True
         self._resumed = True
 
     def _rebuilt(self, bid: int, payer: str, root: bytes) -> None:
@@ -854,7 +857,9 @@ class VoucherLink:
         if due is not None and due > mono:
             times.append(due - mono)
         times.extend(
-            b.release_at - wall for b in self.batches.values() if b.tree is not None and b.release_at > wall
+            b.release_at - wall
+            for b in self.batches.values()
+            if b.tree is not None and not b.finalized and b.release_at > wall
         )
         audit = self.audits.next_due()
         if audit is not None:
@@ -862,7 +867,7 @@ class VoucherLink:
         return min(times) if times else None
 
     async def _finalize_due(self) -> None:
-        mine = [b for b, x in self.batches.items() if x.tree is not None]
+        mine = [b for b, x in self.batches.items() if x.tree is not None and not x.finalized]
         if not mine:
             return
         # an idle development chain's clock lags the wall clock (it moves with blocks): judge by the later one,
@@ -876,7 +881,7 @@ class VoucherLink:
                 await self.link._run(self.link.market.finalize_batch, bid)
             except ChainError as e:
                 if "BatchNotPending" in f"{e.reason} {e}":
-                    batch.tree = None  # paid or voided: its event says which
+                    batch.finalized = True  # paid or voided: its event says which
                 elif "TooEarly" in f"{e.reason} {e}" and self.link.chain.is_dev:
                     await self.link._run(self.link.chain.mine)  # an idle dev chain's clock moves with blocks
                 else:
@@ -888,11 +893,11 @@ class VoucherLink:
 
     def _keep_tree(self, bid: int, tree: ResultsTree) -> None:
         """Serve the tree of batch ``bid``, just paid, ``tree_keep_s`` longer (journaled: also after a restart);
-        the oldest go first past KEPT_TREE_BYTES."""
+        the oldest go first past KEPT_TREE_BYTES. (Also from the poller thread: drain() writes the journal.)"""
         if self.tree_keep_s <= 0:
             return
         data, until = tree_to_bytes(tree), time.time() + self.tree_keep_s
-        self._write(lambda j: j.voucher_tree_keep(bid, until, data))
+        self._writes.append(lambda j: j.voucher_tree_keep(bid, until, data))
         self._paid_trees[bid] = (time.monotonic() + self.tree_keep_s, data)
         self._trim_trees()
 
@@ -909,7 +914,7 @@ class VoucherLink:
             size -= len(data)
             gone.append(first)
         if gone:
-            self._write(lambda j: j.voucher_trees_forget(gone))
+            self._writes.append(lambda j: j.voucher_trees_forget(gone))
 
     # ------------------------------------------------------------------ events
 
@@ -935,6 +940,8 @@ class VoucherLink:
             return
         now = time.time()
         if name == "BatchPaid":
+            if not batch.paying and batch.tree is not None:  # (finalized by another, or a receipt lost)
+                self._keep_tree(bid, batch.tree)
             for jid in batch.jobs:
                 self.state.setdefault(jid, {}).update({"pay": "voucher", "batch": bid})
             # (also the jobs of an earlier batch it pays what that one, short of deposit, left owing)

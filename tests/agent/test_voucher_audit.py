@@ -26,6 +26,7 @@ from sandrun_p2p.agent.audit import (
 from sandrun_p2p.agent.journal import Journal
 from sandrun_p2p.agent.runtime import Agent
 from sandrun_p2p.agent.vouchers import VoucherError
+from sandrun_p2p.chain import ChainError
 from sandrun_p2p.chain.crypto import ResultsTree, Voucher
 
 from .test_voucher_restart import JournaledPair
@@ -341,8 +342,64 @@ def test_a_restarted_executor_still_serves_a_paid_batchs_tree_to_a_late_audit(
         monkeypatch.setattr(voucherlink.time, "time", lambda: later)
         await p.restart_executor()
         assert p.executor.vouchers.batch_tree(bid) is None
+        await p.executor.poll()  # (its journal writes: drain())
         p.executor_journal.commit()
         assert p.executor_journal.voucher_trees() == []
+
+    run(main)
+
+
+@pytest.mark.parametrize("how", ["finalized by another", "receipt lost"])
+def test_a_batch_paid_by_another_finalize_still_has_its_tree_served(how: str) -> None:
+    """Someone else finalizes the executor's batch (its own finalizeBatch then fails with BatchNotPending), or the
+    executor's own finalizeBatch is mined but its receipt lost (it reads the BatchPaid first): the executor still
+    serves the paid batch's tree ``voucher_tree_keep_s`` to the payer's audit, which verifies it. Before, it
+    dropped the tree and the payer blocked that honest executor."""
+
+    async def main() -> None:
+        p = Pair(batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        send = p.executor.market.finalize_batch
+        if how == "finalized by another":
+            p.payer.market.finalize_batch(bid)
+        else:
+
+            def lost(batch_id: int) -> Any:
+                send(batch_id)
+                raise ChainError("timeout", "no receipt")
+
+            p.executor.market.finalize_batch = lost  # type: ignore[method-assign]
+        await p.executor.poll()  # reads BatchPaid
+        p.executor.market.finalize_batch = send  # type: ignore[method-assign]
+        assert p.payer.market.batch(bid)["state"] == PAID and not p.executor.vouchers.batches
+        await p.payer.poll()
+        assert p.trees_asked == [bid] and not p.payer.vouchers.audits.pending
+        assert not p.payer.vouchers.audits.blocked and p.payer_errors == []
+
+    run(main)
+
+
+def test_a_batch_paid_while_its_executor_was_down_still_has_its_tree_served(tmp_path: Path) -> None:
+    """The executor restarts after its batch was finalized by someone else while it was down: it reads the
+    BatchPaid again and still serves the batch's tree to the payer's audit, which verifies it."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2)
+        del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
+        p.executor_journal.commit()
+        p.pay_out()
+        p.payer.market.finalize_batch(bid)
+        await p.restart_executor()
+        await p.executor.poll()  # finds it paid, reads BatchPaid again
+        assert not p.executor.vouchers.batches
+        await p.payer.poll()
+        assert p.trees_asked == [bid] and not p.payer.vouchers.audits.pending
+        assert not p.payer.vouchers.audits.blocked and p.payer_errors == []
 
     run(main)
 
@@ -354,7 +411,8 @@ def test_the_paid_trees_an_executor_keeps_are_bounded(
     KEPT_TREE_BYTES (from the journal too); none is kept with ``voucher_tree_keep_s = 0``."""
     monkeypatch.setattr(voucherlink, "KEPT_TREE_BYTES", 3 * 128)
     journal = Journal(tmp_path / "j.sqlite")
-    link = SimpleNamespace(tree_keep_s=60.0, _paid_trees={}, _write=lambda op: op(journal))
+    writes = SimpleNamespace(append=lambda op: op(journal))  # (drain() writes them: here at once)
+    link = SimpleNamespace(tree_keep_s=60.0, _paid_trees={}, _writes=writes)
     link._trim_trees = lambda: voucherlink.VoucherLink._trim_trees(link)  # type: ignore[arg-type]
     keep = voucherlink.VoucherLink._keep_tree
     trees = {bid: ResultsTree([(h(f"j{bid}"), h("a")), (h(f"k{bid}"), h("b"))]) for bid in range(5)}

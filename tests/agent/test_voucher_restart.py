@@ -992,6 +992,49 @@ def test_a_top_up_whose_receipt_was_lost_is_still_finalized(
     run(main)
 
 
+@pytest.mark.parametrize("restart_before_paid", [False, True], ids=["live", "restarted-before-paid"])
+def test_an_automatic_top_up_whose_receipt_was_lost_is_still_finalized(
+    tmp_path: Path, restart_before_paid: bool
+) -> None:
+    """A short batch left the second job owing and the payer adds to its deposit: the executor's own top-up
+    (``voucher_top_up_s``) is mined but its receipt is lost. The executor finds it by its ``BatchSettled`` (count
+    0, the owed results' root) and finalizes it, also when it restarts before it is paid, sends no second top-up
+    for what the first paid (the deposit holds more again, the interval passed), and the owed job ends settled,
+    its full price paid on both sides."""
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs = await short_batch(p)
+        for side in (p.executor, p.payer):
+            await side.poll()  # the short batch is paid: the second job is owed
+        assert p.executor.vouchers.job(jobs[1])["state"] == "owed"
+        p.payer.market.deposit(PRICE)
+        p.executor.vouchers._top_up_at.clear()  # (the interval passed)
+        restore = receipts_lost(p.executor.market)
+        await p.executor.poll()  # the top-up: mined, its receipt lost
+        restore()
+        top_up = p.payer.market.batch(2)
+        assert (top_up["count"], top_up["amount"]) == (0, PRICE) and len(p.errors) == 1
+        if restart_before_paid:
+            p.executor_journal.commit()  # (the agent commits once a turn)
+            await p.restart_executor()
+        await p.executor.poll()  # its BatchSettled is read
+        p.payer.market.deposit(PRICE)  # (the deposit holds more again)
+        p.executor.vouchers._top_up_at.clear()  # (the interval passed)
+        await p.executor.poll()
+        assert p.payer.market._call("batchCount") == 2  # no second top-up
+        settled, earned = await p.paid_out()
+        assert p.payer.market.batch(2)["state"] == 2  # paid
+        assert settled == {jobs[1]} and earned == PRICE
+        await p.payer.poll()
+        for info in (p.executor.vouchers.job(jobs[1]), await p.payer.job(jobs[1])):
+            assert info is not None and info["state"] == "settled" and info["paid_wei"] == PRICE
+        assert p.executor_rows_gone() and p.executor.vouchers.steady() and len(p.errors) == 1
+
+    run(main)
+
+
 def test_a_restarted_node_still_shows_an_owed_job_and_its_executor_tops_it_up(tmp_path: Path) -> None:
     """A short batch paid half of the second job's price; then both the executor and the payer restart (each
     journal committed). Each still shows that job ``owed`` (what was paid, what is owed); the payer adds to its

@@ -14,7 +14,8 @@ until ``voucher_tree_keep_s`` after its window, and the payer signs no new vouch
 (:attr:`Audits.blocked`) until its unverified batches verify on a later try (never, for one whose batch
 contradicted an attestation), or until a restart: the block is kept in memory only (a restarted payer
 audits again the batches still pending on its deposit, from the events read again or its chain checkpoint,
-with the attestations it journaled).
+with the attestations it journaled, and goes on with the unfinished audits of paid ones, journaled with their
+jobs' attestations: :meth:`Audits.resume`).
 """
 
 from __future__ import annotations
@@ -148,6 +149,11 @@ class Audits:
             self.pending.pop(bid, None)
         self.verified.pop(bid, None)
         self.challenged.pop(bid, None)
+
+    def resume(self, bid: int, executor: str, node: int, root: bytes, release_at: int) -> None:
+        """Go on with the unfinished audit of paid batch ``bid`` after a restart (journaled), tried at once."""
+        if bid not in self.pending:
+            self.pending[bid] = Audit(executor, node, root, release_at, paid=True)
 
     def closed(self, now: int) -> None:
         """Forget the verified batches whose challenge window has closed at chain time ``now`` (the contract refuses

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS voucher_batches (
     leaves BLOB, paid TEXT
 );
 CREATE TABLE IF NOT EXISTS voucher_trees (batch_id INTEGER PRIMARY KEY, until REAL NOT NULL, leaves BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS voucher_audits (
+    batch_id INTEGER PRIMARY KEY, executor TEXT NOT NULL, node INTEGER NOT NULL, root BLOB NOT NULL,
+    release_at INTEGER NOT NULL, attests TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS chain_view (
     id INTEGER PRIMARY KEY CHECK (id = 0), key TEXT NOT NULL, position INTEGER NOT NULL, extra TEXT NOT NULL
 );
@@ -435,6 +439,42 @@ class Journal:
     def voucher_trees_forget(self, batch_ids: list[int]) -> None:
         for bid in batch_ids:
             self._w("DELETE FROM voucher_trees WHERE batch_id=?", (bid,))
+
+    def voucher_audit_put(
+        self, batch_id: int, executor: str, node: int, root: bytes, release_at: int, attests: dict[bytes, Any]
+    ) -> None:
+        """A payer's unfinished audit of its paid batch ``batch_id``, with the attestations (job -> (trace root,
+        signature)) of the batch's jobs, whose rows went with the payment."""
+        text = json.dumps({j.hex(): [r.hex(), sig.hex()] for j, (r, sig) in attests.items()}, sort_keys=True)
+        self._w(
+            "INSERT OR REPLACE INTO voucher_audits(batch_id, executor, node, root, release_at, attests)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (batch_id, executor, node, root, release_at, text),
+        )
+
+    def voucher_audits(self) -> list[tuple[int, str, int, bytes, int, dict[bytes, tuple[bytes, bytes]]]]:
+        """(batch, executor, node, root, release time, attestations) of each unfinished audit of a paid batch."""
+        rows = self.db.execute(
+            "SELECT batch_id, executor, node, root, release_at, attests FROM voucher_audits ORDER BY batch_id"
+        )
+        return [
+            (
+                b,
+                ex,
+                int(n),
+                bytes(r),
+                int(at),
+                {
+                    bytes.fromhex(j): (bytes.fromhex(tr), bytes.fromhex(sig))
+                    for j, (tr, sig) in json.loads(a).items()
+                },
+            )
+            for b, ex, n, r, at, a in rows
+        ]
+
+    def voucher_audits_forget(self, batch_ids: list[int]) -> None:
+        for bid in batch_ids:
+            self._w("DELETE FROM voucher_audits WHERE batch_id=?", (bid,))
 
     # ------------------------------------------------------------------ chain view (chainlink.py)
     # A checkpoint of what the chain adaptor derived from the contract's events below block ``position``: the

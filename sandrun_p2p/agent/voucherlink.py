@@ -156,6 +156,9 @@ class VoucherLink:
         self.attested: dict[bytes, Attestation] = {}  # payer: job -> the executor's attestation of its reveal
         self.on_audit: Callable[[str], None] | None = None  # audit reports (default: on_error)
         self.audits = Audits(options, lambda msg: (self.on_audit or self.on_error)(msg))
+        # payer: paid batches whose unfinished audit is journaled (with their jobs' attestations: their rows went
+        # with the payment), forgotten once it ends (:meth:`audit`)
+        self._audits_kept: set[int] = set()
         self.updates: list[ChainUpdate] = []
         self.journal: Journal | None = None
         self._writes: list[Callable[[Journal], None]] = []  # from the poller thread, written by drain()
@@ -284,6 +287,13 @@ class VoucherLink:
         for bid, until, data in journal.voucher_trees():  # (the paid batches' trees still served)
             self._paid_trees[bid] = (mono + min(until - wall, self.tree_keep_s), data)
         self._trim_trees()
+        for bid, executor, node, root, release_at, attests in journal.voucher_audits():
+            self.audits.resume(bid, executor, node, root, release_at)
+            for jid, (trace_root, sig) in attests.items():
+                self.attested.setdefault(jid, Attestation(jid, trace_root, sig))
+                if jid not in self.finals:
+                    self.finals.mark(jid, time.time())  # (forgotten history_s later)
+            self._audits_kept.add(bid)
         self._resumed = not (self.queue.pending or self.batches)
 
     def _write(self, op: Callable[[Journal], None] | None, commit: bool = False) -> None:
@@ -942,6 +952,8 @@ class VoucherLink:
         if name == "BatchPaid":
             if not batch.paying and batch.tree is not None:  # (finalized by another, or a receipt lost)
                 self._keep_tree(bid, batch.tree)
+            if batch.paying and bid in self.audits.pending:  # (its audit goes on: journaled)
+                self._writes.append(self._keep_audit(bid, batch))
             for jid in batch.jobs:
                 self.state.setdefault(jid, {}).update({"pay": "voucher", "batch": bid})
             # (also the jobs of an earlier batch it pays what that one, short of deposit, left owing)
@@ -969,6 +981,22 @@ class VoucherLink:
             self.finals.mark(jid, now)
         del self.batches[bid]  # paid or voided: nothing more can happen to it
         self._writes.append(self._batch_done(bid, batch, now))
+
+    def _keep_audit(self, bid: int, batch: _Batch) -> Callable[[Journal], None]:
+        """Journal the unfinished audit of ``batch`` on this node's deposit, paid, with its jobs' attestations
+        (restored on :meth:`attach`; unless already journaled: a restarted payer reads the batch's events again)."""
+        a = self.audits.pending[bid]
+        jobs = dict.fromkeys([*batch.jobs, *batch.paid])
+        attests = {
+            j: (att.trace_root, att.signature) for j in jobs if (att := self.attested.get(j)) is not None
+        }
+
+        def op(j: Journal) -> None:
+            if bid not in self._audits_kept:
+                j.voucher_audit_put(bid, a.executor, a.node, a.root, a.release_at, attests)
+                self._audits_kept.add(bid)
+
+        return op
 
     def _batch_done(self, bid: int, batch: _Batch, now: float) -> Callable[[Journal], None]:
         """What the journal forgets of ``batch``, paid or voided: its rows, and those of the earlier jobs it paid
@@ -1155,6 +1183,7 @@ class VoucherLink:
     async def audit(self) -> None:
         """Fetch, check and challenge the batches on this node's deposit whose root was not the one expected,
         as far as they are due (audit.py)."""
+        self._forget_audits()
         if not self.audits.pending:
             return
         link = self.link
@@ -1172,6 +1201,14 @@ class VoucherLink:
             return int(await link._read(link.reader.chain.now))
 
         await self.audits.run(fetch, self.challenge, chain_now, self.attested)
+        self._forget_audits()
+
+    def _forget_audits(self) -> None:
+        """The journaled audits of paid batches that ended (verified, blocked or given up) go from the journal."""
+        ended = [bid for bid in self._audits_kept if bid not in self.audits.pending]
+        if ended:
+            self._audits_kept.difference_update(ended)
+            self._write(lambda j: j.voucher_audits_forget(ended))
 
     def batch_tree(self, batch_id: int) -> bytes | None:
         """Executor: the leaves of ``batch_id`` (audit.py's format) while it is a pending batch of this node's, or

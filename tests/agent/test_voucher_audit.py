@@ -469,6 +469,40 @@ def test_a_restarted_payer_audits_with_the_attestations_it_journaled(
     run(main)
 
 
+@pytest.mark.parametrize("checkpoints", [False, True])
+def test_a_restarted_payer_goes_on_with_the_audit_of_a_paid_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoints: bool
+) -> None:
+    """The payer's audit of a tampered batch could not fetch the tree before the batch was paid (its executor
+    blocked meanwhile), and the payer crashes with the audit unfinished: restarted (the batch's events read again,
+    or its chain checkpoint), it goes on with the audit, the tree the executor still serves proves the
+    contradiction and that executor stays blocked. Before, the payer's rows of a paid batch's jobs (with their
+    attestations) went with its payment, and a checkpoint held only the batches not paid yet: the restarted payer
+    forgot the audit, or found nothing to contradict, and the executor got vouchers again."""
+    monkeypatch.setattr(JournaledPair, "checkpoints", checkpoints)
+
+    async def main() -> None:
+        p = JournaledPair(tmp_path, batch_jobs=2)
+        await p.start()
+        jobs, bid = await settled(p, 2, tampered=1)
+        p.payer.vouchers.fetcher = None
+        await p.payer.poll()  # the audit finds no executor: blocked
+        executor = p.executor.market.account
+        assert bid in p.payer.vouchers.audits.pending and executor in p.payer.vouchers.audits.blocked
+        p.payer.chain.advance(p.payer.market.params().challenge_window + 1)
+        await p.executor.poll()  # finalized
+        await p.payer.poll()  # reads BatchPaid: the audit goes on (its next try not due yet)
+        assert p.payer.market.batch(bid)["state"] == PAID and p.payer.vouchers.audits.pending[bid].paid
+        p.payer_journal.commit()  # (the agent commits once a turn: the paid jobs' rows are gone)
+        await p.restart_payer()  # (its first poll audits the batch)
+        # (without a checkpoint, the batch's events read again audit it once more)
+        assert set(p.trees_asked) == {bid} and not p.payer.vouchers.audits.pending
+        assert "contradicts" in p.payer.vouchers.audits.blocked[executor]
+        assert p.payer_journal.voucher_audits() == []  # (ended: forgotten)
+
+    run(main)
+
+
 def test_a_verified_batch_nobody_finalizes_is_forgotten_once_its_challenge_window_closed() -> None:
     """Nobody finalizes the payer's verified batches (the executor went away): each is forgotten once its challenge
     window has closed on chain (nothing can void it any more), not before; a batch still challengeable stays,

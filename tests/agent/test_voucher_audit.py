@@ -469,22 +469,26 @@ def test_a_restarted_payer_audits_with_the_attestations_it_journaled(
     run(main)
 
 
+@pytest.mark.parametrize("tampered", [True, False], ids=["tampered", "honest"])
 @pytest.mark.parametrize("checkpoints", [False, True])
 def test_a_restarted_payer_goes_on_with_the_audit_of_a_paid_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoints: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoints: bool, tampered: bool
 ) -> None:
-    """The payer's audit of a tampered batch could not fetch the tree before the batch was paid (its executor
-    blocked meanwhile), and the payer crashes with the audit unfinished: restarted (the batch's events read again,
-    or its chain checkpoint), it goes on with the audit, the tree the executor still serves proves the
-    contradiction and that executor stays blocked. Before, the payer's rows of a paid batch's jobs (with their
-    attestations) went with its payment, and a checkpoint held only the batches not paid yet: the restarted payer
-    forgot the audit, or found nothing to contradict, and the executor got vouchers again."""
+    """The payer's audit of a batch could not fetch the tree before the batch was paid (its executor blocked
+    meanwhile), and the payer crashes with the audit unfinished: restarted (the batch's events read again, or its
+    chain checkpoint), it goes on with the audit (journaled with the jobs' attestations); the tree the executor
+    still serves proves a tampered batch's contradiction and that executor stays blocked, or verifies an honest
+    one. Before, the payer's rows of a paid batch's jobs (with their attestations) went with its payment, and a
+    checkpoint held only the batches not paid yet: the restarted payer forgot the audit, or found nothing to
+    contradict, and the tampering executor got vouchers again."""
     monkeypatch.setattr(JournaledPair, "checkpoints", checkpoints)
 
     async def main() -> None:
         p = JournaledPair(tmp_path, batch_jobs=2)
         await p.start()
-        jobs, bid = await settled(p, 2, tampered=1)
+        jobs, bid = await settled(p, 2, tampered=1 if tampered else None)
+        if not tampered:
+            del p.payer.vouchers.attested[jobs[0]]  # (not rebuilt: its audit fetches the tree)
         p.payer.vouchers.fetcher = None
         await p.payer.poll()  # the audit finds no executor: blocked
         executor = p.executor.market.account
@@ -494,10 +498,15 @@ def test_a_restarted_payer_goes_on_with_the_audit_of_a_paid_batch(
         await p.payer.poll()  # reads BatchPaid: the audit goes on (its next try not due yet)
         assert p.payer.market.batch(bid)["state"] == PAID and p.payer.vouchers.audits.pending[bid].paid
         p.payer_journal.commit()  # (the agent commits once a turn: the paid jobs' rows are gone)
+        assert [row[0] for row in p.payer_journal.voucher_audits()] == [bid]
         await p.restart_payer()  # (its first poll audits the batch)
         # (without a checkpoint, the batch's events read again audit it once more)
         assert set(p.trees_asked) == {bid} and not p.payer.vouchers.audits.pending
-        assert "contradicts" in p.payer.vouchers.audits.blocked[executor]
+        if tampered:
+            assert "contradicts" in p.payer.vouchers.audits.blocked[executor]
+        else:
+            assert not p.payer.vouchers.audits.blocked
+            assert "seq 3" in (await p.job(5))[1]  # vouchers go on to that executor
         assert p.payer_journal.voucher_audits() == []  # (ended: forgotten)
 
     run(main)

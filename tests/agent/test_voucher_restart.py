@@ -95,6 +95,16 @@ def unmined(market: Any) -> tuple[list[tuple[Voucher, ResultsTree]], Callable[[]
     return sent, restore
 
 
+async def journaled_pair_owing(tmp_path: Path) -> tuple[JournaledPair, list[bytes]]:
+    """A journaled pair whose short batch (two jobs, a deposit for one) is paid: the second job is owed."""
+    p = JournaledPair(tmp_path, batch_jobs=2)
+    await p.start()
+    jobs = await short_batch(p)
+    for side in (p.executor, p.payer):
+        await side.poll()
+    return p, jobs
+
+
 class JournaledPair(Pair):
     """:class:`Pair` whose payer and executor journal their voucher state (group commit, as in the agent);
     with ``checkpoints``, their chain view too."""
@@ -1003,11 +1013,7 @@ def test_an_automatic_top_up_whose_receipt_was_lost_is_still_finalized(
     its full price paid on both sides."""
 
     async def main() -> None:
-        p = JournaledPair(tmp_path, batch_jobs=2)
-        await p.start()
-        jobs = await short_batch(p)
-        for side in (p.executor, p.payer):
-            await side.poll()  # the short batch is paid: the second job is owed
+        p, jobs = await journaled_pair_owing(tmp_path)
         assert p.executor.vouchers.job(jobs[1])["state"] == "owed"
         p.payer.market.deposit(PRICE)
         p.executor.vouchers._top_up_at.clear()  # (the interval passed)

@@ -15,8 +15,13 @@ import trio
 
 from sandrun_p2p.agent.vouchers import voucher_from_bytes
 
-from .test_voucher_restart import JournaledPair, SelfPair, chain_view  # noqa: F401 (chain_view: both modes)
-from .test_vouchers import PRICE, short_batch
+from .test_voucher_restart import (  # noqa: F401 (chain_view: both modes)
+    JournaledPair,
+    SelfPair,
+    chain_view,
+    journaled_pair_owing,
+)
+from .test_vouchers import PRICE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -202,11 +207,7 @@ def test_an_owed_job_is_given_up_history_s_after_its_batch_was_paid_short(tmp_pa
     goes; the payer keeps the row of its highest voucher, for the numbering), and it is no longer topped up."""
 
     async def main() -> None:
-        p = JournaledPair(tmp_path, batch_jobs=2)
-        await p.start()
-        jobs = await short_batch(p)
-        for side in (p.executor, p.payer):
-            await side.poll()  # the short batch is paid: the second job is owed
+        p, jobs = await journaled_pair_owing(tmp_path)
         assert [r["job_id"] for r in p.executor_journal.voucher_rows("executor")] == [jobs[1]]
         assert [r["job_id"] for r in p.payer_journal.voucher_rows("payer")] == [jobs[1]]
         p.payer.history_s = p.executor.history_s = 0.0

@@ -108,6 +108,49 @@ class _ParseCache(Generic[T]):
 _parse_spec = _ParseCache(JobSpec.from_dict)
 _parse_caps = _ParseCache(Capabilities.from_dict)
 
+#: One shared instance per manifest value (bounded, oldest dropped), and the instance of recently seen manifests
+#: by identity (each entry keeps its manifest alive, so an id cannot be reused while cached).
+_MANIFESTS: dict[Manifest, Manifest] = {}
+_MANIFEST_IDS: dict[int, tuple[Manifest, Manifest]] = {}
+_MANIFESTS_SIZE = 1024
+
+
+#: Recent reveals' checks against their commitments: (commitment, job, node, root, salt) -> opens it (bounded,
+#: oldest dropped). A pure function of the values; in one process (the simulator) every node of a shard checks the
+#: same reveal, so it is hashed once instead of once per node.
+_REVEAL_CHECKS: dict[tuple[bytes, bytes, bytes, bytes, bytes], bool] = {}
+_REVEAL_CHECKS_SIZE = 4096
+
+
+def _reveal_matches(commit: bytes, job_id: bytes, node_id: bytes, root: bytes, salt: bytes) -> bool:
+    """:func:`reveal_matches`, memoised (see ``_REVEAL_CHECKS``)."""
+    key = (commit, job_id, node_id, root, salt)
+    ok = _REVEAL_CHECKS.get(key)
+    if ok is None:
+        ok = reveal_matches(commit, job_id, node_id, root, salt)
+        if len(_REVEAL_CHECKS) >= _REVEAL_CHECKS_SIZE:
+            del _REVEAL_CHECKS[next(iter(_REVEAL_CHECKS))]
+        _REVEAL_CHECKS[key] = ok
+    return ok
+
+
+def _canonical(manifest: Manifest) -> Manifest:
+    """An instance equal to ``manifest``, the same for equal manifests while cached: an eligible pool's key is its
+    identity, which saves hashing and comparing every field of the manifest at each job's first ranking. In one
+    process (the simulator) every node of a shard receives the same parsed spec, so a miss is once per job."""
+    hit = _MANIFEST_IDS.get(id(manifest))
+    if hit is not None and hit[0] is manifest:
+        return hit[1]
+    canon = _MANIFESTS.get(manifest)
+    if canon is None:
+        if len(_MANIFESTS) >= _MANIFESTS_SIZE:
+            del _MANIFESTS[next(iter(_MANIFESTS))]
+        canon = _MANIFESTS[manifest] = manifest
+    if len(_MANIFEST_IDS) >= _MANIFESTS_SIZE:
+        del _MANIFEST_IDS[next(iter(_MANIFEST_IDS))]
+    _MANIFEST_IDS[id(manifest)] = (manifest, canon)
+    return canon
+
 
 @dataclass(frozen=True)
 class CoreConfig:
@@ -253,8 +296,9 @@ class NodeCore:
         self._next_advert: float | None = None
         self._next_sweep: float | None = None
         self._awaiting: dict[bytes, None] = {}  # decided jobs the chain has not closed yet (ordered set)
+        # (id of the canonical manifest, shard) -> (advert version, caps, valid until, nodes, their set, manifest)
         self._pools: dict[
-            tuple[Manifest, int], tuple[int, Capabilities | None, float, list[bytes], frozenset[bytes]]
+            tuple[int, int], tuple[int, Capabilities | None, float, list[bytes], frozenset[bytes], Manifest]
         ] = {}
         self.stats: dict[str, int] = {}
 
@@ -511,7 +555,8 @@ class NodeCore:
         Shared by the jobs with equal manifests in one shard, and valid under the same condition as a
         job's cache: no advert, stake or own capability changed and no eligible advert expired since.
         """
-        key = (manifest, shard)
+        manifest = _canonical(manifest)
+        key = (id(manifest), shard)  # (the entry keeps the manifest alive: its id is not reused meanwhile)
         hit = self._pools.get(key)
         if hit is not None and hit[0] == self._adv_version and hit[1] is self.caps and now <= hit[2]:
             return hit[2], hit[3], hit[4]
@@ -534,7 +579,7 @@ class NodeCore:
         if len(self._pools) >= _POOL_CACHE_SIZE and key not in self._pools:
             del self._pools[next(iter(self._pools))]
         members = frozenset(ok)
-        self._pools[key] = (self._adv_version, self.caps, valid_until, ok, members)
+        self._pools[key] = (self._adv_version, self.caps, valid_until, ok, members, manifest)
         return valid_until, ok, members
 
     def _why_none_eligible(self, job: JobView, now: float) -> str:
@@ -710,8 +755,9 @@ class NodeCore:
         job = JobView(spec, jid, seed, msg.sender, now, shard, funded=funded, epoch=now)
         self.jobs[jid] = job
         out.append(JobEvent(jid, "announced", f"k={spec.redundancy} q={spec.quorum}", msg.sender))
-        for held in self.orphans.pop(jid, []):
-            self._on_message(held, now, out)
+        if self.orphans:
+            for held in self.orphans.pop(jid, ()):
+                self._on_message(held, now, out)
         self._step(job, now, out)
 
     def _on_submit(self, ev: SubmitJob, now: float, out: list[Action]) -> None:
@@ -800,7 +846,7 @@ class NodeCore:
                 job.held_reveals = {}
             job.held_reveals[msg.sender] = msg
             return
-        if commit is None or not reveal_matches(commit[0], job.job_id, msg.sender, b["root"], b["salt"]):
+        if commit is None or not _reveal_matches(commit[0], job.job_id, msg.sender, b["root"], b["salt"]):
             self._count("reveal_rejected")
             out.append(
                 JobEvent(job.job_id, "reveal-rejected", "reveal does not open a known commitment", msg.sender)
@@ -1010,7 +1056,7 @@ class NodeCore:
         if job.phase == OPEN and not job.claims and not self.eligible_nodes(job, now):
             self._no_eligible(job, now, out)  # fails the job once the grace passes (refund below)
         elif job.phase == OPEN:
-            valid = self._lapse_claims(job, now, out)
+            valid = self._lapse_claims(job, now, out) if job.claims else []  # (none: nothing to lapse)
             if len(valid) >= k:
                 job.enough = True
             elif job.enough:
@@ -1165,7 +1211,8 @@ class NodeCore:
                     return
             elif len(valid) >= k:
                 return
-            candidates = _candidates_left(job, ranked)
+            # (no claim and no pass yet, the common case: the ranking itself, shared and not mutated below)
+            candidates = _candidates_left(job, ranked) if job.claims or job.passed else ranked
             if now < self._started + self.cfg.advert_interval and self.cfg.require_stake:
                 candidates = self._warming_candidates(job, candidates)
             pos = candidates.index(self.node_id)
@@ -1236,7 +1283,8 @@ class NodeCore:
             return
         winners = job.winners
         k = job.spec.redundancy
-        committed = [w for w in winners if w in job.commits]
+        commits = job.commits
+        committed = [w for w in winners if w in commits] if winners else []
         if len(winners) == k and len(committed) == k:
             self._begin_reveal(job, now)
             return
@@ -1244,7 +1292,11 @@ class NodeCore:
         if hard is not None and now >= hard and job.commits:
             self._begin_reveal(job, now)
             return
-        if len(winners) < k and any(n not in job.claims for n in self.eligible_nodes(job, now)):
+        if len(winners) < k and (
+            any(n not in claims for n in self.eligible_nodes(job, now))
+            if (claims := job.claims)
+            else self.eligible_nodes(job, now)  # (no claim yet: any eligible node is still to come)
+        ):
             if hard is not None and hard > now:
                 self._wake(job.job_id, hard)
             return  # a fallback claimant is still to come: revealing now would let it copy

@@ -142,8 +142,13 @@ class SharedDraws:
             for a in self.arrivals:
                 by_shard.setdefault(a.shard, []).append(a)
         mine = sorted((a for s in shards for a in by_shard.get(s, ())), key=lambda a: a.i)
-        last = self.arrivals[-1].t if self.arrivals else self.last_at
-        return SharedDraws(mine, self.partitions, last)
+        return SharedDraws(mine, self.partitions, self.last())
+
+    def last(self) -> float | None:
+        """When the run's last job arrived (None: no job)."""
+        if self.last_at is not None:
+            return self.last_at
+        return self.arrivals[-1].t if self.arrivals else None
 
 
 def correct_root(comp: int) -> bytes:
@@ -679,9 +684,7 @@ class Simulator:
         for a in draws.arrivals:
             if own is None or a.shard in own:
                 self.call_at(a.t, self._replayed, a)
-        last = (
-            draws.last_at if draws.last_at is not None else draws.arrivals[-1].t if draws.arrivals else None
-        )
+        last = draws.last()
         self.call_at(self.sc.jobs.start if last is None else last, self._all_arrived)
 
     def _arrive(self, t: float) -> None:

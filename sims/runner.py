@@ -148,7 +148,12 @@ Piece = tuple[frozenset[int], list[int]]  # a group of shards and the nodes serv
 
 def _deal(sim: Simulator, groups: list[frozenset[int]], workers: int) -> list[list[Piece]]:
     """The groups with their nodes, dealt over at most ``workers`` processes, balanced by node count."""
-    pieces = [(g, [n.idx for n in sim.nodes if n.shards is not None and n.shards <= g]) for g in groups]
+    group_of = {shard: i for i, g in enumerate(groups) for shard in g}
+    members: list[list[int]] = [[] for _ in groups]
+    for n in sim.nodes:  # (one pass: a node's shards all lie in one group, shard_groups)
+        if n.shards:
+            members[group_of[min(n.shards)]].append(n.idx)
+    pieces = list(zip(groups, members, strict=True))
     per: list[list[Piece]] = [[] for _ in range(min(workers, len(pieces)))]
     load = [0] * len(per)
     for g, members in sorted(pieces, key=lambda p: (-len(p[1]), min(p[0]))):
@@ -192,8 +197,7 @@ def _run_split(sim: Simulator, per_process: list[list[Piece]]) -> float:
         pipes.append(here)
         procs.append(p)
     try:
-        ends = [c.recv() for c in pipes]
-        end = None if any(e is None for e in ends) else max(ends)
+        end = _latest([c.recv() for c in pipes])
         for c in pipes:
             c.send(end)
         summaries = [c.recv() for c in pipes]
@@ -220,7 +224,10 @@ def _simulate(sim: Simulator, pieces: list[Piece], draws: SharedDraws) -> list[S
 
 def _end(parts: list[Simulator]) -> float | None:
     """The latest end of these pieces (None: one has not ended by the horizon)."""
-    ends = [p.end_at for p in parts]
+    return _latest([p.end_at for p in parts])
+
+
+def _latest(ends: list[float | None]) -> float | None:
     return None if any(e is None for e in ends) else max(ends)  # type: ignore[type-var]
 
 

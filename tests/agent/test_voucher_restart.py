@@ -837,6 +837,11 @@ def test_a_journal_written_before_given_up_rows_opens_with_them(tmp_path: Path) 
     assert [r["given_up"] for r in j.voucher_rows("executor")] == [None]
     j.voucher_put(h("j"), "executor", given_up=12.5)
     assert [r["given_up"] for r in j.voucher_rows("executor")] == [12.5]
+    # (and with the later additions: what an owed job was paid, kept trees, unfinished audits of paid batches)
+    assert [r["paid"] for r in j.voucher_rows("executor")] == [None]
+    j.voucher_put(h("j"), "executor", paid=7)
+    assert [r["paid"] for r in j.voucher_rows("executor")] == [7]
+    assert j.voucher_trees() == [] and j.voucher_audits() == []
     j.close()
 
 

@@ -85,14 +85,18 @@ def test_calls_from_one_thread_share_one_connection_and_each_thread_gets_its_own
 
 def test_the_connection_of_a_thread_that_ended_is_closed_not_leaked(node: FakeNode) -> None:
     chain = Chain.connect(node.url)
+    gc.collect()  # earlier tests' garbage is collected (and warns, if it must) before we listen
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         t = threading.Thread(target=chain.block_number)  # (trio's worker threads end when idle)
         t.start()
         t.join(10)
+        assert node.connections == 2  # connect() opened one in this thread, the thread its own
         del t
         gc.collect()
-    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    port = str(node.server.server_address[1])  # only a socket to this node counts: it names the node's port
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not [m for m in leaked if port in m], leaked
 
 
 def test_a_connection_the_node_closed_is_reopened_without_an_error(node: FakeNode) -> None:

@@ -39,7 +39,7 @@ from sandrun_p2p.protocol.pricing import WEI_PER_ETH
 
 from .adaptive import AdaptiveClient
 from .chain import ChainModel
-from .network import MESSAGE_BYTES, GossipModel
+from .network import CARRIED_COMMITMENT_BYTES, MESSAGE_BYTES, GossipModel
 from .scenario import Adversary, JobKind, Scenario
 
 HONEST = "honest"
@@ -440,9 +440,14 @@ class Simulator:
         body = a.body
         if node.kind in ("copy", "noreveal") and kind == m.REVEAL:
             node.cheated += node.kind == "noreveal"
-            body = self._adversarial_reveal(node, body)
-            if body is None:
-                return
+            withheld = self._adversarial_reveal(node, body)
+            if withheld is None:  # it commits (when the reveal carried the commitment) and withholds the rest
+                part = m.commit_part(body)
+                if part is None:
+                    return
+                kind, body = part
+            else:
+                body = withheld
         node.seq += 1
         node.tx += 1
         self.kind_counts[kind] = self.kind_counts.get(kind, 0) + 1
@@ -467,7 +472,10 @@ class Simulator:
                 rec.claims.append(t)
         delays, hops = table.delays, table.hops
         n_tab = len(delays)
-        ser = self.gossip.serialisation(MESSAGE_BYTES.get(kind, 300))
+        size = MESSAGE_BYTES.get(kind, 300)
+        if kind == m.REVEAL and "commitment" in body:
+            size += CARRIED_COMMITMENT_BYTES
+        ser = self.gossip.serialisation(size)
         rnd = node.rng.random
         nodes = self.nodes
         part = node.part if self.partitioned else -1

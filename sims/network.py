@@ -151,3 +151,5 @@ MESSAGE_BYTES = {
     "evidence": 900,
     "grant": 400,
 }
+#: What a reveal that carries its own commitment adds to it (the field, encoded).
+CARRIED_COMMITMENT_BYTES = 45

@@ -134,10 +134,12 @@ class Loop:
 
     def apply(self, node: SimNode, actions) -> None:
         for a in actions:
-            if node.silent and (
-                (isinstance(a, Publish) and a.kind == m.REVEAL)
-                or (isinstance(a, SubmitTx) and a.kind in ("reveal", "settle"))
-            ):
+            if node.silent and isinstance(a, Publish) and a.kind == m.REVEAL:
+                part = m.commit_part(a.body)  # it commits, only the opening is withheld
+                if part is None:
+                    continue
+                a = Publish(*part, a.shard)
+            if node.silent and isinstance(a, SubmitTx) and a.kind in ("reveal", "settle"):
                 continue
             if isinstance(a, Publish):
                 node.seq += 1

@@ -177,8 +177,18 @@ SCHEMAS: dict[str, Validator] = {
     RELEASE: _map({"job": H32, "reason": _str(200)}),
     COMMIT: _map({"job": H32, "commitment": H32}),
     REVEAL: _map(
-        {"job": H32, "root": H32, "salt": H32, "trace_cid": CID, "result_cid": CID, "attest": _bytes(65)},
-        optional=frozenset({"attest"}),  # the executor's chain attestation of root (equivocation evidence)
+        {
+            "job": H32,
+            "root": H32,
+            "salt": H32,
+            "trace_cid": CID,
+            "result_cid": CID,
+            "attest": _bytes(65),
+            "commitment": H32,
+        },
+        # attest: the executor's chain attestation of root (equivocation evidence); commitment: a reveal that
+        # carries its own commitment, sent when the commitment completes the k and so opens at once (node.py)
+        optional=frozenset({"attest", "commitment"}),
     ),
     CHECKPOINT: _map({"job": H32, "index": U32, "cid": CID, "link": H32}),
     EVIDENCE: _map(
@@ -220,6 +230,18 @@ class Message:
     @property
     def job(self) -> bytes | None:
         return self.body.get("job")
+
+    @property
+    def commitment(self) -> bytes | None:
+        """The commitment this message makes: a commit's, or a reveal's that carries its own (else None)."""
+        return self.body.get("commitment") if self.kind in (COMMIT, REVEAL) else None
+
+
+def commit_part(reveal: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """What a node that commits but withholds its opening sends instead of ``reveal`` (a reveal body): the
+    commit the reveal carries, or None when it carries none (the commit went on its own)."""
+    c = reveal.get("commitment")
+    return (COMMIT, {"job": reveal["job"], "commitment": c}) if c is not None else None
 
 
 def signing_bytes(kind: str, sender: bytes, seq: int, ts_ms: int, body: dict[str, Any]) -> bytes:

@@ -16,7 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import claiming
 from . import messages as m
@@ -834,6 +834,8 @@ class NodeCore:
 
     def _on_reveal(self, job: JobView, msg: m.Message, now: float, out: list[Action]) -> None:
         b = msg.body
+        if "commitment" in b:  # a reveal with its own commitment: the commit first, judged as one
+            self._on_commit(job, msg, now, out)
         prev = job.reveals.get(msg.sender)
         if prev is not None:
             if prev[0] != b["root"]:
@@ -1333,11 +1335,23 @@ class NodeCore:
             "result_cid": r.result_cid,
         }
         job.reveal_msgs[self.node_id] = body
-        out.append(Publish(m.REVEAL, body, job.shard))
+        out.append(self._reveal_publish(job, body, out))
         out.append(
             SubmitTx("reveal", job.job_id, {"root": r.trace_root, "salt": r.salt, "usage_wei": r.usage_wei})
         )
         out.append(JobEvent(job.job_id, "revealed", r.trace_root.hex(), self.node_id))
+
+    @staticmethod
+    def _reveal_publish(job: JobView, body: dict[str, Any], out: list[Action]) -> Publish:
+        """The reveal's message. When this node's commitment is still unsent (in ``out``: it completed the k, so
+        it opens at once), the reveal carries it and replaces the commit: one message instead of two, the same
+        content (watchers take the commitment, then the opening; a k = 1 job always goes this way)."""
+        for i, a in enumerate(out):
+            if type(a) is Publish and a.kind == m.COMMIT and a.body["job"] == job.job_id:
+                del out[i]
+                body["commitment"] = a.body["commitment"]
+                break
+        return Publish(m.REVEAL, body, job.shard)
 
     def _adopt_root(self, job: JobView) -> None:
         """Settled on chain before this node saw a quorum of reveals: take the accepted root once the reveals it

@@ -93,9 +93,11 @@ async def test_restart_recommits_stored_result_without_executing(tmp_path: Path)
     assert agent.replay_journal() == 1
     msgs = published(agent)
     kinds = [x.kind for x in msgs]
-    assert m.CLAIM in kinds and m.COMMIT in kinds
-    commit = next(x for x in msgs if x.kind == m.COMMIT)
-    assert commit.body["commitment"] == commitment(jid, key.node_id, root, salt)
+    # k = 1: the commitment completes the k, so it travels inside the reveal (one message)
+    assert m.CLAIM in kinds and m.REVEAL in kinds and m.COMMIT not in kinds
+    commit = next(x for x in msgs if x.commitment is not None)
+    assert commit.commitment == commitment(jid, key.node_id, root, salt)
+    assert commit.body["root"] == root and commit.body["salt"] == salt
     assert NoExecutor.calls == 0
     with pytest.raises(trio.WouldBlock):
         agent._exec_recv.receive_nowait()  # nothing was sent to the executor

@@ -29,6 +29,7 @@ from sandrun_p2p.protocol.events import SubmitTx
 from .test_journal_resume import CAPS, NoExecutor, NoStore
 from .test_vouchers import (
     EXEC_NODE,
+    LONG_AGO,
     PAYER_NODE,
     PRICE,
     Pair,
@@ -189,7 +190,7 @@ class JournaledPair(Pair):
         """Poll the executor until its waiting batch has failed MAX_BATCH_TRIES times (each try due at once)."""
         for _ in range(MAX_BATCH_TRIES):
             for waiting in self.executor.vouchers.queue.pending.values():
-                waiting.since = 0.0
+                waiting.since = LONG_AGO
             await self.executor.poll()
         assert len(self.errors) == MAX_BATCH_TRIES and not self.executor.vouchers.queue.pending
 
@@ -510,7 +511,7 @@ def test_a_late_batch_whose_event_was_read_first_still_gets_its_results(tmp_path
         queue.pending[payer].since = float("inf")  # not due at the next poll
         old_market.settle_batch(voucher, tree)  # mined now
         await p.executor.poll()  # reads its BatchSettled
-        queue.pending[payer].since = 0.0
+        queue.pending[payer].since = LONG_AGO
         await p.executor.poll()  # resends: reverts, and the chain says why
         assert p.errors == [] and p.payer.market._call("batchCount") == 1
         assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
@@ -638,7 +639,7 @@ def test_a_mined_try_first_taken_for_failed_is_found_at_the_next_try(tmp_path: P
         await p.executor.poll()
         assert len(p.errors) == 1 and not p.executor.vouchers.steady()
         restore()
-        p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0  # (the next try is due)
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = LONG_AGO  # (the next try is due)
         await p.executor.poll()  # the next try reverts (spent seqs): the channel says they were settled
         assert p.payer.market._call("batchCount") == 1 and len(p.errors) == 1
         assert {p.executor.vouchers.state[j]["batch"] for j in jobs} == {1}
@@ -691,7 +692,7 @@ def test_a_node_paying_itself_maps_each_batch_onto_its_own_vouchers(tmp_path: Pa
         restore = receipts_lost(p.payer.market, channel_down=True)
         await p.payer.poll()  # batch 2 mined, taken for a failed try; its BatchSettled is read first
         restore()
-        p.payer.vouchers.queue.pending[me].since = 0.0  # (the next try is due)
+        p.payer.vouchers.queue.pending[me].since = LONG_AGO  # (the next try is due)
         await p.payer.poll()  # reverts (spent seqs): the channel says batch 2 holds them
         state = p.payer.vouchers.state
         assert [(state[j]["state"], state[j]["batch"]) for j in first] == [("settled", 1)] * 2
@@ -856,10 +857,10 @@ async def two_tries_mined_with_overlap(p: JournaledPair) -> list[bytes]:
     restore()
     jobs.append((await p.job(2))[0])
     restore = receipts_lost(p.executor.market, channel_down=True)
-    p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+    p.executor.vouchers.queue.pending[p.payer.market.account].since = LONG_AGO
     await p.executor.poll()  # batch 2: leaves 1-3, count 1
     restore()
-    p.executor.vouchers.queue.pending[p.payer.market.account].since = 0.0
+    p.executor.vouchers.queue.pending[p.payer.market.account].since = LONG_AGO
     await p.executor.poll()  # reverts (spent seqs): the channel says all three were settled
     return jobs
 
@@ -925,7 +926,7 @@ async def short_batch_topped_up(
         await p.executor.poll()  # mined short, taken for a failed try
         restore()
         assert len(p.errors) == 1
-        p.executor.vouchers.queue.pending[payer].since = 0.0  # (the next try is due)
+        p.executor.vouchers.queue.pending[payer].since = LONG_AGO  # (the next try is due)
     else:
         in_flight = batch_of(p.executor.vouchers.queue.pending[payer])[:2]
         p.executor_journal.commit()

@@ -36,6 +36,9 @@ pytestmark = pytest.mark.timeout(120)
 PRICE = 10**15
 PAYER_NODE = NodeKey.from_seed(b"\x01" * 32).node_id
 EXEC_NODE = NodeKey.from_seed(b"\x02" * 32).node_id
+#: A waiting batch's start that makes it due at once. Not 0.0: the queue's clock is time.monotonic(), which
+#: counts from boot, so on a machine up for less than the batch age (3600 s in these pairs) 0.0 is not due.
+LONG_AGO = -1e9
 
 
 def h(label: str) -> bytes:
@@ -218,7 +221,7 @@ def test_a_reverted_settle_batch_is_reported_and_retried_not_dropped() -> None:
         assert len(p.errors) == 1 and "NothingToPay" in p.errors[0] and "1/3" in p.errors[0]
         assert p.executor.vouchers.state[jid]["state"] == "batching"  # put back for a retry
         p.payer.market.deposit(2 * PRICE)  # the payer tops up: the retry goes through
-        p.executor.vouchers.queue.pending[p.payer.market.account].since = -1e9  # due now
+        p.executor.vouchers.queue.pending[p.payer.market.account].since = LONG_AGO
         await p.executor.poll()
         assert len(p.errors) == 1
         assert p.executor.vouchers.state[jid]["state"] == "batched"
@@ -236,7 +239,7 @@ def test_a_batch_that_never_settles_leaves_its_jobs_unconfirmed_with_the_reason(
         jid = await job_held_while_the_deposit_empties(p)
         for _ in range(3):
             for pend in p.executor.vouchers.queue.pending.values():
-                pend.since = -1e9
+                pend.since = LONG_AGO
             await p.executor.poll()
         assert len(p.errors) == 3
         info = await p.executor.job(jid)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .claiming import Capabilities
 from .jobspec import JobSpec
@@ -131,9 +131,11 @@ class RequestGrant:
     nodes: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    """A change in a job's state as this node sees it (for the journal, logs and clients)."""
+class JobEvent(NamedTuple):
+    """A change in a job's state as this node sees it (for the journal, logs and clients).
+
+    A named tuple rather than a frozen dataclass: every node of a shard emits ~6 per job, and a frozen
+    dataclass takes 2.2x as long to build (0.52 vs 0.24 us; 3% of a simulator run's CPU)."""
 
     job_id: bytes
     state: str

@@ -59,6 +59,9 @@ def decide(reveals: dict[bytes, bytes], redundancy: int, quorum: int, final: boo
         raise ProtocolError("bad-quorum", f"quorum {quorum} is not a strict majority of {redundancy}")
     if not reveals and not final and redundancy >= quorum:
         return _PENDING  # the common case while waiting for the first reveal (what the general path returns)
+    if quorum == 1 and len(reveals) == 1:  # k = 1 (q a strict majority): its one reveal is the result
+        ((node, root),) = reveals.items()
+        return Decision(Outcome.ACCEPTED, root, (node,), ())
     counts: dict[bytes, int] = {}
     for r in reveals.values():
         counts[r] = counts.get(r, 0) + 1

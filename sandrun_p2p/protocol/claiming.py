@@ -7,6 +7,7 @@ on anyone's view, so when views differ the claimants can still be ordered the sa
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -113,13 +114,15 @@ def hrw_score(job_id: bytes, seed: bytes, node_id: bytes) -> bytes:
 
 #: Scores of recently ranked jobs (insertion-ordered, oldest dropped first). Every node of a shard ranks
 #: the same job; in one process (the simulator) this turns n hashes per node into n per job.
-_SCORE_CACHE: dict[tuple[bytes, bytes], dict[bytes, bytes]] = {}
+#: (OrderedDicts: dropping a plain dict's oldest entry, ``del d[next(iter(d))]``, scans the slots its earlier
+#: deletions left at the front, ~2 us at 4,096 entries against 0.17 us for ``popitem(last=False)``.)
+_SCORE_CACHE: OrderedDict[tuple[bytes, bytes], dict[bytes, bytes]] = OrderedDict()
 _SCORE_CACHE_JOBS = 4096
 
 
 #: Rankings of recently ranked node sets (every node of a shard that knows the same eligible nodes ranks
 #: the same set, in its own order; the ranking does not depend on it). Shared: callers must not mutate it.
-_RANK_CACHE: dict[tuple[bytes, bytes, frozenset[bytes]], list[bytes]] = {}
+_RANK_CACHE: OrderedDict[tuple[bytes, bytes, frozenset[bytes]], list[bytes]] = OrderedDict()
 
 
 def rank(
@@ -140,7 +143,7 @@ def rank(
     ranked = _RANK_CACHE.get(memo)
     if ranked is None:
         if len(_RANK_CACHE) >= _SCORE_CACHE_JOBS:
-            del _RANK_CACHE[next(iter(_RANK_CACHE))]
+            _RANK_CACHE.popitem(last=False)
         ranked = _RANK_CACHE[memo] = _rank(job_id, seed, nodes)
     return ranked
 
@@ -150,7 +153,7 @@ def _rank(job_id: bytes, seed: bytes, nodes: list[bytes]) -> list[bytes]:
     scores = _SCORE_CACHE.get(key)
     if scores is None:
         if len(_SCORE_CACHE) >= _SCORE_CACHE_JOBS:
-            del _SCORE_CACHE[next(iter(_SCORE_CACHE))]
+            _SCORE_CACHE.popitem(last=False)
         scores = _SCORE_CACHE[key] = {}
     for n in nodes:
         if n not in scores:

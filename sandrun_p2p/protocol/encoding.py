@@ -15,9 +15,25 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DEPTH = 8
 
 
+class Encoded:
+    """A value already in deterministic CBOR (``canonical(value)``), embedded as is by :func:`canonical`: a part
+    shared by many documents (a job kind's manifest) is encoded once, not once per document."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+
+def _embed(encoder: cbor2.CBOREncoder, value: Any) -> None:
+    if type(value) is not Encoded:
+        raise cbor2.CBOREncodeTypeError(f"cannot serialize type {type(value).__name__}")
+    encoder.write(value.raw)
+
+
 def canonical(obj: Any) -> bytes:
     """Encode ``obj`` as deterministic CBOR: same value, same bytes, on every node."""
-    return cbor2.dumps(obj, canonical=True)
+    return cbor2.dumps(obj, canonical=True, default=_embed)
 
 
 def sha256(*parts: bytes) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -92,17 +92,31 @@ class _ParseCache(Generic[T]):
     def __init__(self, parse: Callable[[dict], T], size: int = 1024) -> None:
         self.parse = parse
         self.size = size
-        self.entries: dict[int, tuple[dict, T]] = {}
+        self.entries: OrderedDict[int, tuple[dict, T]] = OrderedDict()  # (see claiming._SCORE_CACHE)
 
     def __call__(self, d: dict) -> T:
         hit = self.entries.get(id(d))
         if hit is not None and hit[0] is d:
             return hit[1]
         value = self.parse(d)  # may raise: nothing is cached then
-        if len(self.entries) >= self.size:
-            del self.entries[next(iter(self.entries))]
-        self.entries[id(d)] = (d, value)
+        self._put(d, value)
         return value
+
+    def prime(self, d: dict, value: T) -> None:
+        """Cache ``value`` as the parse of ``d`` if it is one (``parse(d) == value``): a node that built ``d``
+        from ``value`` lets later parses of that very dict (in one process, its peers') reuse ``value`` and what
+        it computed since (a spec's job id), instead of an equal copy that computes it again."""
+        try:
+            same = self.parse(d) == value
+        except ProtocolError:
+            return  # (parsing it will fail wherever it arrives, as it should)
+        if same:
+            self._put(d, value)
+
+    def _put(self, d: dict, value: T) -> None:
+        if len(self.entries) >= self.size:
+            self.entries.popitem(last=False)
+        self.entries[id(d)] = (d, value)
 
 
 _parse_spec = _ParseCache(JobSpec.from_dict)
@@ -110,15 +124,15 @@ _parse_caps = _ParseCache(Capabilities.from_dict)
 
 #: One shared instance per manifest value (bounded, oldest dropped), and the instance of recently seen manifests
 #: by identity (each entry keeps its manifest alive, so an id cannot be reused while cached).
-_MANIFESTS: dict[Manifest, Manifest] = {}
-_MANIFEST_IDS: dict[int, tuple[Manifest, Manifest]] = {}
+_MANIFESTS: OrderedDict[Manifest, Manifest] = OrderedDict()
+_MANIFEST_IDS: OrderedDict[int, tuple[Manifest, Manifest]] = OrderedDict()
 _MANIFESTS_SIZE = 1024
 
 
 #: Recent reveals' checks against their commitments: (commitment, job, node, root, salt) -> opens it (bounded,
 #: oldest dropped). A pure function of the values; in one process (the simulator) every node of a shard checks the
 #: same reveal, so it is hashed once instead of once per node.
-_REVEAL_CHECKS: dict[tuple[bytes, bytes, bytes, bytes, bytes], bool] = {}
+_REVEAL_CHECKS: OrderedDict[tuple[bytes, bytes, bytes, bytes, bytes], bool] = OrderedDict()
 _REVEAL_CHECKS_SIZE = 4096
 
 
@@ -129,7 +143,7 @@ def _reveal_matches(commit: bytes, job_id: bytes, node_id: bytes, root: bytes, s
     if ok is None:
         ok = reveal_matches(commit, job_id, node_id, root, salt)
         if len(_REVEAL_CHECKS) >= _REVEAL_CHECKS_SIZE:
-            del _REVEAL_CHECKS[next(iter(_REVEAL_CHECKS))]
+            _REVEAL_CHECKS.popitem(last=False)
         _REVEAL_CHECKS[key] = ok
     return ok
 
@@ -144,10 +158,10 @@ def _canonical(manifest: Manifest) -> Manifest:
     canon = _MANIFESTS.get(manifest)
     if canon is None:
         if len(_MANIFESTS) >= _MANIFESTS_SIZE:
-            del _MANIFESTS[next(iter(_MANIFESTS))]
+            _MANIFESTS.popitem(last=False)
         canon = _MANIFESTS[manifest] = manifest
     if len(_MANIFEST_IDS) >= _MANIFESTS_SIZE:
-        del _MANIFEST_IDS[next(iter(_MANIFEST_IDS))]
+        _MANIFEST_IDS.popitem(last=False)
     _MANIFEST_IDS[id(manifest)] = (manifest, canon)
     return canon
 
@@ -763,7 +777,11 @@ class NodeCore:
     def _on_submit(self, ev: SubmitJob, now: float, out: list[Action]) -> None:
         jid = ev.spec.job_id
         shard = claiming.shard_of(jid, self.cfg.shard_bits)
-        body = {"spec": ev.spec.to_dict(), "seed": ev.seed, "origin_ts": int(now * 1000)}
+        d = ev.spec.to_dict()
+        _parse_spec.prime(
+            d, ev.spec
+        )  # (in one process, the shard's nodes parse this dict: ~20 us saved each job)
+        body = {"spec": d, "seed": ev.seed, "origin_ts": int(now * 1000)}
         if ev.code:
             body["code"] = ev.code
         out.append(Publish(m.JOB, body, shard))

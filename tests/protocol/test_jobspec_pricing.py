@@ -3,6 +3,7 @@
 from fractions import Fraction
 
 import pytest
+from nacl.signing import SigningKey
 
 from sandrun_p2p.protocol.errors import SpecError
 from sandrun_p2p.protocol.jobspec import JobSpec, Manifest
@@ -124,3 +125,41 @@ def test_usage_charge_prices_the_time_used_capped_by_the_share_and_nothing_for_l
     assert usage_charge(m, 2, pay, "exited", 1000.0) == pay // 2  # never more than the share
     assert usage_charge(m, 2, pay, "oom", 3.0) == 0
     assert usage_charge(m, 2, pay, "timeout", 100.0) == 0
+
+
+RESULT_KEY = bytes(SigningKey(b"\x05" * 32).verify_key)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"redundancy": 3, "nonce": b"\x00\x01"},
+        {"manifest": {"entrypoint": "a.py", "env": {"A": "1"}, "outputs": ["*.txt"], "args": ["-v"]}},
+        {"manifest": {"entrypoint": "a.py", "gpu": {"required": True, "min_vram_gb": 16, "count": 2}}},
+        {
+            "manifest": {
+                "entrypoint": "a.py",
+                "timeout": 7,
+                "compare": {"digits": 3, "round_files": ["o.csv"]},
+            }
+        },
+        {"executors": [b"\x01" * 32, b"\x02" * 32], "result_key": RESULT_KEY},
+        {"pay": "voucher", "payment_wei": 10**15},
+    ],
+)
+def test_job_id_is_the_tagged_hash_of_the_whole_canonical_spec(over):
+    """The id embeds the manifest's encoding made once per manifest: the same bytes as encoding it in place."""
+    from sandrun_p2p.protocol.encoding import canonical, tagged_hash
+
+    s = spec(**over)
+    whole = s.to_dict()
+    assert s.job_id == tagged_hash("job", whole)
+    assert s.manifest.encoded.raw == canonical(whole["manifest"])
+
+
+def test_canonical_still_refuses_what_cbor_cannot_carry():
+    from sandrun_p2p.protocol.encoding import canonical
+
+    with pytest.raises(Exception, match="cannot serialize type object"):
+        canonical({"x": object()})

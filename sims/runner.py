@@ -20,7 +20,7 @@ import gc
 import multiprocessing
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -76,10 +76,11 @@ def run_scenario(
         cut = -(-nodes // group_nodes) if group_nodes > 0 else 1
         groups = shard_groups(sim, max(workers, cut))
         if len(groups) > 1:
-            per_process = _deal(sim, groups, workers)
-            run = {"processes": len(per_process), "groups": len(groups)}
+            pieces = _pieces(sim, groups)
+            processes = min(workers, len(pieces))
+            run = {"processes": processes, "groups": len(groups)}
             with no_gc_passes():  # (receiving the processes' summaries: ~3x faster without the collector)
-                run["children_rss_mb"] = _run_split(sim, per_process)
+                run["children_rss_mb"] = _run_split(sim, pieces, processes)
     if not run:
         with no_gc_passes():
             sim.run()
@@ -147,21 +148,14 @@ def shard_groups(sim: Simulator, workers: int) -> list[frozenset[int]]:
 Piece = tuple[frozenset[int], list[int]]  # a group of shards and the nodes serving them
 
 
-def _deal(sim: Simulator, groups: list[frozenset[int]], workers: int) -> list[list[Piece]]:
-    """The groups with their nodes, dealt over at most ``workers`` processes, balanced by node count."""
+def _pieces(sim: Simulator, groups: list[frozenset[int]]) -> list[Piece]:
+    """The groups with their nodes, the largest first (so that the last ones taken are small)."""
     group_of = {shard: i for i, g in enumerate(groups) for shard in g}
     members: list[list[int]] = [[] for _ in groups]
     for n in sim.nodes:  # (one pass: a node's shards all lie in one group, shard_groups)
         if n.shards:
             members[group_of[min(n.shards)]].append(n.idx)
-    pieces = list(zip(groups, members, strict=True))
-    per: list[list[Piece]] = [[] for _ in range(min(workers, len(pieces)))]
-    load = [0] * len(per)
-    for g, members in sorted(pieces, key=lambda p: (-len(p[1]), min(p[0]))):
-        i = load.index(min(load))
-        per[i].append((g, members))
-        load[i] += len(members)
-    return per
+    return sorted(zip(groups, members, strict=True), key=lambda p: (-len(p[1]), min(p[0])))
 
 
 def shared_draws(sc: Scenario) -> SharedDraws:
@@ -174,31 +168,35 @@ def shared_draws(sc: Scenario) -> SharedDraws:
     return pre.recording
 
 
-def _run_split(sim: Simulator, per_process: list[list[Piece]]) -> float:
-    """Simulate the pieces (in this process when there is one list, else in forked ones), merge into ``sim``.
+def _run_split(sim: Simulator, pieces: list[Piece], processes: int) -> float:
+    """Simulate the pieces (in this process, or in ``processes`` forked ones, each taking the next piece not yet
+    taken until none is left), merge into ``sim``. Which process simulates which piece does not change the
+    results (each piece is simulated as the whole run would); taking them as the processes free up keeps both
+    busy to the end (a fixed deal by node count left one idle for up to 3 s of ~60 at 10k x 100k).
 
     Returns the sum of the forked processes' peak RSS in MB (an upper bound: pages shared after the fork
     count twice), 0 when none was forked.
     """
     draws = shared_draws(sim.sc)
-    if len(per_process) == 1:
+    if processes <= 1:
         with no_gc_passes():
-            parts = _simulate(sim, per_process[0], draws)
+            parts = _simulate(sim, iter(pieces), draws)
             end = _end(parts)
             _finish(parts, end)
         _merge(sim, [_summary(parts)], end)
         return 0.0
     ctx = multiprocessing.get_context("fork")
+    taken = ctx.Value("i", 0)
     pipes, procs = [], []
-    for pieces in per_process:
+    for _ in range(processes):
         here, there = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(sim, pieces, draws, there), daemon=True)
+        p = ctx.Process(target=_worker, args=(sim, _Takes(pieces, taken), draws, there), daemon=True)
         p.start()
         there.close()  # the worker's end: a worker that dies then reads as EOF here instead of a hang
         pipes.append(here)
         procs.append(p)
     try:
-        end = _latest([c.recv() for c in pipes])
+        end = _latest([e for c in pipes if (e := c.recv()) != _NO_PIECE])
         for c in pipes:
             c.send(end)
         summaries = [c.recv() for c in pipes]
@@ -213,7 +211,27 @@ def _run_split(sim: Simulator, per_process: list[list[Piece]]) -> float:
     return sum(s["peak_rss_mb"] for s in summaries)
 
 
-def _simulate(sim: Simulator, pieces: list[Piece], draws: SharedDraws) -> list[Simulator]:
+class _Takes:
+    """The pieces, each taken by one process: the next index comes from a counter the processes share."""
+
+    def __init__(self, pieces: list[Piece], taken: Any) -> None:
+        self.pieces, self.taken = pieces, taken
+
+    def __iter__(self) -> Iterator[Piece]:
+        while True:
+            with self.taken.get_lock():
+                i = self.taken.value
+                self.taken.value = i + 1
+            if i >= len(self.pieces):
+                return
+            yield self.pieces[i]
+
+
+#: What a process that took no piece (the others took them all first) reports as its end.
+_NO_PIECE = "no piece"
+
+
+def _simulate(sim: Simulator, pieces: Iterable[Piece], draws: SharedDraws) -> list[Simulator]:
     """Each piece simulated up to its own end, one after another."""
     parts = []
     for shards, members in pieces:
@@ -240,12 +258,12 @@ def _finish(parts: list[Simulator], end: float | None) -> None:
             p.resume()
 
 
-def _worker(sim: Simulator, pieces: list[Piece], draws: SharedDraws, conn: Connection) -> None:
+def _worker(sim: Simulator, pieces: Iterable[Piece], draws: SharedDraws, conn: Connection) -> None:
     # The collector stays paused to the end (the process exits then): once re-enabled, its first passes scan
     # the millions of objects the run created, ~5 s at 10k x 100k before the summary was sent.
     with no_gc_passes():
         parts = _simulate(sim, pieces, draws)
-        conn.send(_end(parts))
+        conn.send(_end(parts) if parts else _NO_PIECE)
         _finish(parts, conn.recv())
         conn.send({**_summary(parts), "peak_rss_mb": peak_rss_mb()})
     conn.close()
@@ -264,9 +282,10 @@ def _summary(parts: list[Simulator]) -> dict[str, Any]:
         "gas_total": sum(p.chain.gas_total for p in parts),
         "lost": sum(p.lost for p in parts),
         "cancelled_us": sum(p.cancelled_us for p in parts),
-        "now": max(p.now for p in parts),
-        "shared_events": parts[0].shared_events,
-        "events": sum(p.events for p in parts) - (len(parts) - 1) * parts[0].shared_events,
+        "now": max((p.now for p in parts), default=0.0),
+        "pieces": len(parts),
+        "shared_events": parts[0].shared_events if parts else 0,
+        "events": sum(p.events for p in parts),  # (the shared events are in each piece's: see _merge)
     }
     for key, of in (
         ("tx_count", lambda p: p.chain.tx_count),
@@ -311,5 +330,7 @@ def _merge(sim: Simulator, parts: list[dict[str, Any]], end: float | None) -> No
         sim.cancelled_us += p["cancelled_us"]
         sim.lost += p["lost"]
     sim.now = max(p["now"] for p in parts)
-    sim.events = sum(p["events"] for p in parts) - (len(parts) - 1) * parts[0]["shared_events"]
+    pieces = sum(p["pieces"] for p in parts)
+    shared = max(p["shared_events"] for p in parts)  # (the same in every piece; 0 from a process with none)
+    sim.events = sum(p["events"] for p in parts) - (pieces - 1) * shared  # each piece counted the shared ones
     sim.end_at = end

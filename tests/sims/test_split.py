@@ -67,6 +67,20 @@ def test_split_run_gives_the_whole_runs_metrics(
     assert whole["metrics"]["jobs"]["submitted"] == over["jobs.count"]
 
 
+def test_a_process_that_takes_no_piece_changes_nothing() -> None:
+    """The processes take pieces as they free up; one that finds none left (more processes than pieces here)
+    reports so, and the run ends as the whole run does, with its metrics and its event count."""
+    sc = small("baseline", **{"jobs.count": 120, "nodes.0.count": 60})
+    whole = run_scenario(sc, plots=False, group_nodes=0)
+    sim = Simulator(sc)
+    pieces = runner._pieces(sim, shard_groups(sim, 2))
+    assert len(pieces) == 2
+    with runner.no_gc_passes():
+        runner._run_split(sim, pieces, processes=4)  # (at least two of the four take nothing)
+    assert runner.metrics_mod.compute(sim) == whole["metrics"]
+    assert sim.events == whole["run"]["events"]
+
+
 def test_shard_groups_never_split_a_node() -> None:
     sc = small("baseline", **{"nodes.0.count": 60, "nodes.0.shards_per_node": 2, "protocol.shard_bits": 4})
     sim = Simulator(sc)

@@ -7,9 +7,9 @@ the same however the run is cut (tests/sims check it). The groups only agree on 
 final (in every group) plus the drain; a group that reaches its own end first resumes up to the run's.
 
 Such a run is cut into groups of about ``group_nodes`` nodes (``GROUP_NODES``), simulated one after another
-(``Simulator.piece``), in each of up to ``workers`` forked processes: a small group's state stays in the CPU's
-caches while it runs (at 10k nodes the CPU per event fell from ~29 to ~13 us; docs/performance.md), and the
-memory is the whole run's. The shared draws (arrivals, partitions) are made once and replayed
+(``Simulator.piece``), in each of up to ``workers`` forked processes, each taking the next group as it frees
+up: a small group's state stays in the CPU's caches while it runs (at 10k nodes the CPU per event fell from
+~29 to ~13 us; docs/performance.md), and the memory is the whole run's. The shared draws (arrivals, partitions) are made once and replayed
 (``engine.SharedDraws``).
 """
 
@@ -180,7 +180,7 @@ def _run_split(sim: Simulator, pieces: list[Piece], processes: int) -> float:
     draws = shared_draws(sim.sc)
     if processes <= 1:
         with no_gc_passes():
-            parts = _simulate(sim, iter(pieces), draws)
+            parts = _simulate(sim, pieces, draws)
             end = _end(parts)
             _finish(parts, end)
         _merge(sim, [_summary(parts)], end)

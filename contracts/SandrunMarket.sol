@@ -213,6 +213,7 @@ contract SandrunMarket {
     error JobNotOpen();
     error CommitClosed();
     error AlreadyCommitted();
+    error NotLastCommitment(uint256 pos, uint256 k); // commitReveal by the pos-th committer of k
     error RevealNotOpen();
     error RevealClosed();
     error BadPosition(uint256 pos);
@@ -408,22 +409,47 @@ contract SandrunMarket {
     /// @notice Commit to a result: `commitment` = sha256(jobId || nodeId || traceRoot || salt), and the price
     ///   the executor claims for its usage (paid at most escrow / agreeing executors).
     function commit(bytes32 jobId, bytes32 commitment, uint96 usage) external {
-        uint24 idx = _nodeOf(msg.sender);
+        (Job storage j, uint256 meta, uint256 pos, uint24 idx) = _takePosition(jobId);
+        j.meta = meta;
+        _entries[jobId][pos] = keccak256(abi.encodePacked(commitment, usage));
+        emit Committed(jobId, idx, uint8(pos), commitment, usage);
+    }
+
+    /// @notice Commit and reveal in one transaction when this commitment is the k-th (it opens the reveals, so
+    ///   nobody is left who could copy the result): the commitment is computed here from the opening, both
+    ///   `Committed` and `Revealed` are emitted, and the job settles when every position is then revealed
+    ///   (always for k = 1). Reverts with `NotLastCommitment` otherwise: commit, then reveal once the others
+    ///   have committed.
+    function commitReveal(bytes32 jobId, bytes32 traceRoot, bytes32 salt, uint96 usage) external {
+        (Job storage j, uint256 meta, uint256 pos, uint24 idx) = _takePosition(jobId);
+        if (pos + 1 != _k(meta)) revert NotLastCommitment(pos, _k(meta));
+        bytes32 commitment = sha256(abi.encodePacked(jobId, nodeIdOf[idx], traceRoot, salt));
+        emit Committed(jobId, idx, uint8(pos), commitment, usage);
+        bytes32[5] memory vals = [bytes32(0), 0, 0, 0, 0];
+        _open(jobId, pos, traceRoot, usage, vals);
+        _revealed(jobId, j, meta, vals, uint256(1) << pos);
+    }
+
+    /// Checks and effects of a commitment by msg.sender, except its entry: the caller writes the job's new
+    /// `meta` (one more commitment, this node at position `pos`) or passes it on to the reveal.
+    function _takePosition(bytes32 jobId)
+        private
+        returns (Job storage j, uint256 meta, uint256 pos, uint24 idx)
+    {
+        idx = _nodeOf(msg.sender);
         Node storage n = _nodes[idx];
         if (n.stake < minStake) revert StakeTooLow();
         if (n.flags & _UNBONDING != 0) revert Unbonding();
-        Job storage j = _jobs[jobId];
-        uint256 meta = j.meta;
+        j = _jobs[jobId];
+        meta = j.meta;
         if (_state(meta) != STATE_OPEN) revert JobNotOpen();
-        uint256 pos = _commits(meta);
+        pos = _commits(meta);
         if (pos >= _k(meta) || block.timestamp > _deadline(meta)) revert CommitClosed();
         for (uint256 i = 0; i < pos; ++i) {
             if (_exec(meta, i) == idx) revert AlreadyCommitted();
         }
         n.openJobs += 1;
-        j.meta = meta + (uint256(1) << 48) + (uint256(idx) << (136 + 24 * pos));
-        _entries[jobId][pos] = keccak256(abi.encodePacked(commitment, usage));
-        emit Committed(jobId, idx, uint8(pos), commitment, usage);
+        meta = meta + (uint256(1) << 48) + (uint256(idx) << (136 + 24 * pos));
     }
 
     /// @notice Open one or more commitments. Anyone may submit openings (an executor usually submits all
@@ -451,19 +477,30 @@ contract SandrunMarket {
             uint256 bit = uint256(1) << pos;
             // skip what is already revealed: a front-run partial reveal cannot make a batch of openings fail
             if ((mask | fresh) & bit != 0) continue;
-            uint24 idx = _exec(meta, pos);
-            bytes32 c = sha256(abi.encodePacked(jobId, nodeIdOf[idx], o.traceRoot, o.salt));
+            bytes32 c = sha256(abi.encodePacked(jobId, nodeIdOf[_exec(meta, pos)], o.traceRoot, o.salt));
             if (keccak256(abi.encodePacked(c, o.usage)) != entries[pos]) revert BadOpening(pos);
             fresh |= bit;
-            vals[pos] = bytes32((uint256(o.traceRoot) & ~uint256(type(uint96).max)) | uint256(o.usage));
-            emit Revealed(jobId, uint8(pos), o.traceRoot);
+            _open(jobId, pos, o.traceRoot, o.usage, vals);
         }
         if (fresh == 0) revert AlreadyRevealed(openings.length == 0 ? 0 : openings[0].pos);
-        mask |= fresh;
+        _revealed(jobId, j, meta, vals, fresh);
+    }
+
+    /// Record a checked opening of position `pos` in `vals` (trace-root prefix 160 | usage 96).
+    function _open(bytes32 jobId, uint256 pos, bytes32 traceRoot, uint96 usage, bytes32[5] memory vals) private {
+        vals[pos] = bytes32((uint256(traceRoot) & ~uint256(type(uint96).max)) | uint256(usage));
+        emit Revealed(jobId, uint8(pos), traceRoot);
+    }
+
+    /// Mark the `fresh` positions (opened in `vals`) revealed; settle when every committed position is, else
+    /// store their entries and the job's `meta`.
+    function _revealed(bytes32 jobId, Job storage j, uint256 meta, bytes32[5] memory vals, uint256 fresh) private {
+        uint256 commits = _commits(meta);
         meta |= fresh << 56;
-        if (mask == (uint256(1) << commits) - 1) {
+        if (_mask(meta) == (uint256(1) << commits) - 1) {
             _settle(jobId, j, meta, vals, fresh);
         } else {
+            bytes32[5] storage entries = _entries[jobId];
             for (uint256 pos = 0; pos < commits; ++pos) {
                 if (fresh & (uint256(1) << pos) != 0) entries[pos] = vals[pos];
             }

@@ -272,6 +272,13 @@ class Market:
         The gas limit leaves room for settling: another reveal may land first and make this one the last."""
         return self._tx("reveal", job_id, [o.as_tuple() for o in openings], extra_gas=SETTLEMENT_GAS)
 
+    def commit_reveal(self, job_id: bytes, trace_root: bytes, salt: bytes, usage: int) -> TxResult:
+        """Commit and reveal in one transaction as the job's k-th committer (the commitment is computed on
+        chain; k = 1 settles at once). Reverts with ``NotLastCommitment`` when this would not be the k-th:
+        then :meth:`commit` and :meth:`reveal` once the others have committed. No settlement headroom is
+        needed: nobody can reveal before this transaction opens the reveals."""
+        return self._tx("commitReveal", job_id, trace_root, salt, usage)
+
     def finalize(self, job_id: bytes) -> TxResult:
         """Close a job whose time is up: refund when nobody committed, else settle with the reveals made."""
         return self._tx("finalize", job_id)

@@ -10,6 +10,11 @@ How NodeCore's transactions map onto the contract:
 * ``commit``: ``commit(job, commitment, usage)`` (usage is the price the executor asks, bound by the commitment);
 * ``reveal``: this node's opening ``(position, root, salt, usage)``; retried while the chain still waits for other
   commitments; the reveal that opens the last committed position settles the job on chain;
+* ``commit_reveal`` (the agent pairs a commit with the reveal NodeCore asks for in the same step, when this node's
+  commitment is the k-th: k = 1 always): one ``commitReveal(job, root, salt, usage)`` transaction (a k = 1 job
+  settles in it); when the chain refuses it (``NotLastCommitment``: another commitment is still missing on
+  chain; or the commitment is already there, after a restart) the commit then the reveal above, as two
+  transactions, with the same outcomes as when NodeCore's two transactions are sent apart;
 * ``settle``: reveals every opening this node saw on gossip that the chain still lacks, then ``finalize`` once
   the reveal window is over (silent and dissenting executors are slashed by the contract's settlement);
 * ``refund``: ``finalize`` after the deadline (no commitment: the escrow becomes the client's refund). The
@@ -55,6 +60,7 @@ from ..private_files import write_private
 from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate, SubmitTx
 from ..protocol.jobspec import PAY_VOUCHER, JobSpec
+from ..protocol.verification import commitment
 from .ports import NotFunded
 from .voucherlink import BATCH_EVENTS, VoucherLink
 
@@ -242,13 +248,11 @@ class ChainLink:
         if tx.args.get("pay") == PAY_VOUCHER:
             return await self._submit_voucher_job(tx)
         if tx.kind == "commit":
-            r = await self._run(
-                self.market.commit, jid, tx.args["commitment"], int(tx.args.get("usage_wei", 0))
-            )
-            self.positions[jid] = int(r.event("Committed")["pos"])  # the reveal needs it: no extra call then
-            return r.tx_hash
+            return await self._commit(jid, tx.args)
         if tx.kind == "reveal":
             return await self._until_open(lambda: self._reveal_mine(jid, tx.args), "reveal")
+        if tx.kind == "commit_reveal":
+            return await self._commit_reveal(node_id, jid, tx.args["commit"], tx.args["reveal"])
         if tx.kind == "settle":
             return await self._settle(jid, tx.args)
         if tx.kind == "refund":
@@ -259,6 +263,45 @@ class ChainLink:
                 return "left to the contract's settlement (it slashes dissenting and silent executors)"
             return await self._run(self._slash_equivocation, tx.args["evidence"])
         raise ValueError(f"unknown transaction kind {tx.kind!r}")
+
+    #: Whether :meth:`submit` takes ``commit_reveal`` (the agent pairs a commit with its reveal only then).
+    commit_reveal = True
+
+    async def _commit(self, jid: bytes, args: dict[str, Any]) -> str:
+        r = await self._run(self.market.commit, jid, args["commitment"], int(args.get("usage_wei", 0)))
+        self.positions[jid] = int(r.event("Committed")["pos"])  # the reveal needs it: no extra call then
+        return r.tx_hash
+
+    async def _commit_reveal(
+        self, node_id: bytes, jid: bytes, commit: dict[str, Any], reveal: dict[str, Any]
+    ) -> str:
+        """One ``commitReveal`` for this node's commitment and its opening; when the chain refuses it, the
+        commit then the reveal (a commit that fails, e.g. already on chain before a restart, does not stop the
+        reveal: as when the two are sent apart). Returns the receipt(s) and, on the fallback, why."""
+        from ..chain import ChainError
+
+        root, salt, usage = reveal["root"], reveal["salt"], int(reveal.get("usage_wei", 0))
+        if commitment(jid, node_id, root, salt) != commit["commitment"] or usage != int(
+            commit.get("usage_wei", 0)
+        ):
+            why = "the opening is not of this commitment"  # (never from NodeCore) the two as they are
+        else:
+            try:
+                r = await self._run(self.market.commit_reveal, jid, root, salt, usage)
+            except Exception as e:  # a revert, or an RPC failure: the commitment may have landed or not
+                why = e.reason if isinstance(e, ChainError) else f"{type(e).__name__}: {e}"[:120]
+            else:
+                if any(e.name == "JobClosed" for e in r.events):
+                    self.closed_here.add(jid)  # the settle step that follows needs no read of the job
+                return r.tx_hash
+        try:
+            first = await self._commit(jid, commit)
+        except ChainError as e:
+            first = f"failed ({e.reason})"
+        second = await self._until_open(lambda: self._reveal_mine(jid, reveal), "reveal")
+        if second.startswith("0x"):
+            second = f"reveal {second}"
+        return f"commitReveal refused ({why}): commit {first}, {second}"
 
     async def _submit_voucher_job(self, tx: SubmitTx) -> str:
         """A voucher job's transactions are coalesced: only the executor's reveal does something now."""

@@ -99,6 +99,8 @@ class Agent:
         self.store = store
         self.inline = InlineBlocks()  # code blocks announced inline, for this node's executions (inline.py)
         self.chain = chain
+        # the port sends a commit and its reveal as one transaction when they come in one step (ChainLink)
+        self._pair_txs = getattr(chain, "commit_reveal", False) is True
         self.exec_caps = exec_caps
         self.caps = caps_from_exec(exec_caps, cfg.caps, cfg.max_jobs)
         self.core = NodeCore(key.node_id, self.caps, cfg.core_config(), frozenset(cfg.shards), b"")
@@ -156,10 +158,36 @@ class Agent:
         try:
             while self._pending:
                 ev = self._pending.popleft()
-                for action in self.core.handle(ev, time.time()):
+                actions = self.core.handle(ev, time.time())
+                if self._pair_txs and len(actions) > 1:
+                    actions = self._pair_commit_reveal(actions)
+                for action in actions:
                     self._do(action)
         finally:
             self._feeding = False
+
+    def _pair_commit_reveal(self, actions: list[Any]) -> list[Any]:
+        """A commit followed, in the same step, by the reveal of the same job (this node's commitment completes
+        the k: nobody is left who could copy the result) becomes one ``commit_reveal`` transaction, in the
+        reveal's place. Per-job escrow only (a voucher job sends neither); the chain port falls back to the two
+        transactions when the chain refuses the pair."""
+        commits: dict[bytes, int] = {}
+        out: list[Any] | None = None
+        for i, a in enumerate(actions):
+            if not isinstance(a, SubmitTx):
+                continue
+            if a.kind == "commit":
+                commits[a.job_id] = i
+            elif a.kind == "reveal" and a.job_id in commits:
+                view = self.core.jobs.get(a.job_id)
+                if view is None or view.spec.pay == PAY_VOUCHER:
+                    continue
+                if out is None:
+                    out = list(actions)
+                j = commits.pop(a.job_id)
+                out[i] = SubmitTx("commit_reveal", a.job_id, {"commit": actions[j].args, "reveal": a.args})
+                out[j] = None
+        return actions if out is None else [a for a in out if a is not None]
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -215,6 +243,9 @@ class Agent:
     def _enrich(self, tx: SubmitTx) -> SubmitTx:
         """Add what the chain needs beyond NodeCore's arguments: the openings seen on gossip (so one settle
         transaction can reveal for everyone), and a commit's usage price when the core did not give it."""
+        if tx.kind == "commit_reveal":  # (per-job escrow only: nothing to add for a voucher)
+            commit = self._enrich(SubmitTx("commit", tx.job_id, tx.args["commit"])).args
+            return SubmitTx(tx.kind, tx.job_id, {"commit": commit, "reveal": tx.args["reveal"]})
         args = dict(tx.args)
         if tx.kind == "commit" and "usage_wei" not in args:
             ex = self.journal.execution(tx.job_id)

@@ -1,0 +1,194 @@
+"""One transaction for a commit and its reveal: the agent pairs NodeCore's commit with the reveal it asks for in the
+same step (this node's commitment completes the k), and ChainLink sends them as one ``commitReveal``; when the chain
+refuses it (another commitment still missing, or this one already on chain after a restart) it sends the two."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from sandrun_p2p.agent.chainlink import ChainLink
+from sandrun_p2p.agent.config import AgentConfig
+from sandrun_p2p.agent.journal import Journal
+from sandrun_p2p.agent.runtime import Agent
+from sandrun_p2p.protocol import messages as m
+from sandrun_p2p.protocol.events import SubmitTx
+from sandrun_p2p.protocol.identity import NodeKey
+from sandrun_p2p.protocol.jobspec import JobSpec
+from sandrun_p2p.protocol.verification import commitment
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT, SALT, USAGE, PRICE = b"\xaa" * 32, b"\x5a" * 32, 1000, 10**15
+CAPS = {"cpus": 2, "mem_mb": 4096, "disk_mb": 1000, "gpus": [], "enforced": {"network": True}}
+
+
+# ------------------------------------------------------------------------------- the agent pairs the two
+
+
+class PairingChain:
+    """A chain port that takes ``commit_reveal`` (nothing is sent: the test reads the agent's queue)."""
+
+    kind = "none"
+    commit_reveal = True
+
+
+class PlainChain:
+    kind = "none"
+
+
+class NoStore:
+    fetcher = None
+
+
+def queued_after_restart(tmp_path: Path, chain: Any) -> tuple[list[SubmitTx], list[str]]:
+    """A k = 1 job whose result is journaled, replayed into a fresh agent: what it queues for the chain."""
+    key, origin = NodeKey.from_seed(b"\x01" * 32), NodeKey.from_seed(b"\x02" * 32)
+    spec = JobSpec.from_dict(
+        {
+            "code_cid": "bafkreiexamplecode",
+            "manifest": {"entrypoint": "main.py"},
+            "redundancy": 1,
+            "deadline": int(time.time()) + 600,
+            "nonce": b"pair",
+        }
+    )
+    body = {"spec": spec.to_dict(), "seed": b"\x01" * 32, "origin_ts": int(time.time() * 1000)}
+    j = Journal(tmp_path / "journal.sqlite")
+    j.add_message(spec.job_id, m.JOB, m.encode(origin, m.JOB, body, 1, int(time.time() * 1000)))
+    j.execution_started(spec.job_id)
+    j.execution_done(spec.job_id, ROOT, SALT, "bafkreitrace", "bafyresult", USAGE)
+    j.close()
+    cfg = AgentConfig(data_dir=tmp_path, mdns=False, core={"advert_interval": 5.0})
+    agent = Agent(cfg, key=key, executor=None, store=NoStore(), chain=chain, exec_caps=CAPS)
+    try:
+        agent.replay_journal()
+        out = []
+        while True:
+            try:
+                out.append(agent._tx_recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return out, [t["kind"] for t in agent.journal.txs(spec.job_id)]
+    finally:
+        agent.journal.close()
+
+
+def test_commit_and_reveal_of_one_step_become_one_transaction(tmp_path: Path) -> None:
+    txs, journaled = queued_after_restart(tmp_path, PairingChain())
+    assert [t.kind for t in txs] == ["commit_reveal", "settle"] and journaled == ["commit_reveal", "settle"]
+    pair = txs[0].args
+    key = NodeKey.from_seed(b"\x01" * 32)
+    assert pair["commit"] == {
+        "commitment": commitment(txs[0].job_id, key.node_id, ROOT, SALT),
+        "usage_wei": USAGE,
+    }
+    assert pair["reveal"] == {"root": ROOT, "salt": SALT, "usage_wei": USAGE}
+
+
+def test_a_port_without_commit_reveal_gets_the_two(tmp_path: Path) -> None:
+    txs, _ = queued_after_restart(tmp_path, PlainChain())
+    assert [t.kind for t in txs] == ["commit", "reveal", "settle"]
+
+
+# ------------------------------------------------------------------------- ChainLink on the embedded chain
+
+
+def executor_link(k: int) -> tuple[ChainLink, NodeKey, bytes, list[str]]:
+    """An executor's link with a funded job of redundancy ``k``; the methods of its transactions from now on."""
+    link = ChainLink({})
+    key = NodeKey.from_seed(b"\x07" * 32)
+    jid = bytes([k]) * 32
+    link.market.as_(link.chain.dev_signers()[4]).post_job(jid, k, k, link.chain.now() + 500, PRICE)
+    sent: list[str] = []
+    real_send = link.chain.send
+
+    def send(signer: Any, tx: dict, **kw: Any) -> dict:
+        receipt = real_send(signer, tx, **kw)  # (raises on a revert: only what landed counts)
+        if signer.address == link.signer.address and kw.get("method") != "register":
+            sent.append(kw.get("method", "?"))
+        return receipt
+
+    link.chain.send = send  # type: ignore[method-assign]
+    return link, key, jid, sent
+
+
+def pair(key: NodeKey, jid: bytes) -> SubmitTx:
+    c = {"commitment": commitment(jid, key.node_id, ROOT, SALT), "usage_wei": USAGE}
+    return SubmitTx(
+        "commit_reveal", jid, {"commit": c, "reveal": {"root": ROOT, "salt": SALT, "usage_wei": USAGE}}
+    )
+
+
+def test_k1_executor_sends_one_transaction_that_settles_and_pays() -> None:
+    link, key, jid, sent = executor_link(1)
+
+    async def main() -> None:
+        await link.join(key.node_id)
+        out = await link.submit(key.node_id, pair(key, jid))
+        assert out.startswith("0x"), out
+        assert sent == ["commitReveal"]
+        info = link.market.job(jid)
+        assert info.state_name == "settled" and info.escrow == PRICE - USAGE
+        assert link.market.node().earnings == USAGE
+        # the settle step that follows knows the job closed: no transaction, no read
+        assert await link.submit(key.node_id, SubmitTx("settle", jid, {"reveals": {}})) == "already closed"
+        await link.poll()
+        assert (await link.job(jid))["paid"] == {key.node_id.hex(): USAGE}
+        assert sent == ["commitReveal"]
+
+    trio.run(main)
+
+
+def test_not_the_kth_on_chain_falls_back_to_commit_then_reveal() -> None:
+    """k = 2 and the other commitment is not on chain yet: NotLastCommitment, then commit and reveal. The other
+    executor's commitment lands right after this one's commit (in the commit's own call: no waiting)."""
+    link, key, jid, sent = executor_link(2)
+    other = link.market.as_(link.chain.dev_signers()[2])
+    other_key = NodeKey.from_seed(b"\x08" * 32)
+    other.register(other_key.node_id, link.stake)
+    real_commit = link.market.commit
+
+    def commit_then_other(*a: Any) -> Any:
+        r = real_commit(*a)
+        other.commit(jid, commitment(jid, other_key.node_id, ROOT, SALT), USAGE)
+        return r
+
+    link.market.commit = commit_then_other  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await link.join(key.node_id)
+        out = await link.submit(key.node_id, pair(key, jid))
+        assert out.startswith("commitReveal refused (NotLastCommitment): commit 0x") and ", reveal 0x" in out
+        assert sent == ["commit", "reveal"]
+        info = link.market.job(jid)
+        assert (info.state_name, info.commits, info.revealed_mask) == ("open", 2, 0b01)
+
+    trio.run(main)
+
+
+def test_after_a_restart_a_commitment_on_chain_is_revealed_and_nothing_is_sent_twice() -> None:
+    """Killed between its commit and its reveal (the two-transaction path), the restarted node's pair is refused
+    (the position is taken): its commit is refused too, the reveal settles. Once settled, nothing is sent."""
+    link, key, jid, sent = executor_link(1)
+
+    async def main() -> None:
+        await link.join(key.node_id)
+        link.market.commit(jid, commitment(jid, key.node_id, ROOT, SALT), USAGE)
+        sent.clear()
+        link.positions.clear()  # (the restarted process knows nothing)
+        out = await link.submit(key.node_id, pair(key, jid))
+        assert out.startswith("commitReveal refused (CommitClosed): commit failed (CommitClosed), reveal 0x")
+        assert sent == ["reveal"] and link.market.job(jid).state_name == "settled"
+        # killed after the settling transaction: the pair again, nothing leaves
+        out = await link.submit(key.node_id, pair(key, jid))
+        closed = "reveal: job already closed on chain"
+        assert out == f"commitReveal refused (JobNotOpen): commit failed (JobNotOpen), {closed}"
+        assert sent == ["reveal"]
+        assert link.market.node().earnings == USAGE
+
+    trio.run(main)

@@ -86,6 +86,21 @@ def test_testnet_over_quic_settles_k2_jobs(tmp_path) -> None:
         assert len(j["claimants"]) >= 2 and set(j["trace_roots"].values()) == {j["accepted_root"]}
 
 
+def test_testnet_k1_executor_sends_one_transaction_per_job(tmp_path) -> None:
+    """k = 1 with per-job escrow: after the client's postJob, the executor's one commitReveal settles the job."""
+    r = run_testnet(
+        "--nodes", "3", "--jobs", "3", "--redundancy", "1", "--json", "--data-dir", str(tmp_path / "net")
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["totals"]["settled"] == 3 and all(j["paid_wei"] > 0 for j in out["jobs"])
+    logs = "".join((tmp_path / "net" / f"node{i}" / "agent.log").read_text() for i in range(3))
+    assert logs.count("kind=commit_reveal receipt=0x") == 3
+    assert "kind=commit receipt=" not in logs and "kind=reveal receipt=" not in logs
+    assert "commitReveal refused" not in logs and "tx-failed" not in logs
+    assert logs.count("kind=settle receipt='already closed'") == 3  # (read from the commitReveal's receipt)
+
+
 def test_testnet_voucher_jobs_settle_in_batches(tmp_path) -> None:
     """k = 1 jobs paid by voucher: no per-job escrow; each settles once the executor's batch is paid out."""
     r = run_testnet(

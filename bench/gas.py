@@ -1,11 +1,11 @@
 """Gas per job of the settlement contract, measured on the embedded chain (py-evm), next to the original contract.
 
     python bench/gas.py            # table
-    python bench/gas.py --json     # {"per_job": {"k1": .., "k3": ..}, "batched": {"1": .., "10": .., "100": ..},
+    python bench/gas.py --json     # {"per_job": {"k1": .., "k1_commit_reveal": .., "k3": ..}, "batched": {"1": .., "10": .., "100": ..},
                                    #  "original": {"k1": 342081, "k3": 699376}}
 
 Per-job path: postJob + k commits + one reveal transaction carrying all k openings (it settles the job), in steady
-state (the nodes have settled a job before). The executors' usage equals their share of the price, so the whole
+state (the nodes have settled a job before); k = 1 also with the executor's one commitReveal transaction. The executors' usage equals their share of the price, so the whole
 escrow is paid out and there is no refund to claim, as in the original contract (which paid the full price).
 Withdrawals are pull payments made once for many jobs and are listed apart.
 Batched path: settleBatch with one client voucher covering n jobs, plus finalizeBatch after the challenge window,
@@ -72,6 +72,18 @@ class Bench:
         gas["total"] = gas["post"] + gas["commits"] + gas["reveal+settle"]
         return gas
 
+    def per_job_one_tx(self) -> dict[str, int]:
+        """k = 1 with the executor's one commitReveal (commit, reveal and settlement in one transaction)."""
+        self.n += 1
+        job_id = h(f"bench-job-{self.n}")
+        price = 3 * 10**15
+        gas = {"post": self.client.post_job(job_id, 1, 1, self.chain.now() + 600, price).gas_used}
+        gas["commitReveal"] = (
+            self.nodes[0][0].commit_reveal(job_id, h(f"root-{self.n}"), os.urandom(32), price).gas_used
+        )
+        gas["total"] = gas["post"] + gas["commitReveal"]
+        return gas
+
     def batched(self, n_jobs: int) -> dict[str, int]:
         executor = self.nodes[0][0]
         results = []
@@ -95,6 +107,7 @@ class Bench:
         self.deposit_gas = self.client.deposit(10 * ETH).gas_used
         self.batched(1)
         self.detail = {"k1": self.per_job(1), "k3": self.per_job(3)}
+        self.one_tx = self.per_job_one_tx()
         self.batch_detail = {str(n): self.batched(n) for n in (1, 10, 100)}
         self.withdraw_gas = self.nodes[1][0].withdraw().gas_used
         job_id = h("bench-refund")
@@ -105,7 +118,11 @@ class Bench:
         m.reveal(job_id, [Opening(0, h("r"), salt, ETH // 2)])
         self.refund_gas = self.client.claim_refund(job_id).gas_used
         return {
-            "per_job": {"k1": self.detail["k1"]["total"], "k3": self.detail["k3"]["total"]},
+            "per_job": {
+                "k1": self.detail["k1"]["total"],
+                "k1_commit_reveal": self.one_tx["total"],
+                "k3": self.detail["k3"]["total"],
+            },
             "batched": {n: d["per_job"] for n, d in self.batch_detail.items()},
             "original": dict(ORIGINAL),
         }
@@ -119,6 +136,11 @@ def table(b: Bench, r: dict) -> str:
             f"{'per-job ' + k.replace('k', 'k='):<34}{d['total']:>10,}{ORIGINAL[k]:>11,}{d['total'] / ORIGINAL[k]:>8.2f}"
             f"   post {d['post']:,} + commits {d['commits']:,} + reveal/settle {d['reveal+settle']:,}"
         )
+    d = b.one_tx
+    lines.append(
+        f"{'per-job k=1, one executor tx':<34}{d['total']:>10,}{ORIGINAL['k1']:>11,}{d['total'] / ORIGINAL['k1']:>8.2f}"
+        f"   post {d['post']:,} + commitReveal {d['commitReveal']:,}"
+    )
     for n, d in b.batch_detail.items():
         lines.append(
             f"{'batched, ' + n + ' job' + ('s' if n != '1' else '') + ' per batch':<34}{d['per_job']:>10,}"

@@ -45,9 +45,12 @@ class NoStore:
     fetcher = None
 
 
-def queued_after_restart(tmp_path: Path, chain: Any) -> tuple[list[SubmitTx], list[str]]:
-    """A k = 1 job whose result is journaled, replayed into a fresh agent: what it queues for the chain."""
-    key, origin = NodeKey.from_seed(b"\x01" * 32), NodeKey.from_seed(b"\x02" * 32)
+KEY = NodeKey.from_seed(b"\x01" * 32)
+
+
+def journal_with_result(tmp_path: Path) -> bytes:
+    """The journal a node killed after its k = 1 execution leaves: the job and its stored result; the job id."""
+    origin = NodeKey.from_seed(b"\x02" * 32)
     spec = JobSpec.from_dict(
         {
             "code_cid": "bafkreiexamplecode",
@@ -63,17 +66,27 @@ def queued_after_restart(tmp_path: Path, chain: Any) -> tuple[list[SubmitTx], li
     j.execution_started(spec.job_id)
     j.execution_done(spec.job_id, ROOT, SALT, "bafkreitrace", "bafyresult", USAGE)
     j.close()
+    return spec.job_id
+
+
+def restarted(tmp_path: Path, chain: Any) -> tuple[Agent, list[SubmitTx]]:
+    """An agent started on that journal (replayed, not run): it and the transactions it queued."""
     cfg = AgentConfig(data_dir=tmp_path, mdns=False, core={"advert_interval": 5.0})
-    agent = Agent(cfg, key=key, executor=None, store=NoStore(), chain=chain, exec_caps=CAPS)
+    agent = Agent(cfg, key=KEY, executor=None, store=NoStore(), chain=chain, exec_caps=CAPS)
+    agent.replay_journal()
+    out = []
+    while True:
+        try:
+            out.append(agent._tx_recv.receive_nowait())
+        except trio.WouldBlock:
+            return agent, out
+
+
+def queued_after_restart(tmp_path: Path, chain: Any) -> tuple[list[SubmitTx], list[str]]:
+    jid = journal_with_result(tmp_path)
+    agent, txs = restarted(tmp_path, chain)
     try:
-        agent.replay_journal()
-        out = []
-        while True:
-            try:
-                out.append(agent._tx_recv.receive_nowait())
-            except trio.WouldBlock:
-                break
-        return out, [t["kind"] for t in agent.journal.txs(spec.job_id)]
+        return txs, [t["kind"] for t in agent.journal.txs(jid)]
     finally:
         agent.journal.close()
 
@@ -82,9 +95,8 @@ def test_commit_and_reveal_of_one_step_become_one_transaction(tmp_path: Path) ->
     txs, journaled = queued_after_restart(tmp_path, PairingChain())
     assert [t.kind for t in txs] == ["commit_reveal", "settle"] and journaled == ["commit_reveal", "settle"]
     pair = txs[0].args
-    key = NodeKey.from_seed(b"\x01" * 32)
     assert pair["commit"] == {
-        "commitment": commitment(txs[0].job_id, key.node_id, ROOT, SALT),
+        "commitment": commitment(txs[0].job_id, KEY.node_id, ROOT, SALT),
         "usage_wei": USAGE,
     }
     assert pair["reveal"] == {"root": ROOT, "salt": SALT, "usage_wei": USAGE}
@@ -104,6 +116,11 @@ def executor_link(k: int) -> tuple[ChainLink, NodeKey, bytes, list[str]]:
     key = NodeKey.from_seed(b"\x07" * 32)
     jid = bytes([k]) * 32
     link.market.as_(link.chain.dev_signers()[4]).post_job(jid, k, k, link.chain.now() + 500, PRICE)
+    return link, key, jid, count_sends(link)
+
+
+def count_sends(link: ChainLink) -> list[str]:
+    """The methods of the transactions ``link``'s account lands from now on (registration aside)."""
     sent: list[str] = []
     real_send = link.chain.send
 
@@ -114,7 +131,7 @@ def executor_link(k: int) -> tuple[ChainLink, NodeKey, bytes, list[str]]:
         return receipt
 
     link.chain.send = send  # type: ignore[method-assign]
-    return link, key, jid, sent
+    return sent
 
 
 def pair(key: NodeKey, jid: bytes) -> SubmitTx:
@@ -190,5 +207,37 @@ def test_after_a_restart_a_commitment_on_chain_is_revealed_and_nothing_is_sent_t
         assert out == f"commitReveal refused (JobNotOpen): commit failed (JobNotOpen), {closed}"
         assert sent == ["reveal"]
         assert link.market.node().earnings == USAGE
+
+    trio.run(main)
+
+
+def test_an_agent_killed_before_or_after_its_commit_reveal_settles_the_job_once(tmp_path: Path) -> None:
+    """The agent on the embedded chain, from its journal: killed after its execution, the restarted node sends
+    the stored result as one commitReveal (settled, paid); killed again after that, the next restart queues the
+    pair again and the chain refuses it: nothing lands twice."""
+    jid = journal_with_result(tmp_path)
+    first = ChainLink({})
+    first.market.as_(first.chain.dev_signers()[4]).post_job(jid, 1, 1, first.chain.now() + 500, PRICE)
+    sent = count_sends(first)
+
+    async def main() -> None:
+        await first.join(KEY.node_id)
+        for link in (first, ChainLink({}, shared=first)):  # (a new process: a new link, the same account)
+            agent, txs = restarted(tmp_path, link)
+            try:
+                assert [t.kind for t in txs] == ["commit_reveal", "settle"]
+                for tx in txs:
+                    await agent._send_tx(tx)
+                done = [t for t in agent.journal.txs(jid) if t["status"] != "queued"][-2:]
+            finally:
+                agent.journal.close()
+            assert [(t["kind"], t["status"]) for t in done] == [("commit_reveal", "ok"), ("settle", "ok")]
+            if link is first:
+                assert done[0]["detail"].startswith("0x")
+            else:
+                assert done[0]["detail"].startswith("commitReveal refused (JobNotOpen)")
+            assert sent == ["commitReveal"]
+            assert first.market.job(jid).state_name == "settled"
+            assert first.market.node().earnings == USAGE
 
     trio.run(main)

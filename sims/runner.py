@@ -32,7 +32,7 @@ from .engine import JobRec, SharedDraws, Simulator
 from .scenario import Scenario
 
 #: nodes per group of a split run (see the module docstring); measured, docs/performance.md
-GROUP_NODES = 30
+GROUP_NODES = 15
 
 
 def peak_rss_mb() -> float:

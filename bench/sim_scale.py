@@ -18,9 +18,9 @@ Nodes forget a settled job 60 s after settlement (``forget_after``, rounded up t
 default outlasts the 10k x 100k run, so every view stayed live: 5.4 GB, and the CPU per event grew with it);
 the metrics are the same either way.
 
-Latest figures: README.md, "Simulator" (*Scale*); bounds and what was tried: docs/performance.md. 10k x 100k is 12.2 M
-events at ~13 us of CPU each in groups on the 2-core machine (~84 s wall with 2 processes, 1.6 GB; 171-195 s
-whole, ~29 us per event); the 60 s goal needs ~9.5 us.
+Latest figures: README.md, "Simulator" (*Scale*); bounds and what was tried: docs/performance.md. 10k x 100k is
+10.35 M events at ~11 us of CPU each in groups of one shard on the 2-core machine (57.4-58.5 s wall with 2
+processes, 1.5 GB; the 60 s goal is met with ~2 s to spare); simulated whole it was ~29 us per event.
 """
 
 from __future__ import annotations

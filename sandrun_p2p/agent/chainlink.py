@@ -291,9 +291,7 @@ class ChainLink:
             except Exception as e:  # a revert, or an RPC failure: the commitment may have landed or not
                 why = e.reason if isinstance(e, ChainError) else f"{type(e).__name__}: {e}"[:120]
             else:
-                if any(e.name == "JobClosed" for e in r.events):
-                    self.closed_here.add(jid)  # the settle step that follows needs no read of the job
-                return r.tx_hash
+                return self._closing(jid, r)
         try:
             first = await self._commit(jid, commit)
         except ChainError as e:
@@ -344,9 +342,12 @@ class ChainLink:
         if pos is None:
             raise ValueError("this node has no commitment on chain for the job")
         op = Opening(pos, args["root"], args["salt"], int(args.get("usage_wei", 0)))
-        r = self.market.reveal(jid, [op])
+        return self._closing(jid, self.market.reveal(jid, [op]))
+
+    def _closing(self, jid: bytes, r: Any) -> str:
+        """``r``'s hash, noting when this node's transaction closed the job (its settle step then reads nothing)."""
         if any(e.name == "JobClosed" for e in r.events):
-            self.closed_here.add(jid)  # the settle step that follows needs no read of the job
+            self.closed_here.add(jid)
         return r.tx_hash
 
     async def _until_open(self, fn: Any, what: str) -> str:

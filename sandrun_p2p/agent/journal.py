@@ -140,6 +140,11 @@ class Journal:
                 self.on_begin()
         return self.db.execute(sql, params)
 
+    def _delete(self, table: str, key: str, values: list[Any]) -> None:
+        """Delete the rows of ``table`` whose ``key`` is one of ``values`` (names from this module only)."""
+        for v in values:
+            self._w(f"DELETE FROM {table} WHERE {key}=?", (v,))  # noqa: S608 - table and key are constants here
+
     @property
     def dirty(self) -> bool:
         """Whether writes are waiting for :meth:`commit`."""
@@ -437,8 +442,7 @@ class Journal:
         return [(b, float(u), bytes(lv)) for b, u, lv in rows]
 
     def voucher_trees_forget(self, batch_ids: list[int]) -> None:
-        for bid in batch_ids:
-            self._w("DELETE FROM voucher_trees WHERE batch_id=?", (bid,))
+        self._delete("voucher_trees", "batch_id", batch_ids)
 
     def voucher_audit_put(
         self, batch_id: int, executor: str, node: int, root: bytes, release_at: int, attests: dict[bytes, Any]
@@ -473,8 +477,7 @@ class Journal:
         ]
 
     def voucher_audits_forget(self, batch_ids: list[int]) -> None:
-        for bid in batch_ids:
-            self._w("DELETE FROM voucher_audits WHERE batch_id=?", (bid,))
+        self._delete("voucher_audits", "batch_id", batch_ids)
 
     # ------------------------------------------------------------------ chain view (chainlink.py)
     # A checkpoint of what the chain adaptor derived from the contract's events below block ``position``: the
@@ -525,8 +528,7 @@ class Journal:
             )
 
     def chain_jobs_forget(self, job_ids: list[bytes]) -> None:
-        for jid in job_ids:
-            self._w("DELETE FROM chain_jobs WHERE job_id=?", (jid,))
+        self._delete("chain_jobs", "job_id", job_ids)
 
     # ------------------------------------------------------------------ pruning
     def forget_final(self, older_than_s: float, now: float | None = None) -> int:

@@ -43,6 +43,7 @@ from .events import (
     Tick,
 )
 from .jobspec import PAY_VOUCHER, JobSpec, Manifest
+from .memo import remember
 from .verification import Evidence, EvidenceKind, Outcome, commitment, decide, reveal_matches
 
 # Job phases as this node sees them.
@@ -92,7 +93,7 @@ class _ParseCache(Generic[T]):
     def __init__(self, parse: Callable[[dict], T], size: int = 1024) -> None:
         self.parse = parse
         self.size = size
-        self.entries: OrderedDict[int, tuple[dict, T]] = OrderedDict()  # (see claiming._SCORE_CACHE)
+        self.entries: OrderedDict[int, tuple[dict, T]] = OrderedDict()  # (a bounded memo table: .memo)
 
     def __call__(self, d: dict) -> T:
         hit = self.entries.get(id(d))
@@ -114,9 +115,7 @@ class _ParseCache(Generic[T]):
             self._put(d, value)
 
     def _put(self, d: dict, value: T) -> None:
-        if len(self.entries) >= self.size:
-            self.entries.popitem(last=False)
-        self.entries[id(d)] = (d, value)
+        remember(self.entries, id(d), (d, value), self.size)
 
 
 _parse_spec = _ParseCache(JobSpec.from_dict)
@@ -141,10 +140,9 @@ def _reveal_matches(commit: bytes, job_id: bytes, node_id: bytes, root: bytes, s
     key = (commit, job_id, node_id, root, salt)
     ok = _REVEAL_CHECKS.get(key)
     if ok is None:
-        ok = reveal_matches(commit, job_id, node_id, root, salt)
-        if len(_REVEAL_CHECKS) >= _REVEAL_CHECKS_SIZE:
-            _REVEAL_CHECKS.popitem(last=False)
-        _REVEAL_CHECKS[key] = ok
+        ok = remember(
+            _REVEAL_CHECKS, key, reveal_matches(commit, job_id, node_id, root, salt), _REVEAL_CHECKS_SIZE
+        )
     return ok
 
 
@@ -157,12 +155,8 @@ def _canonical(manifest: Manifest) -> Manifest:
         return hit[1]
     canon = _MANIFESTS.get(manifest)
     if canon is None:
-        if len(_MANIFESTS) >= _MANIFESTS_SIZE:
-            _MANIFESTS.popitem(last=False)
-        canon = _MANIFESTS[manifest] = manifest
-    if len(_MANIFEST_IDS) >= _MANIFESTS_SIZE:
-        _MANIFEST_IDS.popitem(last=False)
-    _MANIFEST_IDS[id(manifest)] = (manifest, canon)
+        canon = remember(_MANIFESTS, manifest, manifest, _MANIFESTS_SIZE)
+    remember(_MANIFEST_IDS, id(manifest), (manifest, canon), _MANIFESTS_SIZE)
     return canon
 
 
@@ -311,9 +305,9 @@ class NodeCore:
         self._next_sweep: float | None = None
         self._awaiting: dict[bytes, None] = {}  # decided jobs the chain has not closed yet (ordered set)
         # (id of the canonical manifest, shard) -> (advert version, caps, valid until, nodes, their set, manifest)
-        self._pools: dict[
+        self._pools: OrderedDict[
             tuple[int, int], tuple[int, Capabilities | None, float, list[bytes], frozenset[bytes], Manifest]
-        ] = {}
+        ] = OrderedDict()
         self.stats: dict[str, int] = {}
 
     # ------------------------------------------------------------------ driving API
@@ -590,10 +584,13 @@ class NodeCore:
                 a = self.adverts.get(n)
                 if a is not None:
                     valid_until = min(valid_until, a.at + a.interval * self.cfg.advert_ttl)
-        if len(self._pools) >= _POOL_CACHE_SIZE and key not in self._pools:
-            del self._pools[next(iter(self._pools))]
         members = frozenset(ok)
-        self._pools[key] = (self._adv_version, self.caps, valid_until, ok, members, manifest)
+        remember(
+            self._pools,
+            key,
+            (self._adv_version, self.caps, valid_until, ok, members, manifest),
+            _POOL_CACHE_SIZE,
+        )
         return valid_until, ok, members
 
     def _why_none_eligible(self, job: JobView, now: float) -> str:
@@ -778,9 +775,8 @@ class NodeCore:
         jid = ev.spec.job_id
         shard = claiming.shard_of(jid, self.cfg.shard_bits)
         d = ev.spec.to_dict()
-        _parse_spec.prime(
-            d, ev.spec
-        )  # (in one process, the shard's nodes parse this dict: ~20 us saved each job)
+        # (in one process, the shard's nodes parse this very dict: they reuse ev.spec and its job id)
+        _parse_spec.prime(d, ev.spec)
         body = {"spec": d, "seed": ev.seed, "origin_ts": int(now * 1000)}
         if ev.code:
             body["code"] = ev.code

@@ -145,6 +145,30 @@ async def test_gc_removes_only_unreferenced(store: EmbeddedStore) -> None:
     assert block_files(store) == []
 
 
+async def test_a_put_of_stored_blocks_writes_nothing_and_renews_their_grace(store: EmbeddedStore) -> None:
+    data = blob(600_000, 5)
+    cid = await store.put_bytes(data)
+    before = {p: p.stat().st_ino for p in block_files(store)}
+    old = 1_000_000.0  # long past any grace
+    for p in before:
+        os.utime(p, (old, old))
+    assert await store.put_bytes(data, pin=False) == cid
+    after = {p: p.stat() for p in block_files(store)}
+    assert {p: st.st_ino for p, st in after.items()} == before  # the same files: nothing written again
+    assert all(st.st_mtime > old for st in after.values())  # ... but each one's mtime renewed
+    stats = await store.gc([], grace_s=3600)  # so the put is covered by gc's grace, as a new one is
+    assert stats.removed_blocks == 0 and await store.get(cid) == data
+    assert not list(store.repo.tmp.iterdir())  # and no directory or file left in staging
+
+
+async def test_a_put_rewrites_a_stored_block_of_the_wrong_size(store: EmbeddedStore) -> None:
+    cid = await store.put_bytes(b"some content")
+    path = store.repo.block_path(parse_cid(cid))
+    path.write_bytes(b"some conten")  # truncated on disk
+    assert await store.put_bytes(b"some content") == cid
+    assert path.read_bytes() == b"some content" and await store.get(cid) == b"some content"
+
+
 async def test_gc_grace_protects_recent_writes(store: EmbeddedStore) -> None:
     cid = await store.put_bytes(b"fresh")
     stats = await store.gc([], grace_s=3600)

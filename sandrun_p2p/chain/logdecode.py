@@ -9,6 +9,7 @@ checksummed, ``bytesN`` as bytes, arrays as tuples) as :meth:`Market.decode_logs
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ class EventShape:
     indexed: tuple[tuple[str, str], ...]  # (name, type) in topic order
     data: tuple[tuple[str, str], ...]  # (name, type) in data order
     data_types: tuple[str, ...]
+    static: bool = False  # every data field one 32-byte word of an elementary type (read without eth_abi)
 
 
 def _canonical_type(item: dict[str, Any]) -> str:
@@ -42,7 +44,8 @@ def event_shapes(abi: list[dict[str, Any]]) -> dict[str, EventShape]:
         topic = "0x" + keccak(text=f"{item['name']}({','.join(types)})").hex()
         indexed = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if i["indexed"])
         data = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if not i["indexed"])
-        out[topic] = EventShape(item["name"], indexed, data, tuple(t for _, t in data))
+        static = all(t in _UINT_BITS or t in _BYTES_N or t in ("bytes32", "address", "bool") for _, t in data)
+        out[topic] = EventShape(item["name"], indexed, data, tuple(t for _, t in data), static)
     return out
 
 
@@ -63,18 +66,59 @@ def _int(v: Any) -> int:
     return int(v, 16) if isinstance(v, str) else int(v)
 
 
+@functools.lru_cache(maxsize=4096)
+def checksummed(address: str) -> str:
+    """EIP-55 spelling of an address (a keccak each: the few addresses of a market recur in every log)."""
+    return to_checksum_address(address)
+
+
 def _fix(t: str, v: Any) -> Any:
     if t == "address":
-        return to_checksum_address(v)
+        return checksummed(v)
     if t.endswith("]"):
         return tuple(_fix(t[: t.rindex("[")], x) for x in v)
     return v
 
 
+def _word(t: str, word: bytes) -> Any:
+    """One 32-byte ABI word of a static elementary type, read directly; ``_NOT_WORD`` for another type or a word
+    that is not that type's padded form (left to ``eth_abi``, which then reports it)."""
+    if len(word) != 32:
+        return _NOT_WORD
+    if t == "bytes32":
+        return word
+    if t == "address":
+        return _NOT_WORD if any(word[:12]) else checksummed("0x" + word[12:].hex())
+    bits = _UINT_BITS.get(t)
+    if bits is not None:
+        v = int.from_bytes(word, "big")
+        return v if v >> bits == 0 else _NOT_WORD
+    size = _BYTES_N.get(t)
+    if size is not None:
+        return _NOT_WORD if any(word[size:]) else word[:size]
+    if t == "bool" and not any(word[:31]) and word[31] <= 1:
+        return word[31] == 1
+    return _NOT_WORD
+
+
+_NOT_WORD = object()
+_UINT_BITS = {f"uint{n}": n for n in range(8, 257, 8)}
+_BYTES_N = {f"bytes{n}": n for n in range(1, 32)}
+
+
 def _topic_value(t: str, word: bytes) -> Any:
     if t in ("string", "bytes") or t.endswith("]") or t.startswith("("):
         return word  # dynamic indexed values are stored hashed
-    return _fix(t, abi_decode([t], word)[0])
+    v = _word(t, word)
+    return _fix(t, abi_decode([t], word)[0]) if v is _NOT_WORD else v
+
+
+def _data_values(shape: EventShape, data: bytes) -> tuple[Any, ...]:
+    if shape.static and len(data) == 32 * len(shape.data_types):
+        values = tuple(_word(t, data[32 * i : 32 * i + 32]) for i, t in enumerate(shape.data_types))
+        if _NOT_WORD not in values:
+            return values
+    return tuple(_fix(t, v) for t, v in zip(shape.data_types, abi_decode(shape.data_types, data), strict=True))
 
 
 def decode_raw_log(shapes: dict[str, EventShape], log: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -91,9 +135,8 @@ def decode_raw_log(shapes: dict[str, EventShape], log: dict[str, Any]) -> tuple[
     for (name, t), topic in zip(shape.indexed, topics[1:], strict=True):
         args[name] = _topic_value(t, _hexbytes(topic))
     if shape.data:
-        values = abi_decode(shape.data_types, _hexbytes(log["data"]))
-        for (name, t), v in zip(shape.data, values, strict=True):
-            args[name] = _fix(t, v)
+        for (name, _), v in zip(shape.data, _data_values(shape, _hexbytes(log["data"])), strict=True):
+            args[name] = v
     return shape.name, args
 
 

@@ -211,8 +211,10 @@ class Market:
         """This contract's events among ``logs`` (a receipt's or ``eth_getLogs``'), decoded by
         :mod:`.logdecode` (the same result as web3's ``process_log``, ~20x cheaper)."""
         out = []
+        mine = self.address.lower()
         for log in logs:
-            if to_checksum_address(log["address"]) != self.address:
+            a = log["address"]
+            if (a.lower() if isinstance(a, str) else to_checksum_address(a).lower()) != mine:
                 continue
             decoded = decode_raw_log(self._shapes, log)
             if decoded is not None:

@@ -118,7 +118,9 @@ def _data_values(shape: EventShape, data: bytes) -> tuple[Any, ...]:
         values = tuple(_word(t, data[32 * i : 32 * i + 32]) for i, t in enumerate(shape.data_types))
         if _NOT_WORD not in values:
             return values
-    return tuple(_fix(t, v) for t, v in zip(shape.data_types, abi_decode(shape.data_types, data), strict=True))
+    return tuple(
+        _fix(t, v) for t, v in zip(shape.data_types, abi_decode(shape.data_types, data), strict=True)
+    )
 
 
 def decode_raw_log(shapes: dict[str, EventShape], log: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

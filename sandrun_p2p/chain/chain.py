@@ -26,6 +26,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_utils import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TimeExhausted
 from web3.providers import EthereumTesterProvider
@@ -318,11 +319,29 @@ class Chain:
 
     def estimate(self, tx: dict, method: str | None = None) -> int:
         try:
+            if self._raw_rpc:
+                return int(self._read(lambda: self._raw("eth_estimateGas", [_rpc_tx(tx)])), 16)
             return int(self._read(lambda: self.w3.eth.estimate_gas(tx)))
         except ChainError:
             raise
         except Exception as e:
             raise self._revert_error(e, method, tx) from e
+
+    @property
+    def _raw_rpc(self) -> bool:
+        """Whether a transaction's calls (estimate, send, receipt) go out as plain JSON-RPC requests rather than
+        through web3's method machinery: on every chain behind a URL. web3's request and result formatters,
+        validation middleware and ABI mapping cost ~2.5 ms of CPU per transaction against anvil (post_job 4.5 ->
+        2.1 ms); the requests and their answers are the same. The embedded chain's eth-tester provider takes only
+        web3-formatted requests."""
+        return not isinstance(self.w3.provider, EthereumTesterProvider)
+
+    def _raw(self, method: str, params: list) -> Any:
+        """One JSON-RPC request through the provider's transport; an error answer raises :class:`RPCError`."""
+        resp = self.w3.provider.make_request(method, params)
+        if resp.get("error") is not None:
+            raise RPCError(resp)
+        return resp.get("result")
 
     def send(
         self,
@@ -366,7 +385,14 @@ class Chain:
     def _submit(self, signer: Signer, tx: dict) -> str:
         if signer.private_key is not None:
             raw = Account.sign_transaction(tx, signer.private_key).raw_transaction
-            sender: Callable[[], Any] = lambda: self.w3.eth.send_raw_transaction(raw)  # noqa: E731
+            if self._raw_rpc:
+                sender: Callable[[], Any] = (
+                    lambda: bytes.fromhex(  # noqa: E731
+                        self._raw("eth_sendRawTransaction", ["0x" + bytes(raw).hex()])[2:]
+                    )
+                )
+            else:
+                sender = lambda: self.w3.eth.send_raw_transaction(raw)  # noqa: E731
         else:
             sender = lambda: self.w3.eth.send_transaction(tx)  # noqa: E731
         last: Exception | None = None
@@ -386,6 +412,17 @@ class Chain:
         raise ChainError("connection", f"cannot send transaction: {last}")
 
     def wait(self, tx_hash: str, method: str | None = None) -> dict:
+        if self._raw_rpc:
+            deadline = time.monotonic() + self.receipt_timeout
+            while True:
+                raw = self._read(lambda: self._raw("eth_getTransactionReceipt", [tx_hash]))
+                if raw is not None:
+                    return _receipt(raw)
+                if time.monotonic() >= deadline:
+                    raise ChainError(
+                        "timeout", f"no receipt after {self.receipt_timeout}s", method=method, tx_hash=tx_hash
+                    )
+                time.sleep(self.poll_latency)
         try:
             return self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.receipt_timeout, poll_latency=self.poll_latency
@@ -466,3 +503,56 @@ def _hexdata(data: Any) -> str:
     if isinstance(data, bytes | bytearray):
         return "0x" + bytes(data).hex()
     return data or "0x"
+
+
+class RPCError(Exception):
+    """A JSON-RPC error answer; ``rpc_response`` is the whole answer (its ``error.data`` is a revert's data, which
+    :func:`~.errors.revert_data_from_exception` reads as from web3's own ``Web3RPCError``)."""
+
+    def __init__(self, resp: dict) -> None:
+        err = resp.get("error") or {}
+        super().__init__(err.get("message", str(err)) if isinstance(err, dict) else str(err))
+        self.rpc_response = resp
+
+
+def _rpc_tx(tx: dict) -> dict:
+    """A transaction dict as JSON-RPC takes it: quantities as hex, data as 0x-hex."""
+    out: dict[str, Any] = {}
+    for k, v in tx.items():
+        if k == "data":
+            out[k] = _hexdata(v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            out[k] = hex(v)
+        else:
+            out[k] = v
+    return out
+
+
+#: Receipt fields that are quantities (hex on the wire, int in the receipt web3 gives).
+_RECEIPT_INTS = (
+    "blockNumber",
+    "cumulativeGasUsed",
+    "effectiveGasPrice",
+    "gasUsed",
+    "status",
+    "transactionIndex",
+    "type",
+    "blobGasUsed",
+    "blobGasPrice",
+)
+
+
+def _receipt(raw: dict) -> dict:
+    """A raw ``eth_getTransactionReceipt`` result with web3's types for the fields this package reads (quantities
+    as int, hashes as bytes, addresses checksummed); logs stay raw, which :meth:`Market.decode_logs` reads."""
+    out = dict(raw)
+    for k in _RECEIPT_INTS:
+        if isinstance(out.get(k), str):
+            out[k] = int(out[k], 16)
+    for k in ("transactionHash", "blockHash"):
+        if isinstance(out.get(k), str):
+            out[k] = HexBytes(out[k])
+    for k in ("contractAddress", "from", "to"):
+        if isinstance(out.get(k), str):  # (a creation's "to" is null, or "" from some nodes)
+            out[k] = to_checksum_address(out[k]) if out[k] not in ("", "0x") else None
+    return out

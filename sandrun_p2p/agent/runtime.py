@@ -54,7 +54,7 @@ from ..protocol.events import (
 )
 from ..protocol.identity import NodeKey, short_id
 from ..protocol.jobspec import PAY_VOUCHER, JobSpec
-from ..protocol.node import NodeCore
+from ..protocol.node import ACCEPTED, NodeCore
 from ..protocol.node import _parse_spec as parse_spec  # NodeCore's bounded parse cache, keyed by the dict
 from ..protocol.pricing import usage_charge
 from .audit import parse_batch_tree_name
@@ -68,6 +68,10 @@ from .ports import ChainPort
 from .vouchers import parse_voucher_name
 
 log = logging.getLogger("sandrun_p2p.agent")
+
+#: Seconds after one of this node's jobs is accepted before it looks at the chain for the settlement (the
+#: settling transaction was sent when the last reveal was published; a little later it is likely mined).
+SETTLEMENT_POLL_S = 0.05
 
 
 def job_id_of(msg: m.Message) -> bytes | None:
@@ -135,7 +139,10 @@ class Agent:
         self._deadline: float | None = None
         self._timer_changed = trio.Event()
         self._events_changed = trio.Event()
-        self._poll_now = trio.Event()
+        self._poll_wake = trio.Event()  # set when a poll was asked for (``_poll_at`` moved earlier)
+        self._poll_at: float | None = (
+            None  # the earliest poll asked for (trio clock), beyond the regular ones
+        )
         self._pub_send, self._pub_recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
         self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
         self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)
@@ -221,6 +228,8 @@ class Agent:
             self._grant(a)
         elif isinstance(a, JobEvent):
             self.journal.event(a.job_id, a.state, a.detail, a.node)
+            if a.state == ACCEPTED:
+                self._settlement_due(a.job_id)
             if a.state in FINAL_STATES:
                 self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
             if self.vouchers is not None and a.state in ("failed", "forgotten"):
@@ -228,6 +237,14 @@ class Agent:
             self._log(a.state, a.job_id, node=short_id(a.node) if a.node else "", detail=a.detail)
             self._events_changed.set()
             self._events_changed = trio.Event()
+
+    def _settlement_due(self, job_id: bytes) -> None:
+        """A job this node posted was accepted: the transaction that settles it is on its way (the last reveal
+        settles a per-job escrow), so look at the chain shortly, and tell the client it is settled then rather
+        than up to ``chain_poll_s`` later."""
+        view = self.core.jobs.get(job_id)
+        if view is not None and view.origin == self.node_id and view.spec.pay != PAY_VOUCHER:
+            self._poll_soon(SETTLEMENT_POLL_S)
 
     def _grant(self, a: RequestGrant) -> None:
         """Seal the job's bundle key to each new winner and publish the grants (this node is the origin)."""
@@ -284,7 +301,7 @@ class Agent:
             and self.core.cfg.require_escrow
             and jid not in self.core.funded
         ):
-            self._poll_now.set()  # look for the escrow now rather than at the next poll
+            self._poll_soon(0.0)  # look for the escrow now rather than at the next poll
         # (an origin's own inline block is in its store already: nothing to check or keep)
         mine = msg.sender == self.node_id
         code = check_inline(msg, parse_spec(msg.body["spec"])) if msg.kind == m.JOB and not mine else None
@@ -543,9 +560,16 @@ class Agent:
         self.chain_errors.append(f"vouchers: {msg}"[:300])
         self._log("voucher-audit", None, error=msg)
 
+    def _poll_soon(self, delay: float) -> None:
+        """Have the chain watcher poll within ``delay`` seconds (not up to ``chain_poll_s`` later)."""
+        at = trio.current_time() + delay
+        if self._poll_at is None or at < self._poll_at:
+            self._poll_at = at
+            self._poll_wake.set()
+
     async def _chain_watcher(self) -> None:
         while True:
-            self._poll_now = trio.Event()
+            self._poll_at = None  # what is asked for from here on needs a poll after this one
             try:
                 with trio.fail_after(30):
                     updates = await self.chain.poll()
@@ -560,8 +584,14 @@ class Agent:
             if sooner is not None and (at := sooner()) is not None:
                 # e.g. a voucher batch comes of age: settle it then, not up to a poll later
                 wait = min(wait, at)
-            with trio.move_on_after(wait):
-                await self._poll_now.wait()
+            until = trio.current_time() + wait
+            while True:
+                due = until if self._poll_at is None else min(until, self._poll_at)
+                if trio.current_time() >= due:
+                    break
+                self._poll_wake = trio.Event()
+                with trio.move_on_at(due):
+                    await self._poll_wake.wait()
 
     async def _caps_watcher(self, detect: Any) -> None:
         while True:

@@ -385,16 +385,18 @@ class Chain:
     def _submit(self, signer: Signer, tx: dict) -> str:
         if signer.private_key is not None:
             raw = Account.sign_transaction(tx, signer.private_key).raw_transaction
-            if self._raw_rpc:
-                sender: Callable[[], Any] = (
-                    lambda: bytes.fromhex(  # noqa: E731
-                        self._raw("eth_sendRawTransaction", ["0x" + bytes(raw).hex()])[2:]
-                    )
-                )
-            else:
-                sender = lambda: self.w3.eth.send_raw_transaction(raw)  # noqa: E731
+            raw_hex = "0x" + bytes(raw).hex()
+
+            def sender() -> Any:
+                if self._raw_rpc:
+                    return bytes.fromhex(self._raw("eth_sendRawTransaction", [raw_hex])[2:])
+                return self.w3.eth.send_raw_transaction(raw)
+
         else:
-            sender = lambda: self.w3.eth.send_transaction(tx)  # noqa: E731
+
+            def sender() -> Any:
+                return self.w3.eth.send_transaction(tx)
+
         last: Exception | None = None
         for attempt in range(READ_RETRIES):  # the same signed bytes: idempotent
             try:

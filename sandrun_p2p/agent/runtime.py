@@ -70,8 +70,11 @@ from .vouchers import parse_voucher_name
 log = logging.getLogger("sandrun_p2p.agent")
 
 #: Seconds after one of this node's jobs is accepted before it looks at the chain for the settlement (the
-#: settling transaction was sent when the last reveal was published; a little later it is likely mined).
+#: settling transaction was sent when the last reveal was published; a little later it is likely mined), and
+#: how often it looks again until the job is settled, for at most ``SETTLEMENT_WATCH_S``.
 SETTLEMENT_POLL_S = 0.05
+SETTLEMENT_REPOLL_S = 0.2
+SETTLEMENT_WATCH_S = 30.0
 
 
 def job_id_of(msg: m.Message) -> bytes | None:
@@ -140,9 +143,10 @@ class Agent:
         self._timer_changed = trio.Event()
         self._events_changed = trio.Event()
         self._poll_wake = trio.Event()  # set when a poll was asked for (``_poll_at`` moved earlier)
-        self._poll_at: float | None = (
-            None  # the earliest poll asked for (trio clock), beyond the regular ones
-        )
+        self._poll_at: float | None = None  # the earliest poll asked for (trio clock) beyond the regular ones
+        self._settling: dict[
+            bytes, float
+        ] = {}  # this node's accepted escrow jobs not yet settled -> watch until
         self._pub_send, self._pub_recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
         self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
         self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)
@@ -231,6 +235,7 @@ class Agent:
             if a.state == ACCEPTED:
                 self._settlement_due(a.job_id)
             if a.state in FINAL_STATES:
+                self._settling.pop(a.job_id, None)
                 self.keys.delete(a.job_id)  # the job ended: nobody needs its bundle key any more
             if self.vouchers is not None and a.state in ("failed", "forgotten"):
                 self.vouchers.ended(a.job_id)  # a voucher job funded here and never signed: its price is free
@@ -240,10 +245,11 @@ class Agent:
 
     def _settlement_due(self, job_id: bytes) -> None:
         """A job this node posted was accepted: the transaction that settles it is on its way (the last reveal
-        settles a per-job escrow), so look at the chain shortly, and tell the client it is settled then rather
-        than up to ``chain_poll_s`` later."""
+        settles a per-job escrow), so look at the chain shortly and every ``SETTLEMENT_REPOLL_S`` until it is
+        settled, and tell the client then rather than up to ``chain_poll_s`` later."""
         view = self.core.jobs.get(job_id)
         if view is not None and view.origin == self.node_id and view.spec.pay != PAY_VOUCHER:
+            self._settling[job_id] = trio.current_time() + SETTLEMENT_WATCH_S
             self._poll_soon(SETTLEMENT_POLL_S)
 
     def _grant(self, a: RequestGrant) -> None:
@@ -580,6 +586,11 @@ class Agent:
                 self._log("chain-poll-failed", None, error=f"{type(e).__name__}: {e}")
                 await trio.sleep(2)
             wait = self.cfg.chain_poll_s
+            if self._settling:  # a settlement is on its way: look again soon (a busy chain mines it later)
+                now = trio.current_time()
+                self._settling = {j: t for j, t in self._settling.items() if t > now}
+                if self._settling:
+                    wait = min(wait, SETTLEMENT_REPOLL_S)
             sooner = getattr(self.chain, "poll_in", None)
             if sooner is not None and (at := sooner()) is not None:
                 # e.g. a voucher batch comes of age: settle it then, not up to a poll later

@@ -71,8 +71,9 @@ class CountingChain:
 async def test_an_accepted_job_of_this_node_has_its_settlement_looked_for_at_once(
     tmp_path: Path, autojump_clock: trio.abc.Clock, origin_is_me: bool, pay: str, polled_soon: bool
 ) -> None:
-    """The client learns of the settlement right after the last reveal, not up to ``chain_poll_s`` later; only
-    for its own per-job escrow jobs (a voucher job settles with its batch)."""
+    """The client learns of the settlement right after the last reveal, not up to ``chain_poll_s`` later: the
+    origin looks at once and then every 0.2 s until the job is settled; only for its own per-job escrow jobs (a
+    voucher job settles with its batch)."""
     chain = CountingChain()
     cfg = AgentConfig(data_dir=tmp_path, mdns=False, chain_poll_s=5.0)
     key = NodeKey.generate()
@@ -86,8 +87,14 @@ async def test_an_accepted_job_of_this_node_has_its_settlement_looked_for_at_onc
             await trio.sleep(1.0)
             assert chain.polls == 1
             agent._do(JobEvent(job, "accepted", ""))
-            await trio.sleep(0.2)
+            await trio.sleep(0.1)
             assert chain.polls == (2 if polled_soon else 1)
+            await trio.sleep(1.0)  # not settled yet (a busy chain mines later): looked for every 0.2 s
+            assert chain.polls == (7 if polled_soon else 1)
+            agent._do(JobEvent(job, "settled", ""))
+            polls = chain.polls
+            await trio.sleep(2.0)  # settled: back to every chain_poll_s
+            assert chain.polls <= polls + 1
             nursery.cancel_scope.cancel()
     finally:
         agent.journal.close()

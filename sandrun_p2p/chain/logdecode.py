@@ -16,6 +16,8 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
+from .abi import canonical_type
+
 
 @dataclass(frozen=True)
 class EventShape:
@@ -26,21 +28,13 @@ class EventShape:
     static: bool = False  # every data field one 32-byte word of an elementary type (read without eth_abi)
 
 
-def _canonical_type(item: dict[str, Any]) -> str:
-    t = item["type"]
-    if t.startswith("tuple"):
-        inner = ",".join(_canonical_type(c) for c in item["components"])
-        return f"({inner}){t[5:]}"
-    return t
-
-
 def event_shapes(abi: list[dict[str, Any]]) -> dict[str, EventShape]:
     """topic0 (as ``0x``-prefixed lowercase hex) -> shape, for every non-anonymous event of ``abi``."""
     out = {}
     for item in abi:
         if item.get("type") != "event" or item.get("anonymous"):
             continue
-        types = [_canonical_type(i) for i in item["inputs"]]
+        types = [canonical_type(i) for i in item["inputs"]]
         topic = "0x" + keccak(text=f"{item['name']}({','.join(types)})").hex()
         indexed = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if i["indexed"])
         data = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if not i["indexed"])

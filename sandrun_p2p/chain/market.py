@@ -8,6 +8,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from . import artifacts
+from .abi import Calls
 from .chain import Chain, Signer
 from .crypto import (
     Attestation,
@@ -151,6 +152,7 @@ class Market:
         if not chain.decoder._errors:
             chain.decoder = RevertDecoder(self.artifact["abi"])
         self._shapes = event_shapes(self.artifact["abi"])
+        self._calls = Calls(self.artifact["abi"])
 
     # ------------------------------------------------------------------ set-up
 
@@ -197,10 +199,15 @@ class Market:
     ) -> TxResult:
         if self.signer is None:
             raise ChainError("no-signer", f"{fn_name} needs a Signer")
-        fn = getattr(self.contract.functions, fn_name)(*args)
-        tx = {"to": self.address, "data": fn._encode_transaction_data(), "value": value}
+        tx = {"to": self.address, "data": self.calldata(fn_name, *args), "value": value}
         receipt = self.chain.send(self.signer, tx, gas=gas, extra_gas=extra_gas, method=fn_name)
         return TxResult(receipt, self.decode_logs(receipt["logs"]))
+
+    def calldata(self, fn_name: str, *args: Any) -> str:
+        """``0x``-hex calldata of a call of ``fn_name`` (see :mod:`.abi`; an overloaded name goes through web3)."""
+        if fn_name in self._calls:
+            return self._calls.data(fn_name, args)
+        return getattr(self.contract.functions, fn_name)(*args)._encode_transaction_data()
 
     def _call(self, fn_name: str, *args: Any) -> Any:
         return self.chain.call(

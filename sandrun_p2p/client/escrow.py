@@ -192,8 +192,7 @@ class Escrow:
         """One market transaction from the per-job key with a fixed gas limit; its decoded events."""
         from ..chain.market import TxResult
 
-        fn = getattr(m.contract.functions, fn_name)(*args)
-        tx = {"to": m.address, "data": fn._encode_transaction_data(), "value": value}
+        tx = {"to": m.address, "data": m.calldata(fn_name, *args), "value": value}
         receipt = self.chain.send(m.signer, tx, gas=GAS_LIMITS[fn_name], method=fn_name)
         return TxResult(receipt, m.decode_logs(receipt["logs"]))
 

@@ -144,9 +144,8 @@ class Agent:
         self._events_changed = trio.Event()
         self._poll_wake = trio.Event()  # set when a poll was asked for (``_poll_at`` moved earlier)
         self._poll_at: float | None = None  # the earliest poll asked for (trio clock) beyond the regular ones
-        self._settling: dict[
-            bytes, float
-        ] = {}  # this node's accepted escrow jobs not yet settled -> watch until
+        # this node's accepted escrow jobs not yet seen settled -> until when to keep looking
+        self._settling: dict[bytes, float] = {}
         self._pub_send, self._pub_recv = trio.open_memory_channel[tuple[str, bytes]](math.inf)
         self._tx_send, self._tx_recv = trio.open_memory_channel[SubmitTx](math.inf)
         self._exec_send, self._exec_recv = trio.open_memory_channel[StartExecution](math.inf)

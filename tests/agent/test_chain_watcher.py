@@ -19,8 +19,8 @@ from .test_journal_resume import CAPS, NoExecutor, NoStore
 pytestmark = pytest.mark.timeout(30)
 
 
-class SoonChain:
-    """A chain adaptor that asks to be polled every 0.1 s."""
+class CountingChain:
+    """A chain adaptor that only counts its polls."""
 
     kind = "none"
 
@@ -30,6 +30,10 @@ class SoonChain:
     async def poll(self) -> list:
         self.polls += 1
         return []
+
+
+class SoonChain(CountingChain):
+    """A chain adaptor that asks to be polled every 0.1 s."""
 
     def poll_in(self) -> float:
         return 0.1
@@ -49,19 +53,6 @@ async def test_the_chain_is_polled_when_it_asks(tmp_path: Path, autojump_clock: 
         assert chain.polls >= 10  # every 0.1 s (virtual clock), not once per 5 s
     finally:
         agent.journal.close()
-
-
-class CountingChain:
-    """A chain adaptor that only counts its polls."""
-
-    kind = "none"
-
-    def __init__(self) -> None:
-        self.polls = 0
-
-    async def poll(self) -> list:
-        self.polls += 1
-        return []
 
 
 @pytest.mark.parametrize(

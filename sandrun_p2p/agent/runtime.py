@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from ..chain.crypto import Attestation
+from ..client.peer import ESCROW_WAIT_S
 from ..exec.capabilities import caps_from_exec
 from ..exec.result import ExecResult
 from ..net.host import NetConfig, Network
@@ -657,7 +658,7 @@ class Agent:
 
     async def submit_job(self, spec: JobSpec) -> bytes:
         """Announce a job as its origin: escrow on chain (which fixes the seed), then gossip it."""
-        with trio.fail_after(60):
+        with trio.fail_after(ESCROW_WAIT_S):
             seed = await self.chain.fund_job(spec, self.node_id)
         code = await block_to_inline(self.store, spec, self.cfg.inline_code_max)
         self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
@@ -673,7 +674,7 @@ class Agent:
 
         async def fund(i: int, spec: JobSpec) -> None:
             try:
-                with trio.fail_after(60):
+                with trio.fail_after(ESCROW_WAIT_S):
                     seed = await self.chain.fund_job(spec, self.node_id)
             except Exception as e:
                 results[i] = e

@@ -68,7 +68,24 @@ def resolve(peer: str | None, token: str | None = None) -> tuple[str, str]:
     return str(info["url"]).rstrip("/"), tok
 
 
+#: The longest a node spends escrowing one job from its own account (the agent's bound on the transaction); a
+#: submission through it waits ``SUBMIT_MARGIN_S`` longer, so a slow chain gives the node's own answer (each job's
+#: escrow error) rather than a client-side timeout.
+ESCROW_WAIT_S = 60.0
+SUBMIT_MARGIN_S = 30.0
+
+
+def _submit_wait(timeout: httpx.Timeout) -> float:
+    """How long a submission waits for its answer: the client's timeout, or the node's escrow bound and a margin."""
+    return max(timeout.read or 0.0, ESCROW_WAIT_S + SUBMIT_MARGIN_S)
+
+
 def _unreachable(url: str, e: httpx.HTTPError) -> PeerUnavailable:
+    if isinstance(e, httpx.ReadTimeout | httpx.WriteTimeout):
+        return PeerUnavailable(
+            f"peer {url} did not answer in time ({type(e).__name__}); it is running but busy or waiting "
+            "(e.g. on its chain)"
+        )
     return PeerUnavailable(f"peer {url} not reachable ({type(e).__name__}: {e}); is its agent running?")
 
 
@@ -153,7 +170,7 @@ class Peer:
 
     async def submit_escrowed_by_peer(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/jobs: the peer escrows from its own account and announces (not anonymous)."""
-        return await self._call("POST", "/v1/jobs", json=body)
+        return await self._call("POST", "/v1/jobs", json=body, timeout=_submit_wait(self._http.timeout))
 
 
 class ControlClient:
@@ -193,11 +210,12 @@ class ControlClient:
 
     def submit(self, **body: Any) -> dict[str, Any]:
         """``POST /v1/jobs``: the node escrows from its own account and announces."""
-        return self._call("POST", "/v1/jobs", json=body)
+        return self._call("POST", "/v1/jobs", json=body, timeout=_submit_wait(self.http.timeout))
 
     def submit_many(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``POST /v1/jobs/batch``: one answer per body, in order (``{"job_id", "error"}`` where escrow failed)."""
-        return self._call("POST", "/v1/jobs/batch", json={"jobs": bodies})["jobs"]
+        wait = _submit_wait(self.http.timeout)
+        return self._call("POST", "/v1/jobs/batch", json={"jobs": bodies}, timeout=wait)["jobs"]
 
     def events(
         self, since: int = 0, job: str | None = None, wait: float = 0, linger: float = 0

@@ -102,3 +102,52 @@ def test_both_clients_say_a_dead_agent_is_not_reachable() -> None:
                 await p.status()
 
     trio.run(main)
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Answers after ``DELAY_S``, as a node does while its escrow transaction is pending."""
+
+    DELAY_S = 0.6
+
+    def _reply(self) -> None:
+        length = int(self.headers.get("content-length", 0) or 0)
+        self.rfile.read(length)
+        threading.Event().wait(self.DELAY_S)
+        body = json.dumps({"jobs": [{"job_id": "ab"}], "job_id": "ab"}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply  # noqa: N815 (http.server's names)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_submission_waits_for_the_nodes_escrow_and_a_busy_node_is_not_called_dead() -> None:
+    """A client's short timeout holds for reads, but a submission waits as long as the node may take to escrow
+    (its own answer, e.g. each job's escrow error, rather than a timeout); a read that times out says the peer
+    is busy, not that nothing runs there."""
+    srv = HTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    c = ControlClient(url, "t", timeout=0.2)
+    try:
+        with pytest.raises(PeerUnavailable, match=f"peer {url} did not answer in time .*busy"):
+            c.jobs()
+        assert c.submit_many([{"x": 1}]) == [{"job_id": "ab"}]
+        assert c.submit(x=1)["job_id"] == "ab"
+
+        async def main() -> None:
+            async with Peer(url, "t", timeout=0.2) as p:
+                with pytest.raises(PeerUnavailable, match="did not answer in time"):
+                    await p.status()
+                assert (await p.submit_escrowed_by_peer({"x": 1}))["job_id"] == "ab"
+
+        trio.run(main)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        c.close()

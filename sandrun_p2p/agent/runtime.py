@@ -666,27 +666,31 @@ class Agent:
         return spec.job_id
 
     async def submit_jobs(self, specs: list[JobSpec]) -> list[bytes | BaseException]:
-        """Announce several jobs as their origin: their escrows go out concurrently and each job is announced as
-        soon as its own escrow is in (one origin's escrows are mined one after another: waiting for all of them
-        held the first announcement back by the whole batch's; jobs funded together still leave in one gossip
-        batch). Per job: its id, or the exception its escrow raised."""
+        """Announce several jobs as their origin: their escrows go out concurrently, then every funded job is
+        announced at once (so the publisher batches them). Per job: its id, or the exception its escrow raised."""
         results: list[bytes | BaseException] = [ValueError("not funded")] * len(specs)
+        seeds: dict[int, bytes] = {}
+        codes: dict[int, bytes] = {}
 
         async def fund(i: int, spec: JobSpec) -> None:
             try:
                 with trio.fail_after(ESCROW_WAIT_S):
-                    seed = await self.chain.fund_job(spec, self.node_id)
+                    seeds[i] = await self.chain.fund_job(spec, self.node_id)
             except Exception as e:
                 results[i] = e
                 return
-            code = await block_to_inline(self.store, spec, self.cfg.inline_code_max)
-            self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
-            self.feed(SubmitJob(spec, seed, code))
-            results[i] = spec.job_id
+            codes[i] = await block_to_inline(
+                self.store, spec, self.cfg.inline_code_max
+            )  # (alongside the others)
 
         async with trio.open_nursery() as nursery:
             for i, spec in enumerate(specs):
                 nursery.start_soon(fund, i, spec)
+        for i, seed in sorted(seeds.items()):
+            spec = specs[i]
+            self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
+            self.feed(SubmitJob(spec, seed, codes[i]))
+            results[i] = spec.job_id
         return results
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED, detect_caps: Any = None) -> None:

@@ -140,6 +140,13 @@ def test_faulty_executor_outvoted_and_slashed(cluster: Cluster) -> None:
     j = api.wait_job(r["job_id"], ("settled", "refunded", "failed"), 60)
     assert j["state"] == "settled", j
     faulty = cluster.nodes[FAULTY].node_id.hex()
+    # the job settles with the quorum's reveals; the third (the faulty one's) may reach the origin just after
+
+    def all_revealed() -> dict | None:
+        x = api.job(r["job_id"])
+        return x if len(x["reveals"]) == 3 else None
+
+    j = wait_for(all_revealed, 30, "the origin to have all 3 reveals")
     roots = {n: v["root"] for n, v in j["reveals"].items()}
     assert roots[faulty] != j["accepted_root"]
     assert sum(1 for v in roots.values() if v == j["accepted_root"]) == 2

@@ -15,6 +15,10 @@ from eth_abi import encode as abi_encode
 from eth_abi.exceptions import EncodingError
 from eth_utils import keccak
 
+#: Sizes of the elementary static types: ``bytesN`` in bytes, ``uintN`` in bits.
+FIXED_BYTES = {f"bytes{n}": n for n in range(1, 33)}
+UINT_BITS = {f"uint{n}": n for n in range(8, 257, 8)}
+
 
 def canonical_type(item: dict[str, Any]) -> str:
     """An ABI input's type as it appears in signatures (tuples spelled out as ``(t1,t2,...)``)."""
@@ -50,7 +54,7 @@ class Calls:
         if len(args) != len(types):
             raise TypeError(f"{name} takes {len(types)} arguments, not {len(args)}")
         for i, (t, v) in enumerate(zip(types, args, strict=True)):
-            size = _FIXED_BYTES.get(t)
+            size = FIXED_BYTES.get(t)
             if size is not None and isinstance(v, bytes | bytearray) and len(v) != size:
                 # (eth_abi would pad a short value; web3, strict, refuses it: so does this)
                 raise ValueError(f"{name}: argument {i} is {len(v)} bytes, {t} takes {size}")
@@ -58,6 +62,3 @@ class Calls:
             return "0x" + (selector + abi_encode(types, list(args))).hex()
         except EncodingError as e:
             raise ValueError(f"{name}: {e}") from None
-
-
-_FIXED_BYTES = {f"bytes{n}": n for n in range(1, 33)}

@@ -417,7 +417,12 @@ class Chain:
         if self._raw_rpc:
             deadline = time.monotonic() + self.receipt_timeout
             while True:
-                raw = self._read(lambda: self._raw("eth_getTransactionReceipt", [tx_hash]))
+                try:
+                    raw = self._read(lambda: self._raw("eth_getTransactionReceipt", [tx_hash]))
+                except RPCError as e:
+                    raise ChainError(
+                        "rpc", f"eth_getTransactionReceipt: {e}", method=method, tx_hash=tx_hash
+                    ) from e
                 if raw is not None:
                     return _receipt(raw)
                 if time.monotonic() >= deadline:

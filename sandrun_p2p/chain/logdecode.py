@@ -16,7 +16,7 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
-from .abi import canonical_type
+from .abi import FIXED_BYTES, UINT_BITS, canonical_type
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def event_shapes(abi: list[dict[str, Any]]) -> dict[str, EventShape]:
         topic = "0x" + keccak(text=f"{item['name']}({','.join(types)})").hex()
         indexed = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if i["indexed"])
         data = tuple((i["name"], t) for i, t in zip(item["inputs"], types, strict=True) if not i["indexed"])
-        static = all(t in _UINT_BITS or t in _BYTES_N or t in ("bytes32", "address", "bool") for _, t in data)
+        static = all(t in UINT_BITS or t in FIXED_BYTES or t in ("address", "bool") for _, t in data)
         out[topic] = EventShape(item["name"], indexed, data, tuple(t for _, t in data), static)
     return out
 
@@ -79,15 +79,13 @@ def _word(t: str, word: bytes) -> Any:
     that is not that type's padded form (left to ``eth_abi``, which then reports it)."""
     if len(word) != 32:
         return _NOT_WORD
-    if t == "bytes32":
-        return word
     if t == "address":
         return _NOT_WORD if any(word[:12]) else checksummed("0x" + word[12:].hex())
-    bits = _UINT_BITS.get(t)
+    bits = UINT_BITS.get(t)
     if bits is not None:
         v = int.from_bytes(word, "big")
         return v if v >> bits == 0 else _NOT_WORD
-    size = _BYTES_N.get(t)
+    size = FIXED_BYTES.get(t)
     if size is not None:
         return _NOT_WORD if any(word[size:]) else word[:size]
     if t == "bool" and not any(word[:31]) and word[31] <= 1:
@@ -96,8 +94,6 @@ def _word(t: str, word: bytes) -> Any:
 
 
 _NOT_WORD = object()
-_UINT_BITS = {f"uint{n}": n for n in range(8, 257, 8)}
-_BYTES_N = {f"bytes{n}": n for n in range(1, 32)}
 
 
 def _topic_value(t: str, word: bytes) -> Any:

@@ -88,3 +88,18 @@ def test_a_refused_nonce_resynchronises_and_an_unknown_hash_times_out(chain) -> 
     with pytest.raises(ChainError) as e:
         chain.wait("0x" + h("never sent").hex(), "postJob")
     assert e.value.reason == "timeout" and e.value.method == "postJob"
+
+
+def test_a_receipt_query_the_node_refuses_is_a_chain_error_naming_the_transaction(chain, monkeypatch) -> None:
+    real = chain.w3.provider.make_request
+
+    def refusing(method, params):
+        if method == "eth_getTransactionReceipt":
+            return {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "header not found"}}
+        return real(method, params)
+
+    monkeypatch.setattr(chain.w3.provider, "make_request", refusing)
+    tx = "0x" + h("some tx").hex()
+    with pytest.raises(ChainError) as e:
+        chain.wait(tx, "postJob")
+    assert e.value.reason == "rpc" and "header not found" in str(e.value) and e.value.tx_hash == tx

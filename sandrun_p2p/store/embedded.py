@@ -2,8 +2,10 @@
 
 Layout of ``<data_dir>/store/``::
 
-    blocks/<xy>/<cid>   one file per block, named by its CIDv1 (``xy`` = the CID's next-to-last 2 chars)
-    pins/<cid>          empty marker files: kept by gc until unpinned
+    blocks/<xy>/<cid>   one file per block, named by its CIDv1 (``xy`` = the CID's next-to-last 2 chars); all
+                        1024 ``xy`` directories are made when the repo is created and stay (gc keeps them)
+    pins/<cid>          one name per pin, kept by gc until unpinned: a hard link to the root block's file
+                        (no new inode per pin), or an empty file where the block is absent or links fail
     tmp/                staging: every put writes its new blocks here (``put-<id>-<cid>``), then renames
                         them into blocks/ (children first, root last), so a root is never visible before its
                         children; blocks already in blocks/ are not written again
@@ -53,6 +55,8 @@ from .unixfs import (
 )
 
 T = TypeVar("T")
+#: The characters of a CIDv1 in base32 (RFC 4648, lower case): the names of the block shard directories.
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
 #: Deepest file DAG accepted on read (ours: 3 levels cover 1.3 TB).
 MAX_FILE_DEPTH = 16
 #: Most blocks one walk (fetch, has, gc mark) will visit for one root.
@@ -89,8 +93,11 @@ class _Staging:
             for cid, src in self.order:  # dependency order: the root is renamed last
                 os.utime(src, (now, now))
                 dst = self.repo.block_path(cid)
-                dst.parent.mkdir(exist_ok=True)
-                os.replace(src, dst)
+                try:
+                    os.replace(src, dst)
+                except FileNotFoundError:  # a shard directory removed by hand: make it again
+                    dst.parent.mkdir(exist_ok=True)
+                    os.replace(src, dst)
             self.order.clear()
 
     def discard(self) -> None:
@@ -113,7 +120,21 @@ class BlockRepo:
         self.corrupt = root / "corrupt"
         for d in (self.blocks, self.pins_dir, self.tmp, self.corrupt):
             d.mkdir(parents=True, exist_ok=True)
+        self._make_shards()
         self._lock = threading.Lock()  # commit vs sweep, within this process
+
+    def _make_shards(self) -> None:
+        """Make every ``blocks/<xy>`` directory once (a marker file says it is done). Made one by one as blocks
+        arrive, a new node's first thousand puts would each create one, and on ext4 each creation costs more
+        while many files were deleted recently (which an agent storing every result does)."""
+        done = self.root / "blocks.made"
+        if done.exists():
+            return
+        for a in _B32:
+            for b in _B32:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.blocks / (a + b))
+        done.touch()
 
     # -- blocks --------------------------------------------------------------------------------
     def block_path(self, cid: Cid) -> Path:
@@ -351,7 +372,13 @@ class BlockRepo:
 
     # -- pins and gc ---------------------------------------------------------------------------
     def pin(self, cid: Cid) -> None:
-        (self.pins_dir / str(cid)).touch()
+        p = self.pins_dir / str(cid)
+        try:  # a second name for the root block's file: no inode is made (or freed again at unpin)
+            os.link(self.block_path(cid), p)
+        except FileExistsError:
+            pass
+        except OSError:  # the block is not here (yet), or the file system has no hard links
+            p.touch()
 
     def unpin(self, cid: Cid) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -392,8 +419,6 @@ class BlockRepo:
                         continue
                     removed += 1
                     removed_bytes += st.st_size
-                with contextlib.suppress(OSError):
-                    shard.rmdir()  # only when empty
             for d in (self.tmp, self.corrupt):
                 for f in d.iterdir():
                     with contextlib.suppress(OSError):

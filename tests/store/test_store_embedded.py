@@ -185,6 +185,39 @@ async def test_pin_requires_content(store: EmbeddedStore) -> None:
     await store.unpin(cid)  # idempotent
 
 
+async def test_a_pin_is_a_second_name_of_the_root_block(store: EmbeddedStore) -> None:
+    cid = await store.put_bytes(b"pinned by link", pin=True)
+    block = store.repo.block_path(parse_cid(cid))
+    pin = store.repo.pins_dir / cid
+    assert pin.stat().st_ino == block.stat().st_ino  # no inode of its own
+    await store.pin(cid)  # pinning again is a no-op
+    assert await store.pins() == {cid}
+    old = 1_000_000.0
+    os.utime(block, (old, old))
+    assert (await store.gc([], grace_s=0)).removed_blocks == 0 and await store.get(cid) == b"pinned by link"
+    await store.unpin(cid)
+    assert (await store.gc([], grace_s=0)).removed_blocks == 1 and not await store.has(cid)
+    store.repo.pin(parse_cid(cid))  # the repo's pin of a block it lacks (a CLI pin then a fetch): a plain file
+    assert pin.is_file() and pin.stat().st_nlink == 1 and await store.pins() == {cid}
+
+
+async def test_the_block_shard_directories_are_made_once_and_kept(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    shards = sorted(p.name for p in store.repo.blocks.iterdir() if p.is_dir())
+    assert len(shards) == 32 * 32 and shards[0] == "22" and shards[-1] == "zz"
+    cid = await store.put_bytes(b"x" * 1000)
+    await store.gc([], grace_s=0)  # gc empties the block's shard but keeps the directory
+    assert not await store.has(cid) and len([p for p in store.repo.blocks.iterdir() if p.is_dir()]) == 1024
+    shard = store.repo.block_path(parse_cid(cid)).parent
+    shard.rmdir()  # removed by hand: a put makes it again
+    assert await store.put_bytes(b"x" * 1000) == cid and await store.get(cid) == b"x" * 1000
+    for p in store.repo.blocks.iterdir():
+        if p.is_dir() and p != shard:
+            p.rmdir()
+    EmbeddedStore(tmp_path)  # reopened: the marker says the layout was made, nothing is made again
+    assert [p.name for p in store.repo.blocks.iterdir() if p.is_dir()] == [shard.name]
+
+
 # ---------------------------------------------------------------- bad input
 BAD_CIDS = [
     "",

@@ -197,7 +197,8 @@ async def test_a_pin_is_a_second_name_of_the_root_block(store: EmbeddedStore) ->
     assert (await store.gc([], grace_s=0)).removed_blocks == 0 and await store.get(cid) == b"pinned by link"
     await store.unpin(cid)
     assert (await store.gc([], grace_s=0)).removed_blocks == 1 and not await store.has(cid)
-    store.repo.pin(parse_cid(cid))  # the repo's pin of a block it lacks (a CLI pin then a fetch): a plain file
+    # the repo's pin of a block it lacks (a CLI pin, then a fetch): a plain file
+    store.repo.pin(parse_cid(cid))
     assert pin.is_file() and pin.stat().st_nlink == 1 and await store.pins() == {cid}
 
 

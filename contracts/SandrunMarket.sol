@@ -20,6 +20,8 @@ contract SandrunMarket {
     // ------------------------------------------------------------------------------------------
 
     uint256 public constant MAX_REDUNDANCY = 5;
+    /// Most jobs one postJobs escrows (bounds its loop and its gas).
+    uint256 public constant MAX_POST_BATCH = 64;
 
     /// Minimum stake for a node to commit to jobs or settle batches.
     uint256 public immutable minStake;
@@ -101,6 +103,15 @@ contract SandrunMarket {
     mapping(bytes32 => Job) private _jobs;
     /// Per position: keccak256(commitment, usage) until revealed, then (trace-root prefix 160 | usage 96).
     mapping(bytes32 => bytes32[5]) private _entries;
+
+    /// One job of a postJobs call: what postJob takes, with its escrow (postJob's msg.value).
+    struct JobPost {
+        bytes32 jobId;
+        uint8 k;
+        uint8 q;
+        uint32 deadline;
+        uint96 escrow;
+    }
 
     struct Opening {
         uint8 pos;
@@ -378,21 +389,40 @@ contract SandrunMarket {
     ///   Any address may post; a fresh address per job is normal. The ranking seed is the previous block's
     ///   hash (first 8 bytes), which the client cannot choose.
     function postJob(bytes32 jobId, uint8 k, uint8 q, uint32 deadline) external payable {
+        _postJob(jobId, k, q, deadline, msg.value, bytes8(blockhash(block.number - 1)));
+    }
+
+    /// @notice postJob for several jobs in one transaction (at most MAX_POST_BATCH): each gets its own escrow
+    ///   and JobPosted, all the same seed; msg.value must be the sum of the escrows. All or nothing: one bad
+    ///   job reverts the whole call with that job's error.
+    function postJobs(JobPost[] calldata posts) external payable {
+        uint256 n = posts.length;
+        if (n == 0 || n > MAX_POST_BATCH) revert BadParameter("batch");
+        bytes8 seed = bytes8(blockhash(block.number - 1));
+        uint256 total;
+        for (uint256 i; i < n; ++i) {
+            JobPost calldata p = posts[i];
+            total += p.escrow;
+            _postJob(p.jobId, p.k, p.q, p.deadline, p.escrow, seed);
+        }
+        if (total != msg.value) revert BadParameter("escrow");
+    }
+
+    function _postJob(bytes32 jobId, uint8 k, uint8 q, uint32 deadline, uint256 escrow, bytes8 seed) private {
         if (k == 0 || k > MAX_REDUNDANCY) revert BadParameter("k");
         if (2 * uint256(q) <= k || q > k) revert BadParameter("q");
         if (deadline <= block.timestamp || deadline > block.timestamp + maxJobDuration) {
             revert BadParameter("deadline");
         }
-        if (msg.value == 0) revert BadParameter("escrow");
-        if (msg.value > type(uint88).max) revert ValueTooLarge();
+        if (escrow == 0) revert BadParameter("escrow");
+        if (escrow > type(uint88).max) revert ValueTooLarge();
         Job storage j = _jobs[jobId];
         if (j.client != address(0)) revert JobExists();
-        bytes8 seed = bytes8(blockhash(block.number - 1));
         j.client = msg.sender;
-        j.escrow = uint96(msg.value);
+        j.escrow = uint96(escrow);
         j.meta = uint256(deadline) | (uint256(k) << 32) | (uint256(q) << 40) | (uint256(STATE_OPEN) << 64)
             | (uint256(uint64(seed)) << 72);
-        emit JobPosted(jobId, msg.sender, k, q, deadline, msg.value, seed);
+        emit JobPosted(jobId, msg.sender, k, q, deadline, escrow, seed);
     }
 
     /// @notice Cancel a job nobody has committed to yet; the escrow becomes claimable with claimRefund.

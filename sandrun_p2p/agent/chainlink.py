@@ -5,6 +5,10 @@ How NodeCore's transactions map onto the contract:
 * ``join``: ``register(node_id)`` with the minimum stake when this account has no node yet;
 * ``fund_job``: ``postJob`` (escrow); the contract fixes an 8-byte seed from the previous block hash, widened
   to the 32-byte ranking seed as ``sha256("sandrun-p2p/seed" || job_id || seed8)`` by every node alike;
+* ``fund_jobs`` (a batch submission): one ``postJobs`` per 64 escrowed jobs; when the contract refuses one (a
+  job posted before, a deadline out of range: the whole call reverts), those jobs are posted one by one, so each
+  gets its own outcome; when the outcome is unknown (no receipt in time, the node unreachable), each gets the
+  error and nothing is sent again;
 * ``check_job``: for a job a client escrowed from its own key (``POST /v1/announce``): ``getJob`` must be open
   with escrow >= the spec's payment and the spec's k, q and deadline; the seed is widened as above;
 * ``commit``: ``commit(job, commitment, usage)`` (usage is the price the executor asks, bound by the commitment);
@@ -63,6 +67,9 @@ from ..protocol.jobspec import PAY_VOUCHER, JobSpec
 from ..protocol.verification import commitment
 from .ports import NotFunded
 from .voucherlink import BATCH_EVENTS, VoucherLink
+
+#: ChainError reasons after which a transaction may or may not have been mined: nothing is sent again
+_OUTCOME_UNKNOWN = frozenset({"timeout", "connection", "rpc", "nonce"})
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -210,6 +217,60 @@ class ChainLink:
             return widen_seed(jid, bytes(res.event("JobPosted")["seed"]))
 
         return await self._run(work)
+
+    async def fund_jobs(self, specs: list[JobSpec], origin: bytes) -> list[bytes | BaseException]:
+        from ..chain import ChainError
+        from ..chain.market import MAX_POST_BATCH
+
+        out: list[bytes | BaseException] = [NotFunded("not funded")] * len(specs)
+
+        async def single(i: int) -> None:
+            try:
+                out[i] = await self.fund_job(specs[i], origin)
+            except Exception as e:
+                out[i] = e
+
+        async def batch(idx: list[int]) -> None:
+            def work() -> dict[bytes, bytes]:
+                res = self.market.post_jobs(
+                    [
+                        (s.job_id, s.redundancy, s.quorum, s.deadline, s.payment_wei)
+                        for s in (specs[i] for i in idx)
+                    ]
+                )
+                return {bytes(e["jobId"]): bytes(e["seed"]) for e in res.all("JobPosted")}
+
+            try:
+                seeds = await self._run(work)
+            except ChainError as e:
+                if e.reason in _OUTCOME_UNKNOWN:
+                    for i in idx:
+                        out[i] = e
+                    return
+                async with trio.open_nursery() as nursery:  # refused: which job was it?
+                    for i in idx:
+                        nursery.start_soon(single, i)
+                return
+            except Exception as e:
+                for i in idx:
+                    out[i] = e
+                return
+            for i in idx:
+                jid = specs[i].job_id
+                out[i] = widen_seed(jid, seeds[jid])
+
+        escrowed = [i for i, s in enumerate(specs) if s.pay != PAY_VOUCHER]
+        async with trio.open_nursery() as nursery:
+            for i, s in enumerate(specs):
+                if s.pay == PAY_VOUCHER:
+                    nursery.start_soon(single, i)
+            for at in range(0, len(escrowed), MAX_POST_BATCH):
+                part = escrowed[at : at + MAX_POST_BATCH]
+                if len(part) == 1:
+                    nursery.start_soon(single, part[0])
+                else:
+                    nursery.start_soon(batch, part)
+        return out
 
     async def check_job(self, spec: JobSpec) -> bytes:
         jid = spec.job_id

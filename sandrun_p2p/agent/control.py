@@ -438,7 +438,8 @@ class ControlServer:
 
     async def submit_batch(self, body: Any) -> dict[str, Any]:
         """Several jobs at once: every body is checked first (400 names the first bad one, nothing is escrowed),
-        the escrows go out concurrently, and the jobs funded are announced together (batched on gossip)."""
+        the escrows go out together (one postJobs transaction), and the jobs funded are announced together
+        (batched on gossip)."""
         if not isinstance(body, dict) or set(body) != {"jobs"} or not isinstance(body["jobs"], list):
             raise HttpError(400, 'body must be {"jobs": [job, ...]}')
         if not 1 <= len(body["jobs"]) <= MAX_BATCH_JOBS:

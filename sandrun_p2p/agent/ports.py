@@ -36,6 +36,11 @@ class ChainPort(Protocol):
         """Escrow a job's payment; return the 32-byte ranking seed the chain fixed for it."""
         ...
 
+    async def fund_jobs(self, specs: list[JobSpec], origin: bytes) -> list[bytes | BaseException]:
+        """:meth:`fund_job` for several jobs, in as few transactions as the chain allows; per job its seed or the
+        exception that kept it from being funded (never raises for one job's failure)."""
+        ...
+
     async def check_job(self, spec: JobSpec) -> bytes:
         """For a job someone else escrowed: check it is open on chain with escrow >= ``spec.payment_wei`` and the
         spec's k, q and deadline; return the 32-byte ranking seed the chain fixed. :class:`NotFunded` otherwise."""

@@ -666,28 +666,29 @@ class Agent:
         return spec.job_id
 
     async def submit_jobs(self, specs: list[JobSpec]) -> list[bytes | BaseException]:
-        """Announce several jobs as their origin: their escrows go out concurrently, then every funded job is
-        announced at once (so the publisher batches them). Per job: its id, or the exception its escrow raised."""
+        """Announce several jobs as their origin: escrowed together (one ``postJobs`` transaction per 64 escrowed
+        jobs, see :meth:`~.ports.ChainPort.fund_jobs`), then every funded job is announced at once (so the
+        publisher batches them). Per job: its id, or the exception that kept it from being funded."""
         results: list[bytes | BaseException] = [ValueError("not funded")] * len(specs)
-        seeds: dict[int, bytes] = {}
-        codes: dict[int, bytes] = {}
+        codes: list[bytes] = [b""] * len(specs)
 
-        async def fund(i: int, spec: JobSpec) -> None:
+        async def fund() -> None:
             try:
                 with trio.fail_after(ESCROW_WAIT_S):
-                    seeds[i] = await self.chain.fund_job(spec, self.node_id)
-            except Exception as e:
-                results[i] = e
-                return
-            codes[i] = await block_to_inline(
-                self.store, spec, self.cfg.inline_code_max
-            )  # (alongside the others)
+                    results[:] = await self.chain.fund_jobs(specs, self.node_id)
+            except trio.TooSlowError as e:
+                results[:] = [e] * len(specs)
 
-        async with trio.open_nursery() as nursery:
-            for i, spec in enumerate(specs):
-                nursery.start_soon(fund, i, spec)
-        for i, seed in sorted(seeds.items()):
-            spec = specs[i]
+        async def inline(i: int) -> None:
+            codes[i] = await block_to_inline(self.store, specs[i], self.cfg.inline_code_max)
+
+        async with trio.open_nursery() as nursery:  # the inline code is read while the escrow is mined
+            nursery.start_soon(fund)
+            for i in range(len(specs)):
+                nursery.start_soon(inline, i)
+        for i, (spec, seed) in enumerate(zip(specs, results, strict=True)):
+            if isinstance(seed, BaseException):
+                continue
             self.journal.mark_job(spec.job_id, origin=self.node_id, redundancy=spec.redundancy, mine=True)
             self.feed(SubmitJob(spec, seed, codes[i]))
             results[i] = spec.job_id

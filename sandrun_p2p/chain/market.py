@@ -33,6 +33,8 @@ SLASH_NO_REVEAL, SLASH_DISSENT, SLASH_EQUIVOCATION = 1, 2, 3
 #: reveal of all five openings (160,786) against a one-opening reveal that does not settle (40,490).
 #: tests/chain/test_gas.py checks the bound.
 SETTLEMENT_GAS = 130_000
+#: Most jobs one ``postJobs`` escrows (the contract's ``MAX_POST_BATCH``).
+MAX_POST_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,12 @@ class Market:
     def post_job(self, job_id: bytes, k: int, q: int, deadline: int, price: int) -> TxResult:
         """Escrow ``price`` wei for ``job_id``; ``deadline`` is a chain timestamp (see ``chain.now()``)."""
         return self._tx("postJob", job_id, k, q, deadline, value=price)
+
+    def post_jobs(self, jobs: list[tuple[bytes, int, int, int, int]]) -> TxResult:
+        """:meth:`post_job` for up to :data:`MAX_POST_BATCH` jobs, ``(job_id, k, q, deadline, price)`` each, in
+        one transaction: every job gets its escrow and its ``JobPosted`` (all the same seed), or the call
+        reverts with the first bad job's error and none is posted."""
+        return self._tx("postJobs", [tuple(j) for j in jobs], value=sum(j[4] for j in jobs))
 
     def cancel_job(self, job_id: bytes) -> TxResult:
         return self._tx("cancelJob", job_id)

@@ -218,6 +218,20 @@ class FakeChain:
         )
         return bytes.fromhex(out["seed"])
 
+    async def fund_jobs(self, specs: list[JobSpec], origin: bytes) -> list[bytes | BaseException]:
+        out: list[bytes | BaseException] = [RuntimeError("not funded")] * len(specs)
+
+        async def one(i: int) -> None:
+            try:
+                out[i] = await self.fund_job(specs[i], origin)
+            except Exception as e:
+                out[i] = e
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(specs)):
+                nursery.start_soon(one, i)
+        return out
+
     async def check_job(self, spec: JobSpec) -> bytes:
         j = (await self.state())["jobs"].get(spec.job_id.hex())
         if j is None or j["state"] != "funded":

@@ -6,8 +6,15 @@ import pytest
 from chain_world import ETH, PARAMS, h
 from hexbytes import HexBytes
 
+from sandrun_p2p.chain.errors import ChainError
 from sandrun_p2p.chain.events import EventPoller
-from sandrun_p2p.chain.market import STATE_FAILED, STATE_OPEN, STATE_SETTLED, Event
+from sandrun_p2p.chain.market import (
+    MAX_POST_BATCH,
+    STATE_FAILED,
+    STATE_OPEN,
+    STATE_SETTLED,
+    Event,
+)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -218,3 +225,51 @@ def test_event_poller_without_the_head_sees_each_event_once(w, monkeypatch):
         assert fast.poll() == [] and fast.position < real() + 1  # no head read: it stays behind
     assert fast.poll() == [] and fast.position == real() + 1  # the 4th caught up
     assert starts and all(start <= head for start, head in starts)
+
+
+def test_post_jobs_escrows_every_job_in_one_transaction(w):
+    now = w.chain.now()
+    jobs = [(w.new_job_id(), k, k // 2 + 1, now + 500, (k + 1) * ETH) for k in (1, 2, 3)]
+    before = w.market.contract_balance()
+    res = w.client.post_jobs(jobs)
+    posted = res.all("JobPosted")
+    assert [bytes(e["jobId"]) for e in posted] == [j[0] for j in jobs]
+    seed = bytes(w.chain.w3.eth.get_block(res.receipt["blockNumber"] - 1)["hash"])[:8]
+    for (jid, k, q, deadline, price), e in zip(jobs, posted, strict=True):
+        assert (e["k"], e["q"], e["deadline"], e["escrow"], e["seed"]) == (k, q, deadline, price, seed)
+        info = w.client.job(jid)
+        assert (info.state, info.escrow, info.seed, info.client) == (STATE_OPEN, price, seed, w.client.account)
+    assert w.market.contract_balance() == before + sum(j[4] for j in jobs)
+    # each job then runs its course as one posted alone does
+    openings = w.commit_all(jobs[0][0], [h("root")], ETH // 4)
+    assert w.nodes[0].market.reveal(jobs[0][0], openings).event("JobClosed")["state"] == STATE_SETTLED
+    # and costs less gas than posting them one by one: the transaction's base cost (21k) is paid once
+    _, alone = w.post(k=1)
+    assert res.gas_used < len(jobs) * alone.gas_used - 21_000
+
+
+def test_post_jobs_is_all_or_nothing(w):
+    now = w.chain.now()
+    taken, _ = w.post(k=1, q=1)
+    fresh = w.new_job_id()
+
+    def refused(jobs: list, value: int | None = None) -> tuple[str, bytes]:
+        with pytest.raises(ChainError) as e:
+            if value is None:
+                w.client.post_jobs(jobs)
+            else:
+                w.client._tx("postJobs", jobs, value=value)
+        return e.value.reason, bytes(e.value.args_.get("what", b"")).rstrip(b"\0")
+
+    assert refused([(fresh, 1, 1, now + 100, ETH), (taken, 1, 1, now + 100, ETH)]) == ("JobExists", b"")
+    assert refused([(fresh, 1, 1, now + 100, ETH), (h("x"), 2, 1, now + 100, ETH)]) == ("BadParameter", b"q")
+    assert refused([]) == ("BadParameter", b"batch")
+    many = [(h(f"m{i}"), 1, 1, now + 100, 1) for i in range(MAX_POST_BATCH + 1)]
+    assert refused(many) == ("BadParameter", b"batch")
+    two = [(fresh, 1, 1, now + 100, ETH), (h("y"), 1, 1, now + 100, ETH)]
+    assert refused(two, value=2 * ETH + 1) == ("BadParameter", b"escrow")  # msg.value is not the sum
+    assert refused(two, value=2 * ETH - 1) == ("BadParameter", b"escrow")
+    # nothing was posted by any refused call: the fresh id is still free
+    with pytest.raises(ChainError, match="NoSuchJob"):
+        w.client.job(fresh)
+    assert w.client.post_jobs(two).all("JobPosted")[0]["jobId"] == fresh

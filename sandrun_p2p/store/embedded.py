@@ -188,11 +188,12 @@ class BlockRepo:
             os.replace(p, dst)
         return dst
 
-    def write_block(self, cid: Cid, block: bytes) -> None:
-        """Store one already-verified block (e.g. from a peer) atomically."""
+    def write_blocks(self, blocks: dict[Cid, bytes]) -> None:
+        """Store already-verified blocks (e.g. from a peer), each atomically."""
         st = _Staging(self)
         try:
-            st.add(cid, block)
+            for cid, block in blocks.items():
+                st.add(cid, block)
             st.commit()
         finally:
             st.discard()
@@ -492,7 +493,8 @@ class EmbeddedStore(ContentStore):
         return await trio.to_thread.run_sync(functools.partial(fn, *args))
 
     # -- peer fetch ----------------------------------------------------------------------------
-    async def _fetch_block(self, cid: Cid) -> bytes:
+    async def _receive_block(self, cid: Cid) -> bytes:
+        """``cid``'s block from the fetcher, checked against its CID (not yet stored)."""
         assert self.fetcher is not None
         data: Any = None
         with trio.move_on_after(self.fetch_timeout_s) as cs:
@@ -512,26 +514,28 @@ class EmbeddedStore(ContentStore):
             raise CorruptObject(
                 f"a peer sent {len(data)} bytes for {cid} that hash to something else; discarded them"
             )
-        await self._run(self.repo.write_block, cid, data)
         return data
 
-    async def _ensure(self, root: Cid) -> None:
-        """Fetch every block of ``root`` that is missing locally (breadth-first, a few at a time)."""
+    async def _fetch_block(self, cid: Cid) -> bytes:
+        data = await self._receive_block(cid)
+        await self._run(self.repo.write_blocks, {cid: data})
+        return data
+
+    async def _ensure(self, root: Cid, missing: list[Cid], then: Callable[[], T]) -> T:
+        """Fetch every block of ``root`` that is missing locally (``missing``: of ``[root]``), breadth-first and a
+        few at a time, then return ``then()``. One worker-thread call per level of the DAG: it stores the level's
+        blocks, reads their links and finds which of those are missing (the last one runs ``then``); a thread
+        hop costs more CPU than reading a few small blocks."""
         frontier = [root]
-        seen: set[Cid] = set()
+        seen: set[Cid] = {root}
         fetched_bytes = 0
         limiter = trio.CapacityLimiter(self.fetch_concurrency)
-        while frontier:
-            frontier = [c for c in dict.fromkeys(frontier) if c not in seen]
-            seen.update(frontier)
-            if len(seen) > MAX_WALK_BLOCKS:
-                raise TooLarge(f"{root} has more than {MAX_WALK_BLOCKS} blocks")
-            missing = await self._run(self.repo.missing, frontier)
-            sizes: list[int] = []
+        while True:
+            got: dict[Cid, bytes] = {}
 
-            async def one(c: Cid, sizes: list[int] = sizes) -> None:
+            async def one(c: Cid, got: dict[Cid, bytes] = got) -> None:
                 async with limiter:
-                    sizes.append(len(await self._fetch_block(c)))
+                    got[c] = await self._receive_block(c)
 
             try:
                 async with trio.open_nursery() as nursery:
@@ -539,21 +543,45 @@ class EmbeddedStore(ContentStore):
                         nursery.start_soon(one, c)
             except BaseExceptionGroup as eg:  # surface the first real error, not the group
                 raise _first_store_error(eg) from None
-            fetched_bytes += sum(sizes)
+            fetched_bytes += sum(len(b) for b in got.values())
             if fetched_bytes > self.limits.max_object_bytes + self.limits.max_block_bytes * 64:
                 raise TooLarge(
                     f"fetching {root} exceeded the object limit of {self.limits.max_object_bytes} bytes"
                 )
-            frontier = await self._run(self.repo.children, [c for c in frontier if c.codec == DAG_PB])
+            frontier, missing, out = await self._run(self._next_level, root, got, frontier, seen, then)
+            if not frontier:
+                return out
+
+    def _next_level(
+        self, root: Cid, got: dict[Cid, bytes], frontier: list[Cid], seen: set[Cid], then: Callable[[], T]
+    ) -> tuple[list[Cid], list[Cid], T | None]:
+        """(in a worker thread) store ``got``; the next level of ``frontier`` and which of it is missing, or,
+        at the bottom, ``([], [], then())``."""
+        self.repo.write_blocks(got)
+        nxt = [c for c in dict.fromkeys(self.repo.children(frontier)) if c not in seen]
+        seen.update(nxt)
+        if len(seen) > MAX_WALK_BLOCKS:
+            raise TooLarge(f"{root} has more than {MAX_WALK_BLOCKS} blocks")
+        if nxt:
+            return nxt, self.repo.missing(nxt), None
+        return [], [], then()
 
     async def _with_fetch(self, root: Cid, fn: Callable[..., T], *args: Any) -> T:
-        try:
+        """``fn(*args)`` in a worker thread; when a block of ``root`` is missing or corrupt and a fetcher is set,
+        the missing blocks are fetched first (a one-block object: two thread hops in all)."""
+        if self.fetcher is None:
             return await self._run(fn, *args)
-        except (NotFound, CorruptObject):
-            if self.fetcher is None:
-                raise
-        await self._ensure(root)
-        return await self._run(fn, *args)
+
+        def attempt() -> tuple[bool, Any]:
+            try:
+                return True, fn(*args)
+            except (NotFound, CorruptObject):  # (a corrupt block was moved aside: it is missing now)
+                return False, self.repo.missing([root])
+
+        done, out = await self._run(attempt)
+        if done:
+            return out
+        return await self._ensure(root, out, lambda: fn(*args))
 
     # -- ContentStore --------------------------------------------------------------------------
     async def put_bytes(self, data: bytes, *, pin: bool = False) -> str:
@@ -579,7 +607,7 @@ class EmbeddedStore(ContentStore):
 
     async def put_block(self, cid: str, block: bytes) -> str:
         c = verified_block(cid, block, self.limits)
-        await self._run(self.repo.write_block, c, bytes(block))
+        await self._run(self.repo.write_blocks, {c: bytes(block)})
         return str(c)
 
     async def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
@@ -620,11 +648,12 @@ class EmbeddedStore(ContentStore):
 
     async def pin(self, cid: str) -> None:
         c = parse_cid(cid)
-        if not await self.has(str(c)):
-            if self.fetcher is None:
-                raise NotFound(f"cannot pin {c}: it is not (completely) in the store at {self.repo.root}")
-            await self._ensure(c)
-        await self._run(self.repo.pin, c)
+        if await self.has(str(c)):
+            await self._run(self.repo.pin, c)
+            return
+        if self.fetcher is None:
+            raise NotFound(f"cannot pin {c}: it is not (completely) in the store at {self.repo.root}")
+        await self._ensure(c, await self._run(self.repo.missing, [c]), lambda: self.repo.pin(c))
 
     async def unpin(self, cid: str) -> None:
         await self._run(self.repo.unpin, parse_cid(cid))

@@ -418,6 +418,37 @@ async def test_fetch_from_peer(tmp_path: Path) -> None:
     await me.pin(await peer.put_bytes(b"pin me"))
 
 
+async def test_a_fetch_hops_to_a_worker_thread_once_per_level(tmp_path: Path, monkeypatch) -> None:
+    """A thread hop costs an agent more CPU than reading a small block: a fetched one-block object (a job's
+    script) takes two (the local attempt, then storing it and reading it), a deeper DAG one more per level."""
+    peer = EmbeddedStore(tmp_path / "peer")
+    small = await peer.put_bytes(b"print('hi')")
+    big = await peer.put_bytes(blob(2 * MB, 6))  # a root and its leaves: two levels
+    other = await peer.put_bytes(b"pin me")
+
+    async def fetcher(cid: str) -> bytes:  # (the peer's blocks read here, not in a thread hop of the peer's)
+        return peer.repo.read_block(parse_cid(cid))
+
+    me = EmbeddedStore(tmp_path / "me", fetcher=fetcher)
+    hops = 0
+    real = trio.to_thread.run_sync
+
+    async def counted(*a, **kw):
+        nonlocal hops
+        hops += 1
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    assert await me.get(small) == b"print('hi')" and hops == 2
+    hops = 0
+    assert await me.get(big) == blob(2 * MB, 6) and hops == 3
+    hops = 0
+    assert await me.get(big) == blob(2 * MB, 6) and hops == 1  # held now: one read
+    hops = 0
+    await me.pin(other)
+    assert hops == 1 + 1 + 1  # has, which blocks are missing, then store them and pin in one call
+
+
 async def test_lying_peer_is_refused(tmp_path: Path) -> None:
     async def liar(cid: str) -> bytes:
         return b"not what you asked for"

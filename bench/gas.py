@@ -1,11 +1,13 @@
 """Gas per job of the settlement contract, measured on the embedded chain (py-evm), next to the original contract.
 
     python bench/gas.py            # table
-    python bench/gas.py --json     # {"per_job": {"k1": .., "k1_commit_reveal": .., "k3": ..}, "batched": {"1": .., "10": .., "100": ..},
+    python bench/gas.py --json     # {"per_job": {"k1": .., "k1_commit_reveal": .., "k1_posted_10_together": ..,
+                                   #  "k3": ..}, "batched": {"1": .., "10": .., "100": ..},
                                    #  "original": {"k1": 342081, "k3": 699376}}
 
 Per-job path: postJob + k commits + one reveal transaction carrying all k openings (it settles the job), in steady
-state (the nodes have settled a job before); k = 1 also with the executor's one commitReveal transaction. The executors' usage equals their share of the price, so the whole
+state (the nodes have settled a job before); k = 1 also with the executor's one commitReveal transaction, alone
+and with 10 jobs posted in one postJobs (an origin's batch submission). The executors' usage equals their share of the price, so the whole
 escrow is paid out and there is no refund to claim, as in the original contract (which paid the full price).
 Withdrawals are pull payments made once for many jobs and are listed apart.
 Batched path: settleBatch with one client voucher covering n jobs, plus finalizeBatch after the challenge window,
@@ -84,6 +86,26 @@ class Bench:
         gas["total"] = gas["post"] + gas["commitReveal"]
         return gas
 
+    def per_job_posted_together(self, n_jobs: int) -> dict[str, int]:
+        """k = 1, ``n_jobs`` posted in one postJobs (an origin's batch submission), each settled by its executor's
+        commitReveal; per job."""
+        price = 3 * 10**15
+        ids = []
+        for _ in range(n_jobs):
+            self.n += 1
+            ids.append(h(f"bench-job-{self.n}"))
+        deadline = self.chain.now() + 600
+        post = self.client.post_jobs([(j, 1, 1, deadline, price) for j in ids]).gas_used
+        cr = sum(
+            self.nodes[0][0].commit_reveal(j, h(f"root-{j.hex()}"), os.urandom(32), price).gas_used
+            for j in ids
+        )
+        return {
+            "post": round(post / n_jobs),
+            "commitReveal": round(cr / n_jobs),
+            "total": round((post + cr) / n_jobs),
+        }
+
     def batched(self, n_jobs: int) -> dict[str, int]:
         executor = self.nodes[0][0]
         results = []
@@ -108,6 +130,7 @@ class Bench:
         self.batched(1)
         self.detail = {"k1": self.per_job(1), "k3": self.per_job(3)}
         self.one_tx = self.per_job_one_tx()
+        self.together = self.per_job_posted_together(10)
         self.batch_detail = {str(n): self.batched(n) for n in (1, 10, 100)}
         self.withdraw_gas = self.nodes[1][0].withdraw().gas_used
         job_id = h("bench-refund")
@@ -121,6 +144,7 @@ class Bench:
             "per_job": {
                 "k1": self.detail["k1"]["total"],
                 "k1_commit_reveal": self.one_tx["total"],
+                "k1_posted_10_together": self.together["total"],
                 "k3": self.detail["k3"]["total"],
             },
             "batched": {n: d["per_job"] for n, d in self.batch_detail.items()},
@@ -140,6 +164,11 @@ def table(b: Bench, r: dict) -> str:
     lines.append(
         f"{'per-job k=1, one executor tx':<34}{d['total']:>10,}{ORIGINAL['k1']:>11,}{d['total'] / ORIGINAL['k1']:>8.2f}"
         f"   post {d['post']:,} + commitReveal {d['commitReveal']:,}"
+    )
+    d = b.together
+    lines.append(
+        f"{'per-job k=1, 10 posted together':<34}{d['total']:>10,}{ORIGINAL['k1']:>11,}"
+        f"{d['total'] / ORIGINAL['k1']:>8.2f}   postJobs/10 {d['post']:,} + commitReveal {d['commitReveal']:,}"
     )
     for n, d in b.batch_detail.items():
         lines.append(

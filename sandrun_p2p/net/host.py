@@ -201,6 +201,7 @@ class Network:
             spam_protection_enabled=True,
             max_messages_per_topic_per_second=c.max_msgs_per_topic_per_s,
         )
+        patches.quiet_pending(router)
         # the inbound RPC limit stays at 1 MiB: one RPC batches many messages (each capped by the decoder)
         pubsub = Pubsub(
             host,

@@ -245,3 +245,46 @@ async def test_queued_rpcs_leave_in_one_write_and_parse_back() -> None:
         parsed.append(rpc_pb2.RPC.FromString(buf[i : i + n]))
         buf = buf[i + n :]
     assert parsed == rpcs
+
+
+def test_pending_queues_keep_messages_only_for_peers_not_yet_known() -> None:
+    from types import SimpleNamespace
+
+    router = SimpleNamespace(pubsub=SimpleNamespace(peer_topics={"t": {"a"}}), peer_protocol={"a": 1, "b": 1})
+    queues = patches.PendingQueues(router)
+    for peer in ("a", "b", "c"):
+        queues[peer].append((0.0, "rpc"))
+    # a: stream and subscriptions known (to other topics than the message's): nothing kept
+    # b: a stream but no subscription yet, c: no stream yet: queued until they are known
+    assert dict(queues) == {"b": [(0.0, "rpc")], "c": [(0.0, "rpc")]}
+
+
+async def test_a_node_of_another_shard_gets_no_queue_of_this_shards_messages(nursery) -> None:
+    """Two nodes serving different job topics (shards): the publisher's messages are neither sent to the other
+    node nor queued for it (py-libp2p queued them, up to 100, and logged a warning per publish once full)."""
+    keys = [NodeKey.generate(), NodeKey.generate(), NodeKey.generate()]
+    got: list[m.Message] = []
+    nets = [
+        Network(keys[0], NetConfig(mdns=False, shards=[0]), lambda msg, now: None),
+        Network(keys[1], NetConfig(mdns=False, shards=[0]), lambda msg, now: got.append(msg)),
+        Network(keys[2], NetConfig(mdns=False, shards=[1]), lambda msg, now: None),
+    ]
+    for n in nets:
+        await nursery.start(n.run)
+    await nets[1].connect(nets[0].addrs()[0])
+    await nets[2].connect(nets[0].addrs()[0])
+    other = nets[2].peer_id
+    with trio.fail_after(20):
+        while not (
+            nets[0].mesh_peers(TOPIC)
+            and any(other in peers for peers in nets[0].pubsub.peer_topics.values())
+        ):
+            await trio.sleep(0.02)
+    with trio.fail_after(30):
+        for i in range(120):
+            await nets[0].publish(TOPIC, claim(keys[0], i + 1))
+        while len(got) < 120:
+            await trio.sleep(0.01)
+    assert other not in nets[0].router._pending_messages
+    assert isinstance(nets[0].router._pending_messages, patches.PendingQueues)
+    nursery.cancel_scope.cancel()

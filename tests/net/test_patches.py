@@ -276,8 +276,7 @@ async def test_a_node_of_another_shard_gets_no_queue_of_this_shards_messages(nur
     other = nets[2].peer_id
     with trio.fail_after(20):
         while not (
-            nets[0].mesh_peers(TOPIC)
-            and any(other in peers for peers in nets[0].pubsub.peer_topics.values())
+            nets[0].mesh_peers(TOPIC) and any(other in peers for peers in nets[0].pubsub.peer_topics.values())
         ):
             await trio.sleep(0.02)
     with trio.fail_after(30):

@@ -2,12 +2,14 @@
 
     python bench/gas.py            # table
     python bench/gas.py --json     # {"per_job": {"k1": .., "k1_commit_reveal": .., "k1_posted_10_together": ..,
-                                   #  "k3": ..}, "batched": {"1": .., "10": .., "100": ..},
+                                   #  "k1_posted_and_settled_10_together": .., "k3": ..},
+                                   #  "batched": {"1": .., "10": .., "100": ..},
                                    #  "original": {"k1": 342081, "k3": 699376}}
 
 Per-job path: postJob + k commits + one reveal transaction carrying all k openings (it settles the job), in steady
 state (the nodes have settled a job before); k = 1 also with the executor's one commitReveal transaction, alone
-and with 10 jobs posted in one postJobs (an origin's batch submission). The executors' usage equals their share of the price, so the whole
+and with 10 jobs posted in one postJobs (an origin's batch submission), settled one by one or in one
+commitRevealMany (an executor's jobs ready together). The executors' usage equals their share of the price, so the whole
 escrow is paid out and there is no refund to claim, as in the original contract (which paid the full price).
 Withdrawals are pull payments made once for many jobs and are listed apart.
 Batched path: settleBatch with one client voucher covering n jobs, plus finalizeBatch after the challenge window,
@@ -88,22 +90,30 @@ class Bench:
 
     def per_job_posted_together(self, n_jobs: int) -> dict[str, int]:
         """k = 1, ``n_jobs`` posted in one postJobs (an origin's batch submission), each settled by its executor's
-        commitReveal; per job."""
+        commitReveal, then ``n_jobs`` more settled in one commitRevealMany (an executor's jobs that are ready
+        together); per job."""
         price = 3 * 10**15
         ids = []
-        for _ in range(n_jobs):
+        for _ in range(2 * n_jobs):
             self.n += 1
             ids.append(h(f"bench-job-{self.n}"))
         deadline = self.chain.now() + 600
-        post = self.client.post_jobs([(j, 1, 1, deadline, price) for j in ids]).gas_used
+        executor = self.nodes[0][0]
+        post = self.client.post_jobs([(j, 1, 1, deadline, price) for j in ids[:n_jobs]]).gas_used
         cr = sum(
-            self.nodes[0][0].commit_reveal(j, h(f"root-{j.hex()}"), os.urandom(32), price).gas_used
-            for j in ids
+            executor.commit_reveal(j, h(f"root-{j.hex()}"), os.urandom(32), price).gas_used
+            for j in ids[:n_jobs]
         )
+        post2 = self.client.post_jobs([(j, 1, 1, deadline, price) for j in ids[n_jobs:]]).gas_used
+        many = executor.commit_reveal_many(
+            [(j, h(f"root-{j.hex()}"), os.urandom(32), price) for j in ids[n_jobs:]]
+        ).gas_used
         return {
             "post": round(post / n_jobs),
             "commitReveal": round(cr / n_jobs),
             "total": round((post + cr) / n_jobs),
+            "commitRevealMany": round(many / n_jobs),
+            "total_many": round((post2 + many) / n_jobs),
         }
 
     def batched(self, n_jobs: int) -> dict[str, int]:
@@ -145,6 +155,7 @@ class Bench:
                 "k1": self.detail["k1"]["total"],
                 "k1_commit_reveal": self.one_tx["total"],
                 "k1_posted_10_together": self.together["total"],
+                "k1_posted_and_settled_10_together": self.together["total_many"],
                 "k3": self.detail["k3"]["total"],
             },
             "batched": {n: d["per_job"] for n, d in self.batch_detail.items()},
@@ -169,6 +180,11 @@ def table(b: Bench, r: dict) -> str:
     lines.append(
         f"{'per-job k=1, 10 posted together':<34}{d['total']:>10,}{ORIGINAL['k1']:>11,}"
         f"{d['total'] / ORIGINAL['k1']:>8.2f}   postJobs/10 {d['post']:,} + commitReveal {d['commitReveal']:,}"
+    )
+    lines.append(
+        f"{'per-job k=1, 10 posted+settled tog.':<34}{d['total_many']:>10,}{ORIGINAL['k1']:>11,}"
+        f"{d['total_many'] / ORIGINAL['k1']:>8.2f}   postJobs/10 {d['post']:,} + "
+        f"commitRevealMany/10 {d['commitRevealMany']:,}"
     )
     for n, d in b.batch_detail.items():
         lines.append(

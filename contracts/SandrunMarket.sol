@@ -20,8 +20,8 @@ contract SandrunMarket {
     // ------------------------------------------------------------------------------------------
 
     uint256 public constant MAX_REDUNDANCY = 5;
-    /// Most jobs one postJobs escrows (bounds its loop and its gas).
-    uint256 public constant MAX_POST_BATCH = 64;
+    /// Most jobs one postJobs or commitRevealMany takes (bounds their loops and their gas).
+    uint256 public constant MAX_JOBS_PER_CALL = 64;
 
     /// Minimum stake for a node to commit to jobs or settle batches.
     uint256 public immutable minStake;
@@ -111,6 +111,14 @@ contract SandrunMarket {
         uint8 q;
         uint32 deadline;
         uint96 escrow;
+    }
+
+    /// One job of a commitRevealMany call: what commitReveal takes.
+    struct CommitRevealItem {
+        bytes32 jobId;
+        bytes32 traceRoot;
+        bytes32 salt;
+        uint96 usage;
     }
 
     struct Opening {
@@ -392,12 +400,12 @@ contract SandrunMarket {
         _postJob(jobId, k, q, deadline, msg.value, bytes8(blockhash(block.number - 1)));
     }
 
-    /// @notice postJob for several jobs in one transaction (at most MAX_POST_BATCH): each gets its own escrow
+    /// @notice postJob for several jobs in one transaction (at most MAX_JOBS_PER_CALL): each gets its own escrow
     ///   and JobPosted, all the same seed; msg.value must be the sum of the escrows. All or nothing: one bad
     ///   job reverts the whole call with that job's error.
     function postJobs(JobPost[] calldata posts) external payable {
         uint256 n = posts.length;
-        if (n == 0 || n > MAX_POST_BATCH) revert BadParameter("batch");
+        if (n == 0 || n > MAX_JOBS_PER_CALL) revert BadParameter("batch");
         bytes8 seed = bytes8(blockhash(block.number - 1));
         uint256 total;
         for (uint256 i; i < n; ++i) {
@@ -451,6 +459,21 @@ contract SandrunMarket {
     ///   (always for k = 1). Reverts with `NotLastCommitment` otherwise: commit, then reveal once the others
     ///   have committed.
     function commitReveal(bytes32 jobId, bytes32 traceRoot, bytes32 salt, uint96 usage) external {
+        _commitReveal(jobId, traceRoot, salt, usage);
+    }
+
+    /// @notice commitReveal for several jobs in one transaction (at most MAX_JOBS_PER_CALL; an executor sends
+    ///   those that are ready together). All or nothing: one job refused reverts the call with its error.
+    function commitRevealMany(CommitRevealItem[] calldata items) external {
+        uint256 n = items.length;
+        if (n == 0 || n > MAX_JOBS_PER_CALL) revert BadParameter("batch");
+        for (uint256 i; i < n; ++i) {
+            CommitRevealItem calldata it = items[i];
+            _commitReveal(it.jobId, it.traceRoot, it.salt, it.usage);
+        }
+    }
+
+    function _commitReveal(bytes32 jobId, bytes32 traceRoot, bytes32 salt, uint96 usage) private {
         (Job storage j, uint256 meta, uint256 pos, uint24 idx) = _takePosition(jobId);
         if (pos + 1 != _k(meta)) revert NotLastCommitment(pos, _k(meta));
         bytes32 commitment = sha256(abi.encodePacked(jobId, nodeIdOf[idx], traceRoot, salt));

@@ -19,8 +19,8 @@ from sandrun_p2p.protocol.verification import reveal_matches
 #: at 3082143, against commit 61,114 + reveal/settle 54,112 at the same commit: sharing code between commit,
 #: reveal and commitReveal made the two older paths ~0.2% dearer than the figures above). The agent sends it;
 #: NodeCore (and so this model) still asks for a commit and a reveal.
-#: ``postJobs`` (session 13, not modelled: the model funds each job alone): 51,659 gas per job when 10 are posted
-#: together, 49,724 for 64; ``postJob`` became 70,939 (+53) with it.
+#: ``postJobs`` and ``commitRevealMany`` (session 13, not modelled: the model sends each job's alone): 51,663 and
+#: 32,803 gas per job when 10 go together; ``postJob`` became 70,983 and ``commitReveal`` 60,677 with them.
 GAS = {
     "fund": 70_886,  # postJob: escrow the job's price
     "commit": 60_979,

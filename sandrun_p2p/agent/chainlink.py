@@ -50,6 +50,7 @@ said in a log line and replaced after a full replay. Jobs closed (or past their 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import sqlite3
@@ -70,6 +71,26 @@ from .voucherlink import BATCH_EVENTS, VoucherLink
 
 #: ChainError reasons after which a transaction may or may not have been mined: nothing is sent again
 _OUTCOME_UNKNOWN = frozenset({"timeout", "connection", "rpc", "nonce"})
+
+
+class _Pending:
+    """One job's place in a commitReveal batch (:meth:`ChainLink._commit_reveal_tx`)."""
+
+    def __init__(self, args: tuple[bytes, bytes, bytes, int]) -> None:
+        self.args = args
+        self.done = False
+        self.alone = False  # its batch was refused: send it on its own
+        self._receipt: Any = None
+        self._error: BaseException | None = None
+
+    def settle(self, *, receipt: Any = None, error: BaseException | None = None, alone: bool = False) -> None:
+        self.done, self._receipt, self._error, self.alone = True, receipt, error, alone
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._receipt
+
 
 if TYPE_CHECKING:
     from .journal import Journal
@@ -154,6 +175,8 @@ class ChainLink:
         if inflight < 1:
             raise ValueError("[chain] max_inflight_txs must be >= 1")
         self._lock = trio.CapacityLimiter(inflight)
+        self._cr_queue: list[_Pending] = []  # commitReveals waiting for the next batch
+        self._cr_lock = trio.Lock()  # one commitReveal batch in flight at a time
         self.node_ids: dict[int, bytes] = {}
         self.commits: dict[bytes, dict[int, tuple[int, int]]] = {}  # job -> pos -> (node idx, usage)
         self.closed: dict[bytes, dict[str, Any]] = {}
@@ -220,7 +243,7 @@ class ChainLink:
 
     async def fund_jobs(self, specs: list[JobSpec], origin: bytes) -> list[bytes | BaseException]:
         from ..chain import ChainError
-        from ..chain.market import MAX_POST_BATCH
+        from ..chain.market import MAX_JOBS_PER_CALL
 
         out: list[bytes | BaseException] = [NotFunded("not funded")] * len(specs)
 
@@ -264,8 +287,8 @@ class ChainLink:
             for i, s in enumerate(specs):
                 if s.pay == PAY_VOUCHER:
                     nursery.start_soon(single, i)
-            for at in range(0, len(escrowed), MAX_POST_BATCH):
-                part = escrowed[at : at + MAX_POST_BATCH]
+            for at in range(0, len(escrowed), MAX_JOBS_PER_CALL):
+                part = escrowed[at : at + MAX_JOBS_PER_CALL]
                 if len(part) == 1:
                     nursery.start_soon(single, part[0])
                 else:
@@ -348,7 +371,7 @@ class ChainLink:
             why = "the opening is not of this commitment"  # (never from NodeCore) the two as they are
         else:
             try:
-                r = await self._run(self.market.commit_reveal, jid, root, salt, usage)
+                r = await self._commit_reveal_tx(jid, root, salt, usage)
             except Exception as e:  # a revert, or an RPC failure: the commitment may have landed or not
                 why = e.reason if isinstance(e, ChainError) else f"{type(e).__name__}: {e}"[:120]
             else:
@@ -361,6 +384,41 @@ class ChainLink:
         if second.startswith("0x"):
             second = f"reveal {second}"
         return f"commitReveal refused ({why}): commit {first}, {second}"
+
+    async def _commit_reveal_tx(self, jid: bytes, root: bytes, salt: bytes, usage: int) -> Any:
+        """This node's ``commitReveal`` for ``jid``, sent together with those of its other jobs that are ready:
+        one batch is in flight at a time, and the next carries every one queued meanwhile (group commit), as one
+        ``commitRevealMany``. When the contract refuses a batch, each of its jobs is sent alone (so the refusal
+        lands on the job it concerns); an RPC failure is every job's."""
+        from ..chain import ChainError
+        from ..chain.market import MAX_JOBS_PER_CALL
+
+        item = _Pending((jid, root, salt, usage))
+        self._cr_queue.append(item)
+        async with self._cr_lock:
+            if not item.done:  # (else a batch sent while this one waited carried it)
+                await trio.lowlevel.checkpoint()  # the jobs made ready in this same turn join the batch
+                batch = self._cr_queue[:MAX_JOBS_PER_CALL]
+                del self._cr_queue[: len(batch)]
+                if len(batch) == 1:
+                    fn: Any = functools.partial(self.market.commit_reveal, *item.args)
+                else:
+                    fn = functools.partial(self.market.commit_reveal_many, [p.args for p in batch])
+                try:
+                    r = await self._run(fn)
+                except ChainError as e:
+                    for p in batch:
+                        p.settle(error=e, alone=len(batch) > 1 and e.reason not in _OUTCOME_UNKNOWN)
+                except BaseException as e:
+                    for p in batch:
+                        p.settle(error=e)
+                    raise
+                else:
+                    for p in batch:
+                        p.settle(receipt=r)
+        if item.alone:  # its batch was refused: this job on its own
+            return await self._run(self.market.commit_reveal, *item.args)
+        return item.result()
 
     async def _submit_voucher_job(self, tx: SubmitTx) -> str:
         """A voucher job's transactions are coalesced: only the executor's reveal does something now."""
@@ -407,7 +465,7 @@ class ChainLink:
 
     def _closing(self, jid: bytes, r: Any) -> str:
         """``r``'s hash, noting when this node's transaction closed the job (its settle step then reads nothing)."""
-        if any(e.name == "JobClosed" for e in r.events):
+        if any(e.name == "JobClosed" and bytes(e.args["jobId"]) == jid for e in r.events):
             self.closed_here.add(jid)
         return r.tx_hash
 

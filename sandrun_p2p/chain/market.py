@@ -33,8 +33,8 @@ SLASH_NO_REVEAL, SLASH_DISSENT, SLASH_EQUIVOCATION = 1, 2, 3
 #: reveal of all five openings (160,786) against a one-opening reveal that does not settle (40,490).
 #: tests/chain/test_gas.py checks the bound.
 SETTLEMENT_GAS = 130_000
-#: Most jobs one ``postJobs`` escrows (the contract's ``MAX_POST_BATCH``).
-MAX_POST_BATCH = 64
+#: Most jobs one ``postJobs`` or ``commitRevealMany`` takes (the contract's ``MAX_JOBS_PER_CALL``).
+MAX_JOBS_PER_CALL = 64
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ class Market:
         return self._tx("postJob", job_id, k, q, deadline, value=price)
 
     def post_jobs(self, jobs: list[tuple[bytes, int, int, int, int]]) -> TxResult:
-        """:meth:`post_job` for up to :data:`MAX_POST_BATCH` jobs, ``(job_id, k, q, deadline, price)`` each, in
+        """:meth:`post_job` for up to :data:`MAX_JOBS_PER_CALL` jobs, ``(job_id, k, q, deadline, price)`` each, in
         one transaction: every job gets its escrow and its ``JobPosted`` (all the same seed), or the call
         reverts with the first bad job's error and none is posted."""
         return self._tx("postJobs", [tuple(j) for j in jobs], value=sum(j[4] for j in jobs))
@@ -295,6 +295,11 @@ class Market:
         then :meth:`commit` and :meth:`reveal` once the others have committed. No settlement headroom is
         needed: nobody can reveal before this transaction opens the reveals."""
         return self._tx("commitReveal", job_id, trace_root, salt, usage)
+
+    def commit_reveal_many(self, items: list[tuple[bytes, bytes, bytes, int]]) -> TxResult:
+        """:meth:`commit_reveal` for up to :data:`MAX_JOBS_PER_CALL` jobs, ``(job_id, trace_root, salt, usage)``
+        each, in one transaction; all or nothing (the first refused job's error reverts the call)."""
+        return self._tx("commitRevealMany", [tuple(i) for i in items])
 
     def finalize(self, job_id: bytes) -> TxResult:
         """Close a job whose time is up: refund when nobody committed, else settle with the reveals made."""

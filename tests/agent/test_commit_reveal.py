@@ -241,3 +241,68 @@ def test_an_agent_killed_before_or_after_its_commit_reveal_settles_the_job_once(
             assert first.market.node().earnings == USAGE
 
     trio.run(main)
+
+
+def test_the_commit_reveals_of_jobs_ready_together_go_in_one_transaction() -> None:
+    """Four k = 1 jobs whose executions end in the same turn: one commitRevealMany settles all four (each job's
+    own outcome in the answer); a fifth job alone after that gets a plain commitReveal."""
+    link = ChainLink({})
+    key = NodeKey.from_seed(b"\x07" * 32)
+    poster = link.market.as_(link.chain.dev_signers()[4])
+    jids = [bytes([0x40 + i]) * 32 for i in range(5)]
+    for jid in jids:
+        poster.post_job(jid, 1, 1, link.chain.now() + 500, PRICE)
+    sent = count_sends(link)
+    outs: dict[bytes, str] = {}
+
+    async def main() -> None:
+        await link.join(key.node_id)
+
+        async def one(jid: bytes) -> None:
+            outs[jid] = await link.submit(key.node_id, pair(key, jid))
+
+        async with trio.open_nursery() as nursery:
+            for jid in jids[:4]:
+                nursery.start_soon(one, jid)
+        assert sent == ["commitRevealMany"]
+        assert len({outs[j] for j in jids[:4]}) == 1 and outs[jids[0]].startswith("0x")  # one transaction
+        assert all(link.market.job(j).state_name == "settled" for j in jids[:4])
+        assert link.closed_here >= set(jids[:4])  # each job's settle step knows its job closed
+        await one(jids[4])
+        assert sent == ["commitRevealMany", "commitReveal"]
+        assert link.market.node().earnings == 5 * USAGE
+
+    trio.run(main)
+
+
+def test_a_refused_batch_sends_each_job_alone() -> None:
+    """One job of the batch was cancelled (JobNotOpen): the batch reverts in its estimate, then each job goes
+    alone: the others settle, the cancelled one fails as it does alone; nothing lands twice."""
+    link = ChainLink({})
+    key = NodeKey.from_seed(b"\x07" * 32)
+    poster = link.market.as_(link.chain.dev_signers()[4])
+    jids = [bytes([0x50 + i]) * 32 for i in range(3)]
+    for jid in jids:
+        poster.post_job(jid, 1, 1, link.chain.now() + 500, PRICE)
+    poster.cancel_job(jids[1])
+    sent = count_sends(link)
+    outs: dict[bytes, str] = {}
+
+    async def main() -> None:
+        await link.join(key.node_id)
+
+        async def one(jid: bytes) -> None:
+            try:
+                outs[jid] = await link.submit(key.node_id, pair(key, jid))
+            except ValueError as e:  # (as when it is sent alone: no commitment of this node to reveal)
+                outs[jid] = f"failed: {e}"
+
+        async with trio.open_nursery() as nursery:
+            for jid in jids:
+                nursery.start_soon(one, jid)
+        assert sorted(sent) == ["commitReveal", "commitReveal"]  # (the refused batch never landed)
+        assert [link.market.job(j).state_name for j in jids] == ["settled", "failed", "settled"]
+        assert outs[jids[0]].startswith("0x") and outs[jids[2]].startswith("0x")
+        assert outs[jids[1]] == "failed: this node has no commitment on chain for the job"
+
+    trio.run(main)

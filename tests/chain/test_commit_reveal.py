@@ -122,3 +122,41 @@ def test_commit_reveal_gas_beats_commit_then_reveal(w: World) -> None:
     print(f"k=1: commitReveal {one:,} gas; commit {c:,} + reveal {r:,} = {c + r:,}")
     assert one < c + r - 21_000  # at least the second transaction's base cost saved
     assert one < 100_000
+
+
+def test_commit_reveal_many_settles_each_job_as_commit_reveal_does(w: World) -> None:
+    node, roots = w.nodes[0], [h("r0"), h("r1"), h("r2")]
+    jobs = [w.post(k=1, q=1, price=ETH)[0] for _ in roots]
+    res = node.market.commit_reveal_many([(j, r, SALT, USAGE) for j, r in zip(jobs, roots, strict=True)])
+    closed = res.all("JobClosed")
+    assert [bytes(c["jobId"]) for c in closed] == jobs
+    assert all((c["state"], list(c["credited"])) == (STATE_SETTLED, [USAGE]) for c in closed)
+    assert [e["traceRoot"] for e in res.all("Revealed")] == roots
+    assert [e["commitment"] for e in res.all("Committed")] == [
+        commitment(j, node.node_id, r, SALT) for j, r in zip(jobs, roots, strict=True)
+    ]
+    info = w.market.node(node.index)
+    assert (info.earnings, info.completed, info.open_jobs) == (3 * USAGE, 3, 0)
+    alone_job, _ = w.post(k=1, q=1, price=ETH)
+    alone = node.market.commit_reveal(alone_job, h("r3"), SALT, USAGE)
+    assert res.gas_used < 3 * alone.gas_used - 2 * 21_000  # the transaction's base cost once, not three times
+    print(f"commitRevealMany of 3: {res.gas_used:,} gas, commitReveal alone {alone.gas_used:,}")
+
+
+def test_commit_reveal_many_is_all_or_nothing(w: World) -> None:
+    node = w.nodes[0]
+    good, _ = w.post(k=1, q=1)
+    two, _ = w.post(k=2, q=2)  # this node would be the first of two: NotLastCommitment
+    before = (w.market.job(good), w.market.job(two))
+    with pytest.raises(ChainError) as e:
+        node.market.commit_reveal_many([(good, h("r"), SALT, USAGE), (two, h("r"), SALT, USAGE)])
+    assert reason(e) == "NotLastCommitment"
+    assert (w.market.job(good), w.market.job(two)) == before  # the good job was not committed either
+    for items in ([], [(h(f"j{i}"), h("r"), SALT, USAGE) for i in range(65)]):
+        with pytest.raises(ChainError) as e:
+            node.market.commit_reveal_many(items)
+        assert reason(e) == "BadParameter" and bytes(e.value.args_["what"]).rstrip(b"\0") == b"batch"
+    assert (
+        node.market.commit_reveal_many([(good, h("r"), SALT, USAGE)]).event("JobClosed")["state"]
+        == STATE_SETTLED
+    )

@@ -9,7 +9,7 @@ from hexbytes import HexBytes
 from sandrun_p2p.chain.errors import ChainError
 from sandrun_p2p.chain.events import EventPoller
 from sandrun_p2p.chain.market import (
-    MAX_POST_BATCH,
+    MAX_JOBS_PER_CALL,
     STATE_FAILED,
     STATE_OPEN,
     STATE_SETTLED,
@@ -265,7 +265,7 @@ def test_post_jobs_is_all_or_nothing(w):
     assert refused([(fresh, 1, 1, now + 100, ETH), (taken, 1, 1, now + 100, ETH)]) == ("JobExists", b"")
     assert refused([(fresh, 1, 1, now + 100, ETH), (h("x"), 2, 1, now + 100, ETH)]) == ("BadParameter", b"q")
     assert refused([]) == ("BadParameter", b"batch")
-    many = [(h(f"m{i}"), 1, 1, now + 100, 1) for i in range(MAX_POST_BATCH + 1)]
+    many = [(h(f"m{i}"), 1, 1, now + 100, 1) for i in range(MAX_JOBS_PER_CALL + 1)]
     assert refused(many) == ("BadParameter", b"batch")
     two = [(fresh, 1, 1, now + 100, ETH), (h("y"), 1, 1, now + 100, ETH)]
     assert refused(two, value=2 * ETH + 1) == ("BadParameter", b"escrow")  # msg.value is not the sum

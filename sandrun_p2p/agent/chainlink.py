@@ -66,7 +66,7 @@ from ..protocol.claiming import widen_seed
 from ..protocol.events import ChainUpdate, SubmitTx
 from ..protocol.jobspec import PAY_VOUCHER, JobSpec
 from ..protocol.verification import commitment
-from .ports import NotFunded
+from .ports import NotFunded, fund_each
 from .voucherlink import BATCH_EVENTS, VoucherLink
 
 #: ChainError reasons after which a transaction may or may not have been mined: nothing is sent again
@@ -247,11 +247,11 @@ class ChainLink:
 
         out: list[bytes | BaseException] = [NotFunded("not funded")] * len(specs)
 
-        async def single(i: int) -> None:
-            try:
-                out[i] = await self.fund_job(specs[i], origin)
-            except Exception as e:
-                out[i] = e
+        async def each(idx: list[int]) -> None:
+            for i, r in zip(
+                idx, await fund_each(self.fund_job, [specs[i] for i in idx], origin), strict=True
+            ):
+                out[i] = r
 
         async def batch(idx: list[int]) -> None:
             def work() -> dict[bytes, bytes]:
@@ -269,10 +269,8 @@ class ChainLink:
                 if e.reason in _OUTCOME_UNKNOWN:
                     for i in idx:
                         out[i] = e
-                    return
-                async with trio.open_nursery() as nursery:  # refused: which job was it?
-                    for i in idx:
-                        nursery.start_soon(single, i)
+                else:  # refused: which job was it?
+                    await each(idx)
                 return
             except Exception as e:
                 for i in idx:
@@ -284,15 +282,10 @@ class ChainLink:
 
         escrowed = [i for i, s in enumerate(specs) if s.pay != PAY_VOUCHER]
         async with trio.open_nursery() as nursery:
-            for i, s in enumerate(specs):
-                if s.pay == PAY_VOUCHER:
-                    nursery.start_soon(single, i)
+            nursery.start_soon(each, [i for i, s in enumerate(specs) if s.pay == PAY_VOUCHER])
             for at in range(0, len(escrowed), MAX_JOBS_PER_CALL):
                 part = escrowed[at : at + MAX_JOBS_PER_CALL]
-                if len(part) == 1:
-                    nursery.start_soon(single, part[0])
-                else:
-                    nursery.start_soon(batch, part)
+                nursery.start_soon(each if len(part) == 1 else batch, part)
         return out
 
     async def check_job(self, spec: JobSpec) -> bytes:

@@ -9,8 +9,10 @@ default is :mod:`sandrun_p2p.agent.chainlink` (the project's chain client); ``ch
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+
+import trio
 
 from ..protocol.events import ChainUpdate, SubmitTx
 from ..protocol.jobspec import JobSpec
@@ -20,6 +22,25 @@ DEFAULT_CHAIN_FACTORY = "sandrun_p2p.agent.chainlink:open_chain"
 
 class NotFunded(Exception):
     """A job announced for a client is not escrowed on chain as its spec says (the message names what differs)."""
+
+
+async def fund_each(
+    fund_job: Callable[[JobSpec, bytes], Awaitable[bytes]], specs: list[JobSpec], origin: bytes
+) -> list[bytes | BaseException]:
+    """``fund_job`` for every spec at once (a :meth:`ChainPort.fund_jobs` without a batch transaction); per
+    spec its seed or the exception it raised."""
+    out: list[bytes | BaseException] = [RuntimeError("not funded")] * len(specs)
+
+    async def one(i: int) -> None:
+        try:
+            out[i] = await fund_job(specs[i], origin)
+        except Exception as e:
+            out[i] = e
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(specs)):
+            nursery.start_soon(one, i)
+    return out
 
 
 class ChainPort(Protocol):

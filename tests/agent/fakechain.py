@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import trio
 
-from sandrun_p2p.agent.ports import NotFunded
+from sandrun_p2p.agent.ports import NotFunded, fund_each
 from sandrun_p2p.protocol.events import ChainUpdate, SubmitTx
 from sandrun_p2p.protocol.jobspec import JobSpec
 
@@ -219,18 +219,7 @@ class FakeChain:
         return bytes.fromhex(out["seed"])
 
     async def fund_jobs(self, specs: list[JobSpec], origin: bytes) -> list[bytes | BaseException]:
-        out: list[bytes | BaseException] = [RuntimeError("not funded")] * len(specs)
-
-        async def one(i: int) -> None:
-            try:
-                out[i] = await self.fund_job(specs[i], origin)
-            except Exception as e:
-                out[i] = e
-
-        async with trio.open_nursery() as nursery:
-            for i in range(len(specs)):
-                nursery.start_soon(one, i)
-        return out
+        return await fund_each(self.fund_job, specs, origin)
 
     async def check_job(self, spec: JobSpec) -> bytes:
         j = (await self.state())["jobs"].get(spec.job_id.hex())

@@ -243,15 +243,20 @@ def test_an_agent_killed_before_or_after_its_commit_reveal_settles_the_job_once(
     trio.run(main)
 
 
+def k1_jobs(n: int, tag: int) -> tuple[ChainLink, NodeKey, list[bytes], Any]:
+    """An executor's link, ``n`` funded k = 1 jobs and the client's market that posted them."""
+    link = ChainLink({})
+    poster = link.market.as_(link.chain.dev_signers()[4])
+    jids = [bytes([tag + i]) * 32 for i in range(n)]
+    for jid in jids:
+        poster.post_job(jid, 1, 1, link.chain.now() + 500, PRICE)
+    return link, NodeKey.from_seed(b"\x07" * 32), jids, poster
+
+
 def test_the_commit_reveals_of_jobs_ready_together_go_in_one_transaction() -> None:
     """Four k = 1 jobs whose executions end in the same turn: one commitRevealMany settles all four (each job's
     own outcome in the answer); a fifth job alone after that gets a plain commitReveal."""
-    link = ChainLink({})
-    key = NodeKey.from_seed(b"\x07" * 32)
-    poster = link.market.as_(link.chain.dev_signers()[4])
-    jids = [bytes([0x40 + i]) * 32 for i in range(5)]
-    for jid in jids:
-        poster.post_job(jid, 1, 1, link.chain.now() + 500, PRICE)
+    link, key, jids, _ = k1_jobs(5, 0x40)
     sent = count_sends(link)
     outs: dict[bytes, str] = {}
 
@@ -278,12 +283,7 @@ def test_the_commit_reveals_of_jobs_ready_together_go_in_one_transaction() -> No
 def test_a_refused_batch_sends_each_job_alone() -> None:
     """One job of the batch was cancelled (JobNotOpen): the batch reverts in its estimate, then each job goes
     alone: the others settle, the cancelled one fails as it does alone; nothing lands twice."""
-    link = ChainLink({})
-    key = NodeKey.from_seed(b"\x07" * 32)
-    poster = link.market.as_(link.chain.dev_signers()[4])
-    jids = [bytes([0x50 + i]) * 32 for i in range(3)]
-    for jid in jids:
-        poster.post_job(jid, 1, 1, link.chain.now() + 500, PRICE)
+    link, key, jids, poster = k1_jobs(3, 0x50)
     poster.cancel_job(jids[1])
     sent = count_sends(link)
     outs: dict[bytes, str] = {}

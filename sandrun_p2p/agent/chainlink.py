@@ -402,9 +402,11 @@ class ChainLink:
                 except ChainError as e:
                     for p in batch:
                         p.settle(error=e, alone=len(batch) > 1 and e.reason not in _OUTCOME_UNKNOWN)
-                except BaseException as e:
+                except Exception as e:
                     for p in batch:
                         p.settle(error=e)
+                except BaseException:  # this task cancelled before the batch went out: the others send theirs
+                    self._cr_queue[:0] = [p for p in batch if p is not item]
                     raise
                 else:
                     for p in batch:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from sandrun_p2p.agent.chainlink import ChainLink
 from sandrun_p2p.agent.config import AgentConfig
@@ -304,5 +305,34 @@ def test_a_refused_batch_sends_each_job_alone() -> None:
         assert [link.market.job(j).state_name for j in jids] == ["settled", "failed", "settled"]
         assert outs[jids[0]].startswith("0x") and outs[jids[2]].startswith("0x")
         assert outs[jids[1]] == "failed: this node has no commitment on chain for the job"
+
+    trio.run(main)
+
+
+def test_a_sender_cancelled_before_its_batch_left_leaves_the_batch_to_the_others() -> None:
+    """The task that took the batch is cancelled while it waits for a transaction slot: its job is not sent, and
+    the jobs it had gathered go out in the next batch, sent by their own tasks."""
+    link, key, jids, _ = k1_jobs(3, 0x60)
+    sent = count_sends(link)
+    outs: dict[bytes, str] = {}
+    scopes: dict[bytes, trio.CancelScope] = {}
+
+    async def main() -> None:
+        await link.join(key.node_id)
+
+        async def one(jid: bytes) -> None:
+            with trio.CancelScope() as scopes[jid]:
+                outs[jid] = await link.submit(key.node_id, pair(key, jid))
+
+        await link._lock.acquire()  # every transaction slot taken
+        async with trio.open_nursery() as nursery:
+            for jid in jids:
+                nursery.start_soon(one, jid)
+            await trio.testing.wait_all_tasks_blocked()
+            scopes[jids[0]].cancel()  # the first task took the batch of three
+            await trio.testing.wait_all_tasks_blocked()
+            link._lock.release()
+        assert sent == ["commitRevealMany"] and set(outs) == set(jids[1:])
+        assert [link.market.job(j).state_name for j in jids] == ["open", "settled", "settled"]
 
     trio.run(main)

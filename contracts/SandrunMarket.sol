@@ -407,8 +407,8 @@ contract SandrunMarket {
         uint256 n = posts.length;
         if (n == 0 || n > MAX_JOBS_PER_CALL) revert BadParameter("batch");
         bytes8 seed = bytes8(blockhash(block.number - 1));
-        uint256 total;
-        for (uint256 i; i < n; ++i) {
+        uint256 total = 0;
+        for (uint256 i = 0; i < n; ++i) {
             JobPost calldata p = posts[i];
             total += p.escrow;
             _postJob(p.jobId, p.k, p.q, p.deadline, p.escrow, seed);
@@ -467,7 +467,7 @@ contract SandrunMarket {
     function commitRevealMany(CommitRevealItem[] calldata items) external {
         uint256 n = items.length;
         if (n == 0 || n > MAX_JOBS_PER_CALL) revert BadParameter("batch");
-        for (uint256 i; i < n; ++i) {
+        for (uint256 i = 0; i < n; ++i) {
             CommitRevealItem calldata it = items[i];
             _commitReveal(it.jobId, it.traceRoot, it.salt, it.usage);
         }

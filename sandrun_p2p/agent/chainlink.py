@@ -388,9 +388,21 @@ class ChainLink:
 
         item = _Pending((jid, root, salt, usage))
         self._cr_queue.append(item)
-        async with self._cr_lock:
+        try:
+            await self._cr_lock.acquire()
+        except (
+            BaseException
+        ):  # cancelled while waiting: not sent by a later batch either (unless one took it)
+            if item in self._cr_queue:
+                self._cr_queue.remove(item)
+            raise
+        try:
             if not item.done:  # (else a batch sent while this one waited carried it)
-                await trio.lowlevel.checkpoint()  # the jobs made ready in this same turn join the batch
+                try:
+                    await trio.lowlevel.checkpoint()  # the jobs made ready in this same turn join the batch
+                except BaseException:
+                    self._cr_queue.remove(item)  # (still queued: the lock kept other batches from taking it)
+                    raise
                 batch = self._cr_queue[:MAX_JOBS_PER_CALL]
                 del self._cr_queue[: len(batch)]
                 if len(batch) == 1:
@@ -411,6 +423,8 @@ class ChainLink:
                 else:
                     for p in batch:
                         p.settle(receipt=r)
+        finally:
+            self._cr_lock.release()
         if item.alone:  # its batch was refused: this job on its own
             return await self._run(self.market.commit_reveal, *item.args)
         return item.result()

@@ -316,11 +316,13 @@ def test_a_sender_cancelled_before_its_batch_left_leaves_the_batch_to_the_others
     sent = count_sends(link)
     outs: dict[bytes, str] = {}
     scopes: dict[bytes, trio.CancelScope] = {}
+    task_of: dict[Any, bytes] = {}
 
     async def main() -> None:
         await link.join(key.node_id)
 
         async def one(jid: bytes) -> None:
+            task_of[trio.lowlevel.current_task()] = jid
             with trio.CancelScope() as scopes[jid]:
                 outs[jid] = await link.submit(key.node_id, pair(key, jid))
 
@@ -329,10 +331,44 @@ def test_a_sender_cancelled_before_its_batch_left_leaves_the_batch_to_the_others
             for jid in jids:
                 nursery.start_soon(one, jid)
             await trio.testing.wait_all_tasks_blocked()
-            scopes[jids[0]].cancel()  # the first task took the batch of three
+            assert not link._cr_queue  # one task took all three into its batch ...
+            leader = task_of[link._cr_lock.statistics().owner]
+            scopes[leader].cancel()  # ... and is cancelled before a slot frees
             await trio.testing.wait_all_tasks_blocked()
             link._lock.release()
-        assert sent == ["commitRevealMany"] and set(outs) == set(jids[1:])
-        assert [link.market.job(j).state_name for j in jids] == ["open", "settled", "settled"]
+        others = [j for j in jids if j != leader]
+        assert sent == ["commitRevealMany"] and set(outs) == set(others)
+        assert link.market.job(leader).state_name == "open"
+        assert all(link.market.job(j).state_name == "settled" for j in others)
+
+    trio.run(main)
+
+
+def test_a_sender_cancelled_while_queued_is_not_sent_later() -> None:
+    """A job whose task is cancelled while it waits for the batch in flight leaves the queue: the next batch
+    does not carry it."""
+    link, key, jids, _ = k1_jobs(3, 0x70)
+    sent = count_sends(link)
+    scopes: dict[bytes, trio.CancelScope] = {}
+
+    async def main() -> None:
+        await link.join(key.node_id)
+
+        async def one(jid: bytes) -> None:
+            with trio.CancelScope() as scopes[jid]:
+                await link.submit(key.node_id, pair(key, jid))
+
+        await link._lock.acquire()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, jids[0])
+            await trio.testing.wait_all_tasks_blocked()  # its batch (itself) waits for a slot
+            for jid in jids[1:]:
+                nursery.start_soon(one, jid)
+            await trio.testing.wait_all_tasks_blocked()  # queued behind it
+            scopes[jids[1]].cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            link._lock.release()
+        assert sent == ["commitReveal", "commitReveal"]  # jids[0] alone, then jids[2] alone
+        assert [link.market.job(j).state_name for j in jids] == ["settled", "open", "settled"]
 
     trio.run(main)

@@ -37,28 +37,42 @@ class Calls:
         for item in abi:
             if item.get("type") == "function":
                 seen[item["name"]] = seen.get(item["name"], 0) + 1
-        self._fns: dict[str, tuple[bytes, list[str]]] = {}
+        self._fns: dict[str, tuple[bytes, list[str], list[dict[str, Any]]]] = {}
         for item in abi:
             if item.get("type") != "function" or seen[item["name"]] != 1:
                 continue
             types = [canonical_type(i) for i in item["inputs"]]
             selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
-            self._fns[item["name"]] = (selector, types)
+            self._fns[item["name"]] = (selector, types, item["inputs"])
 
     def __contains__(self, name: str) -> bool:
         return name in self._fns
 
     def data(self, name: str, args: tuple[Any, ...]) -> str:
         """``0x``-hex calldata of ``name(*args)``; KeyError for a function not in the table."""
-        selector, types = self._fns[name]
+        selector, types, inputs = self._fns[name]
         if len(args) != len(types):
             raise TypeError(f"{name} takes {len(types)} arguments, not {len(args)}")
-        for i, (t, v) in enumerate(zip(types, args, strict=True)):
-            size = FIXED_BYTES.get(t)
-            if size is not None and isinstance(v, bytes | bytearray) and len(v) != size:
-                # (eth_abi would pad a short value; web3, strict, refuses it: so does this)
-                raise ValueError(f"{name}: argument {i} is {len(v)} bytes, {t} takes {size}")
+        for i, (item, v) in enumerate(zip(inputs, args, strict=True)):
+            _check_sizes(item, v, f"{name}: argument {i}")
         try:
             return "0x" + (selector + abi_encode(types, list(args))).hex()
         except EncodingError as e:
             raise ValueError(f"{name}: {e}") from None
+
+
+def _check_sizes(item: dict[str, Any], v: Any, where: str) -> None:
+    """Refuse a ``bytesN`` value of another length, also inside tuples and arrays (eth_abi would pad a short
+    value; web3, strict, refuses it: so does this). Other mismatches are left to eth_abi."""
+    t = item["type"]
+    if t.endswith("]"):
+        if isinstance(v, list | tuple):
+            element = {**item, "type": t[: t.rindex("[")]}
+            for j, x in enumerate(v):
+                _check_sizes(element, x, f"{where}[{j}]")
+    elif t == "tuple":
+        if isinstance(v, list | tuple) and len(v) == len(item["components"]):
+            for c, x in zip(item["components"], v, strict=True):
+                _check_sizes(c, x, f"{where}.{c['name']}")
+    elif (size := FIXED_BYTES.get(t)) is not None and isinstance(v, bytes | bytearray) and len(v) != size:
+        raise ValueError(f"{where} is {len(v)} bytes, {t} takes {size}")

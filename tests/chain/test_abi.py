@@ -67,3 +67,14 @@ def test_every_function_encodes_as_web3_does() -> None:
 def test_bad_arguments_are_refused(args) -> None:
     with pytest.raises((TypeError, ValueError)):
         Calls(ABI).data("postJob", args)
+
+
+def test_a_short_bytes32_inside_a_tuple_array_is_refused() -> None:
+    """postJobs takes (bytes32 jobId, ...)[]: a 31-byte job id would be padded into another id by eth_abi."""
+    good = (b"\x01" * 32, 1, 1, 10, 5)
+    calls = Calls(ABI)
+    assert calls.data("postJobs", ([good, good],)).startswith("0x")
+    with pytest.raises(ValueError, match=r"postJobs: argument 0\[1\]\.jobId is 31 bytes, bytes32 takes 32"):
+        calls.data("postJobs", ([good, (b"\x01" * 31, 1, 1, 10, 5)],))
+    with pytest.raises(ValueError, match=r"commitRevealMany: argument 0\[0\]\.salt is 33 bytes"):
+        calls.data("commitRevealMany", ([(b"\x01" * 32, b"\x02" * 32, b"\x03" * 33, 7)],))
